@@ -1,0 +1,39 @@
+"""Train a CNN from the Hydra config in conf/ (see README.md).
+
+    python train.py                              # the default experiment, offline
+    python train.py schedule=one_cycle trainer.epochs=30
+    python train.py +resume=checkpoints/<run>    # continue a run exactly
+
+This file stays thin: Hydra composes the config, ``trainer.run.train`` does the
+rest and returns the monitored metric, which Hydra's sweepers optimise.
+TensorFlow is imported only once training starts, so ``--help`` and
+``--cfg job`` answer at once.
+"""
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from trainer.cli import exit_on_user_error
+from trainer.config import register_schemas
+
+register_schemas()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    with exit_on_user_error():
+        from trainer.run import train
+
+        return train(cfg)
+
+
+if __name__ == "__main__":
+    if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:
+        from trainer.help import help_text
+
+        with exit_on_user_error():
+            print(help_text([a for a in sys.argv[1:] if not a.startswith("-")]))
+        sys.exit(0)
+    main()

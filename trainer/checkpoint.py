@@ -1,0 +1,318 @@
+"""Checkpoint directories on disk: atomic commit, manifest, verification, keeping policy.
+
+A run directory holds one directory per checkpoint::
+
+    <run>/step-00000450/
+        manifest.json       format and project version, step, epoch, metrics, learning
+                            rate, and the size and sha256 of every other file
+        model.weights.h5    plain Keras: model.load_weights() on the model built from config
+        optimizer.h5        the optimizer's variables (iterations and slots), by index
+        trainer_state.json  data position, RNG states, callback states, best metric
+        config.yaml         the run's config: model, optimizer, schedule side by side,
+                            plus the schedule resolved to steps (`resolved_schedule`)
+    <run>/latest, <run>/best   one line: the name of a checkpoint directory
+
+A checkpoint is written into a hidden temporary sibling, every file and the
+directory are fsynced, then it is renamed into place: a checkpoint that is not
+complete is never visible under its final name. Pointers are replaced the same
+way (write, fsync, rename).
+
+This module never imports TensorFlow and never executes anything it reads:
+JSON and YAML are parsed with size limits and safe loaders only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trainer import __version__
+from trainer.errors import UserError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+CHECKPOINT_PREFIX = "step-"
+POINTERS = ("latest", "best")
+MAX_MANIFEST_BYTES = 1 << 20  # a manifest lists a handful of files; anything bigger is hostile
+_NAME = re.compile(r"^step-\d{8,}$")
+_FILE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def checkpoint_name(global_step: int) -> str:
+    return f"{CHECKPOINT_PREFIX}{global_step:08d}"
+
+
+def is_checkpoint_name(name: str) -> bool:
+    return bool(_NAME.match(name))
+
+
+def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so that readers see the old or the new file, never half."""
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(temporary, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    _fsync_dir(path.parent)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass
+class Checkpoint:
+    """One checkpoint directory and its parsed manifest (``None`` when unreadable)."""
+
+    path: Path
+    manifest: dict[str, Any] | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def valid(self) -> bool:
+        return self.manifest is not None and not self.problems
+
+    @property
+    def global_step(self) -> int:
+        if self.manifest is not None:
+            return int(self.manifest["global_step"])
+        return int(self.path.name[len(CHECKPOINT_PREFIX):])
+
+    def file(self, name: str) -> Path:
+        """Path of a file the manifest lists; refuses names that could leave the directory."""
+        if self.manifest is None or name not in self.manifest["files"]:
+            raise UserError(f"checkpoint {self.path} has no file {name!r} in its manifest")
+        return self.path / name
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """The parsed manifest of checkpoint ``path``; ValueError says what is wrong with it."""
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise ValueError(f"no {MANIFEST}")
+    if manifest_path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise ValueError(f"{MANIFEST} is larger than {MAX_MANIFEST_BYTES} bytes")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{MANIFEST} is not valid JSON ({error})") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{MANIFEST} is not a JSON object")
+    version = manifest.get("format_version")
+    if not isinstance(version, int):
+        raise ValueError(f"{MANIFEST} has no integer format_version")
+    if version > FORMAT_VERSION:
+        raise ValueError(
+            f"format version {version} is newer than this trainer reads ({FORMAT_VERSION}); "
+            "upgrade the trainer"
+        )
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise ValueError(f"{MANIFEST} lists no files")
+    for name, entry in files.items():
+        if not _FILE_NAME.match(name) or name in (".", "..") or name == MANIFEST:
+            raise ValueError(f"{MANIFEST} lists a file name that is not allowed: {name!r}")
+        if not (isinstance(entry, dict) and isinstance(entry.get("size"), int)
+                and isinstance(entry.get("sha256"), str)):
+            raise ValueError(f"{MANIFEST} entry for {name!r} lacks size and sha256")
+    if not isinstance(manifest.get("global_step"), int):
+        raise ValueError(f"{MANIFEST} has no integer global_step")
+    return manifest
+
+
+def verify(path: Path) -> Checkpoint:
+    """Re-hash every file of the checkpoint at ``path``; ``.problems`` lists what is wrong."""
+    checkpoint = Checkpoint(Path(path))
+    try:
+        checkpoint.manifest = read_manifest(checkpoint.path)
+    except (OSError, ValueError) as error:
+        checkpoint.problems.append(str(error))
+        return checkpoint
+    for name, entry in checkpoint.manifest["files"].items():
+        file_path = checkpoint.path / name
+        if not file_path.is_file():
+            checkpoint.problems.append(f"{name}: missing")
+            continue
+        size = file_path.stat().st_size
+        if size != entry["size"]:
+            checkpoint.problems.append(f"{name}: size {size} bytes, manifest says {entry['size']}")
+        elif sha256_of(file_path) != entry["sha256"]:
+            checkpoint.problems.append(f"{name}: sha256 does not match the manifest")
+    return checkpoint
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """The checkpoint directories of a run, oldest step first (not verified)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    return sorted(p for p in run_dir.iterdir() if p.is_dir() and is_checkpoint_name(p.name))
+
+
+def read_pointer(run_dir: Path, pointer: str) -> str | None:
+    """The checkpoint name a pointer file names, or None when absent or malformed."""
+    try:
+        name = (Path(run_dir) / pointer).read_text().strip()
+    except OSError:
+        return None
+    return name if is_checkpoint_name(name) else None
+
+
+def latest_valid_checkpoint(
+    run_dir: Path, report: Callable[[str], None] = print
+) -> Checkpoint | None:
+    """The newest checkpoint of ``run_dir`` that verifies; each one skipped is reported."""
+    for path in reversed(list_checkpoints(run_dir)):
+        checkpoint = verify(path)
+        if checkpoint.valid:
+            return checkpoint
+        report(f"checkpoint {path} does not verify ({'; '.join(checkpoint.problems)}); skipping it")
+    return None
+
+
+def resolve_resume_path(path: str | os.PathLike, report: Callable[[str], None] = print) -> Checkpoint:
+    """The checkpoint that ``+resume=path`` names: a checkpoint directory, or a run directory.
+
+    A run directory resumes from its newest checkpoint that verifies (falling
+    back past broken ones, and saying so); a checkpoint directory resumes from
+    exactly that checkpoint, and only if it verifies.
+    """
+    target = Path(path).expanduser()
+    if not target.exists():
+        raise UserError(f"resume path {str(path)!r} does not exist")
+    if not target.is_dir():
+        raise UserError(f"resume path {str(path)!r} is not a directory (a run or a checkpoint)")
+    if (target / MANIFEST).exists() or is_checkpoint_name(target.name):
+        checkpoint = verify(target)
+        if not checkpoint.valid:
+            raise UserError(
+                f"checkpoint {target} does not verify: {'; '.join(checkpoint.problems)}"
+            )
+        return checkpoint
+    if not list_checkpoints(target):
+        raise UserError(
+            f"resume path {str(path)!r} holds no checkpoints "
+            f"(expected a run directory with {CHECKPOINT_PREFIX}* folders, or one of those)"
+        )
+    checkpoint = latest_valid_checkpoint(target, report)
+    if checkpoint is None:
+        raise UserError(f"run {target} holds no checkpoint that verifies")
+    return checkpoint
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def commit_checkpoint(staging: Path, final: Path, manifest: Mapping[str, Any]) -> None:
+    """Hash and fsync every file in ``staging``, write the manifest, rename to ``final``.
+
+    ``manifest`` gives everything but the file list, which is computed here.
+    """
+    files = {}
+    for file_path in sorted(staging.iterdir()):
+        if file_path.name == MANIFEST:
+            continue
+        _fsync_file(file_path)
+        files[file_path.name] = {"size": file_path.stat().st_size, "sha256": sha256_of(file_path)}
+    full = {
+        "format_version": FORMAT_VERSION,
+        "project_version": __version__,
+        "written_at": time.time(),
+        **manifest,
+        "files": files,
+    }
+    with open(staging / MANIFEST, "w") as handle:
+        json.dump(full, handle, indent=2, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    _fsync_dir(staging)
+    replaced = None
+    if final.exists():  # a re-save of the same step: the epoch-end save after a step save
+        replaced = final.with_name(f".{final.name}.tmp-replaced-{os.getpid()}-{time.time_ns()}")
+        os.rename(final, replaced)
+    os.rename(staging, final)
+    _fsync_dir(final.parent)
+    if replaced is not None:
+        shutil.rmtree(replaced, ignore_errors=True)
+
+
+def staging_dir(run_dir: Path, global_step: int) -> Path:
+    """A fresh hidden directory beside the final one, on the same filesystem."""
+    path = Path(run_dir) / f".{checkpoint_name(global_step)}.tmp-{os.getpid()}-{time.time_ns()}"
+    path.mkdir(parents=True)
+    return path
+
+
+def remove_stale_staging(run_dir: Path) -> None:
+    """Delete half-written checkpoints left by a process that died while saving."""
+    for path in Path(run_dir).glob(f".{CHECKPOINT_PREFIX}*.tmp-*"):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- keeping policy
+
+
+@dataclass(frozen=True)
+class KeepPolicy:
+    """Which checkpoints survive pruning.
+
+    The ``keep_last`` newest, the ``keep_best`` best by ``monitor`` (``mode`` max
+    or min), one every ``keep_every_n_steps`` steps, whatever a pointer names,
+    and always the newest valid one.
+    """
+
+    keep_last: int = 3
+    keep_best: int = 1
+    keep_every_n_steps: int | None = None
+    monitor: str = "val_accuracy"
+    mode: str = "max"
+
+    def score(self, manifest: Mapping[str, Any]) -> float | None:
+        value = (manifest.get("metrics") or {}).get(self.monitor)
+        if not isinstance(value, (int, float)):
+            return None
+        return float(value) if self.mode == "max" else -float(value)
+
+    def to_remove(self, checkpoints: Iterable[Checkpoint], protected: Iterable[str]) -> list[Path]:
+        """The checkpoints to delete, given all of a run's (verified or not) and pointer names."""
+        ordered = sorted(checkpoints, key=lambda c: c.global_step)
+        keep = set(protected)
+        keep.update(c.path.name for c in ordered[-self.keep_last:])
+        valid = [c for c in ordered if c.valid]
+        if valid:
+            keep.add(valid[-1].path.name)
+        scored = [(self.score(c.manifest), c.global_step, c.path.name) for c in valid]
+        scored = sorted((s for s in scored if s[0] is not None), reverse=True)
+        keep.update(name for _, _, name in scored[: self.keep_best])
+        if self.keep_every_n_steps:
+            keep.update(c.path.name for c in ordered if c.global_step % self.keep_every_n_steps == 0)
+        return [c.path for c in ordered if c.path.name not in keep]

@@ -1,0 +1,301 @@
+"""The training loop: compiled steps, epochs, validation, checkpoints at step boundaries.
+
+Why a loop of our own instead of ``model.fit``: a checkpoint must capture the
+exact position inside an epoch (epoch, batches done) and a resumed run must
+see the same batches from there on, checkpoints must land on step boundaries
+given in steps or epochs, and SIGTERM must save before exiting. ``fit``'s
+callbacks cannot restart an epoch mid-way on the same batches, so the loop
+follows Keras' "training loop from scratch" guide: a ``tf.function`` that runs
+``steps_per_execution`` optimizer steps per call (XLA-compiled with
+``trainer.jit_compile``), Keras metrics, Keras' progress bar.
+
+Callback state (early stopping, reduce-on-plateau, best metric) lives in
+:class:`LoopState`, which is saved with every checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+
+@dataclass
+class LoopState:
+    """Everything about the loop's progress that a resumed run needs besides the variables."""
+
+    epoch: int = 0  # the epoch in progress (0-based)
+    batches_done: int = 0  # batches of that epoch already trained on
+    epochs_completed: int = 0
+    best: float | None = None  # best value of the monitored metric so far
+    epochs_without_improvement: int = 0  # early stopping's counter
+    epochs_since_lr_cut: int = 0  # reduce-on-plateau's counter
+    lr_scale: float = 1.0  # reduce-on-plateau's current factor on the schedule
+    stopped_early: bool = False
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LoopState:
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
+
+
+class ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """``schedule(step) * scale``: how reduce-on-plateau lowers a schedule's rate.
+
+    ``scale`` is a variable the loop sets; it is loop state, saved with the
+    checkpoint, so the schedule itself stays a pure function of the step.
+    """
+
+    def __init__(self, schedule, scale: tf.Variable) -> None:
+        self.schedule = schedule
+        self.scale = scale
+
+    def __call__(self, step):
+        return self.schedule(step) * tf.cast(self.scale, tf.float32)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"schedule": self.schedule.get_config(), "scale": float(self.scale.numpy())}
+
+
+@dataclass
+class LoopSettings:
+    epochs: int
+    total_steps: int
+    steps_per_epoch: int
+    steps_per_execution: int = 1
+    jit_compile: bool = False
+    monitor: str = "val_accuracy"
+    mode: str = "max"
+    every_n_steps: int | None = None
+    every_n_epochs: int | None = 1
+    log_every_n_steps: int = 1
+    early_stopping_patience: int | None = None
+    reduce_on_plateau_patience: int | None = None
+    reduce_on_plateau_factor: float = 0.5
+
+
+class StopRequested(Exception):
+    """A signal asked the run to stop; a checkpoint has been saved."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.exit_code = 128 + signum
+
+
+class TrainingLoop:
+    """Trains ``model`` with ``optimizer`` on ``data`` from ``state`` on.
+
+    ``save(state, logs)`` is called at every checkpoint boundary; it writes a
+    checkpoint of the live objects and this state.
+    """
+
+    def __init__(
+        self,
+        model: keras.Model,
+        optimizer: keras.optimizers.Optimizer,
+        data: Any,
+        settings: LoopSettings,
+        state: LoopState,
+        reporter: Any,
+        save: Callable[[LoopState, Mapping[str, float]], None],
+        learning_rate: Callable[[], float],
+        lr_scale: tf.Variable,
+    ) -> None:
+        self.model, self.optimizer, self.data = model, optimizer, data
+        self.settings, self.state, self.reporter = settings, state, reporter
+        self.save, self.learning_rate, self.lr_scale = save, learning_rate, lr_scale
+        self.loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        self.train_loss = keras.metrics.Mean(name="loss")
+        self.train_accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        self.eval_loss = keras.metrics.Mean(name="loss")
+        self.eval_accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        self._signal: int | None = None
+        self._train_steps = self._make_train_function()
+        self._eval_step = tf.function(self._eval_step_eager, jit_compile=settings.jit_compile)
+
+    # ------------------------------------------------------------------ compiled steps
+
+    def _train_step(self, images, labels) -> None:
+        with tf.GradientTape() as tape:
+            logits = self.model(images, training=True)
+            loss = self.loss_fn(labels, logits)
+            if self.model.losses:
+                loss = loss + tf.add_n(self.model.losses)
+        variables = self.model.trainable_variables
+        gradients = tape.gradient(loss, variables)
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        self.train_loss.update_state(loss)
+        self.train_accuracy.update_state(labels, logits)
+
+    def _make_train_function(self):
+        # The step itself may be XLA-compiled; the loop over the iterator may not.
+        step = tf.function(self._train_step, jit_compile=self.settings.jit_compile)
+
+        @tf.function
+        def train_steps(iterator, count):
+            for _ in tf.range(count):
+                images, labels = next(iterator)
+                step(images, labels)
+
+        return train_steps
+
+    def _eval_step_eager(self, images, labels) -> None:
+        logits = self.model(images, training=False)
+        self.eval_loss.update_state(self.loss_fn(labels, logits))
+        self.eval_accuracy.update_state(labels, logits)
+
+    def evaluate(self, dataset) -> dict[str, float]:
+        """Loss and accuracy of the model on ``dataset``."""
+        self.eval_loss.reset_state()
+        self.eval_accuracy.reset_state()
+        for images, labels in dataset:
+            self._eval_step(images, labels)
+        return {
+            "loss": float(self.eval_loss.result()),
+            "accuracy": float(self.eval_accuracy.result()),
+        }
+
+    # ------------------------------------------------------------------ the loop
+
+    @property
+    def global_step(self) -> int:
+        return int(self.optimizer.iterations.numpy())
+
+    def run(self) -> LoopState:
+        """Train until ``epochs`` or ``total_steps`` is reached, or early stopping says stop."""
+        settings, state = self.settings, self.state
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while (
+                state.epoch < settings.epochs
+                and self.global_step < settings.total_steps
+                and not state.stopped_early
+            ):
+                self._run_epoch()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        return state
+
+    def _run_epoch(self) -> None:
+        settings, state = self.settings, self.state
+        self.train_loss.reset_state()
+        self.train_accuracy.reset_state()
+        self.reporter.start_epoch(state.epoch, settings.epochs, state.batches_done)
+        iterator = iter(self.data.train_epoch(state.epoch, skip_batches=state.batches_done))
+        started = time.perf_counter()
+        while state.batches_done < settings.steps_per_epoch:
+            step = self.global_step
+            if step >= settings.total_steps:
+                break
+            count = min(
+                settings.steps_per_execution,
+                settings.steps_per_epoch - state.batches_done,
+                settings.total_steps - step,
+                self._steps_to_next_step_checkpoint(step),
+            )
+            self._train_steps(iterator, tf.constant(count))
+            state.batches_done += count
+            step += count
+            values = {
+                "loss": float(self.train_loss.result()),
+                "accuracy": float(self.train_accuracy.result()),
+                "lr": self.learning_rate(),
+            }
+            log_now = step % settings.log_every_n_steps < count
+            self.reporter.step(state.batches_done, step, values, log_now)
+            if settings.every_n_steps and step % settings.every_n_steps == 0:
+                self.save(state, values)
+            if self._signal is not None:
+                self._stop(values)
+        self._end_epoch(time.perf_counter() - started)
+
+    def _end_epoch(self, seconds: float) -> None:
+        settings, state = self.settings, self.state
+        logs = {
+            "loss": float(self.train_loss.result()),
+            "accuracy": float(self.train_accuracy.result()),
+        }
+        validation = self.data.validation()
+        if validation is not None:
+            logs.update({f"val_{k}": v for k, v in self.evaluate(validation).items()})
+        logs["lr"] = self.learning_rate()
+        logs["epoch_seconds"] = seconds
+        epoch_finished = state.batches_done >= settings.steps_per_epoch
+        self.reporter.end_epoch(state.epoch, self.global_step, logs)
+        if epoch_finished:
+            state.epoch += 1
+            state.batches_done = 0
+            state.epochs_completed = state.epoch
+            self._update_callbacks(logs)
+        state.history.append({"epoch": state.epoch, "step": self.global_step, **logs})
+        at_end = (
+            state.epoch >= settings.epochs
+            or self.global_step >= settings.total_steps
+            or state.stopped_early
+        )
+        every = settings.every_n_epochs
+        if at_end or (epoch_finished and every and state.epoch % every == 0):
+            self.save(state, logs)
+
+    def _update_callbacks(self, logs: Mapping[str, float]) -> None:
+        """Early stopping and reduce-on-plateau, with Keras' semantics, on ``monitor``."""
+        settings, state = self.settings, self.state
+        value = logs.get(settings.monitor)
+        if value is None or math.isnan(value):
+            return
+        sign = 1.0 if settings.mode == "max" else -1.0
+        if state.best is None or sign * value > sign * state.best:
+            state.best = value
+            state.epochs_without_improvement = 0
+            state.epochs_since_lr_cut = 0
+            return
+        state.epochs_without_improvement += 1
+        state.epochs_since_lr_cut += 1
+        patience = settings.reduce_on_plateau_patience
+        if patience and state.epochs_since_lr_cut >= patience:
+            state.lr_scale *= settings.reduce_on_plateau_factor
+            self.lr_scale.assign(state.lr_scale)
+            state.epochs_since_lr_cut = 0
+            print(f"Reducing the learning rate: scale now {state.lr_scale:g}", flush=True)
+        patience = settings.early_stopping_patience
+        if patience and state.epochs_without_improvement >= patience:
+            state.stopped_early = True
+            print(
+                f"Early stopping: {settings.monitor} did not improve for {patience} epochs",
+                flush=True,
+            )
+
+    def _steps_to_next_step_checkpoint(self, step: int) -> int:
+        every = self.settings.every_n_steps
+        return every - step % every if every else sys.maxsize
+
+    # ------------------------------------------------------------------ signals
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if self._signal is not None:  # a second signal: abort at once
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+            return
+        self._signal = signum
+        print(
+            f"\n{signal.Signals(signum).name} received: saving a checkpoint at the next step "
+            "boundary, then stopping (send it again to abort at once)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def _stop(self, values: Mapping[str, float]) -> None:
+        self.save(self.state, values)
+        raise StopRequested(self._signal)

@@ -1,0 +1,166 @@
+"""Deciding how a run starts: fresh, resumed, or fine-tuned from a checkpoint.
+
+Nothing read from a checkpoint is executed. Its ``config.yaml`` is parsed with
+a safe YAML loader under a size limit, refused if any key is ``_target_`` (or
+another Hydra instantiation key), and every section is checked against the
+schemas in ``trainer.config``; the names in it are later looked up in the
+project's registries only. ``imports`` is never taken from a checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from trainer.checkpoint import Checkpoint, resolve_resume_path
+from trainer.config import typed_section
+from trainer.errors import UserError
+
+MAX_CONFIG_BYTES = 1 << 20
+FORBIDDEN_KEYS = ("_target_", "_partial_", "_args_", "_recursive_", "_convert_")
+SAVED_SECTIONS = ("dataset", "model", "optimizer", "schedule", "trainer", "checkpoint")
+
+# Overrides a resumed run may take: they change how long or how it is
+# recorded, not what is trained.
+RUN_LENGTH_KEYS = ("trainer.epochs", "trainer.max_steps")
+ALLOWED_PREFIXES = ("trainer.", "checkpoint.", "hydra.", "hydra/", "imports", "resume",
+                    "dataset.data_dir", "dataset.download")
+# Overrides that fine-tuning (trainer.fine_tune=true) allows on top.
+FINE_TUNE_PREFIXES = ("optimizer", "schedule")
+
+
+@dataclass
+class StartPlan:
+    """How this run starts: ``checkpoint`` is None for a fresh run."""
+
+    cfg: DictConfig  # the config the run trains with
+    checkpoint: Checkpoint | None = None
+    fine_tune: bool = False  # restore weights only; fresh optimizer and schedule
+    resolved_schedule: dict[str, Any] | None = None  # the saved one, kept unless restretched
+
+
+def _find_forbidden(node: Any, path: str = "") -> str | None:
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            where = f"{path}.{key}" if path else str(key)
+            if key in FORBIDDEN_KEYS:
+                return where
+            found = _find_forbidden(value, where)
+            if found:
+                return found
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found = _find_forbidden(value, f"{path}[{index}]")
+            if found:
+                return found
+    return None
+
+
+def read_checkpoint_config(checkpoint: Checkpoint) -> dict[str, Any]:
+    """The checkpoint's config.yaml, parsed safely and checked; a UserError if it is not sound."""
+    path = checkpoint.file("config.yaml")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise UserError(f"{path} is larger than {MAX_CONFIG_BYTES} bytes; refusing to read it")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (UnicodeDecodeError, yaml.YAMLError) as error:
+        raise UserError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path} is not a mapping of config sections")
+    forbidden = _find_forbidden(raw)
+    if forbidden:
+        raise UserError(f"{path} contains {forbidden!r}: checkpoints are never instantiated")
+    missing = [s for s in SAVED_SECTIONS if not isinstance(raw.get(s), dict)]
+    if missing:
+        raise UserError(f"{path} lacks the config section(s) {', '.join(missing)}")
+    for section in SAVED_SECTIONS:
+        raw[section] = OmegaConf.to_container(typed_section(section, raw[section]))
+    if not isinstance(raw.get("resolved_schedule"), dict):
+        raise UserError(f"{path} lacks the resolved_schedule section")
+    return raw
+
+
+def override_keys(overrides: Iterable[str]) -> list[str]:
+    """The config keys of Hydra command-line overrides (``+a.b=1`` -> ``a.b``)."""
+    keys = []
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        keys.append(key)
+    return keys
+
+
+def refused_overrides(keys: Iterable[str], fine_tune: bool) -> list[str]:
+    """The override keys that would change what a resumed run trains."""
+    allowed = ALLOWED_PREFIXES + (FINE_TUNE_PREFIXES if fine_tune else ())
+    refused = []
+    for key in keys:
+        if key in ("seed",) or not any(key == p.rstrip(".") or key.startswith(p) for p in allowed):
+            refused.append(key)
+    return refused
+
+
+def plan_start(
+    cfg: DictConfig, overrides: list[str], report: Callable[[str], None] = print
+) -> StartPlan:
+    """Decide how to initialise training; the numbered rules below are the whole policy.
+
+    1. No ``resume`` key: a fresh run with the composed config.
+    2. ``resume=PATH``: PATH is a checkpoint (used exactly, if it verifies) or a
+       run directory (its newest checkpoint that verifies; broken ones are
+       reported and skipped).
+    3. The checkpoint's own config is what the run trains with: model,
+       optimizer, schedule, dataset and seed come from it, not from conf/.
+    4. Command-line overrides may change trainer.* and checkpoint.* (run length,
+       saving); overrides of model, optimizer, schedule, dataset or seed are
+       refused with the keys named, unless ``trainer.fine_tune=true``, which
+       keeps the weights and starts a fresh optimizer and schedule from the
+       command line (the model must still match).
+    5. The schedule keeps the step counts resolved when the run started, so
+       extending ``trainer.epochs`` continues past its end as the schedule
+       defines; ``trainer.restretch_schedule=true`` re-fits it to the new length.
+    6. A resumed run keeps writing into the checkpoint's run directory; a
+       fine-tuned run starts a new one.
+    """
+    if cfg.get("resume") is None:  # rule 1
+        return StartPlan(cfg=cfg)
+    checkpoint = resolve_resume_path(cfg.resume, report)  # rule 2
+    saved = read_checkpoint_config(checkpoint)
+    fine_tune = bool(cfg.trainer.fine_tune)
+    keys = override_keys(overrides)
+    refused = refused_overrides(keys, fine_tune)  # rule 4
+    if refused:
+        hint = (
+            "" if fine_tune or any(k.startswith("model") for k in refused)
+            else "; to change the optimizer or schedule and keep the weights, add "
+            "trainer.fine_tune=true"
+        )
+        raise UserError(
+            f"cannot override {', '.join(refused)} when resuming: the run continues with its "
+            f"checkpoint's config{hint}"
+        )
+    merged = OmegaConf.create({k: saved[k] for k in SAVED_SECTIONS})  # rule 3
+    merged.seed = saved.get("seed", cfg.seed)
+    merged.imports = list(cfg.imports)  # never from the checkpoint
+    merged.resume = str(checkpoint.path)
+    if fine_tune:
+        merged.optimizer = cfg.optimizer
+        merged.schedule = cfg.schedule
+    for key in keys:  # allowed overrides take the value composed from the command line
+        if key.startswith(("trainer.", "checkpoint.", "dataset.")):
+            OmegaConf.update(merged, key, OmegaConf.select(cfg, key), merge=False)
+    merged.trainer.fine_tune = fine_tune
+    if fine_tune:
+        merged.checkpoint.dir = cfg.checkpoint.dir  # rule 6
+        return StartPlan(cfg=merged, checkpoint=checkpoint, fine_tune=True)
+    merged.checkpoint.dir = str(Path(checkpoint.path).parent)
+    restretch = bool(merged.trainer.restretch_schedule)
+    return StartPlan(
+        cfg=merged,
+        checkpoint=checkpoint,
+        resolved_schedule=None if restretch else saved["resolved_schedule"],  # rule 5
+    )

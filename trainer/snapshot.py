@@ -1,0 +1,122 @@
+"""The training state a checkpoint holds, written from and restored into live Keras objects.
+
+Written into a checkpoint's staging directory (see ``trainer.checkpoint``):
+
+- ``model.weights.h5``: ``model.save_weights`` (plain Keras can load it);
+- ``optimizer.h5``: every optimizer variable by index (``iterations`` first,
+  then the slots), each with its Keras path and shape, read back with h5py;
+- ``trainer_state.json``: the data position, the RNG states of the model's
+  seed generators (dropout) and the loop's own state (callbacks, best metric);
+- ``config.yaml``: the run's config, model/optimizer/schedule side by side.
+
+Restoring builds nothing: the model and optimizer are rebuilt from config by
+the caller, then every variable is matched by position and shape here. No
+Keras object deserialization is involved, so nothing from the file can run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import h5py
+import keras
+import numpy as np
+
+from trainer.checkpoint import Checkpoint
+from trainer.errors import UserError
+
+MODEL_FILE = "model.weights.h5"
+OPTIMIZER_FILE = "optimizer.h5"
+STATE_FILE = "trainer_state.json"
+CONFIG_FILE = "config.yaml"
+MAX_STATE_BYTES = 16 << 20
+
+
+def seed_generator_variables(model: keras.Model) -> list[keras.Variable]:
+    """The model's RNG state variables (e.g. dropout's), which ``save_weights`` leaves out."""
+    weights = {id(v) for v in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
+
+
+def write_state(
+    directory: Path,
+    model: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
+    loop_state: Mapping[str, Any],
+    config_yaml: str,
+) -> None:
+    """Write the four state files of a checkpoint into ``directory``."""
+    model.save_weights(directory / MODEL_FILE)
+    with h5py.File(directory / OPTIMIZER_FILE, "w") as handle:
+        for index, variable in enumerate(optimizer.variables):
+            dataset = handle.create_dataset(str(index), data=np.asarray(variable))
+            dataset.attrs["path"] = variable.path
+    state = dict(loop_state)
+    state["rng"] = {v.path: np.asarray(v).tolist() for v in seed_generator_variables(model)}
+    (directory / STATE_FILE).write_text(json.dumps(state, indent=2, sort_keys=True))
+    (directory / CONFIG_FILE).write_text(config_yaml)
+
+
+def read_loop_state(checkpoint: Checkpoint) -> dict[str, Any]:
+    path = checkpoint.file(STATE_FILE)
+    if path.stat().st_size > MAX_STATE_BYTES:
+        raise UserError(f"{path} is larger than {MAX_STATE_BYTES} bytes; refusing to read it")
+    try:
+        state = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(state, dict):
+        raise UserError(f"{path} is not a JSON object")
+    return state
+
+
+def restore_state(
+    checkpoint: Checkpoint,
+    model: keras.Model,
+    optimizer: keras.optimizers.Optimizer | None,
+) -> dict[str, Any]:
+    """Load weights (and optimizer variables, unless ``optimizer`` is None) from ``checkpoint``.
+
+    Every variable must match in count and shape, else a UserError says which
+    one does not: a checkpoint of another model is refused, never half-loaded.
+    Returns the loop state saved with the checkpoint.
+    """
+    try:
+        model.load_weights(checkpoint.file(MODEL_FILE))
+    except (ValueError, KeyError) as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise UserError(
+            f"checkpoint {checkpoint.path} does not fit the model built from its config: "
+            f"{first_line}"
+        ) from None
+    state = read_loop_state(checkpoint)
+    rng = state.get("rng", {})
+    for variable in seed_generator_variables(model):
+        if variable.path in rng:
+            variable.assign(np.asarray(rng[variable.path], dtype=variable.dtype))
+    if optimizer is not None:
+        _restore_optimizer(checkpoint, model, optimizer)
+    return state
+
+
+def _restore_optimizer(
+    checkpoint: Checkpoint, model: keras.Model, optimizer: keras.optimizers.Optimizer
+) -> None:
+    optimizer.build(model.trainable_variables)
+    with h5py.File(checkpoint.file(OPTIMIZER_FILE), "r") as handle:
+        saved = [handle[str(i)] for i in range(len(handle))]
+        if len(saved) != len(optimizer.variables):
+            raise UserError(
+                f"checkpoint {checkpoint.path} holds {len(saved)} optimizer variables, "
+                f"the optimizer built from its config has {len(optimizer.variables)}"
+            )
+        for variable, dataset in zip(optimizer.variables, saved, strict=True):
+            if tuple(dataset.shape) != tuple(variable.shape):
+                raise UserError(
+                    f"optimizer variable {variable.path}: shape {tuple(variable.shape)} in the "
+                    f"optimizer, {tuple(dataset.shape)} in checkpoint {checkpoint.path}"
+                )
+            variable.assign(dataset[()])
