@@ -197,7 +197,12 @@ def describe_start(plan: StartPlan, resolved: Mapping[str, Any], state: Any, ste
 
 
 def import_user_modules(modules: list[str]) -> None:
-    """Import the modules ``imports`` names, so their registry decorators run."""
+    """Import the modules ``imports`` names, so their registry decorators run.
+
+    The working directory is searched first, as ``python -m`` would.
+    """
+    if modules and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     for name in modules:
         try:
             importlib.import_module(name)

@@ -1,0 +1,60 @@
+"""Shared test helpers: quiet TensorFlow, run train.py as a user would, a prepared digits copy."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_train(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None,
+              check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``python train.py ARGS`` in ``cwd`` and return the finished process.
+
+    ``check``: fail the test with train.py's output when it exits non-zero.
+    """
+    full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
+    process = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *args],
+        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+    )
+    if check and process.returncode != 0:
+        pytest.fail(
+            f"train.py {' '.join(args)} exited {process.returncode}\n"
+            f"--- stdout\n{process.stdout[-4000:]}\n--- stderr\n{process.stderr[-4000:]}"
+        )
+    return process
+
+
+@pytest.fixture(scope="session")
+def digits_dir(tmp_path_factory) -> Path:
+    """A TFDS data_dir with the digits dataset prepared once for the whole session."""
+    path = tmp_path_factory.mktemp("tfds")
+    from trainer.data import load_data
+
+    load_data(
+        {"name": "digits", "data_dir": str(path), "batch_size": 32, "validation_split": 0.1,
+         "shuffle_buffer": None, "cache": True, "download": False},
+        seed=0,
+    )
+    return path
+
+
+def tiny_args(digits_dir: Path, checkpoint_dir: Path, *extra: str) -> list[str]:
+    """Overrides for a short, small run on the prepared digits copy."""
+    return [
+        f"dataset.data_dir={digits_dir}",
+        f"checkpoint.dir={checkpoint_dir}",
+        "model.filters=[8]",
+        "model.dense_units=[16]",
+        "trainer.epochs=2",
+        "hydra.run.dir=" + str(checkpoint_dir.parent / "hydra"),
+        *extra,
+    ]

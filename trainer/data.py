@@ -1,0 +1,350 @@
+"""The input pipeline: a TFDS dataset named in the config -> deterministic tf.data batches.
+
+Config (``dataset_cfg``, a Mapping such as the ``dataset`` node of the Hydra config):
+
+- ``name``: a name registered in ``DATASETS`` (``digits``, ``mnist``,
+  ``fashion_mnist``, ``cifar10``); an unknown name is refused with the known ones.
+- ``data_dir``: the TFDS data directory; ``None`` means TFDS' default
+  (``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``); ``~`` is expanded.
+- ``batch_size``: int > 0.
+- ``validation_split``: float in [0, 1), the fraction of the train split held
+  out as validation: its last ``floor(f * n + 0.5)`` examples in TFDS' (fixed)
+  file order. 0 means no validation set.
+- ``shuffle_buffer``: int >= 0; 0 disables shuffling, ``None`` or a buffer
+  larger than the train set means a full shuffle.
+- ``cache``: keep the decoded examples of every split in memory after their
+  first full pass.
+- ``download``: let TFDS download a catalog dataset that is not prepared in
+  ``data_dir``. ``digits`` (``trainer.digits_builder``, the digits bundled with
+  scikit-learn) never needs the network and is always prepared.
+
+``load_data(dataset_cfg, seed=...)`` prepares the dataset with
+``builder.download_and_prepare()`` (TFDS shows its own progress bars) and
+returns a ``Data``:
+
+- ``Data.info`` (``DataInfo``): input shape and class count read from the TFDS
+  features, example counts, batch size and ``steps_per_epoch =
+  ceil(train_examples / batch_size)``: the last batch of an epoch may be
+  smaller (``drop_remainder=False``), so no example is left out of an epoch.
+- ``Data.train_epoch(epoch, skip_batches=0)``: ``(image, label)`` batches,
+  image float32 in [0, 1], label int64. The order of epoch ``e`` is a fixed
+  function of ``(seed, e)``: each epoch gets its own shuffle seed, derived from
+  both with ``numpy.random.SeedSequence``, and a shuffle that does not
+  reshuffle. ``train_epoch(e, skip_batches=k)`` therefore yields exactly the
+  batches ``k, k+1, ...`` that ``train_epoch(e)`` yields, which is how a run
+  resumed mid-epoch continues. tf.data mixes TensorFlow's global seed
+  (``tf.random.set_seed``, ``keras.utils.set_random_seed``) into every shuffle
+  seed, so the trainer sets it from the same config seed, before calling
+  ``train_epoch``, in a fresh and in a resumed run.
+- ``Data.validation()`` (``None`` without a validation split) and
+  ``Data.test()``: batches in file order, never shuffled.
+
+Every dataset returned has ``tf.data.Options.deterministic = True``. Images are
+cached as decoded uint8 and scaled to [0, 1] per batch: a quarter of the memory
+of float32 for one vectorised division per batch. Bad config values raise
+``UserError`` with one line naming the key, the value and what is allowed; so
+does a catalog dataset that is neither prepared nor downloadable.
+
+This module and ``trainer.digits_builder`` are the only ones that import
+TensorFlow Datasets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import numbers
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from trainer import digits_builder
+from trainer.errors import UserError
+from trainer.registry import Registry
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """How to load a dataset the config names: its TFDS builder and splits."""
+
+    tfds_name: str
+    train_split: str = "train"
+    test_split: str = "test"
+    image_key: str = "image"
+    label_key: str = "label"
+    needs_network: bool = True  # False: the builder prepares offline
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
+DATASETS.register("digits")(DatasetSpec(digits_builder.SklearnDigits.name, needs_network=False))
+DATASETS.register("mnist")(DatasetSpec("mnist"))
+DATASETS.register("fashion_mnist")(DatasetSpec("fashion_mnist"))
+DATASETS.register("cifar10")(DatasetSpec("cifar10"))
+
+
+@dataclasses.dataclass(frozen=True)
+class DataInfo:
+    """What the model and the training loop need to know about the data."""
+
+    name: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+    train_examples: int
+    validation_examples: int
+    test_examples: int
+    batch_size: int
+    steps_per_epoch: int  # ceil(train_examples / batch_size): the last batch may be short
+
+
+class Data:
+    """The batches of one dataset; built by ``load_data``."""
+
+    def __init__(
+        self,
+        info: DataInfo,
+        *,
+        train: tf.data.Dataset,
+        validation: tf.data.Dataset | None,
+        test: tf.data.Dataset,
+        shuffle_buffer: int,
+        seed: int,
+    ) -> None:
+        self.info = info
+        self._train = train  # decoded (uint8 image, int64 label) examples, maybe cached
+        self._shuffle_buffer = shuffle_buffer
+        self._seed = seed
+        # Built once, so that a cached split stays cached across evaluations.
+        self._validation = None if validation is None else _batches(validation, info.batch_size)
+        self._test = _batches(test, info.batch_size)
+
+    def train_epoch(self, epoch: int, skip_batches: int = 0) -> tf.data.Dataset:
+        """The batches of ``epoch`` from batch ``skip_batches`` on, in the order fixed by
+        (seed, epoch)."""
+        if not _is_int(epoch) or epoch < 0:
+            raise ValueError(f"epoch must be an integer >= 0, got {epoch!r}")
+        steps = self.info.steps_per_epoch
+        if not _is_int(skip_batches) or not 0 <= skip_batches <= steps:
+            raise ValueError(f"skip_batches must be an integer in [0, {steps}], got {skip_batches!r}")
+        examples = self._train
+        if self._shuffle_buffer > 0:
+            examples = examples.shuffle(
+                self._shuffle_buffer,
+                seed=epoch_shuffle_seed(self._seed, epoch),
+                reshuffle_each_iteration=False,
+            )
+        if skip_batches:
+            # The epoch's batches are consecutive runs of batch_size examples, so
+            # skipping whole batches' worth of examples before batching is the same
+            # as skipping batches, without assembling the skipped ones.
+            examples = examples.skip(skip_batches * self.info.batch_size)
+        return _batches(examples, self.info.batch_size)
+
+    def validation(self) -> tf.data.Dataset | None:
+        """Validation batches (held out from the train split), or None without one."""
+        return self._validation
+
+    def test(self) -> tf.data.Dataset:
+        """Test batches, in file order."""
+        return self._test
+
+
+def epoch_shuffle_seed(seed: int, epoch: int) -> int:
+    """The tf.data shuffle seed of ``epoch``: a stable hash of (seed, epoch) in [0, 2**31 - 1)."""
+    state = np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint32)[0]
+    return int(state) % (2**31 - 1)
+
+
+def load_data(dataset_cfg: Mapping[str, Any], *, seed: int) -> Data:
+    """Prepare the dataset ``dataset_cfg`` names and return its deterministic pipelines."""
+    name = dataset_cfg.get("name")
+    spec = DATASETS.get(name)
+    batch_size = dataset_cfg.get("batch_size")
+    if not _is_int(batch_size) or batch_size <= 0:
+        raise UserError(f"dataset.batch_size must be an integer > 0, got {batch_size!r}")
+    validation_split = dataset_cfg.get("validation_split", 0.0)
+    if (
+        not isinstance(validation_split, numbers.Real)
+        or isinstance(validation_split, bool)
+        or not 0.0 <= validation_split < 1.0
+    ):
+        raise UserError(
+            f"dataset.validation_split must be a number in [0, 1), got {validation_split!r}"
+        )
+    shuffle_buffer = dataset_cfg.get("shuffle_buffer")
+    if shuffle_buffer is not None and (not _is_int(shuffle_buffer) or shuffle_buffer < 0):
+        raise UserError(
+            "dataset.shuffle_buffer must be an integer >= 0 (0: no shuffling) or null "
+            f"(full shuffle), got {shuffle_buffer!r}"
+        )
+    if not _is_int(seed) or seed < 0:
+        raise UserError(f"seed must be an integer >= 0, got {seed!r}")
+    data_dir = _resolve_data_dir(dataset_cfg.get("data_dir"))
+    cache = bool(dataset_cfg.get("cache", True))
+    download = bool(dataset_cfg.get("download", True))
+
+    builder = _prepared_builder(name, spec, data_dir, download=download)
+    image_feature = builder.info.features[spec.image_key]
+    input_shape = tuple(image_feature.shape)
+    if any(dim is None for dim in input_shape):
+        raise UserError(
+            f"dataset {name!r} has images of varying size {input_shape}; "
+            "only fixed-size images are supported"
+        )
+    num_classes = int(builder.info.features[spec.label_key].num_classes)
+
+    train_all = _examples(builder, spec, spec.train_split)
+    test = _examples(builder, spec, spec.test_split)
+    num_train_all = _count(train_all)
+    num_test = _count(test)
+    for split, count in ((spec.train_split, num_train_all), (spec.test_split, num_test)):
+        if count == 0:
+            raise UserError(f"dataset {name!r} split {split!r} in {data_dir} has no examples")
+
+    num_validation = math.floor(validation_split * num_train_all + 0.5)
+    num_train = num_train_all - num_validation
+    if validation_split > 0 and not 0 < num_validation < num_train_all:
+        raise UserError(
+            f"dataset.validation_split={validation_split!r} leaves {num_train} training and "
+            f"{num_validation} validation examples of {num_train_all}; both must be > 0 "
+            "(use 0 for no validation set)"
+        )
+    train = train_all.take(num_train)
+    validation = train_all.skip(num_train) if num_validation else None
+    if cache:
+        train = train.cache()
+        test = test.cache()
+        validation = None if validation is None else validation.cache()
+
+    info = DataInfo(
+        name=name,
+        input_shape=input_shape,
+        num_classes=num_classes,
+        train_examples=num_train,
+        validation_examples=num_validation,
+        test_examples=num_test,
+        batch_size=batch_size,
+        steps_per_epoch=math.ceil(num_train / batch_size),
+    )
+    full_shuffle = shuffle_buffer is None or shuffle_buffer > num_train
+    return Data(
+        info,
+        train=train,
+        validation=validation,
+        test=test,
+        shuffle_buffer=num_train if full_shuffle else shuffle_buffer,
+        seed=seed,
+    )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _resolve_data_dir(data_dir: object) -> str:
+    if data_dir is None:
+        return os.path.expanduser(tfds.core.constants.DATA_DIR)
+    if not isinstance(data_dir, str | os.PathLike) or not os.fspath(data_dir):
+        raise UserError(
+            f"dataset.data_dir must be a directory path or null (TFDS default), got {data_dir!r}"
+        )
+    return os.path.abspath(os.path.expanduser(os.fspath(data_dir)))
+
+
+def _prepared_builder(
+    name: str, spec: DatasetSpec, data_dir: str, *, download: bool
+) -> tfds.core.DatasetBuilder:
+    """The TFDS builder of ``spec`` with its data prepared in ``data_dir``."""
+    try:
+        builder = tfds.builder(spec.tfds_name, data_dir=data_dir)
+    except tfds.core.DatasetNotFoundError:
+        raise UserError(
+            f"dataset {name!r} names TFDS dataset {spec.tfds_name!r}, which this "
+            "tensorflow-datasets does not know"
+        ) from None
+    if builder.is_prepared():
+        return builder
+    remedy = f"it needs a network to download, or a prepared copy in {data_dir}"
+    if spec.needs_network and not download:
+        raise UserError(
+            f"dataset {name!r} (TFDS {spec.tfds_name!r}) is not prepared in {data_dir} and "
+            f"dataset.download is false; {remedy}"
+        )
+    try:
+        with _prepare_lock(data_dir, spec.tfds_name):
+            # An offline builder must not even ask GCS for a prepared copy.
+            config = tfds.download.DownloadConfig(try_download_gcs=spec.needs_network)
+            builder.download_and_prepare(download_config=config)
+    except Exception as error:
+        if not spec.needs_network:
+            raise
+        cause = (str(error).splitlines() or [""])[0][:200]
+        raise UserError(
+            f"dataset {name!r} (TFDS {spec.tfds_name!r}) could not be downloaded into "
+            f"{data_dir} ({type(error).__name__}: {cause}); {remedy}"
+        ) from None
+    # Another process may have prepared it while we waited for the lock: a new
+    # builder reads the prepared dataset's info (splits, sizes) from disk.
+    return tfds.builder(spec.tfds_name, data_dir=data_dir)
+
+
+@contextlib.contextmanager
+def _prepare_lock(data_dir: str, tfds_name: str) -> Iterator[None]:
+    """Serialise preparation across processes (parallel sweeps sharing a data_dir).
+
+    TFDS writes into a temporary directory and renames it at the end; two
+    processes preparing at once make the second rename fail. The lock is
+    advisory (POSIX ``flock``); where ``fcntl`` is missing, nothing is locked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    with open(Path(data_dir) / f".{tfds_name}.prepare.lock", "w") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def _examples(builder: tfds.core.DatasetBuilder, spec: DatasetSpec, split: str) -> tf.data.Dataset:
+    """The (uint8 image, int64 label) examples of ``split`` in TFDS' fixed file order."""
+    read_config = tfds.ReadConfig(try_autocache=False)  # `cache` in the config decides
+    examples = builder.as_dataset(split=split, shuffle_files=False, read_config=read_config)
+    return examples.map(
+        lambda example: (example[spec.image_key], tf.cast(example[spec.label_key], tf.int64)),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=True,
+    )
+
+
+def _count(dataset: tf.data.Dataset) -> int:
+    count = int(dataset.cardinality())
+    if count >= 0:
+        return count
+    return int(dataset.reduce(np.int64(0), lambda total, _: total + 1))
+
+
+def _scale(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    return tf.cast(images, tf.float32) / 255.0, labels
+
+
+def _batches(examples: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
+    options = tf.data.Options()
+    options.deterministic = True
+    return (
+        examples.batch(batch_size, drop_remainder=False)
+        .map(_scale, num_parallel_calls=AUTOTUNE, deterministic=True)
+        .prefetch(AUTOTUNE)
+        .with_options(options)
+    )
