@@ -5,13 +5,11 @@ network (catalog datasets run under tfds.testing.mock_data).
 """
 
 import collections
-import os
 import socket
 
 import numpy as np
 import pytest
 import requests
-import tensorflow as tf
 import tensorflow_datasets as tfds
 from omegaconf import OmegaConf
 
@@ -28,7 +26,7 @@ def _no_network(*args, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def digits_dir(tmp_path_factory):
+def offline_digits_dir(tmp_path_factory):
     """A data_dir with the digits prepared once for this module, with the network cut off."""
     data_dir = tmp_path_factory.mktemp("tfds")
     with pytest.MonkeyPatch.context() as patch:
@@ -65,7 +63,7 @@ def assert_same_batches(actual, expected):
 
 
 def example_counts(batches):
-    """Multiset of (image bytes, label) over all batches: identifies examples regardless of order."""
+    """Multiset of (image bytes, label) over all batches: the examples, whatever their order."""
     return collections.Counter(
         (image.tobytes(), int(label))
         for images, labels in batches
@@ -73,29 +71,34 @@ def example_counts(batches):
     )
 
 
-def tfds_split(data_dir, split):
-    """(uint8 images, labels) of a prepared digits split, read straight from TFDS."""
+def read_split(data_dir, split):
+    """(uint8 images, labels) of a prepared digits split, read straight from TFDS in file order."""
     builder = tfds.builder(DIGITS_TFDS_NAME, data_dir=str(data_dir))
-    examples = list(tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False)))
-    images = np.stack([example["image"] for example in examples])
-    labels = np.array([example["label"] for example in examples])
-    return images, labels
+    dataset = builder.as_dataset(split=split, shuffle_files=False, batch_size=-1)
+    examples = tfds.as_numpy(dataset)
+    return examples["image"], examples["label"]
+
+
+@pytest.fixture(scope="module")
+def raw(offline_digits_dir):
+    """The prepared digits splits as TFDS reads them: split -> (uint8 images, labels)."""
+    return {split: read_split(offline_digits_dir, split) for split in ("train", "test")}
 
 
 # --- the digits builder ---------------------------------------------------------------
 
 
-def test_digits_builder_prepares_offline_with_all_examples(digits_dir):
-    builder = tfds.builder(DIGITS_TFDS_NAME, data_dir=str(digits_dir))
+def test_digits_builder_prepares_offline_with_all_examples(offline_digits_dir):
+    builder = tfds.builder(DIGITS_TFDS_NAME, data_dir=str(offline_digits_dir))
 
     assert builder.is_prepared()
-    assert (digits_dir / DIGITS_TFDS_NAME / "1.0.0" / "dataset_info.json").is_file()
+    assert (offline_digits_dir / DIGITS_TFDS_NAME / "1.0.0" / "dataset_info.json").is_file()
     assert builder.info.splits["train"].num_examples == DIGITS_TRAIN
     assert builder.info.splits["test"].num_examples == DIGITS_TEST
     assert DIGITS_TRAIN + DIGITS_TEST == 1797
     assert builder.info.features["label"].num_classes == 10
     for split, size in (("train", DIGITS_TRAIN), ("test", DIGITS_TEST)):
-        images, labels = tfds_split(digits_dir, split)
+        images, labels = read_split(offline_digits_dir, split)
         assert images.shape == (size, 8, 8, 1)
         assert images.dtype == np.uint8
         assert images.min() == 0 and images.max() == 255  # 0..16 rescaled to 0..255
@@ -130,12 +133,12 @@ def test_digits_split_is_deterministic_stratified_and_disjoint():
 EXPECTED_FIRST_TEST_INDICES = [3, 7, 13, 19, 36, 38, 43, 48]
 
 
-def test_prepared_splits_hold_exactly_the_sklearn_examples_of_each_split(digits_dir):
+def test_prepared_splits_hold_exactly_the_sklearn_examples_of_each_split(offline_digits_dir):
     images, labels = digits_builder.load_images_and_labels()
     train, test = digits_builder.split_indices(labels)
 
     for split, indices in (("train", train), ("test", test)):
-        split_images, split_labels = tfds_split(digits_dir, split)
+        split_images, split_labels = read_split(offline_digits_dir, split)
         assert example_counts([(split_images, split_labels)]) == example_counts(
             [(images[indices], labels[indices])]
         )
@@ -144,8 +147,8 @@ def test_prepared_splits_hold_exactly_the_sklearn_examples_of_each_split(digits_
 # --- load_data ------------------------------------------------------------------------
 
 
-def test_load_data_info_comes_from_the_tfds_dataset(digits_dir):
-    data = load_data(make_cfg(digits_dir, batch_size=100, validation_split=0.1), seed=0)
+def test_load_data_info_comes_from_the_tfds_dataset(offline_digits_dir):
+    data = load_data(make_cfg(offline_digits_dir, batch_size=100, validation_split=0.1), seed=0)
 
     assert isinstance(data.info, DataInfo)
     assert data.info == DataInfo(
@@ -162,8 +165,8 @@ def test_load_data_info_comes_from_the_tfds_dataset(digits_dir):
         data.info.batch_size = 1  # frozen
 
 
-def test_train_batches_are_normalised_and_cover_the_train_split_once(digits_dir):
-    data = load_data(make_cfg(digits_dir, batch_size=100), seed=0)
+def test_train_batches_are_normalised_and_cover_the_train_split_once(offline_digits_dir, raw):
+    data = load_data(make_cfg(offline_digits_dir, batch_size=100), seed=0)
     batches = as_arrays(data.train_epoch(0))
 
     assert [len(labels) for _, labels in batches] == [100] * 14 + [38]
@@ -173,13 +176,13 @@ def test_train_batches_are_normalised_and_cover_the_train_split_once(digits_dir)
         assert labels.dtype == np.int64
         assert images.min() >= 0.0 and images.max() <= 1.0
     assert max(images.max() for images, _ in batches) == 1.0
-    raw_images, raw_labels = tfds_split(digits_dir, "train")
+    raw_images, raw_labels = raw["train"]
     expected = [((raw_images / 255.0).astype(np.float32), raw_labels)]
     assert example_counts(batches) == example_counts(expected)
 
 
-def test_same_seed_and_epoch_give_identical_batches(digits_dir):
-    cfg = make_cfg(digits_dir, batch_size=64)
+def test_same_seed_and_epoch_give_identical_batches(offline_digits_dir):
+    cfg = make_cfg(offline_digits_dir, batch_size=64)
     first = load_data(cfg, seed=3)
     second = load_data(cfg, seed=3)
 
@@ -188,8 +191,8 @@ def test_same_seed_and_epoch_give_identical_batches(digits_dir):
     assert_same_batches(as_arrays(second.train_epoch(2)), epoch_2)
 
 
-def test_different_epochs_and_seeds_give_different_orders(digits_dir):
-    cfg = make_cfg(digits_dir, batch_size=64)
+def test_different_epochs_and_seeds_give_different_orders(offline_digits_dir):
+    cfg = make_cfg(offline_digits_dir, batch_size=64)
     data = load_data(cfg, seed=3)
     epochs = [np.concatenate([labels for _, labels in data.train_epoch(e)]) for e in range(3)]
     other_seed = np.concatenate([labels for _, labels in load_data(cfg, seed=4).train_epoch(0)])
@@ -202,27 +205,27 @@ def test_different_epochs_and_seeds_give_different_orders(digits_dir):
 
 
 @pytest.mark.parametrize("skip", [0, 1, 7, 22, 23])
-def test_skipping_batches_resumes_the_uninterrupted_epoch(digits_dir, skip):
-    data = load_data(make_cfg(digits_dir, batch_size=64, validation_split=0.2), seed=11)
+def test_skipping_batches_resumes_the_uninterrupted_epoch(offline_digits_dir, skip):
+    data = load_data(make_cfg(offline_digits_dir, batch_size=64, validation_split=0.2), seed=11)
     assert data.info.steps_per_epoch == 18
     skip = min(skip, data.info.steps_per_epoch)  # up to a whole epoch: nothing left
     uninterrupted = as_arrays(data.train_epoch(5))
 
-    resumed = load_data(make_cfg(digits_dir, batch_size=64, validation_split=0.2), seed=11)
+    resumed = load_data(make_cfg(offline_digits_dir, batch_size=64, validation_split=0.2), seed=11)
     assert_same_batches(as_arrays(resumed.train_epoch(5, skip_batches=skip)), uninterrupted[skip:])
 
 
-def test_windowed_shuffle_is_deterministic_and_resumable(digits_dir):
-    data = load_data(make_cfg(digits_dir, batch_size=32, shuffle_buffer=100), seed=1)
+def test_windowed_shuffle_is_deterministic_and_resumable(offline_digits_dir):
+    data = load_data(make_cfg(offline_digits_dir, batch_size=32, shuffle_buffer=100), seed=1)
     epoch = as_arrays(data.train_epoch(1))
 
     assert_same_batches(as_arrays(data.train_epoch(1, skip_batches=10)), epoch[10:])
     assert example_counts(epoch) == example_counts(as_arrays(data.train_epoch(0)))
 
 
-def test_shuffle_buffer_zero_keeps_the_file_order_every_epoch(digits_dir):
-    data = load_data(make_cfg(digits_dir, batch_size=256, shuffle_buffer=0), seed=0)
-    _, raw_labels = tfds_split(digits_dir, "train")
+def test_shuffle_buffer_zero_keeps_the_file_order_every_epoch(offline_digits_dir, raw):
+    data = load_data(make_cfg(offline_digits_dir, batch_size=256, shuffle_buffer=0), seed=0)
+    _, raw_labels = raw["train"]
 
     for epoch in (0, 1):
         labels = np.concatenate([labels for _, labels in data.train_epoch(epoch)])
@@ -234,9 +237,9 @@ def test_shuffle_buffer_zero_keeps_the_file_order_every_epoch(digits_dir):
     [(0.0, 1438, 0), (0.1, 1294, 144), (0.25, 1078, 360), (0.999, 1, 1437)],
 )
 def test_validation_split_holds_out_part_of_the_train_split(
-    digits_dir, validation_split, train_examples, validation_examples
+    offline_digits_dir, raw, validation_split, train_examples, validation_examples
 ):
-    data = load_data(make_cfg(digits_dir, validation_split=validation_split), seed=0)
+    data = load_data(make_cfg(offline_digits_dir, validation_split=validation_split), seed=0)
 
     assert data.info.train_examples == train_examples
     assert data.info.validation_examples == validation_examples
@@ -248,31 +251,31 @@ def test_validation_split_holds_out_part_of_the_train_split(
     validation = as_arrays(data.validation())
     assert sum(len(labels) for _, labels in validation) == validation_examples
     # Held out, not copied: train and validation together are the train split.
-    raw_images, raw_labels = tfds_split(digits_dir, "train")
+    raw_images, raw_labels = raw["train"]
     everything = [((raw_images / 255.0).astype(np.float32), raw_labels)]
     assert example_counts(train) + example_counts(validation) == example_counts(everything)
 
 
-def test_validation_and_test_are_batched_in_file_order_and_repeatable(digits_dir):
-    data = load_data(make_cfg(digits_dir, batch_size=100, validation_split=0.1), seed=0)
+def test_validation_and_test_are_batched_in_file_order_and_repeatable(offline_digits_dir, raw):
+    data = load_data(make_cfg(offline_digits_dir, batch_size=100, validation_split=0.1), seed=0)
     test = as_arrays(data.test())
     validation = as_arrays(data.validation())
 
     assert [len(labels) for _, labels in test] == [100, 100, 100, 59]
     assert_same_batches(as_arrays(data.test()), test)
     assert_same_batches(as_arrays(data.validation()), validation)
-    raw_images, raw_labels = tfds_split(digits_dir, "test")
+    raw_images, raw_labels = raw["test"]
     np.testing.assert_array_equal(np.concatenate([labels for _, labels in test]), raw_labels)
     np.testing.assert_array_equal(
         np.concatenate([images for images, _ in test]), (raw_images / 255.0).astype(np.float32)
     )
-    _, raw_train_labels = tfds_split(digits_dir, "train")
+    _, raw_train_labels = raw["train"]
     validation_labels = np.concatenate([labels for _, labels in validation])
     np.testing.assert_array_equal(validation_labels, raw_train_labels[-144:])
 
 
-def test_every_dataset_is_deterministic(digits_dir):
-    data = load_data(make_cfg(digits_dir, validation_split=0.1), seed=0)
+def test_every_dataset_is_deterministic(offline_digits_dir):
+    data = load_data(make_cfg(offline_digits_dir, validation_split=0.1), seed=0)
 
     for dataset in (data.train_epoch(0), data.train_epoch(1, 2), data.validation(), data.test()):
         assert dataset.options().deterministic is True
@@ -282,14 +285,19 @@ def test_cached_splits_are_read_from_memory_after_the_first_pass(tmp_path):
     tfds.builder(DIGITS_TFDS_NAME, data_dir=str(tmp_path)).download_and_prepare()
     data = load_data(make_cfg(tmp_path, validation_split=0.1), seed=0)
     epoch_1 = as_arrays(data.train_epoch(1))
-    first_pass = [as_arrays(data.train_epoch(0)), as_arrays(data.validation()), as_arrays(data.test())]
+    first_pass = [
+        as_arrays(data.train_epoch(0)),
+        as_arrays(data.validation()),
+        as_arrays(data.test()),
+    ]
 
     for record_file in (tmp_path / DIGITS_TFDS_NAME / "1.0.0").glob("*.tfrecord*"):
         record_file.unlink()
 
     assert_same_batches(as_arrays(data.train_epoch(1, skip_batches=3)), epoch_1[3:])
-    for batches, dataset in zip(first_pass, (data.train_epoch(0), data.validation(), data.test()),
-                                strict=True):
+    for batches, dataset in zip(
+        first_pass, (data.train_epoch(0), data.validation(), data.test()), strict=True
+    ):
         assert_same_batches(as_arrays(dataset), batches)
 
 
@@ -312,9 +320,9 @@ def test_epoch_shuffle_seed_is_pinned():
 EXPECTED_EPOCH_SEEDS = [821328063, 1817441349, 993632896]
 
 
-@pytest.mark.parametrize(("epoch", "skip"), [(-1, 0), (0, -1), (0, 12), (0, 1.5)])
-def test_train_epoch_refuses_positions_outside_the_epoch(digits_dir, epoch, skip):
-    data = load_data(make_cfg(digits_dir), seed=0)  # 12 steps per epoch
+@pytest.mark.parametrize(("epoch", "skip"), [(-1, 0), (0, -1), (0, 13), (0, 1.5)])
+def test_train_epoch_refuses_positions_outside_the_epoch(offline_digits_dir, epoch, skip):
+    data = load_data(make_cfg(offline_digits_dir), seed=0)  # 12 steps per epoch
 
     with pytest.raises(ValueError, match="epoch|skip_batches"):
         data.train_epoch(epoch, skip_batches=skip)
@@ -326,31 +334,40 @@ def test_train_epoch_refuses_positions_outside_the_epoch(digits_dir, epoch, skip
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"name": "imagenet"}, "unknown dataset 'imagenet'; known: cifar10, digits, "
-         "fashion_mnist, mnist"),
+        (
+            {"name": "imagenet"},
+            "unknown dataset 'imagenet'; known: cifar10, digits, fashion_mnist, mnist",
+        ),
         ({"batch_size": 0}, "dataset.batch_size must be an integer > 0, got 0"),
         ({"batch_size": -8}, "dataset.batch_size must be an integer > 0, got -8"),
         ({"batch_size": 2.5}, "dataset.batch_size must be an integer > 0, got 2.5"),
         ({"validation_split": 1.0}, "dataset.validation_split must be a number in [0, 1), got 1.0"),
-        ({"validation_split": -0.1},
-         "dataset.validation_split must be a number in [0, 1), got -0.1"),
-        ({"validation_split": 0.0001},
-         "dataset.validation_split=0.0001 leaves 1438 training and 0 validation examples of "
-         "1438; both must be > 0 (use 0 for no validation set)"),
-        ({"shuffle_buffer": -1}, "dataset.shuffle_buffer must be an integer >= 0 (0: no "
-         "shuffling) or null (full shuffle), got -1"),
+        (
+            {"validation_split": -0.1},
+            "dataset.validation_split must be a number in [0, 1), got -0.1",
+        ),
+        (
+            {"validation_split": 0.0001},
+            "dataset.validation_split=0.0001 leaves 1438 training and 0 validation examples of "
+            "1438; both must be > 0 (use 0 for no validation set)",
+        ),
+        (
+            {"shuffle_buffer": -1},
+            "dataset.shuffle_buffer must be an integer >= 0 (0: no "
+            "shuffling) or null (full shuffle), got -1",
+        ),
     ],
 )
-def test_bad_config_values_raise_a_one_line_user_error(digits_dir, overrides, message):
+def test_bad_config_values_raise_a_one_line_user_error(offline_digits_dir, overrides, message):
     with pytest.raises(UserError) as caught:
-        load_data(make_cfg(digits_dir, **overrides), seed=0)
+        load_data(make_cfg(offline_digits_dir, **overrides), seed=0)
 
     assert str(caught.value) == message
 
 
-def test_negative_seed_is_a_user_error(digits_dir):
+def test_negative_seed_is_a_user_error(offline_digits_dir):
     with pytest.raises(UserError, match=r"^seed must be an integer >= 0, got -1$"):
-        load_data(make_cfg(digits_dir), seed=-1)
+        load_data(make_cfg(offline_digits_dir), seed=-1)
 
 
 def test_missing_catalog_dataset_without_download_is_a_clear_error(tmp_path):
@@ -403,8 +420,10 @@ def test_empty_split_is_a_user_error(tmp_path):
 )
 def test_catalog_datasets_load_through_tfds(tmp_path, name, input_shape):
     with tfds.testing.mock_data(num_examples=40):
-        data = load_data(make_cfg(tmp_path, name=name, batch_size=16, validation_split=0.25,
-                                  download=True), seed=0)
+        data = load_data(
+            make_cfg(tmp_path, name=name, batch_size=16, validation_split=0.25, download=True),
+            seed=0,
+        )
         train = as_arrays(data.train_epoch(0))
         resumed = as_arrays(data.train_epoch(0, skip_batches=1))
         test = as_arrays(data.test())
@@ -419,7 +438,6 @@ def test_catalog_datasets_load_through_tfds(tmp_path, name, input_shape):
     assert [len(labels) for _, labels in validation] == [10]
     for images, labels in train + test + validation:
         assert images.shape[1:] == input_shape and images.dtype == np.float32
-        assert 0.0 <= images.min() and images.max() <= 1.0
+        assert images.min() >= 0.0 and images.max() <= 1.0
         assert labels.dtype == np.int64 and set(labels.tolist()) <= set(range(10))
     assert_same_batches(resumed, train[1:])
-

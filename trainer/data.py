@@ -132,7 +132,9 @@ class Data:
             raise ValueError(f"epoch must be an integer >= 0, got {epoch!r}")
         steps = self.info.steps_per_epoch
         if not _is_int(skip_batches) or not 0 <= skip_batches <= steps:
-            raise ValueError(f"skip_batches must be an integer in [0, {steps}], got {skip_batches!r}")
+            raise ValueError(
+                f"skip_batches must be an integer in [0, {steps}], got {skip_batches!r}"
+            )
         examples = self._train
         if self._shuffle_buffer > 0:
             examples = examples.shuffle(

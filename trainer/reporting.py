@@ -37,7 +37,8 @@ class RunReporter:
 
     def step(self, batch_in_epoch: int, global_step: int, values: Mapping[str, float],
              log_scalars: bool) -> None:
-        self.bar.update(batch_in_epoch, values=list(values.items()))
+        if batch_in_epoch < self.steps_per_epoch:  # end_epoch() draws the final bar
+            self.bar.update(batch_in_epoch, values=list(values.items()))
         if log_scalars:
             with self.train_writer.as_default(step=global_step):
                 for name, value in values.items():
@@ -45,7 +46,8 @@ class RunReporter:
 
     def end_epoch(self, epoch: int, global_step: int, logs: Mapping[str, float]) -> None:
         if self.bar is not None:
-            self.bar.update(self.steps_per_epoch, values=list(logs.items()), finalize=True)
+            shown = [(k, v) for k, v in logs.items() if k != "epoch_seconds"]
+            self.bar.update(self.steps_per_epoch, values=shown, finalize=True)
         self.csv.on_epoch_end(epoch, dict(logs))
         for writer, prefix in ((self.train_writer, ""), (self.validation_writer, "val_")):
             with writer.as_default(step=global_step):

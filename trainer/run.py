@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import sys
 import time
@@ -263,6 +264,9 @@ def import_tensorflow(deterministic: bool, seed: int) -> tuple[Any, Any]:
         import tensorflow as tf
 
         tf.config.list_physical_devices()  # device start-up logs land here, not on the console
+    # Hydra's job logging shows INFO from every library; TFDS logs each file it reads.
+    for name in ("absl", "tensorflow", "tensorflow_datasets"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     keras.utils.set_random_seed(seed)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
