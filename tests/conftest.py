@@ -14,8 +14,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run_train(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None,
-              check: bool = True) -> subprocess.CompletedProcess:
+def run_train(
+    *args: str, cwd: Path, timeout: float = 300, env: dict | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
     """Run ``python train.py ARGS`` in ``cwd`` and return the finished process.
 
     ``check``: fail the test with train.py's output when it exits non-zero.
@@ -23,7 +24,11 @@ def run_train(*args: str, cwd: Path, timeout: float = 300, env: dict | None = No
     full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
     process = subprocess.run(
         [sys.executable, str(REPO / "train.py"), *args],
-        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     if check and process.returncode != 0:
         pytest.fail(
@@ -40,8 +45,15 @@ def digits_dir(tmp_path_factory) -> Path:
     from trainer.data import load_data
 
     load_data(
-        {"name": "digits", "data_dir": str(path), "batch_size": 32, "validation_split": 0.1,
-         "shuffle_buffer": None, "cache": True, "download": False},
+        {
+            "name": "digits",
+            "data_dir": str(path),
+            "batch_size": 32,
+            "validation_split": 0.1,
+            "shuffle_buffer": None,
+            "cache": True,
+            "download": False,
+        },
         seed=0,
     )
     return path

@@ -105,7 +105,7 @@ class Checkpoint:
     def global_step(self) -> int:
         if self.manifest is not None:
             return int(self.manifest["global_step"])
-        return int(self.path.name[len(CHECKPOINT_PREFIX):])
+        return int(self.path.name[len(CHECKPOINT_PREFIX) :])
 
     def file(self, name: str) -> Path:
         """Path of a file the manifest lists; refuses names that could leave the directory."""
@@ -141,8 +141,11 @@ def read_manifest(path: Path) -> dict[str, Any]:
     for name, entry in files.items():
         if not _FILE_NAME.match(name) or name in (".", "..") or name == MANIFEST:
             raise ValueError(f"{MANIFEST} lists a file name that is not allowed: {name!r}")
-        if not (isinstance(entry, dict) and isinstance(entry.get("size"), int)
-                and isinstance(entry.get("sha256"), str)):
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("size"), int)
+            and isinstance(entry.get("sha256"), str)
+        ):
             raise ValueError(f"{MANIFEST} entry for {name!r} lacks size and sha256")
     if not isinstance(manifest.get("global_step"), int):
         raise ValueError(f"{MANIFEST} has no integer global_step")
@@ -199,7 +202,9 @@ def latest_valid_checkpoint(
     return None
 
 
-def resolve_resume_path(path: str | os.PathLike, report: Callable[[str], None] = print) -> Checkpoint:
+def resolve_resume_path(
+    path: str | os.PathLike, report: Callable[[str], None] = print
+) -> Checkpoint:
     """The checkpoint that ``+resume=path`` names: a checkpoint directory, or a run directory.
 
     A run directory resumes from its newest checkpoint that verifies (falling
@@ -306,7 +311,7 @@ class KeepPolicy:
         """The checkpoints to delete, given all of a run's (verified or not) and pointer names."""
         ordered = sorted(checkpoints, key=lambda c: c.global_step)
         keep = set(protected)
-        keep.update(c.path.name for c in ordered[-self.keep_last:])
+        keep.update(c.path.name for c in ordered[-self.keep_last :])
         valid = [c for c in ordered if c.valid]
         if valid:
             keep.add(valid[-1].path.name)
@@ -314,5 +319,7 @@ class KeepPolicy:
         scored = sorted((s for s in scored if s[0] is not None), reverse=True)
         keep.update(name for _, _, name in scored[: self.keep_best])
         if self.keep_every_n_steps:
-            keep.update(c.path.name for c in ordered if c.global_step % self.keep_every_n_steps == 0)
+            keep.update(
+                c.path.name for c in ordered if c.global_step % self.keep_every_n_steps == 0
+            )
         return [c.path for c in ordered if c.path.name not in keep]

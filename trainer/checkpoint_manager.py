@@ -75,8 +75,10 @@ class CheckpointManager:
         final = self.run_dir / checkpoint_name(global_step)
         if self.asynchronous:
             self._thread = threading.Thread(
-                target=self._commit_in_background, args=(staging, final, dict(manifest)),
-                name="checkpoint-commit", daemon=False,
+                target=self._commit_in_background,
+                args=(staging, final, dict(manifest)),
+                name="checkpoint-commit",
+                daemon=False,
             )
             self._thread.start()
         else:
@@ -90,7 +92,9 @@ class CheckpointManager:
             self._thread = None
         if self._error is not None:
             error, self._error = self._error, None
-            raise CheckpointError(f"saving a checkpoint in the background failed: {error}") from error
+            raise CheckpointError(
+                f"saving a checkpoint in the background failed: {error}"
+            ) from error
 
     close = wait
 

@@ -250,7 +250,14 @@ SCHEMAS: dict[str, dict[str, type]] = {
 }
 
 TOP_LEVEL_KEYS = (
-    "dataset", "model", "optimizer", "schedule", "trainer", "checkpoint", "seed", "imports",
+    "dataset",
+    "model",
+    "optimizer",
+    "schedule",
+    "trainer",
+    "checkpoint",
+    "seed",
+    "imports",
     "resume",
 )
 
@@ -324,22 +331,44 @@ def validate(cfg: DictConfig) -> None:
     _require(isinstance(cfg.seed, int) and cfg.seed >= 0, "seed", cfg.seed, "an integer >= 0")
 
     data = cfg.dataset
-    _require(_positive_int(data.batch_size), "dataset.batch_size", data.batch_size, "an integer >= 1")
-    _require(0 <= data.validation_split < 1, "dataset.validation_split", data.validation_split,
-             "in [0, 1)")
-    _require(data.shuffle_buffer is None or data.shuffle_buffer >= 0, "dataset.shuffle_buffer",
-             data.shuffle_buffer, "null (whole split), 0 (no shuffling) or a positive integer")
+    _require(
+        _positive_int(data.batch_size), "dataset.batch_size", data.batch_size, "an integer >= 1"
+    )
+    _require(
+        0 <= data.validation_split < 1,
+        "dataset.validation_split",
+        data.validation_split,
+        "in [0, 1)",
+    )
+    _require(
+        data.shuffle_buffer is None or data.shuffle_buffer >= 0,
+        "dataset.shuffle_buffer",
+        data.shuffle_buffer,
+        "null (whole split), 0 (no shuffling) or a positive integer",
+    )
 
     model = cfg.model
     if "filters" in model:
-        _require(len(model.filters) > 0 and all(f >= 1 for f in model.filters), "model.filters",
-                 list(model.filters), "a non-empty list of positive integers")
+        _require(
+            len(model.filters) > 0 and all(f >= 1 for f in model.filters),
+            "model.filters",
+            list(model.filters),
+            "a non-empty list of positive integers",
+        )
         _require(model.kernel_size >= 1, "model.kernel_size", model.kernel_size, "an integer >= 1")
-        _require(model.pooling in ("max", "avg", "none"), "model.pooling", model.pooling,
-                 "one of max, avg, none")
+        _require(
+            model.pooling in ("max", "avg", "none"),
+            "model.pooling",
+            model.pooling,
+            "one of max, avg, none",
+        )
         _require(0 <= model.dropout < 1, "model.dropout", model.dropout, "in [0, 1)")
-        _require(all(u >= 1 for u in model.dense_units), "model.dense_units",
-                 list(model.dense_units), "a list of positive integers")
+        _require(
+            all(u >= 1 for u in model.dense_units),
+            "model.dense_units",
+            list(model.dense_units),
+            "a list of positive integers",
+        )
 
     opt = cfg.optimizer
     _require(opt.learning_rate > 0, "optimizer.learning_rate", opt.learning_rate, "> 0")
@@ -352,31 +381,60 @@ def validate(cfg: DictConfig) -> None:
     for key in ("beta_1", "beta_2", "rho", "momentum"):
         value = opt.get(key)
         _require(value is None or 0 <= value < 1, f"optimizer.{key}", value, "in [0, 1)")
-    _require(not (opt.get("clipnorm") and opt.get("global_clipnorm")), "optimizer.clipnorm",
-             opt.get("clipnorm"), "null when optimizer.global_clipnorm is set (pick one)")
+    _require(
+        not (opt.get("clipnorm") and opt.get("global_clipnorm")),
+        "optimizer.clipnorm",
+        opt.get("clipnorm"),
+        "null when optimizer.global_clipnorm is set (pick one)",
+    )
 
     run = cfg.trainer
     _require(_positive_int(run.epochs), "trainer.epochs", run.epochs, "an integer >= 1")
-    _require(run.max_steps is None or _positive_int(run.max_steps), "trainer.max_steps",
-             run.max_steps, "null or an integer >= 1")
+    _require(
+        run.max_steps is None or _positive_int(run.max_steps),
+        "trainer.max_steps",
+        run.max_steps,
+        "null or an integer >= 1",
+    )
     for key in ("steps_per_execution", "log_every_n_steps"):
         _require(_positive_int(run[key]), f"trainer.{key}", run[key], "an integer >= 1")
     for key in ("early_stopping_patience", "reduce_on_plateau_patience"):
         value = run.get(key)
-        _require(value is None or _positive_int(value), f"trainer.{key}", value,
-                 "null or an integer >= 1")
-    _require(0 < run.reduce_on_plateau_factor < 1, "trainer.reduce_on_plateau_factor",
-             run.reduce_on_plateau_factor, "in (0, 1)")
+        _require(
+            value is None or _positive_int(value),
+            f"trainer.{key}",
+            value,
+            "null or an integer >= 1",
+        )
+    _require(
+        0 < run.reduce_on_plateau_factor < 1,
+        "trainer.reduce_on_plateau_factor",
+        run.reduce_on_plateau_factor,
+        "in (0, 1)",
+    )
 
     ckpt = cfg.checkpoint
     for key in ("every_n_steps", "every_n_epochs", "keep_every_n_steps"):
         value = ckpt.get(key)
-        _require(value is None or _positive_int(value), f"checkpoint.{key}", value,
-                 "null or an integer >= 1")
-    _require(_positive_int(ckpt.keep_last), "checkpoint.keep_last", ckpt.keep_last,
-             "an integer >= 1 (the newest checkpoint is always kept)")
-    _require(isinstance(ckpt.keep_best, int) and ckpt.keep_best >= 0, "checkpoint.keep_best",
-             ckpt.keep_best, "an integer >= 0")
+        _require(
+            value is None or _positive_int(value),
+            f"checkpoint.{key}",
+            value,
+            "null or an integer >= 1",
+        )
+    _require(
+        _positive_int(ckpt.keep_last),
+        "checkpoint.keep_last",
+        ckpt.keep_last,
+        "an integer >= 1 (the newest checkpoint is always kept)",
+    )
+    _require(
+        isinstance(ckpt.keep_best, int) and ckpt.keep_best >= 0,
+        "checkpoint.keep_best",
+        ckpt.keep_best,
+        "an integer >= 0",
+    )
     _require(ckpt.mode in ("min", "max"), "checkpoint.mode", ckpt.mode, "min or max")
-    _require(isinstance(ckpt.get("async"), bool), "checkpoint.async", ckpt.get("async"),
-             "true or false")
+    _require(
+        isinstance(ckpt.get("async"), bool), "checkpoint.async", ckpt.get("async"), "true or false"
+    )

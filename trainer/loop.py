@@ -134,7 +134,7 @@ class TrainingLoop:
                 loss = loss + tf.add_n(self.model.losses)
         variables = self.model.trainable_variables
         gradients = tape.gradient(loss, variables)
-        self.optimizer.apply_gradients(zip(gradients, variables))
+        self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
         self.train_loss.update_state(loss)
         self.train_accuracy.update_state(labels, logits)
 

@@ -20,7 +20,9 @@ register_model = MODELS.register
 
 
 @register_model("cnn")
-def build_cnn(cfg: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
+def build_cnn(
+    cfg: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int
+) -> keras.Model:
     """Conv blocks (conv -> [batch norm] -> activation -> [2x2 pooling]) then a dense head.
 
     Pooling is skipped once the feature map is 1 pixel wide, so the same config
@@ -33,14 +35,21 @@ def build_cnn(cfg: Mapping[str, Any], input_shape: tuple[int, ...], num_classes:
     size = min(input_shape[0], input_shape[1])
     for index, filters in enumerate(cfg["filters"]):
         x = keras.layers.Conv2D(
-            filters, cfg["kernel_size"], padding="same", use_bias=not cfg["batch_norm"],
+            filters,
+            cfg["kernel_size"],
+            padding="same",
+            use_bias=not cfg["batch_norm"],
             name=f"conv{index}",
         )(x)
         if cfg["batch_norm"]:
             x = keras.layers.BatchNormalization(name=f"bn{index}")(x)
         x = keras.layers.Activation(cfg["activation"], name=f"act{index}")(x)
         if cfg["pooling"] != "none" and size >= 2:
-            pool = keras.layers.MaxPooling2D if cfg["pooling"] == "max" else keras.layers.AveragePooling2D
+            pool = (
+                keras.layers.MaxPooling2D
+                if cfg["pooling"] == "max"
+                else keras.layers.AveragePooling2D
+            )
             x = pool(2, name=f"pool{index}")(x)
             size //= 2
     x = keras.layers.Flatten(name="flatten")(x)
@@ -54,6 +63,8 @@ def build_cnn(cfg: Mapping[str, Any], input_shape: tuple[int, ...], num_classes:
     return keras.Model(inputs, outputs, name="cnn")
 
 
-def build_model(cfg: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
+def build_model(
+    cfg: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int
+) -> keras.Model:
     """The model named by ``cfg["name"]``, built for this input shape and class count."""
     return MODELS.get(cfg["name"])(cfg, input_shape, num_classes)

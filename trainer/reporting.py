@@ -35,8 +35,9 @@ class RunReporter:
         if batches_done:
             self.bar.update(batches_done)
 
-    def step(self, batch_in_epoch: int, global_step: int, values: Mapping[str, float],
-             log_scalars: bool) -> None:
+    def step(
+        self, batch_in_epoch: int, global_step: int, values: Mapping[str, float], log_scalars: bool
+    ) -> None:
         if batch_in_epoch < self.steps_per_epoch:  # end_epoch() draws the final bar
             self.bar.update(batch_in_epoch, values=list(values.items()))
         if log_scalars:
@@ -53,7 +54,7 @@ class RunReporter:
             with writer.as_default(step=global_step):
                 for name, value in logs.items():
                     if prefix and name.startswith(prefix):
-                        tf.summary.scalar(f"epoch/{name[len(prefix):]}", value)
+                        tf.summary.scalar(f"epoch/{name[len(prefix) :]}", value)
                     elif not prefix and not name.startswith("val_"):
                         tf.summary.scalar(f"epoch/{name}", value)
             writer.flush()

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from trainer.checkpoint import Checkpoint, resolve_resume_path
+from trainer.checkpoint import Checkpoint, list_checkpoints, resolve_resume_path
 from trainer.config import typed_section
 from trainer.errors import UserError
 
@@ -28,8 +28,16 @@ SAVED_SECTIONS = ("dataset", "model", "optimizer", "schedule", "trainer", "check
 # Overrides a resumed run may take: they change how long or how it is
 # recorded, not what is trained.
 RUN_LENGTH_KEYS = ("trainer.epochs", "trainer.max_steps")
-ALLOWED_PREFIXES = ("trainer.", "checkpoint.", "hydra.", "hydra/", "imports", "resume",
-                    "dataset.data_dir", "dataset.download")
+ALLOWED_PREFIXES = (
+    "trainer.",
+    "checkpoint.",
+    "hydra.",
+    "hydra/",
+    "imports",
+    "resume",
+    "dataset.data_dir",
+    "dataset.download",
+)
 # Overrides that fine-tuning (trainer.fine_tune=true) allows on top.
 FINE_TUNE_PREFIXES = ("optimizer", "schedule")
 
@@ -42,6 +50,7 @@ class StartPlan:
     checkpoint: Checkpoint | None = None
     fine_tune: bool = False  # restore weights only; fresh optimizer and schedule
     resolved_schedule: dict[str, Any] | None = None  # the saved one, kept unless restretched
+    in_place: bool = False  # continues writing into the checkpoint's own run directory
 
 
 def _find_forbidden(node: Any, path: str = "") -> str | None:
@@ -123,8 +132,10 @@ def plan_start(
     5. The schedule keeps the step counts resolved when the run started, so
        extending ``trainer.epochs`` continues past its end as the schedule
        defines; ``trainer.restretch_schedule=true`` re-fits it to the new length.
-    6. A resumed run keeps writing into the checkpoint's run directory; a
-       fine-tuned run starts a new one.
+    6. A resumed run keeps writing into the checkpoint's run directory, unless
+       ``checkpoint.dir`` is given (a branch); resuming an older checkpoint of a
+       run in place is refused, as it would overwrite newer ones. A fine-tuned
+       run starts a new directory.
     """
     if cfg.get("resume") is None:  # rule 1
         return StartPlan(cfg=cfg)
@@ -135,7 +146,8 @@ def plan_start(
     refused = refused_overrides(keys, fine_tune)  # rule 4
     if refused:
         hint = (
-            "" if fine_tune or any(k.startswith("model") for k in refused)
+            ""
+            if fine_tune or any(k.startswith("model") for k in refused)
             else "; to change the optimizer or schedule and keep the weights, add "
             "trainer.fine_tune=true"
         )
@@ -157,10 +169,20 @@ def plan_start(
     if fine_tune:
         merged.checkpoint.dir = cfg.checkpoint.dir  # rule 6
         return StartPlan(cfg=merged, checkpoint=checkpoint, fine_tune=True)
-    merged.checkpoint.dir = str(Path(checkpoint.path).parent)
+    if "checkpoint.dir" not in keys:
+        run_dir = Path(checkpoint.path).parent
+        newest = list_checkpoints(run_dir)[-1]
+        if newest.name != Path(checkpoint.path).name:
+            raise UserError(
+                f"checkpoint {checkpoint.path} is not the newest of its run ({newest.name} is); "
+                "continuing it there would overwrite newer checkpoints: add "
+                "checkpoint.dir=NEW_DIR to branch off into a new directory"
+            )
+        merged.checkpoint.dir = str(run_dir)
     restretch = bool(merged.trainer.restretch_schedule)
     return StartPlan(
         cfg=merged,
         checkpoint=checkpoint,
         resolved_schedule=None if restretch else saved["resolved_schedule"],  # rule 5
+        in_place="checkpoint.dir" not in keys,
     )

@@ -36,7 +36,7 @@ def train(cfg: DictConfig) -> float | None:
     plan = plan_start(cfg, hydra_overrides())
     cfg = plan.cfg
     validate(cfg)
-    run_dir = checkpoint_dir(cfg, resuming=plan.checkpoint is not None and not plan.fine_tune)
+    run_dir = checkpoint_dir(cfg, resuming=plan.in_place)
 
     tf, keras = import_tensorflow(cfg.trainer.deterministic, cfg.seed)
     from trainer.checkpoint_manager import CheckpointManager
@@ -54,10 +54,13 @@ def train(cfg: DictConfig) -> float | None:
     total_steps = cfg.trainer.epochs * steps_per_epoch
     if cfg.trainer.max_steps is not None:
         total_steps = min(total_steps, cfg.trainer.max_steps)
-    monitors = ["loss", "accuracy"] + (["val_loss", "val_accuracy"] if info.validation_examples else [])
+    monitors = ["loss", "accuracy"] + (
+        ["val_loss", "val_accuracy"] if info.validation_examples else []
+    )
     if cfg.checkpoint.monitor not in monitors:
         raise UserError(
-            f"checkpoint.monitor must be one of {', '.join(monitors)}, got {cfg.checkpoint.monitor!r}"
+            f"checkpoint.monitor must be one of {', '.join(monitors)}, "
+            f"got {cfg.checkpoint.monitor!r}"
             + ("" if info.validation_examples else " (val_* needs dataset.validation_split > 0)")
         )
     resolved = plan.resolved_schedule or resolve_schedule(
@@ -83,7 +86,7 @@ def train(cfg: DictConfig) -> float | None:
     run_config = OmegaConf.to_container(cfg, resolve=True)
     run_config["resolved_schedule"] = dict(resolved)
     config_yaml = OmegaConf.to_yaml(OmegaConf.create(run_config))
-    if plan.checkpoint is None or plan.fine_tune:
+    if not plan.in_place:
         write_text_atomically(run_dir / "config.yaml", config_yaml)
 
     def learning_rate() -> float:
@@ -117,12 +120,16 @@ def train(cfg: DictConfig) -> float | None:
                 "metrics": dict(metrics),
                 "learning_rate": learning_rate(),
                 "monitor": cfg.checkpoint.monitor,
+                "input_shape": list(info.input_shape),
+                "num_classes": info.num_classes,
             },
         )
 
     reporter = RunReporter(run_dir, steps_per_epoch, model)
     loop = TrainingLoop(
-        model, optimizer, data,
+        model,
+        optimizer,
+        data,
         LoopSettings(
             epochs=cfg.trainer.epochs,
             total_steps=total_steps,
@@ -138,7 +145,11 @@ def train(cfg: DictConfig) -> float | None:
             reduce_on_plateau_patience=cfg.trainer.reduce_on_plateau_patience,
             reduce_on_plateau_factor=cfg.trainer.reduce_on_plateau_factor,
         ),
-        state, reporter, save, learning_rate, lr_scale,
+        state,
+        reporter,
+        save,
+        learning_rate,
+        lr_scale,
     )
     try:
         state = loop.run()
