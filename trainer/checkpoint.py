@@ -178,7 +178,10 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return []
-    return sorted(p for p in run_dir.iterdir() if p.is_dir() and is_checkpoint_name(p.name))
+    return sorted(
+        (p for p in run_dir.iterdir() if p.is_dir() and is_checkpoint_name(p.name)),
+        key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]),  # by step: 9-digit steps sort last
+    )
 
 
 def read_pointer(run_dir: Path, pointer: str) -> str | None:
@@ -278,7 +281,15 @@ def staging_dir(run_dir: Path, global_step: int) -> Path:
 
 
 def remove_stale_staging(run_dir: Path) -> None:
-    """Delete half-written checkpoints left by a process that died while saving."""
+    """Delete half-written checkpoints left by a process that died while saving.
+
+    A checkpoint moved aside to be replaced (``.step-N.tmp-replaced-*``) whose
+    replacement never arrived is put back instead: it is complete.
+    """
+    for path in Path(run_dir).glob(f".{CHECKPOINT_PREFIX}*.tmp-replaced-*"):
+        final = path.with_name(path.name[1:].split(".tmp-", 1)[0])
+        if not final.exists():
+            os.rename(path, final)
     for path in Path(run_dir).glob(f".{CHECKPOINT_PREFIX}*.tmp-*"):
         shutil.rmtree(path, ignore_errors=True)
 
@@ -315,8 +326,9 @@ class KeepPolicy:
         valid = [c for c in ordered if c.valid]
         if valid:
             keep.add(valid[-1].path.name)
+        # Best first; on a tie the earlier checkpoint, as the `best` pointer keeps it.
         scored = [(self.score(c.manifest), c.global_step, c.path.name) for c in valid]
-        scored = sorted((s for s in scored if s[0] is not None), reverse=True)
+        scored = sorted((s for s in scored if s[0] is not None), key=lambda s: (-s[0], s[1]))
         keep.update(name for _, _, name in scored[: self.keep_best])
         if self.keep_every_n_steps:
             keep.update(

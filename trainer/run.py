@@ -275,9 +275,10 @@ def import_tensorflow(deterministic: bool, seed: int) -> tuple[Any, Any]:
         import tensorflow as tf
 
         tf.config.list_physical_devices()  # device start-up logs land here, not on the console
-    # Hydra's job logging shows INFO from every library; TFDS logs each file it reads.
+    # Hydra's job logging shows INFO from every library; TFDS logs each file it reads
+    # and warns about folders it is about to report missing (we say it in one line).
     for name in ("absl", "tensorflow", "tensorflow_datasets"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger(name).setLevel(logging.ERROR)
     keras.utils.set_random_seed(seed)
     if deterministic:
         tf.config.experimental.enable_op_determinism()

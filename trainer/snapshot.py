@@ -55,7 +55,10 @@ def write_state(
             dataset = handle.create_dataset(str(index), data=np.asarray(variable))
             dataset.attrs["path"] = variable.path
     state = dict(loop_state)
-    state["rng"] = {v.path: np.asarray(v).tolist() for v in seed_generator_variables(model)}
+    # By position: Keras names seed generators with a process-wide counter.
+    state["rng"] = [
+        {"path": v.path, "state": np.asarray(v).tolist()} for v in seed_generator_variables(model)
+    ]
     (directory / STATE_FILE).write_text(json.dumps(state, indent=2, sort_keys=True))
     (directory / CONFIG_FILE).write_text(config_yaml)
 
@@ -93,10 +96,20 @@ def restore_state(
             f"{first_line}"
         ) from None
     state = read_loop_state(checkpoint)
-    rng = state.get("rng", {})
-    for variable in seed_generator_variables(model):
-        if variable.path in rng:
-            variable.assign(np.asarray(rng[variable.path], dtype=variable.dtype))
+    generators = seed_generator_variables(model)
+    rng = state.get("rng", [])
+    if not isinstance(rng, list) or len(rng) != len(generators):
+        raise UserError(
+            f"checkpoint {checkpoint.path} holds {len(rng) if isinstance(rng, list) else 'no'} "
+            f"RNG states, the model built from its config has {len(generators)}"
+        )
+    for variable, saved in zip(generators, rng, strict=True):
+        value = np.asarray(saved.get("state") if isinstance(saved, dict) else None)
+        if value.shape != tuple(variable.shape) or value.dtype.kind not in "iu":
+            raise UserError(
+                f"checkpoint {checkpoint.path}: malformed RNG state for {variable.path}"
+            )
+        variable.assign(value.astype(variable.dtype))
     if optimizer is not None:
         _restore_optimizer(checkpoint, model, optimizer)
     return state

@@ -1,0 +1,168 @@
+"""Config groups compose, the schema catches typos, validation gives one clear line.
+
+These tests never import TensorFlow: composition and validation must not need it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+
+from tests.conftest import REPO
+from trainer.config import register_schemas, typed_section, validate
+from trainer.errors import UserError
+from trainer.help import config_groups
+
+register_schemas()
+
+
+def composed(*overrides: str):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+GROUP_OPTIONS = [
+    (group, option)
+    for group, options in config_groups().items()
+    for option in options
+    if option != "custom"
+]
+
+
+def test_config_groups_are_the_documented_ones():
+    groups = config_groups()
+    assert groups["dataset"] == ["cifar10", "digits", "fashion_mnist", "mnist"]
+    assert groups["optimizer"] == ["adam", "adamw", "rmsprop", "sgd"]
+    assert set(groups["schedule"]) == {
+        "constant",
+        "cosine",
+        "cosine_restarts",
+        "custom",
+        "exponential",
+        "inverse_time",
+        "piecewise",
+        "polynomial",
+        "linear",
+        "step",
+        "one_cycle",
+    }
+    assert groups["model"] == ["cnn"]
+
+
+@pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS)
+def test_every_option_composes_and_validates(group, option):
+    cfg = composed(f"{group}={option}")
+    validate(cfg)
+    section = cfg[group]
+    if "name" in section:
+        assert section.name == option
+    # Each option extends its typed schema: an unknown key is refused.
+    with pytest.raises((ConfigAttributeError, ConfigKeyError)):
+        section.not_a_key = 1
+
+
+def test_default_config_is_the_offline_digits_experiment():
+    cfg = composed()
+    assert cfg.dataset.name == "digits"
+    assert cfg.model.name == "cnn"
+    assert "resume" not in cfg
+
+
+def test_typo_in_a_key_fails_at_composition():
+    with pytest.raises(ConfigCompositionException, match="learning_rat"):
+        composed("optimizer.learning_rat=0.1")
+
+
+def test_wrong_type_fails_at_composition():
+    with pytest.raises(ConfigCompositionException) as error:
+        composed("trainer.epochs=many")
+    assert isinstance(error.value.__cause__, ValidationError)
+
+
+def test_resume_can_be_added_as_written():
+    cfg = composed("+resume=checkpoints/some/run")
+    assert cfg.resume == "checkpoints/some/run"
+    validate(cfg)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optimizer.learning_rate=0", "optimizer.learning_rate must be > 0, got 0.0"),
+        ("optimizer.learning_rate=-1e-3", "optimizer.learning_rate must be > 0"),
+        ("trainer.epochs=0", "trainer.epochs must be an integer >= 1, got 0"),
+        ("trainer.max_steps=0", "trainer.max_steps must be null or an integer >= 1"),
+        ("dataset.batch_size=0", "dataset.batch_size must be an integer >= 1"),
+        ("dataset.validation_split=1.0", "dataset.validation_split must be in [0, 1)"),
+        ("model.dropout=1.5", "model.dropout must be in [0, 1)"),
+        ("model.pooling=median", "model.pooling must be one of max, avg, none"),
+        ("model.filters=[]", "model.filters must be a non-empty list"),
+        ("optimizer.beta_1=1.0", "optimizer.beta_1 must be in [0, 1)"),
+        ("checkpoint.mode=up", "checkpoint.mode must be min or max"),
+        ("checkpoint.keep_last=0", "checkpoint.keep_last must be an integer >= 1"),
+        ("checkpoint.every_n_steps=0", "checkpoint.every_n_steps must be null or an integer"),
+        ("checkpoint.async=maybe", "checkpoint.async must be true or false"),
+        ("+typo_key=1", "unknown top-level key(s) typo_key"),
+        ("seed=-1", "seed must be an integer >= 0"),
+    ],
+)
+def test_invalid_values_give_one_line(override, message):
+    with pytest.raises(UserError) as error:
+        validate(composed(override))
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_checkpoint_sections_are_checked_against_the_schema():
+    section = typed_section("optimizer", {"name": "sgd", "learning_rate": 0.1, "momentum": 0.5})
+    assert section.nesterov is False  # filled from the schema
+    with pytest.raises(UserError, match="optimizer config is not valid"):
+        typed_section("optimizer", {"name": "sgd", "momentum": "fast"})
+    with pytest.raises(UserError, match="schedule config is not valid"):
+        typed_section("schedule", {"name": "cosine", "exec": "import os"})
+    # A user's own schedule has no schema: its keys are checked when it is built.
+    custom = typed_section("schedule", {"name": "triangle", "period_steps": 10})
+    assert OmegaConf.to_container(custom) == {"name": "triangle", "period_steps": 10}
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    code = (
+        "import runpy, sys; sys.argv = ['train.py', *sys.argv[1:]]\n"
+        "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+        "except SystemExit as e:\n    code = e.code\nelse:\n    code = 0\n"
+        "print('TF_IMPORTED' if 'tensorflow' in sys.modules else 'TF_NOT_IMPORTED')\n"
+        "sys.exit(code)\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize("flag", [["--help"], ["--cfg", "job"], ["schedule=step", "--help"]])
+def test_help_and_cfg_do_not_import_tensorflow(flag):
+    process = _run(*flag)
+    assert process.returncode == 0, process.stderr
+    assert "TF_NOT_IMPORTED" in process.stdout
+    assert "optimizer:" in process.stdout  # the composed config is printed
+    if flag[0] == "schedule=step":
+        assert "every_epochs: 5" in process.stdout
+
+
+def test_help_lists_groups_and_usage():
+    process = _run("--help")
+    assert "+resume=checkpoints/<run>" in process.stdout
+    assert "one_cycle" in process.stdout
+
+
+def test_help_with_an_unknown_option_is_one_line():
+    process = _run("schedule=nope", "--help")
+    assert process.returncode == 2
+    assert process.stderr.strip().startswith("error: ")
+    assert "schedule/nope" in process.stderr
+    assert "Traceback" not in process.stderr

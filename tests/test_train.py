@@ -1,0 +1,240 @@
+"""train.py end to end, as a user runs it: outputs of a run, every schedule, bad input, multirun."""
+
+from __future__ import annotations
+
+import csv
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from tests.conftest import REPO, run_train, tiny_args
+from trainer.config import register_schemas
+
+register_schemas()
+
+CHECKPOINT_FILES = {
+    "manifest.json",
+    "model.weights.h5",
+    "optimizer.h5",
+    "trainer_state.json",
+    "config.yaml",
+}
+
+
+@pytest.fixture(scope="module")
+def default_run(digits_dir, tmp_path_factory):
+    """The default experiment, untouched but for where it reads and writes."""
+    work = tmp_path_factory.mktemp("default")
+    process = run_train(
+        f"dataset.data_dir={digits_dir}",
+        f"checkpoint.dir={work / 'run'}",
+        f"hydra.run.dir={work / 'hydra'}",
+        cwd=work,
+    )
+    return work / "run", process
+
+
+def test_default_run_is_accurate(default_run):
+    run_dir, _ = default_run
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["test_accuracy"] >= 0.95
+    for key in ("test_loss", "global_step", "epochs_completed", "checkpoint_dir"):
+        assert key in summary
+    assert summary["epochs_completed"] == 15
+    assert summary["checkpoint_dir"] == str(run_dir)
+
+
+def test_default_run_writes_its_outputs(default_run):
+    run_dir, _ = default_run
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    assert len(rows) == 15
+    assert {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr"} <= set(rows[0])
+    # cosine: the lr falls from epoch to epoch and ends at its floor, 0
+    lrs = [float(r["lr"]) for r in rows]
+    assert lrs == sorted(lrs, reverse=True) and lrs[-1] == pytest.approx(0.0, abs=1e-9)
+    for split in ("train", "validation"):
+        assert list((run_dir / "tensorboard" / split).glob("events.out.tfevents.*"))
+    assert (run_dir / "config.yaml").read_text().count("resolved_schedule:") == 1
+    checkpoints = sorted(run_dir.glob("step-*"))
+    assert 1 <= len(checkpoints) <= 4  # keep_last 3 + keep_best 1
+    for checkpoint in checkpoints:
+        assert {p.name for p in checkpoint.iterdir()} == CHECKPOINT_FILES
+    latest = (run_dir / "latest").read_text().strip()
+    assert latest == checkpoints[-1].name
+    manifest = json.loads((checkpoints[-1] / "manifest.json").read_text())
+    assert (
+        manifest["global_step"] == json.loads((run_dir / "summary.json").read_text())["global_step"]
+    )
+
+
+def test_tensorboard_holds_per_step_scalars(default_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir, _ = default_run
+    events = EventAccumulator(str(run_dir / "tensorboard" / "train"), size_guidance={"tensors": 0})
+    events.Reload()
+    tags = set(events.Tags()["tensors"])
+    assert {"step/loss", "step/accuracy", "step/lr", "epoch/loss", "epoch/lr"} <= tags
+    assert len(events.Tensors("step/lr")) > 15  # more than one point per epoch
+
+
+def test_default_run_prints_progress_and_how_to_resume(default_run):
+    run_dir, process = default_run
+    out = process.stdout
+    assert "Epoch 15/15" in out
+    assert "loss:" in out and "accuracy:" in out and "lr:" in out
+    last_lines = out.strip().splitlines()[-2:]
+    assert str(run_dir) in last_lines[0]
+    assert last_lines[1] == f"Resume with: python train.py +resume={run_dir}"
+    assert "absl" not in process.stderr and "oneDNN" not in process.stderr
+
+
+def test_a_fresh_run_never_writes_into_a_run_with_checkpoints(default_run, digits_dir):
+    run_dir, _ = default_run
+    before = sorted(p.name for p in run_dir.iterdir())
+    process = run_train(*tiny_args(digits_dir, run_dir), cwd=run_dir.parent, check=False)
+    assert process.returncode == 2
+    assert process.stderr.strip() == (
+        f"error: checkpoint.dir '{run_dir}' already holds checkpoints; resume it with "
+        f"+resume={run_dir} or choose another checkpoint.dir"
+    )
+    assert sorted(p.name for p in run_dir.iterdir()) == before
+
+
+SCHEDULES = [
+    "constant",
+    "cosine",
+    "cosine_restarts",
+    "exponential",
+    "inverse_time",
+    "piecewise",
+    "polynomial",
+    "linear",
+    "step",
+    "one_cycle",
+]
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_every_schedule_trains_by_name(schedule, digits_dir, tmp_path):
+    from trainer.run import train
+
+    overrides = [
+        f"schedule={schedule}",
+        "schedule.warmup_steps=3",
+        *tiny_args(digits_dir, tmp_path / "run"),
+        "trainer.max_steps=12",
+    ]
+    overrides = [o for o in overrides if not o.startswith("hydra.")]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    best = train(cfg)
+    assert best is not None
+    saved = (tmp_path / "run" / "config.yaml").read_text()
+    assert f"name: {schedule}" in saved
+    assert "warmup_steps: 3" in saved
+    manifest = json.loads((tmp_path / "run" / "step-00000012" / "manifest.json").read_text())
+    assert manifest["global_step"] == 12
+    assert manifest["learning_rate"] >= 0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["optimizer.learning_rate=0"], "error: optimizer.learning_rate must be > 0, got 0.0"),
+        (["schedule=custom", "schedule.name=nope"], "error: unknown schedule 'nope'; known: "),
+        (["schedule.warmup_steps=100000"], "must be shorter than the run"),
+        (
+            ["schedule=exponential", "schedule.decay_epochs=null", "schedule.decay_steps=0"],
+            "error: schedule.decay_steps must be a positive integer, got 0",
+        ),
+        (
+            ["optimizer=sgd", "optimizer.momentum=1.5"],
+            "error: optimizer.momentum must be in [0, 1)",
+        ),
+        (["dataset=mnist", "dataset.download=false"], "is not prepared in"),
+        (["+resume=/no/such/run"], "error: resume path '/no/such/run' does not exist"),
+        (["trainer.epochs=0"], "error: trainer.epochs must be an integer >= 1, got 0"),
+    ],
+)
+def test_bad_input_gets_one_clear_line(overrides, message, digits_dir, tmp_path):
+    process = run_train(
+        *tiny_args(digits_dir, tmp_path / "run"), *overrides, cwd=tmp_path, check=False
+    )
+    assert process.returncode == 2
+    lines = process.stderr.strip().splitlines()
+    assert len(lines) == 1, process.stderr
+    assert message in lines[0]
+    assert not list((tmp_path / "run").glob("step-*"))
+
+
+def test_multirun_runs_each_job_in_its_own_directory(digits_dir, tmp_path):
+    process = run_train(
+        "-m",
+        "schedule=cosine,exponential",
+        "optimizer.learning_rate=1e-3",
+        f"dataset.data_dir={digits_dir}",
+        f"checkpoint.root={tmp_path / 'ckpt'}",
+        "model.filters=[8]",
+        "model.dense_units=[16]",
+        "trainer.max_steps=10",
+        f"hydra.sweep.dir={tmp_path / 'sweep' / 'day' / 'time'}",
+        cwd=tmp_path,
+    )
+    summaries = sorted((tmp_path / "ckpt").rglob("summary.json"))
+    assert [p.parent.relative_to(tmp_path / "ckpt").as_posix() for p in summaries] == [
+        "day/time/0",
+        "day/time/1",
+    ]
+    names = [
+        "cosine" if "name: cosine" in (p.parent / "config.yaml").read_text() else "exponential"
+        for p in summaries
+    ]
+    assert names == ["cosine", "exponential"]
+    assert "#0 : schedule=cosine" in process.stdout + process.stderr
+
+
+def test_a_schedule_registered_by_the_user_trains_and_resumes(digits_dir, tmp_path):
+    (tmp_path / "my_schedules.py").write_text(
+        textwrap.dedent("""
+        import keras
+        from trainer.schedules import register_schedule
+
+        @register_schedule("triangle")
+        class Triangle(keras.optimizers.schedules.LearningRateSchedule):
+            run_length_params = ()
+
+            def __init__(self, learning_rate, period_steps=100):
+                self.learning_rate = learning_rate
+                self.period_steps = period_steps
+
+            def __call__(self, step):
+                phase = keras.ops.mod(keras.ops.cast(step, "float32"), self.period_steps)
+                phase = phase / self.period_steps
+                return self.learning_rate * (1.0 - keras.ops.abs(2.0 * phase - 1.0))
+
+            def get_config(self):
+                return {"learning_rate": self.learning_rate, "period_steps": self.period_steps}
+    """)
+    )
+    run_dir = tmp_path / "run"
+    args = tiny_args(
+        digits_dir,
+        run_dir,
+        "imports=[my_schedules]",
+        "schedule=custom",
+        "schedule.name=triangle",
+        "+schedule.period_epochs=2",
+        "trainer.epochs=1",
+    )
+    run_train(*args, cwd=tmp_path)
+    saved = (run_dir / "config.yaml").read_text()
+    assert "name: triangle" in saved and "period_steps: 82" in saved
+    # Resuming needs the same import; without it the name is unknown, with it the run goes on.
+    process = run_train(f"+resume={run_dir}", "trainer.epochs=2", cwd=tmp_path, check=False)
+    assert process.returncode == 2 and "unknown schedule 'triangle'" in process.stderr
+    run_train(f"+resume={run_dir}", "trainer.epochs=2", "imports=[my_schedules]", cwd=tmp_path)
+    assert json.loads((run_dir / "summary.json").read_text())["global_step"] == 82

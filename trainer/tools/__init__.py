@@ -1,0 +1,239 @@
+"""The command-line tools: ``python -m trainer <command>`` (one module per command).
+
+What every command shares lives here: finding runs and checkpoints on disk,
+printing a table or JSON, composing a config from ``conf/`` with Hydra's
+compose API, and importing Keras quietly. Importing this package is cheap:
+no TensorFlow, no Hydra, no NumPy; commands import those when they need them.
+
+Exit status, for every command: 0 when all is well, 1 when the thing checked
+is bad (``verify`` found a corrupt checkpoint), 2 for bad input (a path that
+does not exist, a directory that holds no checkpoint, an unknown name), with
+one line ``error: ...`` on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from trainer.checkpoint import (
+    CHECKPOINT_PREFIX,
+    MANIFEST,
+    Checkpoint,
+    is_checkpoint_name,
+    latest_valid_checkpoint,
+    list_checkpoints,
+    verify,
+)
+from trainer.errors import UserError
+
+# The command modules, in the order ``--help`` lists them. Each defines
+# NAME, HELP, DESCRIPTION, add_arguments(parser) and run(args) -> exit status.
+COMMAND_MODULES = (
+    "list_runs",
+    "inspect_checkpoint",
+    "verify",
+    "compare",
+    "export",
+    "rescue",
+    "plot_schedule",
+)
+
+OK, BAD, USAGE = 0, 1, 2
+
+# The state files of a checkpoint, as ``trainer.snapshot`` names them (that
+# module imports Keras, which the pure-Python tools must not).
+MODEL_FILE = "model.weights.h5"
+OPTIMIZER_FILE = "optimizer.h5"
+
+
+class ToolParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line: ``error: ...`` and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{message} (see: {self.prog} --help)")
+
+
+# --------------------------------------------------------------------------- finding things
+
+
+def existing_path(text: str) -> Path:
+    """``text`` as a Path that exists; a UserError otherwise."""
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise UserError(f"{text!r} does not exist")
+    return path
+
+
+def is_checkpoint_dir(path: Path) -> bool:
+    return path.is_dir() and (is_checkpoint_name(path.name) or (path / MANIFEST).is_file())
+
+
+def find_runs(root: Path) -> list[Path]:
+    """Run directories at or under ``root`` (directories holding ``step-*`` folders), sorted.
+
+    Hidden directories (staging, ``.hydra``) and the checkpoints themselves are
+    not searched; symlinked directories are not followed.
+    """
+    runs = []
+    for directory, subdirs, _ in os.walk(root):
+        names = [name for name in subdirs if is_checkpoint_name(name)]
+        if names:
+            runs.append(Path(directory))
+        subdirs[:] = sorted(
+            name for name in subdirs if not name.startswith(".") and not is_checkpoint_name(name)
+        )
+    return sorted(runs)
+
+
+def checkpoints_under(text: str) -> dict[Path, list[Path]]:
+    """Run directory -> its checkpoint directories, for a checkpoint, a run or a root.
+
+    A UserError if the path does not exist or holds no checkpoint.
+    """
+    path = existing_path(text)
+    if is_checkpoint_dir(path):
+        return {path.parent: [path]}
+    if not path.is_dir():
+        raise UserError(f"{text!r} is not a directory (a checkpoint, a run, or a folder of runs)")
+    found = {run: list_checkpoints(run) for run in find_runs(path)}
+    if not found:
+        raise UserError(
+            f"no checkpoints under {text!r} (expected a run directory with "
+            f"{CHECKPOINT_PREFIX}* folders, one of those, or a folder above runs)"
+        )
+    return found
+
+
+def one_checkpoint(text: str, report=None) -> Checkpoint:
+    """The checkpoint ``text`` names: a checkpoint directory, or a run (its newest valid one).
+
+    The result is verified; a checkpoint given by name is returned even if it
+    does not verify (``.problems`` says why) so that ``inspect`` can show it.
+    """
+    path = existing_path(text)
+    if is_checkpoint_dir(path):
+        return verify(path)
+    if not path.is_dir():
+        raise UserError(f"{text!r} is not a checkpoint directory")
+    if not list_checkpoints(path):
+        raise UserError(
+            f"{text!r} is not a checkpoint (no {MANIFEST}) nor a run directory "
+            f"(no {CHECKPOINT_PREFIX}* folders)"
+        )
+    checkpoint = latest_valid_checkpoint(
+        path, report or (lambda line: print(line, file=sys.stderr))
+    )
+    if checkpoint is None:
+        raise UserError(f"run {text!r} holds no checkpoint that verifies")
+    print(f"Using {checkpoint.path} (the newest valid checkpoint of the run)", file=sys.stderr)
+    return checkpoint
+
+
+def valid_checkpoint(text: str) -> Checkpoint:
+    """Like :func:`one_checkpoint`, but a checkpoint that does not verify is refused."""
+    checkpoint = one_checkpoint(text)
+    if not checkpoint.valid:
+        raise UserError(
+            f"checkpoint {checkpoint.path} does not verify: {'; '.join(checkpoint.problems)}"
+        )
+    return checkpoint
+
+
+def new_output_path(text: str) -> Path:
+    """An output path that does not exist yet (tools never overwrite what is there)."""
+    path = Path(text).expanduser()
+    if path.exists():
+        raise UserError(f"{text!r} already exists; choose a new output path")
+    if not path.absolute().parent.is_dir():
+        raise UserError(f"the folder of {text!r} does not exist")
+    return path
+
+
+# --------------------------------------------------------------------------- output
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """A plain left-aligned table, two spaces between columns, like ``git`` or ``ls -l``."""
+    text_rows = [[_cell(value) for value in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in text_rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    for row in [list(headers), *text_rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def human_size(size: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size} B"  # unreachable
+
+
+def local_time(timestamp: Any) -> str | None:
+    if not isinstance(timestamp, int | float):
+        return None
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+
+
+def directory_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.iterdir() if p.is_file())
+
+
+# --------------------------------------------------------------------------- heavy imports
+
+
+def compose_config(overrides: Sequence[str]):
+    """The config ``python train.py OVERRIDES`` would train with (Hydra's compose API).
+
+    Bad overrides (unknown group option, misspelt key) raise a one-line UserError.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from trainer.config import register_schemas
+    from trainer.help import CONF_DIR
+
+    register_schemas()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(config_name="config", overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as error:
+        raise UserError(str(error).strip().splitlines()[0]) from None
+
+
+def import_keras():
+    """Import Keras (and TensorFlow) with its start-up logs silenced; return ``keras``."""
+    import logging
+
+    from trainer.run import quiet_stderr
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with quiet_stderr():
+        import keras
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+    for name in ("absl", "tensorflow", "tensorflow_datasets", "h5py"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    return keras

@@ -1,0 +1,220 @@
+"""``trainer inspect CHECKPOINT``: what one checkpoint holds, without building anything.
+
+The manifest (step, epoch, metrics, learning rate at the saved step), the
+model/optimizer/schedule config read safely from its ``config.yaml``
+(``trainer.resume.read_checkpoint_config``), and every variable's name and
+shape read with h5py from ``model.weights.h5`` and ``optimizer.h5``, with the
+parameter count. No TensorFlow, nothing executed.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from trainer.errors import UserError
+from trainer.tools import (
+    BAD,
+    MODEL_FILE,
+    OK,
+    OPTIMIZER_FILE,
+    local_time,
+    one_checkpoint,
+    print_json,
+)
+
+NAME = "inspect"
+HELP = "show a checkpoint's manifest, config and variables"
+DESCRIPTION = """\
+Show what a checkpoint holds: its manifest (step, epoch, metrics, learning
+rate at the saved step), the model, optimizer and schedule config it resumes
+with, and the name and shape of every model and optimizer variable.
+CHECKPOINT is a checkpoint directory, or a run directory (its newest valid one).
+
+examples:
+  python -m trainer inspect checkpoints/2026-11-26/10-00-00/step-00000450
+  python -m trainer inspect checkpoints/2026-11-26/10-00-00 --json
+
+Exit status 1 if the checkpoint does not verify (what can be read is still shown)."""
+
+CONFIG_SECTIONS = ("model", "optimizer", "schedule", "resolved_schedule")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint or run directory")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def model_variables(path: Path) -> list[dict[str, Any]]:
+    """Every weight in a Keras ``.weights.h5`` file: layer name, index, shape, h5 path."""
+    import h5py
+
+    found: list[dict[str, Any]] = []
+
+    def visit(name: str, item: Any) -> None:
+        if isinstance(item, h5py.Dataset):
+            parent = item.parent
+            layer = parent.attrs.get("name", parent.name)
+            if isinstance(layer, bytes):
+                layer = layer.decode()
+            found.append(
+                {
+                    "name": f"{layer}/{name.rsplit('/', 1)[-1]}",
+                    "shape": list(item.shape),
+                    "size": int(item.size),
+                    "h5_path": name,
+                }
+            )
+
+    with h5py.File(path, "r") as handle:
+        handle.visititems(visit)
+    return found
+
+
+def optimizer_variables(path: Path) -> list[dict[str, Any]]:
+    """The optimizer variables of ``optimizer.h5`` (``trainer.snapshot``), in index order."""
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        keys = sorted(handle, key=lambda k: int(k) if k.isdigit() else -1)
+        found = []
+        for key in keys:
+            dataset = handle[key]
+            name = dataset.attrs.get("path", key)
+            found.append(
+                {
+                    "index": key,
+                    "name": name.decode() if isinstance(name, bytes) else str(name),
+                    "shape": list(dataset.shape),
+                    "size": int(dataset.size),
+                }
+            )
+    return found
+
+
+def gather(checkpoint) -> dict[str, Any]:
+    """Everything ``inspect`` shows, as a JSON-ready dict; unreadable parts become problems."""
+    from trainer.resume import read_checkpoint_config
+
+    manifest = checkpoint.manifest or {}
+    info: dict[str, Any] = {
+        "path": str(checkpoint.path),
+        "valid": checkpoint.valid,
+        "problems": list(checkpoint.problems),
+        "manifest": {k: v for k, v in manifest.items() if k != "files"},
+        "files": manifest.get("files", {}),
+        "config": None,
+        "model_variables": None,
+        "parameters": None,
+        "optimizer_variables": None,
+    }
+    if checkpoint.manifest is None:
+        return info
+    try:
+        config = read_checkpoint_config(checkpoint)
+        info["config"] = {k: config.get(k) for k in CONFIG_SECTIONS}
+        info["config"]["dataset"] = (config.get("dataset") or {}).get("name")
+        info["config"]["seed"] = config.get("seed")
+    except (UserError, OSError) as error:
+        info["problems"].append(f"config.yaml: {error}")
+    for key, name, read in (
+        ("model_variables", MODEL_FILE, model_variables),
+        ("optimizer_variables", OPTIMIZER_FILE, optimizer_variables),
+    ):
+        try:
+            info[key] = read(checkpoint.file(name))
+        except (UserError, OSError, KeyError, ValueError) as error:
+            info["problems"].append(f"{name}: cannot be read ({str(error).splitlines()[0]})")
+    if info["model_variables"] is not None:
+        info["parameters"] = sum(v["size"] for v in info["model_variables"])
+    return info
+
+
+def run(args: argparse.Namespace) -> int:
+    checkpoint = one_checkpoint(args.checkpoint)
+    info = gather(checkpoint)
+    status = OK if checkpoint.valid and not info["problems"] else BAD
+    if args.json:
+        print_json(info)
+        return status
+    _print_text(info)
+    return status
+
+
+def _print_text(info: dict[str, Any]) -> None:
+    manifest = info["manifest"]
+    print(f"checkpoint   {info['path']}")
+    if info["problems"]:
+        print("status       DOES NOT VERIFY")
+        for problem in info["problems"]:
+            print(f"  - {problem}")
+    else:
+        print("status       verifies (every file matches its sha256)")
+    if not manifest:
+        return
+    epoch = f"epoch {manifest.get('epoch')}"
+    if manifest.get("batches_done"):
+        epoch += f" + {manifest['batches_done']} batches"
+    print(
+        f"position     step {manifest.get('global_step')}, {epoch} "
+        f"({manifest.get('steps_per_epoch')} steps per epoch)"
+    )
+    print(
+        f"written      {local_time(manifest.get('written_at'))} by trainer "
+        f"{manifest.get('project_version')} (format {manifest.get('format_version')})"
+    )
+    if manifest.get("rescued_from"):
+        print(f"rescued from {manifest['rescued_from']}")
+    monitor = manifest.get("monitor")
+    metrics = manifest.get("metrics") or {}
+    shown = ", ".join(
+        f"{k} {v:.4g}" + (" (monitored)" if k == monitor else "")
+        for k, v in sorted(metrics.items())
+        if isinstance(v, int | float) and k not in ("lr", "epoch_seconds")
+    )
+    print(f"metrics      {shown or '-'}")
+    print(f"lr at step   {manifest.get('learning_rate')}")
+    if manifest.get("input_shape") is not None:
+        print(
+            f"data         input {tuple(manifest['input_shape'])}, {manifest.get('num_classes')} classes"
+        )
+    config = info["config"]
+    if config:
+        import yaml
+
+        print(f"dataset      {config.get('dataset')}, seed {config.get('seed')}")
+        for section in CONFIG_SECTIONS:
+            value = config.get(section)
+            if section == "model" and isinstance(value, dict) and "keras_config" in value:
+                value = _summarise_keras_model(value)
+            print(f"\n{section}:")
+            text = yaml.safe_dump(value, sort_keys=False, default_flow_style=None).rstrip()
+            print("\n".join("  " + line for line in text.splitlines()))
+    variables = info["model_variables"]
+    if variables is not None:
+        print(f"\nmodel weights (model.weights.h5): {info['parameters']:,} parameters")
+        _print_variables(variables)
+    variables = info["optimizer_variables"]
+    if variables is not None:
+        print(f"\noptimizer variables (optimizer.h5): {len(variables)}")
+        _print_variables(variables)
+
+
+def _print_variables(variables: list[dict[str, Any]]) -> None:
+    width = max((len(v["name"]) for v in variables), default=0)
+    for variable in variables:
+        shape = "(" + ", ".join(str(d) for d in variable["shape"]) + ")"
+        print(f"  {variable['name']:<{width}}  {shape:<16} {variable['size']:>10,}")
+
+
+def _summarise_keras_model(model: dict[str, Any]) -> dict[str, Any]:
+    """A rescued model's section with its Keras config reduced to the layer classes."""
+    layers = (model.get("keras_config") or {}).get("config", {}).get("layers", [])
+    summary = {k: v for k, v in model.items() if k != "keras_config"}
+    summary["keras_layers"] = [
+        f"{layer.get('class_name')} {layer.get('config', {}).get('name', '')}".strip()
+        for layer in layers
+        if isinstance(layer, dict)
+    ]
+    return summary
