@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import textwrap
-from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir

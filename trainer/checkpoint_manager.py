@@ -73,16 +73,21 @@ class CheckpointManager:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         final = self.run_dir / checkpoint_name(global_step)
+        manifest = {**manifest, "global_step": global_step}
         if self.asynchronous:
             self._thread = threading.Thread(
                 target=self._commit_in_background,
-                args=(staging, final, dict(manifest)),
+                args=(staging, final, manifest),
                 name="checkpoint-commit",
                 daemon=False,
             )
             self._thread.start()
         else:
-            self._commit(staging, final, manifest)
+            try:
+                self._commit(staging, final, manifest)
+            except OSError as error:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise CheckpointError(f"saving checkpoint {final} failed: {error}") from error
         return final
 
     def wait(self) -> None:
