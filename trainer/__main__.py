@@ -47,7 +47,14 @@ def build_parser() -> ToolParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default: the command line), run the command, return its exit status."""
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            # Hydra overrides after an option (`plot-schedule --out a.png schedule=cosine`)
+            # are left over by argparse; commands that take overrides get them.
+            if not getattr(args, "extra_overrides", False) or any(w.startswith("-") for w in extra):
+                parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            args.overrides.extend(extra)
         return int(args.handler(args) or 0)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)

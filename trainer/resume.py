@@ -103,14 +103,31 @@ def override_keys(overrides: Iterable[str]) -> list[str]:
     return keys
 
 
-def refused_overrides(keys: Iterable[str], fine_tune: bool) -> list[str]:
-    """The override keys that would change what a resumed run trains."""
+def refused_overrides(
+    keys: Iterable[str], cfg: DictConfig, saved: Mapping[str, Any], fine_tune: bool
+) -> list[str]:
+    """The override keys that would change what a resumed run trains.
+
+    An override whose value equals the checkpoint's is not a change: re-running
+    the run's own command with ``+resume=`` added is allowed.
+    """
     allowed = ALLOWED_PREFIXES + (FINE_TUNE_PREFIXES if fine_tune else ())
+    saved_cfg = OmegaConf.create(dict(saved))
     refused = []
     for key in keys:
-        if key in ("seed",) or not any(key == p.rstrip(".") or key.startswith(p) for p in allowed):
+        if any(key == p.rstrip(".") or key.startswith(p) for p in allowed):
+            continue
+        ours = OmegaConf.select(cfg, key, default=None)
+        theirs = OmegaConf.select(saved_cfg, key, default=None)
+        if _plain(ours) != _plain(theirs):
             refused.append(key)
     return refused
+
+
+def _plain(value: Any) -> Any:
+    if OmegaConf.is_config(value):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
 
 
 def plan_start(
@@ -125,8 +142,9 @@ def plan_start(
     3. The checkpoint's own config is what the run trains with: model,
        optimizer, schedule, dataset and seed come from it, not from conf/.
     4. Command-line overrides may change trainer.* and checkpoint.* (run length,
-       saving); overrides of model, optimizer, schedule, dataset or seed are
-       refused with the keys named, unless ``trainer.fine_tune=true``, which
+       saving); overrides that change the model, optimizer, schedule, dataset or
+       seed (a value other than the checkpoint's) are refused with the keys
+       named, unless ``trainer.fine_tune=true``, which
        keeps the weights and starts a fresh optimizer and schedule from the
        command line (the model must still match).
     5. The schedule keeps the step counts resolved when the run started, so
@@ -143,7 +161,7 @@ def plan_start(
     saved = read_checkpoint_config(checkpoint)
     fine_tune = bool(cfg.trainer.fine_tune)
     keys = override_keys(overrides)
-    refused = refused_overrides(keys, fine_tune)  # rule 4
+    refused = refused_overrides(keys, cfg, saved, fine_tune)  # rule 4
     if refused:
         hint = (
             ""
@@ -169,8 +187,12 @@ def plan_start(
     if fine_tune:
         merged.checkpoint.dir = cfg.checkpoint.dir  # rule 6
         return StartPlan(cfg=merged, checkpoint=checkpoint, fine_tune=True)
-    if "checkpoint.dir" not in keys:
-        run_dir = Path(checkpoint.path).parent
+    run_dir = Path(checkpoint.path).parent.resolve()
+    target = run_dir
+    if "checkpoint.dir" in keys and cfg.checkpoint.dir:
+        target = Path(cfg.checkpoint.dir).expanduser().resolve()
+    in_place = target == run_dir
+    if in_place:
         newest = list_checkpoints(run_dir)[-1]
         if newest.name != Path(checkpoint.path).name:
             raise UserError(
@@ -178,11 +200,11 @@ def plan_start(
                 "continuing it there would overwrite newer checkpoints: add "
                 "checkpoint.dir=NEW_DIR to branch off into a new directory"
             )
-        merged.checkpoint.dir = str(run_dir)
+    merged.checkpoint.dir = str(target)
     restretch = bool(merged.trainer.restretch_schedule)
     return StartPlan(
         cfg=merged,
         checkpoint=checkpoint,
         resolved_schedule=None if restretch else saved["resolved_schedule"],  # rule 5
-        in_place="checkpoint.dir" not in keys,
+        in_place=in_place,
     )

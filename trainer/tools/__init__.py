@@ -38,7 +38,7 @@ from trainer.errors import UserError
 COMMAND_MODULES = (
     "list_runs",
     "inspect_checkpoint",
-    "verify",
+    "verify_checkpoints",
     "compare",
     "export",
     "rescue",

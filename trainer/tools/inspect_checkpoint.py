@@ -189,7 +189,7 @@ def _print_text(info: dict[str, Any]) -> None:
             if section == "model" and isinstance(value, dict) and "keras_config" in value:
                 value = _summarise_keras_model(value)
             print(f"\n{section}:")
-            text = yaml.safe_dump(value, sort_keys=False, default_flow_style=None).rstrip()
+            text = yaml.safe_dump(value, sort_keys=False, default_flow_style=False).rstrip()
             print("\n".join("  " + line for line in text.splitlines()))
     variables = info["model_variables"]
     if variables is not None:

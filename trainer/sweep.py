@@ -1,0 +1,188 @@
+"""Sweeps: where each job of a multirun writes, and how ``+resume=SWEEP_DIR`` continues it.
+
+Every job of a multirun writes its own run directory under the sweep's
+checkpoint directory::
+
+    <checkpoint.root>/<date>/<time>/        the checkpoint sweep directory
+        0/  1/  2/ ...                      one run directory per job (hydra.sweep.subdir)
+        summary.csv, summary.json           written when the sweep ends (trainer.sweep_summary)
+
+Re-running the same sweep command with ``+resume=<checkpoint sweep directory>``
+continues it. Each job looks at its own run directory ``<sweep dir>/<job>``:
+
+1. it holds ``summary.json`` and reached the length this command asks for
+   (``trainer.epochs``, ``trainer.max_steps``, or it stopped early): the job is
+   finished; it returns its saved best metric without training, so Optuna and
+   the sweep summary still see it;
+2. it holds checkpoints: the job resumes from its newest valid one, under the
+   usual resume rules (``trainer.resume.plan_start``);
+3. it holds no checkpoint (the job never started, or died before its first
+   one): the job starts fresh in that directory.
+
+A job's command-line overrides must be the ones it ran with (a resume refuses
+overrides whose values differ from the checkpoint's config), so resume a sweep
+with the same command, and an Optuna sweep with the same sampler seed: the
+sampler then proposes the same trials again, in the same order.
+
+This module never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, open_dict
+
+from trainer.checkpoint import MANIFEST, is_checkpoint_name, list_checkpoints
+from trainer.errors import UserError
+
+SUMMARY = "summary.json"
+MAX_SUMMARY_BYTES = 1 << 20
+
+
+@dataclass
+class SweepJob:
+    """How this job of a resumed sweep starts; ``finished``: nothing left to train."""
+
+    cfg: DictConfig  # the config to plan the start with (``resume`` pointing at the job's run)
+    run_dir: Path | None = None  # None: not a sweep resume, cfg unchanged
+    finished: bool = False
+    best: float | None = None  # the finished job's saved best metric
+
+
+def current_job_subdir() -> str | None:
+    """This job's ``hydra.sweep.subdir`` (its number by default) in a multirun, else None."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None
+    return str(hydra_cfg.sweep.subdir)
+
+
+def checkpoint_sweep_dir(checkpoint_root: str | Path, hydra_sweep_dir: str | Path) -> Path:
+    """``<checkpoint.root>/<date>/<time>`` for the sweep whose Hydra directory is given.
+
+    Mirrors Hydra's ``hydra.sweep.dir`` (``multirun/<date>/<time>``) by its last
+    two names, as ``trainer.run.default_run_name`` does for each job.
+    """
+    sweep = Path(hydra_sweep_dir)
+    return (Path(checkpoint_root) / sweep.parent.name / sweep.name).expanduser().absolute()
+
+
+def _is_run_dir(path: Path) -> bool:
+    if not path.is_dir():
+        return False
+    return (
+        (path / "config.yaml").is_file()
+        or (path / SUMMARY).is_file()
+        or bool(list_checkpoints(path))
+    )
+
+
+def is_sweep_dir(path: str | Path) -> bool:
+    """Whether ``path`` is a sweep's checkpoint directory: no checkpoint of its own, runs inside.
+
+    A run directory (which holds ``step-*`` checkpoints) or a checkpoint is not one.
+    """
+    path = Path(path).expanduser()
+    if not path.is_dir() or (path / MANIFEST).exists() or is_checkpoint_name(path.name):
+        return False
+    if list_checkpoints(path):
+        return False
+    return any(_is_run_dir(child) for child in path.iterdir())
+
+
+def job_resume_path(resume_path: str | Path, job_subdir: str) -> Path | None:
+    """``<resume_path>/<job_subdir>`` when ``resume_path`` is a sweep directory, else None.
+
+    None means an ordinary resume: ``resume_path`` names a run or a checkpoint.
+    """
+    if not is_sweep_dir(resume_path):
+        return None
+    return Path(resume_path).expanduser().absolute() / job_subdir
+
+
+def read_job_summary(run_dir: str | Path) -> dict[str, Any] | None:
+    """The ``summary.json`` a finished run wrote; None when there is none or it is unreadable."""
+    path = Path(run_dir) / SUMMARY
+    try:
+        if path.stat().st_size > MAX_SUMMARY_BYTES:
+            return None
+        summary = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return summary if isinstance(summary, dict) else None
+
+
+def reached_length(summary: Mapping[str, Any], epochs: int, max_steps: int | None) -> bool:
+    """Whether a run that wrote ``summary`` went as far as ``epochs``/``max_steps`` ask.
+
+    A job resumed with a longer ``trainer.epochs`` is not finished: it trains on.
+    """
+    if summary.get("stopped_early"):
+        return True
+    if max_steps is not None and int(summary.get("global_step") or 0) >= max_steps:
+        return True
+    return int(summary.get("epochs_completed") or 0) >= epochs
+
+
+def finished_job_metric(run_dir: str | Path) -> float | None:
+    """The best monitored metric a finished job saved in its ``summary.json`` (None if absent)."""
+    summary = read_job_summary(run_dir)
+    best = summary.get("best") if summary else None
+    return float(best) if isinstance(best, (int, float)) else None
+
+
+def plan_sweep_job(
+    cfg: DictConfig, job_subdir: str | None, report: Callable[[str], None] = print
+) -> SweepJob:
+    """Point a job of a resumed sweep at its own run directory; see the module docstring.
+
+    Outside a sweep resume (no ``resume``, or ``resume`` naming a run or a
+    checkpoint) the config comes back unchanged. ``resume`` naming a sweep
+    outside a multirun is refused with the two commands that make sense.
+    """
+    resume = cfg.get("resume")
+    if resume is None:
+        return SweepJob(cfg)
+    if job_subdir is None:
+        if is_sweep_dir(resume):
+            raise UserError(
+                f"resume path {str(resume)!r} is a sweep (one run per job): resume one job with "
+                f"+resume={resume}/<job>, or the whole sweep with -m, its sweep overrides and "
+                f"+resume={resume}"
+            )
+        return SweepJob(cfg)
+    run_dir = job_resume_path(resume, job_subdir)
+    if run_dir is None:
+        return SweepJob(cfg)
+    cfg = copy.deepcopy(cfg)
+    summary = read_job_summary(run_dir)
+    if list_checkpoints(run_dir):  # rules 1 and 2: resume from the job's own run
+        with open_dict(cfg):
+            cfg.resume = str(run_dir)
+        if summary is not None and reached_length(
+            summary, cfg.trainer.epochs, cfg.trainer.max_steps
+        ):
+            best = finished_job_metric(run_dir)
+            report(
+                f"Sweep job {job_subdir} finished before ({run_dir / SUMMARY}): "
+                f"{summary.get('monitor', 'best')} {best}; not training it again"
+            )
+            return SweepJob(cfg, run_dir=run_dir, finished=True, best=best)
+        report(f"Sweep job {job_subdir}: resuming its run {run_dir}")
+        return SweepJob(cfg, run_dir=run_dir)
+    with open_dict(cfg):  # rule 3: never started, or died before its first checkpoint
+        cfg.resume = None
+        cfg.checkpoint.dir = str(run_dir)
+    report(f"Sweep job {job_subdir}: no checkpoint in {run_dir}; starting it there")
+    return SweepJob(cfg, run_dir=run_dir)

@@ -1,0 +1,163 @@
+"""``trainer export CHECKPOINT OUT``: a model file that plain Keras or TF Serving loads.
+
+The model is rebuilt from the checkpoint's config through the model registry
+(``trainer.models.build_model``) for the input shape and class count the
+manifest records, and its weights are restored with
+``trainer.snapshot.restore_state``, exactly as a resume does. Then:
+
+- ``--format keras``: ``model.save(OUT.keras)``. Not compiled by default, so
+  the file holds no optimizer and no schedule: plain
+  ``keras.saving.load_model(OUT, safe_mode=True)`` loads it with no custom
+  objects. ``--compile`` compiles it with the checkpoint's optimizer class at
+  a constant learning rate (the rate at the saved step), sparse categorical
+  cross-entropy on logits and accuracy, still loadable without custom objects.
+- ``--format savedmodel``: ``model.export(OUT)``, a TensorFlow SavedModel with
+  a ``serve`` endpoint, for TF Serving or ``tf.saved_model.load``.
+
+The model maps float32 images scaled to [0, 1] to logits (no softmax).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from trainer.errors import UserError
+from trainer.tools import OK, new_output_path, print_json, valid_checkpoint
+
+NAME = "export"
+HELP = "write a checkpoint's model as a .keras file or a SavedModel"
+DESCRIPTION = """\
+Rebuild the model of a checkpoint from its config, restore its weights, and
+write it for use outside this project: a .keras file that plain
+keras.saving.load_model(path, safe_mode=True) loads with no custom objects, or
+a TensorFlow SavedModel for serving. Inputs: float32 images scaled to [0, 1];
+outputs: logits. CHECKPOINT is a checkpoint, or a run (its newest valid one).
+OUT must not exist.
+
+examples:
+  python -m trainer export checkpoints/<run>/step-00000450 model.keras
+  python -m trainer export checkpoints/<run> --format savedmodel serving/digits/1
+  python -m trainer export checkpoints/<run> model.keras --compile"""
+
+FORMATS = ("keras", "savedmodel")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint or run directory")
+    parser.add_argument("out", metavar="OUT", help="the .keras file or SavedModel folder to write")
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        help="keras or savedmodel (default: keras if OUT ends in .keras, else savedmodel)",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="(keras) compile with the checkpoint's optimizer at a constant learning rate",
+    )
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        metavar="MODULE",
+        action="append",
+        default=[],
+        help="a module that registers your own model builder (as imports=[...] in training)",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def rebuild_model(checkpoint, config: dict[str, Any]):
+    """The checkpoint's model, built from its config through the registry, weights restored."""
+    import trainer.rescued_model  # noqa: F401  (registers "keras_builtin", rescued models)
+    from trainer.models import build_model
+    from trainer.snapshot import restore_state
+
+    manifest = checkpoint.manifest
+    input_shape, num_classes = manifest.get("input_shape"), manifest.get("num_classes")
+    if input_shape is None or num_classes is None:
+        # Checkpoints written before the manifest recorded them: ask the dataset.
+        from trainer.data import load_data
+
+        print("The manifest lacks input_shape/num_classes: reading the dataset's info", file=sys.stderr)
+        dataset = dict(config["dataset"], download=False)
+        info = load_data(dataset, seed=int(config.get("seed", 0))).info
+        input_shape, num_classes = info.input_shape, info.num_classes
+    model = build_model(config["model"], tuple(input_shape), int(num_classes))
+    restore_state(checkpoint, model, None)
+    return model, tuple(input_shape), int(num_classes)
+
+
+def run(args: argparse.Namespace) -> int:
+    from trainer.resume import read_checkpoint_config
+    from trainer.run import import_user_modules
+
+    checkpoint = valid_checkpoint(args.checkpoint)
+    out = new_output_path(args.out)
+    export_format = args.format or ("keras" if out.suffix == ".keras" else "savedmodel")
+    if export_format == "keras" and out.suffix != ".keras":
+        raise UserError(f"--format keras writes a .keras file; OUT must end in .keras, got {args.out!r}")
+    if args.compile and export_format != "keras":
+        raise UserError("--compile applies to --format keras only")
+    config = read_checkpoint_config(checkpoint)
+    import_user_modules(args.imports)
+    from trainer.tools import import_keras
+
+    keras = import_keras()
+    model, input_shape, num_classes = rebuild_model(checkpoint, config)
+    compiled = None
+    if export_format == "keras":
+        if args.compile:
+            compiled = _compile(keras, model, config, checkpoint.manifest)
+        model.save(out)
+    else:
+        try:
+            model.export(str(out), format="tf_saved_model", verbose=False)
+        except TypeError:  # a Keras without the verbose argument
+            model.export(str(out), format="tf_saved_model")
+    result = {
+        "checkpoint": str(checkpoint.path),
+        "out": str(out),
+        "format": export_format,
+        "input_shape": list(input_shape),
+        "num_classes": num_classes,
+        "outputs": "logits",
+        "compiled": compiled,
+    }
+    if args.json:
+        print_json(result)
+        return OK
+    print(f"Exported {checkpoint.path} (step {checkpoint.global_step}) to {out}")
+    print(
+        f"Model: float32 images {input_shape} scaled to [0, 1] -> {num_classes} logits "
+        "(apply softmax for probabilities)"
+    )
+    if export_format == "keras":
+        if compiled:
+            print(
+                f"Compiled with {compiled['optimizer']} at a constant learning rate "
+                f"{compiled['learning_rate']:.4g} (the rate at the saved step; no schedule, no "
+                "optimizer state), sparse categorical cross-entropy on logits, accuracy"
+            )
+        else:
+            print("Not compiled: no optimizer or schedule in the file (add --compile to include one)")
+        print(f"Load with: keras.saving.load_model({str(out)!r})  # no custom objects needed")
+    else:
+        print(f"Serve with TF Serving, or: tf.saved_model.load({str(out)!r}).serve(images)")
+    return OK
+
+
+def _compile(keras, model, config: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
+    from trainer.optimizers import build_optimizer
+
+    learning_rate = manifest.get("learning_rate")
+    if not isinstance(learning_rate, int | float) or learning_rate <= 0:
+        learning_rate = float(config["optimizer"]["learning_rate"])
+    optimizer = build_optimizer(config["optimizer"], float(learning_rate))
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return {"optimizer": config["optimizer"]["name"], "learning_rate": float(learning_rate)}

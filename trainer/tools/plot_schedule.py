@@ -1,0 +1,239 @@
+"""``trainer plot-schedule [OVERRIDES]``: the learning rate per step of one or more schedules.
+
+Each curve is the schedule a training run would use: the config is composed
+from ``conf/`` with Hydra's compose API and the overrides (as ``train.py``
+would), resolved for the run's steps per epoch and length
+(``trainer.schedules.resolve_schedule``) and built through the registry
+(``build_schedule``), so the plot shows exactly the rates the optimizer gets.
+``--compare`` draws several variants on the same axes; ``--checkpoint`` draws
+the schedule a checkpoint was saved with (as it resumes) and marks where it
+stopped. Writes a PNG (matplotlib, Agg backend), step on the x-axis, epochs on
+a secondary axis on top.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from trainer.errors import UserError
+from trainer.tools import OK, print_json, valid_checkpoint
+
+NAME = "plot-schedule"
+HELP = "plot the learning rate per step of schedules (PNG)"
+DESCRIPTION = """\
+Plot the learning rate per optimizer step of the schedule that train.py
+would use with these Hydra overrides, into a PNG. Steps per epoch come from
+--steps-per-epoch, a checkpoint, or else the dataset's info (it must be
+prepared: no download is started).
+
+examples:
+  python -m trainer plot-schedule schedule=one_cycle trainer.epochs=30 --steps-per-epoch 100
+  python -m trainer plot-schedule trainer.epochs=20 --out lr.png \\
+      --compare schedule=cosine schedule=one_cycle "schedule=step schedule.every_epochs=5"
+  python -m trainer plot-schedule --checkpoint checkpoints/<run>/step-00000450
+
+Overrides before --compare apply to every variant; each --compare item (one
+argument, several overrides separated by spaces) is one curve."""
+
+DEFAULT_OUT = "lr_schedule.png"
+MAX_POINTS = 5_000_000
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "overrides", metavar="OVERRIDE", nargs="*", help="Hydra overrides, as for train.py"
+    )
+    parser.add_argument(
+        "--compare",
+        metavar="OVERRIDES",
+        nargs="+",
+        default=[],
+        help="one curve per item, each composed with the common overrides",
+    )
+    parser.add_argument("--checkpoint", metavar="CKPT", help="also draw this checkpoint's schedule and where it stopped")
+    parser.add_argument("--steps-per-epoch", type=int, metavar="N", help="optimizer steps per epoch")
+    parser.add_argument("--out", default=DEFAULT_OUT, metavar="FILE", help=f"the PNG to write (default {DEFAULT_OUT})")
+    parser.add_argument("--log", action="store_true", help="logarithmic learning-rate axis")
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        metavar="MODULE",
+        action="append",
+        default=[],
+        help="a module that registers your own schedule",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.set_defaults(extra_overrides=True)  # __main__ passes leftover KEY=VALUE words here
+
+
+def _steps_per_epoch_of(cfg) -> int:
+    """The dataset's steps per epoch, as training computes them (never downloads)."""
+    from trainer.data import load_data
+
+    dataset = dict(cfg.dataset)
+    dataset["download"] = False
+    try:
+        return load_data(dataset, seed=cfg.seed).info.steps_per_epoch
+    except UserError as error:
+        raise UserError(f"{error}; or give --steps-per-epoch N") from None
+
+
+def _total_steps(trainer_cfg: Any, steps_per_epoch: int) -> int:
+    total = int(trainer_cfg["epochs"]) * steps_per_epoch
+    if trainer_cfg.get("max_steps") is not None:
+        total = min(total, int(trainer_cfg["max_steps"]))
+    return total
+
+
+def learning_rates(schedule, total_steps: int):
+    """``schedule(step)`` for steps 0..total_steps, as a NumPy array."""
+    import numpy as np
+    from keras import ops
+
+    steps = np.arange(total_steps + 1, dtype=np.int64)
+    try:
+        values = np.asarray(ops.convert_to_numpy(schedule(ops.convert_to_tensor(steps))), dtype=float)
+        if values.shape == steps.shape:
+            return steps, values
+    except Exception:  # a schedule written for scalar steps only
+        pass
+    return steps, np.array([float(ops.convert_to_numpy(schedule(int(s)))) for s in steps])
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.steps_per_epoch is not None and args.steps_per_epoch < 1:
+        raise UserError(f"--steps-per-epoch must be >= 1, got {args.steps_per_epoch}")
+    from pathlib import Path
+
+    out = Path(args.out).expanduser()
+    if out.suffix.lower() != ".png":
+        raise UserError(f"--out must be a .png file, got {args.out!r}")
+    if not out.absolute().parent.is_dir():
+        raise UserError(f"the folder of --out {args.out!r} does not exist")
+
+    from trainer.resume import read_checkpoint_config
+    from trainer.run import import_user_modules
+    from trainer.tools import compose_config
+
+    checkpoint = valid_checkpoint(args.checkpoint) if args.checkpoint else None
+    saved = read_checkpoint_config(checkpoint) if checkpoint else None
+    variants = []  # (label, composed config)
+    items = args.compare or ([] if checkpoint and not args.overrides else [""])
+    for item in items:
+        overrides = list(args.overrides) + item.split()
+        label = " ".join(item.split()) or " ".join(args.overrides)
+        variants.append((label, compose_config(overrides)))
+    import_user_modules(list(args.imports) + [m for _, c in variants for m in (c.imports or [])])
+
+    from trainer.tools import import_keras
+
+    import_keras()
+    from trainer.schedules import build_schedule, resolve_schedule
+
+    steps_per_epoch = args.steps_per_epoch or (
+        int(checkpoint.manifest["steps_per_epoch"])
+        if checkpoint and checkpoint.manifest.get("steps_per_epoch")
+        else None
+    )
+    curves = []
+    if checkpoint is not None:
+        spe = int(checkpoint.manifest.get("steps_per_epoch") or steps_per_epoch or 1)
+        total = max(_total_steps(saved["trainer"], spe), checkpoint.global_step)
+        resolved = saved["resolved_schedule"]
+        schedule = build_schedule(resolved, float(saved["optimizer"]["learning_rate"]))
+        curves.append(_curve(f"{checkpoint.path.name} (as saved)", resolved, spe, total, schedule))
+    for label, cfg in variants:
+        spe = steps_per_epoch or _steps_per_epoch_of(cfg)
+        total = _total_steps(cfg.trainer, spe)
+        resolved = resolve_schedule(cfg.schedule, steps_per_epoch=spe, total_steps=total)
+        schedule = build_schedule(resolved, cfg.optimizer.learning_rate)
+        curves.append(_curve(label or resolved["name"], resolved, spe, total, schedule))
+    if sum(c["total_steps"] for c in curves) > MAX_POINTS:
+        raise UserError(f"more than {MAX_POINTS} steps to plot; use a shorter run")
+    for curve in curves:
+        curve["steps"], curve["values"] = learning_rates(curve.pop("schedule"), curve["total_steps"])
+        values = curve["values"]
+        curve.update(
+            lr_start=float(values[0]),
+            lr_max=float(values.max()),
+            lr_max_step=int(values.argmax()),
+            lr_end=float(values[-1]),
+        )
+    stop = None
+    if checkpoint is not None:
+        manifest = checkpoint.manifest
+        stop = {
+            "checkpoint": str(checkpoint.path),
+            "step": checkpoint.global_step,
+            "epoch": manifest.get("epoch"),
+            "learning_rate": manifest.get("learning_rate"),
+        }
+    draw(curves, stop, out, args.log)
+
+    summary = [
+        {k: v for k, v in c.items() if k not in ("steps", "values")} for c in curves
+    ]
+    if args.json:
+        print_json({"out": str(out), "curves": summary, "stopped_at": stop})
+        return OK
+    for curve in summary:
+        print(
+            f"{curve['label']}: {json.dumps(curve['resolved'])}, {curve['steps_per_epoch']} steps "
+            f"per epoch, {curve['total_steps']} steps; lr {curve['lr_start']:.4g} at step 0, "
+            f"max {curve['lr_max']:.4g} at step {curve['lr_max_step']}, "
+            f"{curve['lr_end']:.4g} at step {curve['total_steps']}"
+        )
+    if stop:
+        print(f"Checkpoint stopped at step {stop['step']} (epoch {stop['epoch']}), lr {stop['learning_rate']}")
+    print(f"Plot: {out}")
+    return OK
+
+
+def _curve(label: str, resolved, steps_per_epoch: int, total: int, schedule) -> dict[str, Any]:
+    return {
+        "label": label,
+        "resolved": dict(resolved),
+        "steps_per_epoch": steps_per_epoch,
+        "total_steps": total,
+        "schedule": schedule,
+    }
+
+
+def draw(curves: list[dict[str, Any]], stop: dict[str, Any] | None, out, log: bool) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(10, 5), dpi=100)
+    for curve in curves:
+        axes.plot(curve["steps"], curve["values"], label=curve["label"], linewidth=1.6)
+    if stop is not None:
+        axes.axvline(stop["step"], color="black", linestyle="--", linewidth=1)
+        if isinstance(stop["learning_rate"], int | float):
+            axes.plot([stop["step"]], [stop["learning_rate"]], "o", color="black")
+        axes.annotate(
+            f"stopped: step {stop['step']}, epoch {stop['epoch']}",
+            xy=(stop["step"], axes.get_ylim()[1]),
+            xytext=(4, -14),
+            textcoords="offset points",
+            fontsize="small",
+        )
+    spe = curves[0]["steps_per_epoch"]
+    top = axes.secondary_xaxis("top", functions=(lambda s: s / spe, lambda e: e * spe))
+    top.set_xlabel(f"epoch ({spe} steps per epoch)")
+    axes.set_xlabel("optimizer step")
+    axes.set_ylabel("learning rate")
+    if log:
+        axes.set_yscale("log")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")
+    figure.tight_layout()
+    try:
+        figure.savefig(out)
+    except OSError as error:
+        raise UserError(f"cannot write --out {str(out)!r}: {error}") from None
+    finally:
+        plt.close(figure)

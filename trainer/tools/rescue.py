@@ -1,0 +1,532 @@
+"""``trainer rescue MODEL_FILE OUT --schedule NAME``: a checkpoint of this project from a plain Keras file.
+
+The problem this project was born from: ``model.save()`` of a model whose
+optimizer uses a learning-rate schedule writes the schedule as a nested
+config, and ``keras.saving.load_model`` refuses the file when that schedule
+is a class it does not know. ``rescue`` recovers everything but the schedule
+without running anything from the file, and attaches a schedule of this
+project's registry given on the command line:
+
+1. Read the file as data: ``config.json`` (``.keras``) or the ``model_config``
+   and ``training_config`` attributes (legacy ``.h5``), and the optimizer's
+   variables with h5py. The schedule's class and parameters are only shown.
+2. Check the model config against an allow-list of Keras built-ins
+   (``trainer.rescued_model.check_keras_config``) before Keras sees it, then
+   rebuild it with ``safe_mode=True`` as the ``keras_builtin`` model and load
+   its weights. A final softmax is removed: this trainer trains on logits.
+3. Compose the run's config from ``conf/`` like ``train.py`` does
+   (``schedule=NAME`` and the ``--set`` overrides), take the optimizer class
+   and its hyperparameters from the file unless ``--set optimizer=...`` says
+   otherwise, resolve the schedule for the dataset's steps per epoch, and
+   restore the optimizer's step counter and slots (moments) when they fit.
+4. Write a checkpoint with ``CheckpointManager`` + ``write_state``, and the
+   run's ``config.yaml``, exactly as ``trainer/run.py`` does, so that
+   ``python train.py +resume=OUT`` continues from the saved step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import shutil
+import sys
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trainer.errors import UserError
+from trainer.tools import OK, existing_path, print_json
+
+NAME = "rescue"
+HELP = "turn a plain Keras model file into a resumable checkpoint with a schedule"
+DESCRIPTION = """\
+Turn a .keras (or legacy .h5) file written by plain Keras, whose optimizer's
+learning-rate schedule keras.saving.load_model cannot rebuild, into a
+checkpoint of this project that 'python train.py +resume=OUT' continues.
+Nothing from the file is executed: the model must consist of Keras built-in
+layers (checked against an allow-list, then loaded with safe_mode=True); the
+schedule is the one you name, from this project's registry; the optimizer
+class, hyperparameters, step and moments come from the file when they fit.
+
+--set takes Hydra overrides of the run's config, as train.py does: the
+dataset the model was trained on, the run length, the schedule's parameters.
+
+examples:
+  python -m trainer rescue old_model.keras checkpoints/rescued --schedule cosine \\
+      --set trainer.epochs=30 --set schedule.warmup_epochs=1
+  python -m trainer rescue old_model.h5 checkpoints/rescued --schedule one_cycle \\
+      --set dataset=mnist --set optimizer.learning_rate=3e-3
+  python -m trainer rescue old.keras out --schedule triangle --import my_schedules \\
+      --set +schedule.period_epochs=2
+
+then: python train.py +resume=checkpoints/rescued 'imports=[trainer.rescued_model]'"""
+
+MAX_CONFIG_BYTES = 16 << 20
+KERAS_OPTIMIZERS = {"Adam": "adam", "AdamW": "adamw", "SGD": "sgd", "RMSprop": "rmsprop"}
+# Keys of a schedule's config that usually hold its base (initial or peak) rate.
+BASE_RATE_KEYS = (
+    "initial_learning_rate",
+    "learning_rate",
+    "maximal_learning_rate",
+    "max_learning_rate",
+    "max_lr",
+    "base_lr",
+    "lr",
+)
+# Keras optimizer config keys that mean nothing to this project when left at these values.
+IGNORED_OPTIMIZER_KEYS = {"name": None, "ema_momentum": None, "ema_overwrite_frequency": None}
+# What a resume needs to import until trainer/run.py imports trainer.rescued_model itself.
+RESUME_IMPORTS = ["trainer.rescued_model"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model_file", metavar="MODEL_FILE", help="a .keras or .h5 file")
+    parser.add_argument("out", metavar="OUT", help="the run directory to create (must not exist)")
+    parser.add_argument(
+        "--schedule",
+        required=True,
+        metavar="NAME",
+        help="the schedule to attach: a conf/schedule option or a registered name",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="a Hydra override of the run's config, e.g. trainer.epochs=30 (repeatable)",
+    )
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        metavar="MODULE",
+        action="append",
+        default=[],
+        help="a module that registers your own schedule (as imports=[...] in training)",
+    )
+    parser.add_argument(
+        "--step",
+        type=int,
+        metavar="N",
+        help="the optimizer step the model reached (default: read from the file's optimizer)",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+# --------------------------------------------------------------------------- reading the file
+
+
+@dataclass
+class KerasFile:
+    """What a Keras model file holds, read as data."""
+
+    path: Path
+    kind: str  # "keras" (zip) or "h5" (legacy)
+    model_config: dict[str, Any]
+    keras_version: str | None = None
+    optimizer_class: str | None = None
+    optimizer_config: dict[str, Any] = field(default_factory=dict)
+    optimizer_variables: list[Any] | None = None  # numpy arrays, iteration first
+
+
+def read_keras_file(path: Path) -> KerasFile:
+    """Parse a ``.keras`` zip or a legacy ``.h5`` file without deserializing anything."""
+    if zipfile.is_zipfile(path):
+        return _read_keras_zip(path)
+    import h5py
+
+    try:
+        handle = h5py.File(path, "r")
+    except OSError:
+        raise UserError(
+            f"{str(path)!r} is neither a .keras file (zip) nor an HDF5 model file"
+        ) from None
+    with handle:
+        if "model_config" not in handle.attrs:
+            raise UserError(
+                f"{str(path)!r} is an HDF5 file without a model config: a weights-only file, "
+                "not a saved model"
+            )
+        model_config = _json_attribute(handle, "model_config", path)
+        result = KerasFile(path, "h5", model_config, _text(handle.attrs.get("keras_version")))
+        if "training_config" in handle.attrs:
+            training = _json_attribute(handle, "training_config", path)
+            optimizer = training.get("optimizer_config") if isinstance(training, dict) else None
+            _take_optimizer(result, optimizer)
+        if "optimizer_weights" in handle:
+            group = handle["optimizer_weights"]
+            names = [_text(n) for n in group.attrs.get("weight_names", [])]
+            try:
+                result.optimizer_variables = [group[name][()] for name in names]
+            except KeyError:
+                result.optimizer_variables = None
+    return result
+
+
+def _read_keras_zip(path: Path) -> KerasFile:
+    import h5py
+
+    with zipfile.ZipFile(path) as archive:
+        names = set(archive.namelist())
+        if "config.json" not in names:
+            raise UserError(f"{str(path)!r} is a zip file without config.json: not a .keras file")
+        if archive.getinfo("config.json").file_size > MAX_CONFIG_BYTES:
+            raise UserError(f"{str(path)!r}: config.json is larger than {MAX_CONFIG_BYTES} bytes")
+        try:
+            config = json.loads(archive.read("config.json"))
+            metadata = json.loads(archive.read("metadata.json")) if "metadata.json" in names else {}
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise UserError(f"{str(path)!r}: config.json is not valid JSON ({error})") from None
+        if not isinstance(config, dict):
+            raise UserError(f"{str(path)!r}: config.json is not a model config")
+        result = KerasFile(
+            path,
+            "keras",
+            {k: v for k, v in config.items() if k != "compile_config"},
+            metadata.get("keras_version") if isinstance(metadata, dict) else None,
+        )
+        compile_config = config.get("compile_config")
+        if isinstance(compile_config, dict):
+            _take_optimizer(result, compile_config.get("optimizer"))
+        if "model.weights.h5" in names:
+            with h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r") as weights:
+                group = weights.get("optimizer/vars")
+                if group is not None:
+                    keys = sorted((k for k in group if k.isdigit()), key=int)
+                    result.optimizer_variables = [group[k][()] for k in keys] or None
+    return result
+
+
+def _take_optimizer(result: KerasFile, optimizer: Any) -> None:
+    if isinstance(optimizer, dict):
+        result.optimizer_class = optimizer.get("class_name")
+        config = optimizer.get("config")
+        result.optimizer_config = config if isinstance(config, dict) else {}
+
+
+def _json_attribute(handle, name: str, path: Path) -> Any:
+    try:
+        return json.loads(_text(handle.attrs[name]))
+    except (UnicodeDecodeError, json.JSONDecodeError, TypeError) as error:
+        raise UserError(f"{str(path)!r}: attribute {name} is not valid JSON ({error})") from None
+
+
+def _text(value: Any) -> Any:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def describe_file_schedule(saved: KerasFile) -> str:
+    """What the file says its learning rate was (a schedule's class and parameters, as data)."""
+    rate = saved.optimizer_config.get("learning_rate")
+    if isinstance(rate, dict):
+        params = rate.get("config")
+        return f"schedule {rate.get('class_name')} {json.dumps(params)}"
+    if isinstance(rate, int | float):
+        return f"a fixed learning rate {rate:g}"
+    return "no optimizer"
+
+
+# --------------------------------------------------------------------------- the config
+
+
+def schedule_overrides(name: str) -> list[str]:
+    """``schedule=NAME`` for an option of conf/schedule, else the ``custom`` option by name."""
+    from trainer.help import CONF_DIR
+
+    if name != "custom" and (CONF_DIR / "schedule" / f"{name}.yaml").is_file():
+        return [f"schedule={name}"]
+    return ["schedule=custom", f"schedule.name={name}"]
+
+
+def _override_keys(overrides: list[str]) -> set[str]:
+    return {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+
+
+def optimizer_from_file(saved: KerasFile, user_keys: set[str]) -> tuple[list[str], str]:
+    """Overrides that select the file's optimizer class, unless the user chose one."""
+    if "optimizer" in user_keys or "optimizer.name" in user_keys:
+        return [], "optimizer chosen with --set"
+    if saved.optimizer_class is None:
+        return [], "the file has no optimizer: conf default"
+    name = KERAS_OPTIMIZERS.get(saved.optimizer_class)
+    if name is None:
+        raise UserError(
+            f"the file's optimizer is {saved.optimizer_class}, which this trainer does not "
+            f"build ({', '.join(sorted(KERAS_OPTIMIZERS.values()))}); choose one with "
+            "--set optimizer=NAME (its moments will start fresh)"
+        )
+    return [f"optimizer={name}"], f"{saved.optimizer_class} from the file"
+
+
+def apply_file_hyperparameters(cfg, saved: KerasFile, user_keys: set[str]) -> list[str]:
+    """Copy the file's optimizer hyperparameters the schema knows; return the ones dropped."""
+    from omegaconf import OmegaConf
+
+    if KERAS_OPTIMIZERS.get(saved.optimizer_class) != cfg.optimizer.name:
+        return []
+    dropped = []
+    for key, value in saved.optimizer_config.items():
+        if key == "learning_rate" or f"optimizer.{key}" in user_keys:
+            continue
+        if key in cfg.optimizer:
+            if value is None or isinstance(value, bool | int | float):
+                OmegaConf.update(cfg, f"optimizer.{key}", value, merge=False)
+        elif value not in (None, False) and key not in IGNORED_OPTIMIZER_KEYS:
+            dropped.append(f"{key}={value}")
+    return dropped
+
+
+def base_learning_rate(cfg, saved: KerasFile, user_keys: set[str]) -> str:
+    """Set ``optimizer.learning_rate`` from the file unless given; say where it came from."""
+    if "optimizer.learning_rate" in user_keys:
+        return "from --set"
+    rate = saved.optimizer_config.get("learning_rate")
+    if isinstance(rate, dict) and isinstance(rate.get("config"), dict):
+        for key in BASE_RATE_KEYS:
+            value = rate["config"].get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+                cfg.optimizer.learning_rate = float(value)
+                return f"the file's schedule parameter {key!r}"
+    if isinstance(rate, int | float) and not isinstance(rate, bool) and rate > 0:
+        cfg.optimizer.learning_rate = float(rate)
+        return "the file's fixed learning rate"
+    return "conf default (set it with --set optimizer.learning_rate=...)"
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def run(args: argparse.Namespace) -> int:
+    source = existing_path(args.model_file)
+    if not source.is_file():
+        raise UserError(f"{args.model_file!r} is not a file")
+    if source.suffix not in (".keras", ".h5", ".hdf5"):
+        raise UserError(f"{args.model_file!r}: expected a .keras or .h5 model file")
+    out = Path(args.out).expanduser().absolute()
+    if out.exists():
+        raise UserError(f"{args.out!r} already exists; rescue writes a new run directory")
+    if args.step is not None and args.step < 0:
+        raise UserError(f"--step must be >= 0, got {args.step}")
+
+    saved = read_keras_file(source)
+    from trainer.rescued_model import check_keras_config
+
+    check_keras_config(saved.model_config)  # before Keras sees any of it
+
+    from trainer.tools import compose_config
+
+    user_keys = _override_keys(args.overrides)
+    optimizer_overrides, optimizer_source = optimizer_from_file(saved, user_keys)
+    cfg = compose_config(
+        schedule_overrides(args.schedule) + optimizer_overrides + list(args.overrides)
+    )
+    from omegaconf import OmegaConf
+
+    from trainer.config import validate
+    from trainer.run import import_user_modules
+
+    OmegaConf.set_struct(cfg, False)
+    cfg.imports = list(cfg.get("imports") or []) + list(args.imports)
+    import_user_modules(list(cfg.imports))
+    dropped = apply_file_hyperparameters(cfg, saved, user_keys)
+    rate_source = base_learning_rate(cfg, saved, user_keys)
+    cfg.checkpoint.dir = str(out)
+    cfg.pop("resume", None)
+
+    from trainer.tools import import_keras
+
+    keras = import_keras()
+    keras.utils.set_random_seed(cfg.seed)
+    from trainer.checkpoint import KeepPolicy, write_text_atomically
+    from trainer.checkpoint_manager import CheckpointManager
+    from trainer.data import load_data
+    from trainer.loop import LoopState
+    from trainer.models import build_model
+    from trainer.optimizers import build_optimizer
+    from trainer.rescued_model import NAME as MODEL_NAME
+    from trainer.rescued_model import plain_config, without_output_softmax
+    from trainer.schedules import build_schedule, resolve_schedule, schedule_value
+    from trainer.snapshot import write_state
+
+    # The architecture, as a config of built-ins, and the weights.
+    if saved.kind == "keras":
+        keras_config = saved.model_config
+        loaded = None
+    else:  # legacy .h5: Keras' legacy loader turns its config into the current format
+        loaded = _load_legacy(keras, source)
+        keras_config = plain_config(loaded)
+        check_keras_config(keras_config)
+    keras_config, softmax_note = without_output_softmax(keras_config)
+    cfg.model = {"name": MODEL_NAME, "keras_config": keras_config}
+    validate(cfg)
+
+    info = load_data(dict(cfg.dataset), seed=cfg.seed).info
+    model = build_model(cfg.model, tuple(info.input_shape), info.num_classes)
+    if loaded is None:
+        try:
+            model.load_weights(source)
+        except Exception as error:  # Keras raises ValueError, KeyError, OSError...
+            raise UserError(f"cannot load the weights of {args.model_file!r}: {_first_line(error)}") from None
+    else:
+        model.set_weights(loaded.get_weights())
+
+    # The step the model reached, and the schedule resolved for this run.
+    variables = saved.optimizer_variables
+    file_step = _iteration(variables)
+    step = args.step if args.step is not None else (file_step or 0)
+    steps_per_epoch = info.steps_per_epoch
+    total_steps = cfg.trainer.epochs * steps_per_epoch
+    if cfg.trainer.max_steps is not None:
+        total_steps = min(total_steps, cfg.trainer.max_steps)
+    if step >= total_steps:
+        raise UserError(
+            f"the model has trained {step} steps, and trainer.epochs={cfg.trainer.epochs} "
+            f"({steps_per_epoch} steps per epoch) makes a run of {total_steps}: nothing would be "
+            "left to train; set a longer run with --set trainer.epochs=N"
+        )
+    resolved = resolve_schedule(cfg.schedule, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+    schedule = build_schedule(resolved, cfg.optimizer.learning_rate)
+    optimizer = build_optimizer(cfg.optimizer, schedule)
+    optimizer.build(model.trainable_variables)
+    moments = _restore_optimizer(optimizer, variables, step)
+    learning_rate = schedule_value(schedule, step)
+
+    # The checkpoint, written like trainer/run.py writes one.
+    state = LoopState(
+        epoch=step // steps_per_epoch,
+        batches_done=step % steps_per_epoch,
+        epochs_completed=step // steps_per_epoch,
+    )
+    run_config = OmegaConf.to_container(cfg, resolve=True)
+    run_config["resolved_schedule"] = dict(resolved)
+    config_yaml = OmegaConf.to_yaml(OmegaConf.create(run_config))
+    manifest = {
+        "global_step": step,
+        "epoch": state.epoch,
+        "batches_done": state.batches_done,
+        "epochs_completed": state.epochs_completed,
+        "steps_per_epoch": steps_per_epoch,
+        "metrics": {},
+        "learning_rate": learning_rate,
+        "monitor": cfg.checkpoint.monitor,
+        "input_shape": list(info.input_shape),
+        "num_classes": info.num_classes,
+        "rescued_from": str(source.absolute()),
+    }
+    try:
+        manager = CheckpointManager(
+            out,
+            KeepPolicy(
+                keep_last=cfg.checkpoint.keep_last,
+                keep_best=cfg.checkpoint.keep_best,
+                keep_every_n_steps=cfg.checkpoint.keep_every_n_steps,
+                monitor=cfg.checkpoint.monitor,
+                mode=cfg.checkpoint.mode,
+            ),
+            report=lambda line: print(line, file=sys.stderr),
+        )
+        checkpoint_path = manager.save(
+            step,
+            lambda staging: write_state(
+                staging, model, optimizer, {"loop": state.to_dict()}, config_yaml
+            ),
+            manifest,
+        )
+        manager.close()
+        write_text_atomically(out / "config.yaml", config_yaml)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)  # it did not exist before
+        raise
+
+    imports = list(dict.fromkeys(RESUME_IMPORTS + list(cfg.imports)))
+    resume = f"python train.py +resume={out} 'imports=[{','.join(imports)}]'"
+    result = {
+        "source": str(source),
+        "keras_version": saved.keras_version,
+        "file_optimizer": saved.optimizer_class,
+        "file_learning_rate": describe_file_schedule(saved),
+        "checkpoint": str(checkpoint_path),
+        "global_step": step,
+        "step_source": "--step" if args.step is not None else ("file" if file_step is not None else "none"),
+        "optimizer": cfg.optimizer.name,
+        "optimizer_source": optimizer_source,
+        "optimizer_moments": moments,
+        "dropped_optimizer_settings": dropped,
+        "learning_rate": float(cfg.optimizer.learning_rate),
+        "learning_rate_source": rate_source,
+        "resolved_schedule": dict(resolved),
+        "learning_rate_at_step": learning_rate,
+        "steps_per_epoch": steps_per_epoch,
+        "total_steps": total_steps,
+        "softmax_removed": softmax_note,
+        "resume_command": resume,
+    }
+    if args.json:
+        print_json(result)
+        return OK
+    print(
+        f"Read {source} (Keras {saved.keras_version or '?'}): {keras_config.get('class_name')} model "
+        f"of built-in layers, {model.count_params():,} parameters; the file's optimizer "
+        f"{saved.optimizer_class or '-'} with {result['file_learning_rate']} (read as data, never run)"
+    )
+    if softmax_note:
+        print(f"Model: {softmax_note}; this trainer trains on logits (predictions are unchanged)")
+    print(f"Optimizer: {cfg.optimizer.name} ({optimizer_source}); moments: {moments}")
+    if dropped:
+        print(f"  not supported here, dropped: {', '.join(dropped)}")
+    print(
+        f"Schedule: {json.dumps(dict(resolved))} at {steps_per_epoch} steps per epoch, "
+        f"{total_steps} steps in all; base learning rate {cfg.optimizer.learning_rate:g} "
+        f"({rate_source})"
+    )
+    print(f"Step {step} ({result['step_source']}): learning rate {learning_rate:.6g}")
+    print(f"Checkpoint: {checkpoint_path}")
+    print(f"Resume with: {resume}")
+    return OK
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def _load_legacy(keras, source: Path):
+    try:
+        return keras.saving.load_model(source, compile=False, safe_mode=True)
+    except Exception as error:
+        raise UserError(f"cannot read the model of {str(source)!r}: {_first_line(error)}") from None
+
+
+def _iteration(variables: list[Any] | None) -> int | None:
+    """The optimizer step: the file's first optimizer variable, a scalar integer."""
+    import numpy as np
+
+    if not variables:
+        return None
+    first = np.asarray(variables[0])
+    if first.shape != () or not np.issubdtype(first.dtype, np.integer):
+        return None
+    return int(first)
+
+
+def _restore_optimizer(optimizer, variables: list[Any] | None, step: int) -> str:
+    """Put the file's moments into the rebuilt optimizer when they fit; set the step."""
+    import numpy as np
+
+    ours = optimizer.variables
+    if variables and len(variables) == len(ours) and all(
+        tuple(np.shape(saved)) == tuple(mine.shape) for saved, mine in zip(variables, ours, strict=True)
+    ):
+        for saved, mine in zip(variables[1:], ours[1:], strict=True):
+            mine.assign(np.asarray(saved, dtype=mine.dtype))
+        restored = f"restored from the file ({len(ours) - 1} variables)"
+    elif variables:
+        restored = (
+            f"start fresh (the file holds {len(variables)} optimizer variables, "
+            f"{optimizer.name} here has {len(ours)})"
+        )
+    else:
+        restored = "start fresh (the file holds no optimizer state)"
+    optimizer.iterations.assign(step)
+    return restored
