@@ -112,7 +112,9 @@ def check_keras_config(config: Any) -> None:
             raise UserError("the model config is nested too deeply or too large to be a model")
         if isinstance(node, str):
             if "${" in node:
-                raise UserError(f"the model config holds an interpolation at {where}: {node[:60]!r}")
+                raise UserError(
+                    f"the model config holds an interpolation at {where}: {node[:60]!r}"
+                )
             return
         if isinstance(node, list):
             for index, item in enumerate(node):

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from trainer.checkpoint import Checkpoint, list_checkpoints, resolve_resume_path
+from trainer.checkpoint import Checkpoint, list_checkpoints, resolve_resume_path, verify
 from trainer.config import typed_section
 from trainer.errors import UserError
 
@@ -89,8 +89,14 @@ def read_checkpoint_config(checkpoint: Checkpoint) -> dict[str, Any]:
         raise UserError(f"{path} lacks the config section(s) {', '.join(missing)}")
     for section in SAVED_SECTIONS:
         raw[section] = OmegaConf.to_container(typed_section(section, raw[section]))
-    if not isinstance(raw.get("resolved_schedule"), dict):
+    resolved = raw.get("resolved_schedule")
+    if not isinstance(resolved, dict):
         raise UserError(f"{path} lacks the resolved_schedule section")
+    if resolved.get("name") != raw["schedule"].get("name"):
+        raise UserError(
+            f"{path} is inconsistent: resolved_schedule names {resolved.get('name')!r}, "
+            f"schedule names {raw['schedule'].get('name')!r}"
+        )
     return raw
 
 
@@ -183,7 +189,9 @@ def plan_start(
     for key in keys:  # allowed overrides take the value composed from the command line
         if key.startswith(("trainer.", "checkpoint.", "dataset.")):
             OmegaConf.update(merged, key, OmegaConf.select(cfg, key), merge=False)
+    # One-off choices of this resume, never inherited from the checkpoint.
     merged.trainer.fine_tune = fine_tune
+    merged.trainer.restretch_schedule = bool(cfg.trainer.restretch_schedule)
     if fine_tune:
         merged.checkpoint.dir = cfg.checkpoint.dir  # rule 6
         return StartPlan(cfg=merged, checkpoint=checkpoint, fine_tune=True)
@@ -193,11 +201,16 @@ def plan_start(
         target = Path(cfg.checkpoint.dir).expanduser().resolve()
     in_place = target == run_dir
     if in_place:
-        newest = list_checkpoints(run_dir)[-1]
-        if newest.name != Path(checkpoint.path).name:
+        newer = [
+            p
+            for p in list_checkpoints(run_dir)
+            if Checkpoint(p).global_step > checkpoint.global_step
+        ]
+        newer_valid = [p.name for p in newer if verify(p).valid]
+        if newer_valid:
             raise UserError(
-                f"checkpoint {checkpoint.path} is not the newest of its run ({newest.name} is); "
-                "continuing it there would overwrite newer checkpoints: add "
+                f"checkpoint {checkpoint.path} is not the newest of its run ({newer_valid[-1]} "
+                "is); continuing it there would overwrite newer checkpoints: add "
                 "checkpoint.dir=NEW_DIR to branch off into a new directory"
             )
     merged.checkpoint.dir = str(target)

@@ -17,6 +17,7 @@ Keras object deserialization is involved, so nothing from the file can run.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,9 @@ def restore_state(
     Returns the loop state saved with the checkpoint.
     """
     try:
-        model.load_weights(checkpoint.file(MODEL_FILE))
+        with warnings.catch_warnings():  # Keras warns, then raises: the error says it all
+            warnings.simplefilter("ignore")
+            model.load_weights(checkpoint.file(MODEL_FILE))
     except (ValueError, KeyError) as error:
         first_line = str(error).strip().splitlines()[0]
         raise UserError(

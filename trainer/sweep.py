@@ -40,6 +40,7 @@ from omegaconf import DictConfig, open_dict
 
 from trainer.checkpoint import MANIFEST, is_checkpoint_name, list_checkpoints
 from trainer.errors import UserError
+from trainer.resume import plan_start
 
 SUMMARY = "summary.json"
 MAX_SUMMARY_BYTES = 1 << 20
@@ -143,13 +144,20 @@ def finished_job_metric(run_dir: str | Path) -> float | None:
 
 
 def plan_sweep_job(
-    cfg: DictConfig, job_subdir: str | None, report: Callable[[str], None] = print
+    cfg: DictConfig,
+    job_subdir: str | None,
+    overrides: list[str],
+    report: Callable[[str], None] = print,
 ) -> SweepJob:
     """Point a job of a resumed sweep at its own run directory; see the module docstring.
 
-    Outside a sweep resume (no ``resume``, or ``resume`` naming a run or a
-    checkpoint) the config comes back unchanged. ``resume`` naming a sweep
-    outside a multirun is refused with the two commands that make sense.
+    ``job_subdir``: :func:`current_job_subdir`; ``overrides``: the job's
+    command-line overrides. A finished job's overrides are checked against its
+    checkpoint as a resume would (``plan_start``), so a changed sweep command is
+    refused rather than answered with another configuration's result. Outside a
+    sweep resume (no ``resume``, or ``resume`` naming a run or a checkpoint)
+    the config comes back unchanged; ``resume`` naming a sweep outside a
+    multirun is refused with the two commands that make sense.
     """
     resume = cfg.get("resume")
     if resume is None:
@@ -166,23 +174,22 @@ def plan_sweep_job(
     if run_dir is None:
         return SweepJob(cfg)
     cfg = copy.deepcopy(cfg)
-    summary = read_job_summary(run_dir)
-    if list_checkpoints(run_dir):  # rules 1 and 2: resume from the job's own run
+    if not list_checkpoints(run_dir):  # rule 3: never started, or died before its first checkpoint
         with open_dict(cfg):
-            cfg.resume = str(run_dir)
-        if summary is not None and reached_length(
-            summary, cfg.trainer.epochs, cfg.trainer.max_steps
-        ):
-            best = finished_job_metric(run_dir)
-            report(
-                f"Sweep job {job_subdir} finished before ({run_dir / SUMMARY}): "
-                f"{summary.get('monitor', 'best')} {best}; not training it again"
-            )
-            return SweepJob(cfg, run_dir=run_dir, finished=True, best=best)
+            cfg.resume = None
+            cfg.checkpoint.dir = str(run_dir)
+        report(f"Sweep job {job_subdir}: no checkpoint in {run_dir}; starting it there")
+        return SweepJob(cfg, run_dir=run_dir)
+    with open_dict(cfg):  # rules 1 and 2: the job's own run
+        cfg.resume = str(run_dir)
+    summary = read_job_summary(run_dir)
+    if summary is None or not reached_length(summary, cfg.trainer.epochs, cfg.trainer.max_steps):
         report(f"Sweep job {job_subdir}: resuming its run {run_dir}")
         return SweepJob(cfg, run_dir=run_dir)
-    with open_dict(cfg):  # rule 3: never started, or died before its first checkpoint
-        cfg.resume = None
-        cfg.checkpoint.dir = str(run_dir)
-    report(f"Sweep job {job_subdir}: no checkpoint in {run_dir}; starting it there")
-    return SweepJob(cfg, run_dir=run_dir)
+    plan_start(cfg, overrides, report=lambda _: None)  # refuses overrides the job did not run with
+    best = finished_job_metric(run_dir)
+    report(
+        f"Sweep job {job_subdir} finished before ({run_dir / SUMMARY}): "
+        f"{summary.get('monitor', 'best')} {best}; not training it again"
+    )
+    return SweepJob(cfg, run_dir=run_dir, finished=True, best=best)

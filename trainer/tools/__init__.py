@@ -219,7 +219,18 @@ def compose_config(overrides: Sequence[str]):
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             return compose(config_name="config", overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as error:
-        raise UserError(str(error).strip().splitlines()[0]) from None
+        raise UserError(_hydra_message(error)) from None
+
+
+def _hydra_message(error: Exception) -> str:
+    """Hydra's error in one line: its message lines, without OmegaConf's key dump."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    kept = [
+        line
+        for line in lines
+        if not line.startswith(("full_key:", "object_type", "reference_type", "value:"))
+    ]
+    return " ".join(kept[:3]) or type(error).__name__
 
 
 def import_keras():

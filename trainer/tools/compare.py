@@ -51,9 +51,13 @@ NOT_HYPERPARAMETERS = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("paths", metavar="PATH", nargs="+", help="run directories or a folder of runs")
+    parser.add_argument(
+        "paths", metavar="PATH", nargs="+", help="run directories or a folder of runs"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--plot", metavar="PNG", help="also draw the runs' monitored metric into PNG")
+    parser.add_argument(
+        "--plot", metavar="PNG", help="also draw the runs' monitored metric into PNG"
+    )
     parser.add_argument(
         "--show",
         metavar="KEY",
@@ -208,8 +212,11 @@ def run(args: argparse.Namespace) -> int:
             {
                 "keys": keys,
                 "runs": [
-                    {**{k: v for k, v in r.items() if k != "hyperparameters"}, "label": name,
-                     "hyperparameters": {k: r["hyperparameters"].get(k) for k in keys}}
+                    {
+                        **{k: v for k, v in r.items() if k != "hyperparameters"},
+                        "label": name,
+                        "hyperparameters": {k: r["hyperparameters"].get(k) for k in keys},
+                    }
                     for r, name in zip(runs, names, strict=True)
                 ],
                 "plot": args.plot,
@@ -272,8 +279,9 @@ def plot(runs: list[dict[str, Any]], names: list[str], keys: list[str], out: str
     values = [r["best"] if isinstance(r["best"], int | float) else 0.0 for r in runs]
     varied = [k for k in keys if k not in ALWAYS_SHOWN] or list(keys)
     tick_labels = [
-        name + "\n" + " ".join(f"{k.split('.')[-1]}={_value(r['hyperparameters'].get(k))}"
-                               for k in varied[:3])
+        name
+        + "\n"
+        + " ".join(f"{k.split('.')[-1]}={_value(r['hyperparameters'].get(k))}" for k in varied[:3])
         for r, name in zip(runs, names, strict=True)
     ]
     positions = list(range(len(runs)))[::-1]  # best at the top

@@ -9,8 +9,9 @@ manifest records, and its weights are restored with
   the file holds no optimizer and no schedule: plain
   ``keras.saving.load_model(OUT, safe_mode=True)`` loads it with no custom
   objects. ``--compile`` compiles it with the checkpoint's optimizer class at
-  a constant learning rate (the rate at the saved step), sparse categorical
-  cross-entropy on logits and accuracy, still loadable without custom objects.
+  a constant learning rate (the rate at the saved step) with the checkpoint's
+  step and moments, sparse categorical cross-entropy on logits and accuracy:
+  still loadable without custom objects, and ready for ``fit``.
 - ``--format savedmodel``: ``model.export(OUT)``, a TensorFlow SavedModel with
   a ``serve`` endpoint, for TF Serving or ``tf.saved_model.load``.
 
@@ -80,7 +81,10 @@ def rebuild_model(checkpoint, config: dict[str, Any]):
         # Checkpoints written before the manifest recorded them: ask the dataset.
         from trainer.data import load_data
 
-        print("The manifest lacks input_shape/num_classes: reading the dataset's info", file=sys.stderr)
+        print(
+            "The manifest lacks input_shape/num_classes: reading the dataset's info",
+            file=sys.stderr,
+        )
         dataset = dict(config["dataset"], download=False)
         info = load_data(dataset, seed=int(config.get("seed", 0))).info
         input_shape, num_classes = info.input_shape, info.num_classes
@@ -97,7 +101,9 @@ def run(args: argparse.Namespace) -> int:
     out = new_output_path(args.out)
     export_format = args.format or ("keras" if out.suffix == ".keras" else "savedmodel")
     if export_format == "keras" and out.suffix != ".keras":
-        raise UserError(f"--format keras writes a .keras file; OUT must end in .keras, got {args.out!r}")
+        raise UserError(
+            f"--format keras writes a .keras file; OUT must end in .keras, got {args.out!r}"
+        )
     if args.compile and export_format != "keras":
         raise UserError("--compile applies to --format keras only")
     config = read_checkpoint_config(checkpoint)
@@ -109,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     compiled = None
     if export_format == "keras":
         if args.compile:
-            compiled = _compile(keras, model, config, checkpoint.manifest)
+            compiled = _compile(keras, model, config, checkpoint)
         model.save(out)
     else:
         try:
@@ -137,21 +143,24 @@ def run(args: argparse.Namespace) -> int:
         if compiled:
             print(
                 f"Compiled with {compiled['optimizer']} at a constant learning rate "
-                f"{compiled['learning_rate']:.4g} (the rate at the saved step; no schedule, no "
-                "optimizer state), sparse categorical cross-entropy on logits, accuracy"
+                f"{compiled['learning_rate']:.4g} (the rate at the saved step; no schedule), "
+                f"optimizer state: {compiled['state']}; sparse categorical cross-entropy on "
+                "logits, accuracy"
             )
         else:
-            print("Not compiled: no optimizer or schedule in the file (add --compile to include one)")
+            print(
+                "Not compiled: no optimizer or schedule in the file (add --compile to include one)"
+            )
         print(f"Load with: keras.saving.load_model({str(out)!r})  # no custom objects needed")
     else:
         print(f"Serve with TF Serving, or: tf.saved_model.load({str(out)!r}).serve(images)")
     return OK
 
 
-def _compile(keras, model, config: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
+def _compile(keras, model, config: dict[str, Any], checkpoint) -> dict[str, Any]:
     from trainer.optimizers import build_optimizer
 
-    learning_rate = manifest.get("learning_rate")
+    learning_rate = checkpoint.manifest.get("learning_rate")
     if not isinstance(learning_rate, int | float) or learning_rate <= 0:
         learning_rate = float(config["optimizer"]["learning_rate"])
     optimizer = build_optimizer(config["optimizer"], float(learning_rate))
@@ -160,4 +169,36 @@ def _compile(keras, model, config: dict[str, Any], manifest: dict[str, Any]) -> 
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    return {"optimizer": config["optimizer"]["name"], "learning_rate": float(learning_rate)}
+    optimizer.build(model.trainable_variables)  # saved built, so loading restores its variables
+    return {
+        "optimizer": config["optimizer"]["name"],
+        "learning_rate": float(learning_rate),
+        "state": _copy_optimizer_state(checkpoint, optimizer),
+    }
+
+
+def _copy_optimizer_state(checkpoint, optimizer) -> str:
+    """The checkpoint's step and moments into ``optimizer``, when they fit; say what happened.
+
+    ``optimizer.h5`` holds ``[iterations, *slots]`` of an optimizer driven by a
+    schedule; this one, at a constant rate, also has a ``learning_rate`` variable.
+    """
+    import h5py
+
+    from trainer.tools import OPTIMIZER_FILE
+
+    with h5py.File(checkpoint.file(OPTIMIZER_FILE), "r") as handle:
+        saved = [handle[str(i)][()] for i in range(len(handle))]
+    slots = [
+        v
+        for v in optimizer.variables
+        if v is not optimizer.iterations and v.name != "learning_rate"
+    ]
+    if len(saved) != len(slots) + 1 or any(
+        tuple(s.shape) != tuple(v.shape) for s, v in zip(saved[1:], slots, strict=True)
+    ):
+        return "fresh (the checkpoint's optimizer variables do not fit)"
+    optimizer.iterations.assign(saved[0])
+    for value, variable in zip(saved[1:], slots, strict=True):
+        variable.assign(value)
+    return f"step {int(saved[0])} and moments from the checkpoint"

@@ -52,9 +52,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         help="one curve per item, each composed with the common overrides",
     )
-    parser.add_argument("--checkpoint", metavar="CKPT", help="also draw this checkpoint's schedule and where it stopped")
-    parser.add_argument("--steps-per-epoch", type=int, metavar="N", help="optimizer steps per epoch")
-    parser.add_argument("--out", default=DEFAULT_OUT, metavar="FILE", help=f"the PNG to write (default {DEFAULT_OUT})")
+    parser.add_argument(
+        "--checkpoint",
+        metavar="CKPT",
+        help="also draw this checkpoint's schedule and where it stopped",
+    )
+    parser.add_argument(
+        "--steps-per-epoch", type=int, metavar="N", help="optimizer steps per epoch"
+    )
+    parser.add_argument(
+        "--out",
+        default=DEFAULT_OUT,
+        metavar="FILE",
+        help=f"the PNG to write (default {DEFAULT_OUT})",
+    )
     parser.add_argument("--log", action="store_true", help="logarithmic learning-rate axis")
     parser.add_argument(
         "--import",
@@ -94,7 +105,9 @@ def learning_rates(schedule, total_steps: int):
 
     steps = np.arange(total_steps + 1, dtype=np.int64)
     try:
-        values = np.asarray(ops.convert_to_numpy(schedule(ops.convert_to_tensor(steps))), dtype=float)
+        values = np.asarray(
+            ops.convert_to_numpy(schedule(ops.convert_to_tensor(steps))), dtype=float
+        )
         if values.shape == steps.shape:
             return steps, values
     except Exception:  # a schedule written for scalar steps only
@@ -153,7 +166,9 @@ def run(args: argparse.Namespace) -> int:
     if sum(c["total_steps"] for c in curves) > MAX_POINTS:
         raise UserError(f"more than {MAX_POINTS} steps to plot; use a shorter run")
     for curve in curves:
-        curve["steps"], curve["values"] = learning_rates(curve.pop("schedule"), curve["total_steps"])
+        curve["steps"], curve["values"] = learning_rates(
+            curve.pop("schedule"), curve["total_steps"]
+        )
         values = curve["values"]
         curve.update(
             lr_start=float(values[0]),
@@ -169,12 +184,13 @@ def run(args: argparse.Namespace) -> int:
             "step": checkpoint.global_step,
             "epoch": manifest.get("epoch"),
             "learning_rate": manifest.get("learning_rate"),
+            # The saved schedule at that step: equals learning_rate unless
+            # reduce-on-plateau had scaled the rate down.
+            "schedule_value": float(curves[0]["values"][checkpoint.global_step]),
         }
     draw(curves, stop, out, args.log)
 
-    summary = [
-        {k: v for k, v in c.items() if k not in ("steps", "values")} for c in curves
-    ]
+    summary = [{k: v for k, v in c.items() if k not in ("steps", "values")} for c in curves]
     if args.json:
         print_json({"out": str(out), "curves": summary, "stopped_at": stop})
         return OK
@@ -186,7 +202,9 @@ def run(args: argparse.Namespace) -> int:
             f"{curve['lr_end']:.4g} at step {curve['total_steps']}"
         )
     if stop:
-        print(f"Checkpoint stopped at step {stop['step']} (epoch {stop['epoch']}), lr {stop['learning_rate']}")
+        print(
+            f"Checkpoint stopped at step {stop['step']} (epoch {stop['epoch']}), lr {stop['learning_rate']}"
+        )
     print(f"Plot: {out}")
     return OK
 

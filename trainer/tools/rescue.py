@@ -311,6 +311,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--step must be >= 0, got {args.step}")
 
     saved = read_keras_file(source)
+    from trainer.tools import import_keras
+
+    keras = import_keras()
     from trainer.rescued_model import check_keras_config
 
     check_keras_config(saved.model_config)  # before Keras sees any of it
@@ -333,11 +336,7 @@ def run(args: argparse.Namespace) -> int:
     dropped = apply_file_hyperparameters(cfg, saved, user_keys)
     rate_source = base_learning_rate(cfg, saved, user_keys)
     cfg.checkpoint.dir = str(out)
-    cfg.pop("resume", None)
 
-    from trainer.tools import import_keras
-
-    keras = import_keras()
     keras.utils.set_random_seed(cfg.seed)
     from trainer.checkpoint import KeepPolicy, write_text_atomically
     from trainer.checkpoint_manager import CheckpointManager
@@ -368,7 +367,9 @@ def run(args: argparse.Namespace) -> int:
         try:
             model.load_weights(source)
         except Exception as error:  # Keras raises ValueError, KeyError, OSError...
-            raise UserError(f"cannot load the weights of {args.model_file!r}: {_first_line(error)}") from None
+            raise UserError(
+                f"cannot load the weights of {args.model_file!r}: {_first_line(error)}"
+            ) from None
     else:
         model.set_weights(loaded.get_weights())
 
@@ -386,7 +387,9 @@ def run(args: argparse.Namespace) -> int:
             f"({steps_per_epoch} steps per epoch) makes a run of {total_steps}: nothing would be "
             "left to train; set a longer run with --set trainer.epochs=N"
         )
-    resolved = resolve_schedule(cfg.schedule, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+    resolved = resolve_schedule(
+        cfg.schedule, steps_per_epoch=steps_per_epoch, total_steps=total_steps
+    )
     schedule = build_schedule(resolved, cfg.optimizer.learning_rate)
     optimizer = build_optimizer(cfg.optimizer, schedule)
     optimizer.build(model.trainable_variables)
@@ -449,7 +452,9 @@ def run(args: argparse.Namespace) -> int:
         "file_learning_rate": describe_file_schedule(saved),
         "checkpoint": str(checkpoint_path),
         "global_step": step,
-        "step_source": "--step" if args.step is not None else ("file" if file_step is not None else "none"),
+        "step_source": "--step"
+        if args.step is not None
+        else ("file" if file_step is not None else "none"),
         "optimizer": cfg.optimizer.name,
         "optimizer_source": optimizer_source,
         "optimizer_moments": moments,
@@ -515,8 +520,13 @@ def _restore_optimizer(optimizer, variables: list[Any] | None, step: int) -> str
     import numpy as np
 
     ours = optimizer.variables
-    if variables and len(variables) == len(ours) and all(
-        tuple(np.shape(saved)) == tuple(mine.shape) for saved, mine in zip(variables, ours, strict=True)
+    if (
+        variables
+        and len(variables) == len(ours)
+        and all(
+            tuple(np.shape(saved)) == tuple(mine.shape)
+            for saved, mine in zip(variables, ours, strict=True)
+        )
     ):
         for saved, mine in zip(variables[1:], ours[1:], strict=True):
             mine.assign(np.asarray(saved, dtype=mine.dtype))
