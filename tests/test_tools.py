@@ -48,9 +48,17 @@ def sweep(digits_dir, tmp_path_factory):
     return root, runs
 
 
-def tool(*args: str, cwd: Path | None = None, importtime: bool = False) -> subprocess.CompletedProcess:
+def tool(
+    *args: str, cwd: Path | None = None, importtime: bool = False
+) -> subprocess.CompletedProcess:
     """``python -m trainer ARGS`` in a fresh process."""
-    command = [sys.executable, *(["-X", "importtime"] if importtime else []), "-m", "trainer", *args]
+    command = [
+        sys.executable,
+        *(["-X", "importtime"] if importtime else []),
+        "-m",
+        "trainer",
+        *args,
+    ]
     return subprocess.run(
         command,
         cwd=cwd or REPO,
@@ -146,7 +154,14 @@ def test_inspect_shows_manifest_config_and_variables(sweep):
     checkpoint = runs[0] / "step-00000041"
     process = tool("inspect", str(checkpoint))
     assert process.returncode == 0, process.stderr
-    for text in ("step 41", "model:", "optimizer:", "resolved_schedule:", "conv0/0", "(3, 3, 1, 8)"):
+    for text in (
+        "step 41",
+        "model:",
+        "optimizer:",
+        "resolved_schedule:",
+        "conv0/0",
+        "(3, 3, 1, 8)",
+    ):
         assert text in process.stdout
 
     info = json.loads(tool("inspect", str(checkpoint), "--json").stdout)
@@ -233,7 +248,10 @@ def test_compare_sorts_runs_by_the_monitored_metric(sweep, tmp_path):
     report = json.loads(process.stdout)
     bests = [json.loads((r / "summary.json").read_text())["best"] for r in runs]
     assert [r["best"] for r in report["runs"]] == sorted(bests, reverse=True)
-    assert {r["hyperparameters"]["schedule.name"] for r in report["runs"]} == {"cosine", "one_cycle"}
+    assert {r["hyperparameters"]["schedule.name"] for r in report["runs"]} == {
+        "cosine",
+        "one_cycle",
+    }
     assert "schedule.pct_start" in report["keys"]  # varies: one_cycle has it, cosine does not
     assert "checkpoint.dir" not in report["keys"]
     assert_png(tmp_path / "runs.png", 1200, 450)
@@ -350,8 +368,16 @@ def test_rescue_custom_schedule_checkpoint_resumes_with_train_py(digits_dir, tmp
 
     out = tmp_path / "rescued"
     status, text, err = tool_in_process(
-        capsys, "rescue", source, out, "--schedule", "cosine",
-        "--set", f"dataset.data_dir={digits_dir}", "--set", "trainer.epochs=2",
+        capsys,
+        "rescue",
+        source,
+        out,
+        "--schedule",
+        "cosine",
+        "--set",
+        f"dataset.data_dir={digits_dir}",
+        "--set",
+        "trainer.epochs=2",
     )
     assert status == 0, err
     assert "Halving" in text and "never run" in text and "softmax" in text
@@ -387,8 +413,17 @@ def test_rescue_custom_schedule_checkpoint_resumes_with_train_py(digits_dir, tmp
 
     # The legacy .h5 file of the same model rescues to the same weights.
     status, _, err = tool_in_process(
-        capsys, "rescue", tmp_path / "custom.h5", tmp_path / "from_h5", "--schedule", "one_cycle",
-        "--set", f"dataset.data_dir={digits_dir}", "--set", "trainer.epochs=2", "--json",
+        capsys,
+        "rescue",
+        tmp_path / "custom.h5",
+        tmp_path / "from_h5",
+        "--schedule",
+        "one_cycle",
+        "--set",
+        f"dataset.data_dir={digits_dir}",
+        "--set",
+        "trainer.epochs=2",
+        "--json",
     )
     assert status == 0, err
     from_h5 = _checkpoint_model(tmp_path / "from_h5" / "step-00000004")
@@ -405,8 +440,14 @@ def test_rescue_builtin_schedule_and_refusals(digits_dir, tmp_path, capsys):
     keras.saving.load_model(tmp_path / "builtin.keras")  # built-in schedules do load
     common = ["--set", f"dataset.data_dir={digits_dir}", "--set", "trainer.epochs=2"]
     status, out, err = tool_in_process(
-        capsys, "rescue", tmp_path / "builtin.keras", tmp_path / "a", "--schedule", "linear",
-        *common, "--json",
+        capsys,
+        "rescue",
+        tmp_path / "builtin.keras",
+        tmp_path / "a",
+        "--schedule",
+        "linear",
+        *common,
+        "--json",
     )
     assert status == 0, err
     result = json.loads(out)
@@ -415,7 +456,10 @@ def test_rescue_builtin_schedule_and_refusals(digits_dir, tmp_path, capsys):
 
     refusals = {
         "unknown schedule": (["--schedule", "nope"], "unknown schedule 'nope'"),
-        "run too short": (["--schedule", "cosine", "--set", "trainer.max_steps=3"], "nothing would"),
+        "run too short": (
+            ["--schedule", "cosine", "--set", "trainer.max_steps=3"],
+            "nothing would",
+        ),
     }
     for name, (args, message) in refusals.items():
         out_dir = tmp_path / name.replace(" ", "_")
@@ -426,7 +470,13 @@ def test_rescue_builtin_schedule_and_refusals(digits_dir, tmp_path, capsys):
         assert not out_dir.exists()
 
     status, _, err = tool_in_process(
-        capsys, "rescue", tmp_path / "builtin.keras", tmp_path / "a", "--schedule", "cosine", *common
+        capsys,
+        "rescue",
+        tmp_path / "builtin.keras",
+        tmp_path / "a",
+        "--schedule",
+        "cosine",
+        *common,
     )
     assert "already exists" in assert_one_error_line(err, status)
 
@@ -443,7 +493,9 @@ def test_rescue_builtin_schedule_and_refusals(digits_dir, tmp_path, capsys):
 
     # A Lambda layer carries Python bytecode: refused before Keras sees the config.
     inputs = keras.Input((8, 8, 1))
-    outputs = keras.layers.Dense(10)(keras.layers.Lambda(lambda t: t * 2.0)(keras.layers.Flatten()(inputs)))
+    outputs = keras.layers.Dense(10)(
+        keras.layers.Lambda(lambda t: t * 2.0)(keras.layers.Flatten()(inputs))
+    )
     keras.Model(inputs, outputs).save(tmp_path / "lambda.keras")
     status, _, err = tool_in_process(
         capsys, "rescue", tmp_path / "lambda.keras", tmp_path / "b", "--schedule", "cosine", *common
@@ -458,8 +510,15 @@ def test_rescue_builtin_schedule_and_refusals(digits_dir, tmp_path, capsys):
 def test_plot_schedule_one_several_and_a_checkpoint(sweep, digits_dir, tmp_path, capsys):
     png = tmp_path / "one.png"
     status, out, err = tool_in_process(
-        capsys, "plot-schedule", "schedule=one_cycle", "trainer.epochs=3",
-        "--steps-per-epoch", "10", "--out", png, "--json",
+        capsys,
+        "plot-schedule",
+        "schedule=one_cycle",
+        "trainer.epochs=3",
+        "--steps-per-epoch",
+        "10",
+        "--out",
+        png,
+        "--json",
     )
     assert status == 0, err
     (curve,) = json.loads(out)["curves"]
@@ -470,12 +529,23 @@ def test_plot_schedule_one_several_and_a_checkpoint(sweep, digits_dir, tmp_path,
 
     png = tmp_path / "compare.png"
     status, out, err = tool_in_process(
-        capsys, "plot-schedule", "trainer.epochs=4", f"dataset.data_dir={digits_dir}",
-        "--out", png, "--json", "--compare", "schedule=cosine", "schedule=step schedule.every_epochs=1",
+        capsys,
+        "plot-schedule",
+        "trainer.epochs=4",
+        f"dataset.data_dir={digits_dir}",
+        "--out",
+        png,
+        "--json",
+        "--compare",
+        "schedule=cosine",
+        "schedule=step schedule.every_epochs=1",
     )
     assert status == 0, err
     curves = json.loads(out)["curves"]
-    assert [c["label"] for c in curves] == ["schedule=cosine", "schedule=step schedule.every_epochs=1"]
+    assert [c["label"] for c in curves] == [
+        "schedule=cosine",
+        "schedule=step schedule.every_epochs=1",
+    ]
     assert all(c["steps_per_epoch"] == 41 and c["total_steps"] == 164 for c in curves)
     assert curves[0]["lr_end"] == pytest.approx(0.0, abs=1e-9)
     assert curves[1]["lr_end"] == pytest.approx(1e-3 * 0.1**4, rel=1e-5)
@@ -491,5 +561,7 @@ def test_plot_schedule_one_several_and_a_checkpoint(sweep, digits_dir, tmp_path,
     report = json.loads(out)
     manifest = json.loads((checkpoint / "manifest.json").read_text())
     assert report["stopped_at"]["step"] == 41
-    assert report["stopped_at"]["schedule_value"] == pytest.approx(manifest["learning_rate"], rel=1e-5)
+    assert report["stopped_at"]["schedule_value"] == pytest.approx(
+        manifest["learning_rate"], rel=1e-5
+    )
     assert_png(png, 1000, 500)

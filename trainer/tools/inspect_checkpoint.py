@@ -177,7 +177,8 @@ def _print_text(info: dict[str, Any]) -> None:
     print(f"lr at step   {manifest.get('learning_rate')}")
     if manifest.get("input_shape") is not None:
         print(
-            f"data         input {tuple(manifest['input_shape'])}, {manifest.get('num_classes')} classes"
+            f"data         input {tuple(manifest['input_shape'])}, "
+            f"{manifest.get('num_classes')} classes"
         )
     config = info["config"]
     if config:

@@ -203,7 +203,8 @@ def run(args: argparse.Namespace) -> int:
         )
     if stop:
         print(
-            f"Checkpoint stopped at step {stop['step']} (epoch {stop['epoch']}), lr {stop['learning_rate']}"
+            f"Checkpoint stopped at step {stop['step']} (epoch {stop['epoch']}), "
+            f"lr {stop['learning_rate']}"
         )
     print(f"Plot: {out}")
     return OK

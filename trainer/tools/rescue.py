@@ -1,4 +1,4 @@
-"""``trainer rescue MODEL_FILE OUT --schedule NAME``: a checkpoint of this project from a plain Keras file.
+"""``trainer rescue MODEL_FILE OUT --schedule NAME``: a resumable checkpoint from a Keras file.
 
 The problem this project was born from: ``model.save()`` of a model whose
 optimizer uses a learning-rate schedule writes the schedule as a nested
@@ -472,9 +472,11 @@ def run(args: argparse.Namespace) -> int:
         print_json(result)
         return OK
     print(
-        f"Read {source} (Keras {saved.keras_version or '?'}): {keras_config.get('class_name')} model "
-        f"of built-in layers, {model.count_params():,} parameters; the file's optimizer "
-        f"{saved.optimizer_class or '-'} with {result['file_learning_rate']} (read as data, never run)"
+        f"Read {source} (Keras {saved.keras_version or '?'}): "
+        f"{keras_config.get('class_name')} model of built-in layers, "
+        f"{model.count_params():,} parameters; the file's optimizer "
+        f"{saved.optimizer_class or '-'} with {result['file_learning_rate']} "
+        "(read as data, never run)"
     )
     if softmax_note:
         print(f"Model: {softmax_note}; this trainer trains on logits (predictions are unchanged)")
