@@ -480,6 +480,42 @@ def test_rescue_builtin_schedule_and_refusals(digits_dir, tmp_path, capsys):
     )
     assert "already exists" in assert_one_error_line(err, status)
 
+    # A rate driven by a LearningRateScheduler callback (not saved by Keras at all):
+    # a Sequential model ending in a Softmax layer, the optimizer at a fixed rate.
+    sequential = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10),
+            keras.layers.Softmax(),
+        ]
+    )
+    sequential.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+    images = np.random.default_rng(0).random((32, 8, 8, 1), dtype=np.float32)
+    halve = keras.callbacks.LearningRateScheduler(lambda epoch, rate: rate * 0.5)
+    sequential.fit(images, np.arange(32) % 10, batch_size=16, verbose=0, callbacks=[halve])
+    sequential.save(tmp_path / "callback.keras")
+    status, out, err = tool_in_process(
+        capsys,
+        "rescue",
+        tmp_path / "callback.keras",
+        tmp_path / "d",
+        "--schedule",
+        "cosine",
+        "--set",
+        "optimizer.learning_rate=0.01",
+        *common,
+        "--json",
+    )
+    assert status == 0, err
+    result = json.loads(out)
+    assert result["global_step"] == 2 and result["optimizer_moments"].startswith("restored")
+    assert "removed" in result["softmax_removed"]
+    logits = _checkpoint_model(tmp_path / "d" / "step-00000002")(images, training=False)
+    np.testing.assert_allclose(
+        keras.ops.softmax(logits), sequential.predict(images, verbose=0), atol=1e-6
+    )
+
     # A model for other images than the dataset's is refused, naming both shapes.
     inputs = keras.Input((28, 28, 1))
     keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(inputs))).save(

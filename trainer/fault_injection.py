@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(options.seed)
     with tempfile.TemporaryDirectory() as scratch:
         work = options.work_dir or Path(scratch)
+        work.mkdir(parents=True, exist_ok=True)
         data_dir = options.data_dir or work / "tfds"
         reference_dir = work / "reference"
         started = time.perf_counter()

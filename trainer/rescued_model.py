@@ -69,12 +69,12 @@ ALLOWED: dict[str, frozenset[str]] = {
     "keras.initializers": INITIALIZERS,
     "keras.regularizers": frozenset({"L1", "L2", "L1L2", "OrthogonalRegularizer"}),
     "keras.constraints": frozenset({"MaxNorm", "MinMaxNorm", "NonNeg", "UnitNorm"}),
-    "keras": frozenset({"DTypePolicy", "FloatDTypePolicy", "Sequential", "Functional"}),
-    "keras.models": frozenset({"Sequential", "Functional"}),
+    "keras": frozenset({"DTypePolicy", "FloatDTypePolicy", "Sequential", "Functional", "Model"}),
+    "keras.models": frozenset({"Sequential", "Functional", "Model"}),
     "keras.src.models.functional": frozenset({"Functional"}),
     "keras.src.models.sequential": frozenset({"Sequential"}),
 }
-MODELS = frozenset({"Sequential", "Functional"})
+MODELS = frozenset({"Sequential", "Functional", "Model"})  # "Model": older Keras 2 files
 # Plain data markers of Keras' config format (a symbolic tensor reference, a tuple).
 MARKERS = frozenset({"__keras_tensor__", "__tuple__"})
 ACTIVATIONS = frozenset(

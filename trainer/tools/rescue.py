@@ -291,7 +291,10 @@ def base_learning_rate(cfg, saved: KerasFile, user_keys: set[str]) -> str:
                 return f"the file's schedule parameter {key!r}"
     if isinstance(rate, int | float) and not isinstance(rate, bool) and rate > 0:
         cfg.optimizer.learning_rate = float(rate)
-        return "the file's fixed learning rate"
+        return (
+            "the file's learning rate when it was saved; a LearningRateScheduler callback may "
+            "have lowered it: give the base rate with --set optimizer.learning_rate=..."
+        )
     return "conf default (set it with --set optimizer.learning_rate=...)"
 
 
@@ -522,15 +525,22 @@ def _restore_optimizer(optimizer, variables: list[Any] | None, step: int) -> str
     import numpy as np
 
     ours = optimizer.variables
-    if (
-        variables
-        and len(variables) == len(ours)
+    candidates = [variables] if variables else []
+    if variables and len(variables) > 1 and np.shape(variables[1]) == ():
+        # An optimizer with a fixed rate (e.g. driven by a LearningRateScheduler
+        # callback) also saves its learning_rate variable, after the step.
+        candidates.append(variables[:1] + variables[2:])
+    fitting = [
+        candidate
+        for candidate in candidates
+        if len(candidate) == len(ours)
         and all(
             tuple(np.shape(saved)) == tuple(mine.shape)
-            for saved, mine in zip(variables, ours, strict=True)
+            for saved, mine in zip(candidate, ours, strict=True)
         )
-    ):
-        for saved, mine in zip(variables[1:], ours[1:], strict=True):
+    ]
+    if fitting:
+        for saved, mine in zip(fitting[0][1:], ours[1:], strict=True):
             mine.assign(np.asarray(saved, dtype=mine.dtype))
         restored = f"restored from the file ({len(ours) - 1} variables)"
     elif variables:
