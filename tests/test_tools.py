@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -402,7 +403,6 @@ def test_rescue_custom_schedule_checkpoint_resumes_with_train_py(digits_dir, tmp
     # train.py continues the rescued run from step 4 to the end of epoch 2.
     process = run_train(
         f"+resume={out}",
-        "imports=[trainer.rescued_model]",
         f"hydra.run.dir={tmp_path / 'hydra'}",
         cwd=tmp_path,
     )
@@ -538,6 +538,27 @@ def test_rescue_builtin_schedule_and_refusals(digits_dir, tmp_path, capsys):
     )
     assert "keras.layers.Lambda" in assert_one_error_line(err, status)
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize(
+    "layer, message",
+    [
+        ({"module": "keras.layers", "class_name": "Lambda", "config": {}}, "keras.layers.Lambda"),
+        ({"module": "my_package.layers", "class_name": "Dense", "config": {}}, "my_package"),
+        ({"module": "keras.layers", "class_name": "Dense", "registered_name": "pkg>Dense"}, "pkg"),
+        ({"module": "builtins", "class_name": "function", "config": "eval"}, "function"),
+        ({"class_name": "Dense", "config": {"activation": "pkg>fn"}}, "activation 'pkg>fn'"),
+        ({"class_name": "Dense", "config": {"name": "${oc.env:HOME}"}}, "interpolation"),
+        ({"class_name": "Dense", "config": {"_target_": "os.system"}}, "_target_"),
+    ],
+)
+def test_rescued_model_config_allows_only_keras_built_ins(layer, message):
+    from trainer.errors import UserError
+    from trainer.rescued_model import check_keras_config
+
+    config = {"module": "keras", "class_name": "Functional", "config": {"layers": [layer]}}
+    with pytest.raises(UserError, match=re.escape(message)):
+        check_keras_config(config)
 
 
 # --------------------------------------------------------------------------- plot-schedule

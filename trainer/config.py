@@ -206,6 +206,10 @@ class TrainerConfig:
     reduce_on_plateau_factor: float = 0.5
     restretch_schedule: bool = False  # on resume: re-resolve the schedule to the new length
     fine_tune: bool = False  # on resume: keep weights, fresh optimizer/schedule from the command
+    # Beyond one device (trainer.distribute); dataset.batch_size is the global batch.
+    strategy: str = "default"  # default | mirrored | multi_worker
+    cpu_devices: int | None = None  # mirrored only: split the CPU into N logical devices
+    scale_lr_with_replicas: bool = False  # linear rule: learning_rate * number of replicas
 
 
 # --------------------------------------------------------------------------- checkpoint
@@ -411,6 +415,33 @@ def validate(cfg: DictConfig) -> None:
         "trainer.reduce_on_plateau_factor",
         run.reduce_on_plateau_factor,
         "in (0, 1)",
+    )
+    strategies = ("default", "mirrored", "multi_worker")
+    _require(
+        run.strategy in strategies,
+        "trainer.strategy",
+        run.strategy,
+        "one of " + ", ".join(strategies),
+    )
+    _require(
+        run.cpu_devices is None or _positive_int(run.cpu_devices),
+        "trainer.cpu_devices",
+        run.cpu_devices,
+        "null or an integer >= 1",
+    )
+    _require(
+        run.cpu_devices is None or run.strategy == "mirrored",
+        "trainer.cpu_devices",
+        run.cpu_devices,
+        f"null unless trainer.strategy=mirrored (strategy is {run.strategy})",
+    )
+    # XLA compiles for one CPU device: variables on the other logical CPUs are refused
+    # (tensorflow.org/xla/known_issues, "tf.Variable on a different device").
+    _require(
+        not (run.jit_compile and (run.cpu_devices or 1) > 1),
+        "trainer.jit_compile",
+        run.jit_compile,
+        "false with trainer.cpu_devices > 1 (XLA cannot compile across logical CPUs)",
     )
 
     ckpt = cfg.checkpoint

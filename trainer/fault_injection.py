@@ -82,6 +82,27 @@ def _start(args: list[str], cwd: Path) -> subprocess.Popen:
     )
 
 
+def kill_while_training(
+    process: subprocess.Popen, run_dir: Path, rng: random.Random, max_delay: float
+) -> bool:
+    """SIGKILL ``process`` at a random moment after it wrote its first new checkpoint.
+
+    Waiting for a new checkpoint puts every kill inside training (between,
+    during or just after saves and pruning) rather than in start-up.
+    Returns False when the process ended first.
+    """
+    known = {p.name for p in list_checkpoints(run_dir)}
+    while process.poll() is None:
+        if {p.name for p in list_checkpoints(run_dir)} - known:
+            break
+        time.sleep(0.01)
+    time.sleep(rng.uniform(0.0, max_delay))
+    if process.poll() is not None:
+        return False
+    process.send_signal(signal.SIGKILL)
+    return True
+
+
 def run_trial(
     data_dir: Path,
     work: Path,
@@ -89,9 +110,9 @@ def run_trial(
     rng: random.Random,
     kills: int,
     tally: Tally,
-    kill_window: tuple[float, float],
+    max_delay: float,
 ) -> None:
-    """One trial: ``kills`` SIGKILLs at random moments, each followed by a restart."""
+    """One trial: up to ``kills`` SIGKILLs at random moments, each followed by a restart."""
     run_dir, hydra_dir = work / "run", work / "hydra"
     work.mkdir(parents=True, exist_ok=True)
     for attempt in range(kills + 1):
@@ -100,12 +121,8 @@ def run_trial(
         if had_checkpoints:
             args.append(f"+resume={run_dir}")
         process = _start(args, work)
-        if attempt < kills:  # the last attempt runs to the end
-            try:
-                process.wait(timeout=rng.uniform(*kill_window))
-            except subprocess.TimeoutExpired:
-                process.send_signal(signal.SIGKILL)
-                tally.kills += 1
+        if attempt < kills and kill_while_training(process, run_dir, rng, max_delay):
+            tally.kills += 1
         out, err = process.communicate()
         if had_checkpoints and "Resuming from" in out:
             tally.resumed += 1
@@ -115,6 +132,8 @@ def run_trial(
             return
         elif attempt:
             tally.fresh += 1
+        if process.returncode == 0:
+            break
     if process.returncode != 0:
         tally.notes.append(f"{run_dir}: the last restart failed: {err.strip()[-300:]}")
         tally.mismatched += 1
@@ -132,6 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=50)
     parser.add_argument("--kills", type=int, default=2, help="SIGKILLs per trial")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--max-delay",
+        type=float,
+        default=1.0,
+        help="seconds after a new checkpoint within which the kill lands (uniform)",
+    )
     parser.add_argument("--data-dir", type=Path, default=None, help="TFDS data_dir (default: temp)")
     parser.add_argument("--work-dir", type=Path, default=None)
     options = parser.parse_args(argv)
@@ -141,21 +166,23 @@ def main(argv: list[str] | None = None) -> int:
         work.mkdir(parents=True, exist_ok=True)
         data_dir = options.data_dir or work / "tfds"
         reference_dir = work / "reference"
-        started = time.perf_counter()
         process = _start(run_args(data_dir, reference_dir / "run", reference_dir / "hydra"), work)
         out, err = process.communicate()
         if process.returncode != 0:
             print(f"the reference run failed:\n{err}", file=sys.stderr)
             return 1
-        reference_seconds = time.perf_counter() - started
         reference = final_weights(reference_dir / "run")
-        # Kill somewhere between start-up and the end of an uninterrupted run.
-        window = (0.3 * reference_seconds, 1.0 * reference_seconds)
         tally = Tally()
         for trial in range(options.trials):
             tally.trials += 1
             run_trial(
-                data_dir, work / f"trial{trial}", reference, rng, options.kills, tally, window
+                data_dir,
+                work / f"trial{trial}",
+                reference,
+                rng,
+                options.kills,
+                tally,
+                options.max_delay,
             )
             print(
                 f"trial {trial + 1}/{options.trials}: kills {tally.kills}, resumed "

@@ -9,12 +9,19 @@ follows Keras' "training loop from scratch" guide: a ``tf.function`` that runs
 ``steps_per_execution`` optimizer steps per call (XLA-compiled with
 ``trainer.jit_compile``), Keras metrics, Keras' progress bar.
 
+Under a ``tf.distribute`` strategy (``trainer.strategy``, see
+``trainer.distribute``) the same loop runs each step with ``strategy.run`` on
+the replicas' parts of the global batch (TensorFlow's "Custom training with
+tf.distribute.Strategy" guide); without one, the single-device step is
+unchanged, so a deterministic run and its resumed copy stay bitwise equal.
+
 Callback state (early stopping, reduce-on-plateau, best metric) lives in
 :class:`LoopState`, which is saved with every checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import sys
@@ -25,6 +32,8 @@ from typing import Any
 
 import keras
 import tensorflow as tf
+
+from trainer.distribute import distribute_dataset
 
 
 @dataclass
@@ -97,7 +106,9 @@ class TrainingLoop:
     """Trains ``model`` with ``optimizer`` on ``data`` from ``state`` on.
 
     ``save(state, logs)`` is called at every checkpoint boundary; it writes a
-    checkpoint of the live objects and this state.
+    checkpoint of the live objects and this state. ``strategy``: the
+    ``tf.distribute`` strategy the model and optimizer were built under, or
+    None for the single-device path.
     """
 
     def __init__(
@@ -111,18 +122,25 @@ class TrainingLoop:
         save: Callable[[LoopState, Mapping[str, float]], None],
         learning_rate: Callable[[], float],
         lr_scale: tf.Variable,
+        strategy: tf.distribute.Strategy | None = None,
     ) -> None:
         self.model, self.optimizer, self.data = model, optimizer, data
         self.settings, self.state, self.reporter = settings, state, reporter
         self.save, self.learning_rate, self.lr_scale = save, learning_rate, lr_scale
+        self.strategy = strategy
         self.loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        self.train_loss = keras.metrics.Mean(name="loss")
-        self.train_accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-        self.eval_loss = keras.metrics.Mean(name="loss")
-        self.eval_accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        self.per_example_loss_fn = keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True, reduction=None
+        )
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            self.train_loss = keras.metrics.Mean(name="loss")
+            self.train_accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+            self.eval_loss = keras.metrics.Mean(name="loss")
+            self.eval_accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         self._signal: int | None = None
+        self._distributed: dict[int, tuple[Any, Any]] = {}  # see _evaluation_batches
         self._train_steps = self._make_train_function()
-        self._eval_step = tf.function(self._eval_step_eager, jit_compile=settings.jit_compile)
+        self._eval_step = self._make_eval_function()
 
     # ------------------------------------------------------------------ compiled steps
 
@@ -138,9 +156,39 @@ class TrainingLoop:
         self.train_loss.update_state(loss)
         self.train_accuracy.update_state(labels, logits)
 
+    def _replica_train_step(self, images, labels) -> None:
+        """One replica's part of a step on the global batch (under a strategy).
+
+        Each replica divides its examples' summed loss by the number of examples
+        in the whole global batch (``tf.nn.compute_average_loss``), so the
+        gradients the optimizer sums over the replicas are those of the global
+        batch's mean loss: the update one device makes on the whole batch. The
+        count is summed over the replicas rather than taken from
+        ``dataset.batch_size``, so the short last batch of an epoch is averaged
+        over the examples it has, as on one device. The loss metric is the mean
+        over examples (on one device: the mean of batch means).
+        """
+        global_count = tf.distribute.get_replica_context().all_reduce(
+            tf.distribute.ReduceOp.SUM, tf.shape(labels)[0]
+        )
+        with tf.GradientTape() as tape:
+            logits = self.model(images, training=True)
+            per_example_loss = self.per_example_loss_fn(labels, logits)
+            loss = tf.nn.compute_average_loss(per_example_loss, global_batch_size=global_count)
+            if self.model.losses:
+                loss = loss + tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))
+        variables = self.model.trainable_variables
+        gradients = tape.gradient(loss, variables)
+        self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
+        self.train_loss.update_state(per_example_loss)
+        self.train_accuracy.update_state(labels, logits)
+
     def _make_train_function(self):
         # The step itself may be XLA-compiled; the loop over the iterator may not.
-        step = tf.function(self._train_step, jit_compile=self.settings.jit_compile)
+        if self.strategy is None:
+            step = tf.function(self._train_step, jit_compile=self.settings.jit_compile)
+        else:
+            step = self._on_replicas(self._replica_train_step)
 
         @tf.function
         def train_steps(iterator, count):
@@ -150,16 +198,47 @@ class TrainingLoop:
 
         return train_steps
 
+    def _on_replicas(self, replica_step):
+        """``replica_step`` run by ``strategy.run`` on each replica's part of a batch."""
+        compiled = tf.function(replica_step, jit_compile=self.settings.jit_compile)
+
+        def step(images, labels):
+            self.strategy.run(compiled, args=(images, labels))
+
+        return step
+
     def _eval_step_eager(self, images, labels) -> None:
         logits = self.model(images, training=False)
         self.eval_loss.update_state(self.loss_fn(labels, logits))
         self.eval_accuracy.update_state(labels, logits)
 
+    def _replica_eval_step(self, images, labels) -> None:
+        logits = self.model(images, training=False)
+        self.eval_loss.update_state(self.per_example_loss_fn(labels, logits))
+        self.eval_accuracy.update_state(labels, logits)
+
+    def _make_eval_function(self):
+        if self.strategy is None:
+            return tf.function(self._eval_step_eager, jit_compile=self.settings.jit_compile)
+        return tf.function(self._on_replicas(self._replica_eval_step))
+
+    def _evaluation_batches(self, dataset):
+        """``dataset``, split across the replicas under a strategy.
+
+        Split once per dataset (kept alive here, so its id stays its own): a
+        split is a new pipeline, which would fill its in-memory cache again.
+        """
+        if self.strategy is None:
+            return dataset
+        if id(dataset) not in self._distributed:
+            self._distributed[id(dataset)] = (dataset, distribute_dataset(self.strategy, dataset))
+        return self._distributed[id(dataset)][1]
+
     def evaluate(self, dataset) -> dict[str, float]:
         """Loss and accuracy of the model on ``dataset``."""
         self.eval_loss.reset_state()
         self.eval_accuracy.reset_state()
-        for images, labels in dataset:
+        for images, labels in self._evaluation_batches(dataset):
             self._eval_step(images, labels)
         return {
             "loss": float(self.eval_loss.result()),
@@ -193,7 +272,10 @@ class TrainingLoop:
         self.train_loss.reset_state()
         self.train_accuracy.reset_state()
         self.reporter.start_epoch(state.epoch, settings.epochs, state.batches_done)
-        iterator = iter(self.data.train_epoch(state.epoch, skip_batches=state.batches_done))
+        batches = self.data.train_epoch(state.epoch, skip_batches=state.batches_done)
+        if self.strategy is not None:
+            batches = distribute_dataset(self.strategy, batches)
+        iterator = iter(batches)
         started = time.perf_counter()
         while state.batches_done < settings.steps_per_epoch:
             step = self.global_step

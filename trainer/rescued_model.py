@@ -16,7 +16,8 @@ does from a file. It is allowed here only behind two locks:
    no wrappers of foreign code), initializers, regularizers, constraints,
    dtype policies, activations by name. A custom or registered class
    (``registered_name`` of its own), a serialized function or lambda, a module
-   outside Keras, or an OmegaConf interpolation (``${...}``) anywhere is refused.
+   outside Keras, an OmegaConf interpolation (``${...}``) or a Hydra
+   instantiation key (``_target_``) anywhere is refused.
 2. ``keras.saving.deserialize_keras_object(config, safe_mode=True)``.
 
 Nothing of the user's code is ever needed or run: a model that uses custom
@@ -35,6 +36,7 @@ import keras
 
 from trainer.errors import UserError
 from trainer.models import register_model
+from trainer.resume import FORBIDDEN_KEYS
 
 NAME = "keras_builtin"
 
@@ -129,6 +131,8 @@ def check_keras_config(config: Any) -> None:
         for key, value in node.items():
             if not isinstance(key, str):
                 raise UserError(f"the model config has a non-string key at {where}")
+            if key in FORBIDDEN_KEYS:  # a resume would refuse the checkpoint: refuse it now
+                raise UserError(f"the model config holds the key {key!r} at {where}")
             is_activation = key in ("activation", "recurrent_activation")
             if is_activation and isinstance(value, str) and value not in ACTIVATIONS:
                 raise UserError(

@@ -26,6 +26,7 @@ from trainer.checkpoint import KeepPolicy, list_checkpoints, write_text_atomical
 from trainer.config import validate
 from trainer.errors import UserError
 from trainer.resume import StartPlan, plan_start
+from trainer.sweep import current_job_subdir, plan_sweep_job
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -33,14 +34,19 @@ def train(cfg: DictConfig) -> float | None:
     started = time.time()
     validate(cfg)
     import_user_modules(cfg.get("imports") or [])
-    plan = plan_start(cfg, hydra_overrides())
+    sweep_job = plan_sweep_job(cfg, current_job_subdir(), hydra_overrides())
+    if sweep_job.finished:  # a resumed sweep's job that already ended: its saved result
+        return sweep_job.best
+    plan = plan_start(sweep_job.cfg, hydra_overrides())
     cfg = plan.cfg
     validate(cfg)
     run_dir = checkpoint_dir(cfg, resuming=plan.in_place)
 
     tf, keras = import_tensorflow(cfg.trainer.deterministic, cfg.seed)
+    import trainer.rescued_model  # noqa: F401  (registers "keras_builtin", for rescued checkpoints)
     from trainer.checkpoint_manager import CheckpointManager
     from trainer.data import load_data
+    from trainer.distribute import start_distribution
     from trainer.loop import LoopSettings, LoopState, ScaledSchedule, StopRequested, TrainingLoop
     from trainer.models import build_model
     from trainer.optimizers import build_optimizer
@@ -48,6 +54,8 @@ def train(cfg: DictConfig) -> float | None:
     from trainer.schedules import build_schedule, resolve_schedule
     from trainer.snapshot import restore_state, write_state
 
+    distribution = start_distribution(cfg.trainer)  # before anything else starts TF's devices
+    files_dir = distribution.files_dir(run_dir)  # only the chief writes into run_dir
     data = load_data(cfg.dataset, seed=cfg.seed)
     info = data.info
     steps_per_epoch = info.steps_per_epoch
@@ -67,13 +75,17 @@ def train(cfg: DictConfig) -> float | None:
         cfg.schedule, steps_per_epoch=steps_per_epoch, total_steps=total_steps
     )
 
-    model = build_model(cfg.model, tuple(info.input_shape), info.num_classes)
-    schedule = build_schedule(resolved, cfg.optimizer.learning_rate)
-    lr_scale = tf.Variable(1.0, trainable=False, dtype=tf.float32, name="lr_scale")
-    if cfg.trainer.reduce_on_plateau_patience:
-        schedule = ScaledSchedule(schedule, lr_scale)
-    optimizer = build_optimizer(cfg.optimizer, schedule)
-    optimizer.build(model.trainable_variables)
+    with distribution.scope():
+        model = build_model(cfg.model, tuple(info.input_shape), info.num_classes)
+        base_lr = distribution.learning_rate(
+            cfg.optimizer.learning_rate, cfg.trainer.scale_lr_with_replicas
+        )
+        schedule = build_schedule(resolved, base_lr)
+        lr_scale = tf.Variable(1.0, trainable=False, dtype=tf.float32, name="lr_scale")
+        if cfg.trainer.reduce_on_plateau_patience:
+            schedule = ScaledSchedule(schedule, lr_scale)
+        optimizer = build_optimizer(cfg.optimizer, schedule)
+        optimizer.build(model.trainable_variables)
 
     state = LoopState()
     if plan.checkpoint is not None:
@@ -82,18 +94,19 @@ def train(cfg: DictConfig) -> float | None:
             state = LoopState.from_dict(saved.get("loop", {}))
             lr_scale.assign(state.lr_scale)
         describe_start(plan, resolved, state, int(optimizer.iterations.numpy()))
+        distribution.describe_resume(plan.checkpoint.manifest, cfg.trainer.scale_lr_with_replicas)
 
     run_config = OmegaConf.to_container(cfg, resolve=True)
     run_config["resolved_schedule"] = dict(resolved)
     config_yaml = OmegaConf.to_yaml(OmegaConf.create(run_config))
     if not plan.in_place:
-        write_text_atomically(run_dir / "config.yaml", config_yaml)
+        write_text_atomically(files_dir / "config.yaml", config_yaml)
 
     def learning_rate() -> float:
         return float(optimizer.learning_rate.numpy())
 
     manager = CheckpointManager(
-        run_dir,
+        files_dir,
         KeepPolicy(
             keep_last=cfg.checkpoint.keep_last,
             keep_best=cfg.checkpoint.keep_best,
@@ -122,10 +135,11 @@ def train(cfg: DictConfig) -> float | None:
                 "monitor": cfg.checkpoint.monitor,
                 "input_shape": list(info.input_shape),
                 "num_classes": info.num_classes,
+                "num_replicas": distribution.num_replicas,
             },
         )
 
-    reporter = RunReporter(run_dir, steps_per_epoch, model)
+    reporter = RunReporter(files_dir, steps_per_epoch, model)
     loop = TrainingLoop(
         model,
         optimizer,
@@ -150,6 +164,7 @@ def train(cfg: DictConfig) -> float | None:
         save,
         learning_rate,
         lr_scale,
+        distribution.strategy,
     )
     try:
         state = loop.run()
@@ -179,7 +194,7 @@ def train(cfg: DictConfig) -> float | None:
         "resumed_from": str(plan.checkpoint.path) if plan.checkpoint else None,
         "wall_seconds": round(time.time() - started, 2),
     }
-    write_text_atomically(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_text_atomically(files_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     print(f"Checkpoints: {run_dir} (latest {manager.latest}, best {manager.best})")
     print(f"Resume with: python train.py +resume={run_dir}")
     return best

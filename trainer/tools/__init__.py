@@ -248,3 +248,15 @@ def import_keras():
     for name in ("absl", "tensorflow", "tensorflow_datasets", "h5py"):
         logging.getLogger(name).setLevel(logging.ERROR)
     return keras
+
+
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (files only, no display needed)."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise UserError("plots need matplotlib: pip install matplotlib") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

@@ -20,7 +20,7 @@ from typing import Any
 
 from trainer.checkpoint import list_checkpoints, read_manifest
 from trainer.errors import UserError
-from trainer.tools import OK, existing_path, find_runs, print_json, print_table
+from trainer.tools import OK, existing_path, find_runs, print_json, print_table, pyplot
 
 NAME = "compare"
 HELP = "compare the final metrics and hyperparameters of runs or a sweep"
@@ -257,11 +257,7 @@ def _value(value: Any) -> Any:
 
 def plot(runs: list[dict[str, Any]], names: list[str], keys: list[str], out: str) -> None:
     """Monitored metric per epoch (left) and best value per run (right) into ``out``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     if not Path(out).expanduser().absolute().parent.is_dir():
         raise UserError(f"the folder of --plot {out!r} does not exist")
     monitor = runs[0]["monitor"] or "monitored metric"

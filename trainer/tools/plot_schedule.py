@@ -18,14 +18,15 @@ import json
 from typing import Any
 
 from trainer.errors import UserError
-from trainer.tools import OK, print_json, valid_checkpoint
+from trainer.tools import OK, print_json, pyplot, valid_checkpoint
 
 NAME = "plot-schedule"
 HELP = "plot the learning rate per step of schedules (PNG)"
 DESCRIPTION = """\
 Plot the learning rate per optimizer step of the schedule that train.py
 would use with these Hydra overrides, into a PNG. Steps per epoch come from
---steps-per-epoch, a checkpoint, or else the dataset's info (it must be
+--steps-per-epoch, a checkpoint, or else the dataset's info, as training
+computes them (digits prepares offline; a catalog dataset must already be
 prepared: no download is started).
 
 examples:
@@ -125,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--out must be a .png file, got {args.out!r}")
     if not out.absolute().parent.is_dir():
         raise UserError(f"the folder of --out {args.out!r} does not exist")
+    pyplot()  # fail now, not after TensorFlow's start-up, if matplotlib is missing
 
     from trainer.resume import read_checkpoint_config
     from trainer.run import import_user_modules
@@ -221,11 +223,7 @@ def _curve(label: str, resolved, steps_per_epoch: int, total: int, schedule) -> 
 
 
 def draw(curves: list[dict[str, Any]], stop: dict[str, Any] | None, out, log: bool) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(10, 5), dpi=100)
     for curve in curves:
         axes.plot(curve["steps"], curve["values"], label=curve["label"], linewidth=1.6)

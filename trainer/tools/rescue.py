@@ -77,8 +77,6 @@ BASE_RATE_KEYS = (
 )
 # Keras optimizer config keys that mean nothing to this project when left at these values.
 IGNORED_OPTIMIZER_KEYS = {"name": None, "ema_momentum": None, "ema_overwrite_frequency": None}
-# What a resume needs to import until trainer/run.py imports trainer.rescued_model itself.
-RESUME_IMPORTS = ["trainer.rescued_model"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -386,9 +384,10 @@ def run(args: argparse.Namespace) -> int:
         total_steps = min(total_steps, cfg.trainer.max_steps)
     if step >= total_steps:
         raise UserError(
-            f"the model has trained {step} steps, and trainer.epochs={cfg.trainer.epochs} "
-            f"({steps_per_epoch} steps per epoch) makes a run of {total_steps}: nothing would be "
-            "left to train; set a longer run with --set trainer.epochs=N"
+            f"the model has trained {step} steps and the run is {total_steps} steps "
+            f"(trainer.epochs={cfg.trainer.epochs} at {steps_per_epoch} steps per epoch, "
+            f"trainer.max_steps={cfg.trainer.max_steps}): nothing would be left to train; "
+            "set a longer run with --set trainer.epochs=N"
         )
     resolved = resolve_schedule(
         cfg.schedule, steps_per_epoch=steps_per_epoch, total_steps=total_steps
@@ -446,8 +445,10 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(out, ignore_errors=True)  # it did not exist before
         raise
 
-    imports = list(dict.fromkeys(RESUME_IMPORTS + list(cfg.imports)))
-    resume = f"python train.py +resume={out} 'imports=[{','.join(imports)}]'"
+    imports = list(cfg.imports)
+    resume = f"python train.py +resume={out}" + (
+        f" 'imports=[{','.join(imports)}]'" if imports else ""
+    )
     result = {
         "source": str(source),
         "keras_version": saved.keras_version,

@@ -1,0 +1,231 @@
+"""Checkpoint cost: how long training is blocked per checkpoint, and how long a save takes.
+
+    python -m benchmarks.checkpoint_cost               # a 10.1 M-parameter CNN, Adam, 5 rounds
+    python -m benchmarks.checkpoint_cost --quick       # a tiny model, 1 round: the harness only
+
+One process, one model (``trainer.models.build_model``: MNIST-shaped input,
+conv [32, 64], dense [3200]: 10.1 M parameters, 30 M floats with Adam's two
+slots), trained a few steps between saves so every save writes fresh values.
+Four ways to save it, in rotating order each round:
+
+- ``ours_sync``: ``trainer.checkpoint_manager.CheckpointManager`` with
+  ``asynchronous=False`` writing ``trainer.snapshot.write_state``, as
+  ``trainer.run`` wires it (state files, fsync, sha256 manifest, rename,
+  pointers, pruning);
+- ``ours_async``: the same with ``asynchronous=True`` (``checkpoint.async=true``);
+- ``tf_checkpoint_manager``: ``tf.train.CheckpointManager(tf.train.Checkpoint(
+  model=..., optimizer=...)).save()``;
+- ``keras_model_save``: ``model.save("x.keras")``.
+
+``blocked`` is how long the ``save`` call holds the training loop (for the
+asynchronous manager: until ``save`` returns, its commit still running);
+``total`` is until the checkpoint is complete on disk (``wait()`` returned).
+Target: ours_async blocked <= 10% of tf_checkpoint_manager's save, per round,
+median over rounds.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import common
+
+TARGET = 0.10
+MODEL = {
+    "name": "cnn",
+    "filters": [32, 64],
+    "kernel_size": 3,
+    "pooling": "max",
+    "batch_norm": False,
+    "activation": "relu",
+    "dropout": 0.25,
+    "dense_units": [3200],
+}
+QUICK_MODEL = {**MODEL, "filters": [8], "dense_units": [16]}
+INPUT_SHAPE = (28, 28, 1)
+SAVERS = ("ours_sync", "ours_async", "tf_checkpoint_manager", "keras_model_save")
+
+
+def build(model_cfg: dict[str, Any]):
+    """The model, an Adam optimizer on a cosine schedule, and a compiled train step."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from trainer.models import build_model
+    from trainer.optimizers import build_optimizer
+    from trainer.schedules import build_schedule, resolve_schedule
+
+    keras.utils.set_random_seed(0)
+    model = build_model(model_cfg, INPUT_SHAPE, 10)
+    resolved = resolve_schedule({"name": "cosine"}, steps_per_epoch=100, total_steps=1000)
+    optimizer = build_optimizer(
+        {"name": "adam", "learning_rate": 1e-3}, build_schedule(resolved, 1e-3)
+    )
+    optimizer.build(model.trainable_variables)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.random((32, *INPUT_SHAPE), dtype=np.float32))
+    labels = tf.constant(rng.integers(0, 10, 32))
+
+    @tf.function
+    def train_step():
+        with tf.GradientTape() as tape:
+            loss = loss_fn(labels, model(images, training=True))
+        gradients = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
+
+    return model, optimizer, train_step
+
+
+def make_savers(model, optimizer, root: Path) -> dict[str, Any]:
+    """name -> save(step) returning (blocked seconds, total seconds)."""
+    import tensorflow as tf
+
+    from trainer.checkpoint import KeepPolicy
+    from trainer.checkpoint_manager import CheckpointManager
+    from trainer.snapshot import write_state
+
+    config_yaml = "model: {}\n"  # the config text is a few kB in a real run: not what costs
+
+    def ours(asynchronous: bool):
+        manager = CheckpointManager(
+            root / ("async" if asynchronous else "sync"),
+            KeepPolicy(keep_last=2, keep_best=0),
+            asynchronous=asynchronous,
+            report=lambda message: None,
+        )
+
+        def save(step: int) -> tuple[float, float]:
+            manager.wait()  # the previous commit is not part of this save
+            started = time.perf_counter()
+            manager.save(
+                step,
+                lambda staging: write_state(
+                    staging, model, optimizer, {"loop": {"epoch": 0}}, config_yaml
+                ),
+                {"epoch": 0, "metrics": {"loss": 1.0}},
+            )
+            blocked = time.perf_counter() - started
+            manager.wait()
+            return blocked, time.perf_counter() - started
+
+        return save
+
+    tf_manager = tf.train.CheckpointManager(
+        tf.train.Checkpoint(model=model, optimizer=optimizer), str(root / "tf"), max_to_keep=2
+    )
+
+    def tf_save(step: int) -> tuple[float, float]:
+        started = time.perf_counter()
+        tf_manager.save(checkpoint_number=step)
+        seconds = time.perf_counter() - started
+        return seconds, seconds
+
+    (root / "keras").mkdir()
+
+    def keras_save(step: int) -> tuple[float, float]:
+        started = time.perf_counter()
+        model.save(root / "keras" / f"step-{step}.keras")
+        seconds = time.perf_counter() - started
+        old = root / "keras" / f"step-{step - 2}.keras"  # keep 2, like the others
+        if old.exists():
+            old.unlink()
+        return seconds, seconds
+
+    return {
+        "ours_sync": ours(False),
+        "ours_async": ours(True),
+        "tf_checkpoint_manager": tf_save,
+        "keras_model_save": keras_save,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = common.argument_parser(__doc__.splitlines()[0], repeats=5)
+    parser.add_argument("--steps-between", type=int, default=3, help="train steps between saves")
+    args = parser.parse_args(argv)
+    model_cfg = QUICK_MODEL if args.quick else MODEL
+    if args.quick:
+        args.repeats = 1
+    report = common.Report("checkpoint_cost", "python -m benchmarks.checkpoint_cost", args.repeats)
+    with common.workdir(args.workdir) as root:
+        model, optimizer, train_step = build(model_cfg)
+        for _ in range(2):
+            train_step()  # trace, and create the optimizer's slots
+        savers = make_savers(model, optimizer, root)
+        for name, save in savers.items():  # warm-up: first-save costs (imports, traces)
+            save(1)
+        blocked: dict[str, list[float]] = {name: [] for name in SAVERS}
+        total: dict[str, list[float]] = {name: [] for name in SAVERS}
+        step = 1
+        for round_index in range(args.repeats):
+            order = SAVERS[round_index % 4 :] + SAVERS[: round_index % 4]
+            for name in order:
+                for _ in range(args.steps_between):
+                    train_step()
+                step += 1
+                seconds_blocked, seconds_total = savers[name](step)
+                blocked[name].append(seconds_blocked)
+                total[name].append(seconds_total)
+        sizes = {name: _size(root / folder) for name, folder in
+                 (("ours", "sync"), ("tf", "tf"), ("keras", "keras"))}
+        shutil.rmtree(root / "keras", ignore_errors=True)
+    reference = blocked["tf_checkpoint_manager"]
+    for name in SAVERS:
+        ratios = common.paired_ratios(blocked[name], reference)
+        case = {
+            "case": name,
+            "parameters": model.count_params(),
+            "blocked_s": common.summary(blocked[name]),
+            "total_s": common.summary(total[name]),
+            "blocked_ratio_to_tf_checkpoint_manager": common.summary(ratios),
+            "total_ratio_to_tf_checkpoint_manager": common.summary(
+                common.paired_ratios(total[name], total["tf_checkpoint_manager"])
+            ),
+        }
+        if name == "ours_async":
+            case["target"] = f"<= {TARGET}"
+            case["met"] = common.median(ratios) <= TARGET
+        report.cases.append(case)
+    report.notes.append(
+        f"model: {model.count_params():,} parameters; on disk per checkpoint: "
+        + ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in sizes.items())
+    )
+    report.notes.append("blocked ratio = blocked time / tf.train.CheckpointManager.save time")
+    report.print(
+        [
+            ("case", "saver"),
+            ("blocked_s.median", "blocked s"),
+            ("total_s.median", "total s"),
+            ("blocked_ratio_to_tf_checkpoint_manager.median", "blocked/tf"),
+            ("blocked_ratio_to_tf_checkpoint_manager.min", "min"),
+            ("blocked_ratio_to_tf_checkpoint_manager.max", "max"),
+            ("total_ratio_to_tf_checkpoint_manager.median", "total/tf"),
+            ("met", f"<={TARGET}"),
+        ]
+    )
+    report.save(args.json)
+    return report.to_dict()
+
+
+def _size(folder: Path) -> int:
+    """Bytes of one checkpoint in ``folder`` (the biggest file set of one step)."""
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    if folder.name == "keras":
+        return max((p.stat().st_size for p in files), default=0)
+    if folder.name == "tf":
+        data = [p for p in files if ".data-" in p.name or p.suffix == ".index"]
+        steps = {p.name.split(".")[0] for p in data}
+        return sum(p.stat().st_size for p in data) // max(1, len(steps))
+    steps = [p for p in folder.iterdir() if p.is_dir() and p.name.startswith("step-")]
+    return sum(f.stat().st_size for f in steps[-1].rglob("*") if f.is_file()) if steps else 0
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""Training throughput: train.py's loop versus ``model.fit`` on the same pipeline and model.
+
+    python -m benchmarks.throughput                    # digits and MNIST-sized, spe 1/8, jit off/on
+    python -m benchmarks.throughput --datasets digits --steps-per-execution 1 --jit off
+    python -m benchmarks.throughput --quick            # seconds: checks the harness only
+
+Ours is ``python train.py`` itself, run as a subprocess with the overrides of
+the case: its per-epoch ``epoch_seconds`` column of ``metrics.csv`` (the
+training steps of an epoch, before validation and checkpointing) is what is
+timed, so the whole product is measured: the compiled steps, the progress bar,
+the TensorBoard scalars, the learning-rate read-out. The reference is
+``benchmarks/plain_keras_fit.py``, a plain Keras script that builds the same
+model, optimizer and schedule from the same composed config and calls
+``model.fit`` on ``trainer.data.load_data(...).train_epoch(0)``, timed from
+``on_epoch_begin`` to its last ``on_train_batch_end``.
+
+Examples/s of a run = train examples / median of its epoch times, the first
+epoch excluded (tracing, compiling, filling the cache). Ratio = ours /
+reference per round, median over rounds. Target: >= 1.0. Each run's peak RSS
+is recorded too (see ``benchmarks.memory``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmarks import common
+
+TARGET = 1.0
+
+# The datasets: the overrides that select them, and how many epochs to run.
+DATASETS = {
+    "digits": {"overrides": ["dataset=digits"], "epochs": 8, "data": ["digits"]},
+    "mnist": {  # MNIST-sized: 28x28x1, 60k examples, made up in benchmarks/synthetic_mnist.py
+        "overrides": [
+            "dataset=mnist",
+            "dataset.name=synthetic_mnist",
+            "imports=[benchmarks.synthetic_mnist]",
+        ],
+        "epochs": 3,
+        "data": ["synthetic_mnist"],
+    },
+    "mnist_tiny": {
+        "overrides": [
+            "dataset=mnist",
+            "dataset.name=synthetic_mnist_tiny",
+            "imports=[benchmarks.synthetic_mnist]",
+        ],
+        "epochs": 2,
+        "data": ["synthetic_mnist_tiny"],
+    },
+}
+QUICK_MODEL = ["model.filters=[8]", "model.dense_units=[16]"]
+
+
+def case_overrides(dataset: str, epochs: int, spe: int, jit: bool, data_dir: Path) -> list[str]:
+    return [
+        *DATASETS[dataset]["overrides"],
+        f"dataset.data_dir={data_dir}",
+        f"trainer.epochs={epochs}",
+        f"trainer.steps_per_execution={spe}",
+        f"trainer.jit_compile={str(jit).lower()}",
+    ]
+
+
+def run_ours(overrides: list[str], where: Path) -> dict[str, Any]:
+    """train.py with ``overrides``: its steady-state epoch time and its process figures."""
+    run_dir = where / "checkpoints"
+    process = common.run_process(
+        common.train_command(
+            [*overrides, f"checkpoint.dir={run_dir}", f"hydra.run.dir={where / 'hydra'}"]
+        ),
+        cwd=where,
+        log=where / "train.log",
+    ).check()
+    epochs = [row["epoch_seconds"] for row in common.read_metrics_csv(run_dir)]
+    return {"epoch_seconds": epochs, "process": process}
+
+
+def run_reference(config: dict[str, Any], where: Path) -> dict[str, Any]:
+    """plain_keras_fit.py on ``config``: its epoch times and its process figures."""
+    (where / "config.yaml").write_text(yaml.safe_dump(config))
+    process = common.run_process(
+        [
+            common.PYTHON, "-m", "benchmarks.plain_keras_fit",
+            "--config", where / "config.yaml", "--out", where / "times.json",
+        ],
+        cwd=where,
+        log=where / "fit.log",
+    ).check()
+    times = json.loads((where / "times.json").read_text())
+    return {**times, "process": process}
+
+
+def steady_epoch_seconds(epoch_seconds: list[float]) -> float:
+    """The median epoch time once tracing and the first pass are over (epochs 2..)."""
+    steady = epoch_seconds[1:] or epoch_seconds
+    return common.median(steady)
+
+
+def measure_case(
+    dataset: str, epochs: int, spe: int, jit: bool, repeats: int, root: Path, data_dir: Path,
+    extra: list[str] = (),
+) -> dict[str, Any]:
+    """Ours and the reference, ``repeats`` rounds back to back (ABBA), on one setting."""
+    overrides = [*case_overrides(dataset, epochs, spe, jit, data_dir), *extra]
+    name = f"{dataset}-spe{spe}-jit{int(jit)}"
+    config = common.composed_config(overrides, root)
+    ours: list[dict[str, Any]] = []
+    reference: list[dict[str, Any]] = []
+    for round_index in range(repeats):
+        for side in common.alternate(round_index, "ours", "reference"):
+            where = root / name / f"{round_index}-{side}"
+            where.mkdir(parents=True)
+            if side == "ours":
+                ours.append(run_ours(overrides, where))
+            else:
+                reference.append(run_reference(config, where))
+    examples = reference[0]["train_examples"]
+    ours_rate = [examples / steady_epoch_seconds(r["epoch_seconds"]) for r in ours]
+    reference_rate = [examples / steady_epoch_seconds(r["epoch_seconds"]) for r in reference]
+    ratios = common.paired_ratios(ours_rate, reference_rate)
+    ours_rss = [r["process"].peak_rss_mb for r in ours]
+    reference_rss = [r["process"].peak_rss_mb for r in reference]
+    return {
+        "case": name,
+        "dataset": dataset,
+        "steps_per_execution": spe,
+        "jit_compile": jit,
+        "epochs": epochs,
+        "train_examples": examples,
+        "ours_examples_per_s": common.summary(ours_rate),
+        "reference_examples_per_s": common.summary(reference_rate),
+        "ratio": common.summary(ratios),
+        "target": f">= {TARGET}",
+        "met": common.median(ratios) >= TARGET,
+        "ours_peak_rss_mb": common.summary(ours_rss),
+        "reference_peak_rss_mb": common.summary(reference_rss),
+        "rss_ratio": common.summary(common.paired_ratios(ours_rss, reference_rss)),
+        "ours_wall_s": common.summary([r["process"].wall_seconds for r in ours]),
+        "reference_wall_s": common.summary([r["process"].wall_seconds for r in reference]),
+    }
+
+
+COLUMNS = [
+    ("case", "case"),
+    ("ours_examples_per_s.median", "ours ex/s"),
+    ("reference_examples_per_s.median", "fit ex/s"),
+    ("ratio.median", "ratio"),
+    ("ratio.min", "min"),
+    ("ratio.max", "max"),
+    ("met", f">={TARGET}"),
+]
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = common.argument_parser(__doc__.splitlines()[0], repeats=3)
+    parser.add_argument(
+        "--datasets", default="digits,mnist", help="comma-separated: digits, mnist, mnist_tiny"
+    )
+    parser.add_argument("--steps-per-execution", default="1,8", help="comma-separated")
+    parser.add_argument("--jit", default="off,on", help="comma-separated: off, on")
+    parser.add_argument("--epochs", type=int, help="override the per-dataset epoch count")
+    args = parser.parse_args(argv)
+    datasets = args.datasets.split(",")
+    spes = [int(s) for s in args.steps_per_execution.split(",")]
+    jits = [j == "on" for j in args.jit.split(",")]
+    extra: list[str] = []
+    if args.quick:
+        datasets, spes, jits, args.repeats, extra = ["digits"], [1], [False], 1, QUICK_MODEL
+        args.epochs = args.epochs or 2
+    report = common.Report("throughput", "python -m benchmarks.throughput", args.repeats)
+    common.prepare_datasets(args.data_dir, [d for name in datasets for d in DATASETS[name]["data"]])
+    with common.workdir(args.workdir) as root:
+        for dataset, spe, jit in itertools.product(datasets, spes, jits):
+            epochs = args.epochs or DATASETS[dataset]["epochs"]
+            report.cases.append(
+                measure_case(dataset, epochs, spe, jit, args.repeats, root, args.data_dir, extra)
+            )
+            print(f"{report.cases[-1]['case']}: ratio {report.cases[-1]['ratio']}", flush=True)
+    report.notes.append(
+        "ratio = ours / model.fit examples per second, steady state (first epoch excluded)"
+    )
+    report.print(COLUMNS)
+    report.save(args.json)
+    return report.to_dict()
+
+
+if __name__ == "__main__":
+    main()

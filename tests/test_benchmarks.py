@@ -1,0 +1,161 @@
+"""Smoke tests of benchmarks/: every benchmark's ``--quick`` run works and reports its ratios.
+
+Correctness of the harness only: each one runs, exits 0 and writes a report
+whose ratio fields are finite and positive. No timing is asserted: the
+machine is shared and its times drift (BENCHMARKS.md has the figures). The
+benchmarks that run processes are started side by side to keep this short;
+the checkpoint benchmark runs in this process meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks import checkpoint_cost, common
+
+pytestmark = pytest.mark.slow
+
+PROCESS_BENCHMARKS = ("throughput", "memory", "resume_time", "startup")
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory, digits_dir) -> dict[str, dict]:
+    """name -> the JSON report of ``python -m benchmarks.<name> --quick``."""
+    root = tmp_path_factory.mktemp("benchmarks")
+    import benchmarks.synthetic_mnist  # noqa: F401 (registers the dataset)
+    from trainer.data import load_data
+
+    load_data(  # the MNIST-sized dataset's tiny variant, prepared beside digits
+        {"name": "synthetic_mnist_tiny", "data_dir": str(digits_dir), "batch_size": 32,
+         "validation_split": 0.0, "shuffle_buffer": 0, "cache": False, "download": False},
+        seed=0,
+    )
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    running = {}
+    for name in PROCESS_BENCHMARKS:
+        log = open(root / f"{name}.log", "wb")  # noqa: SIM115 (closed below)
+        command = [
+            sys.executable, "-m", f"benchmarks.{name}", "--quick",
+            "--json", str(root / f"{name}.json"), "--workdir", str(root / name),
+            "--data-dir", str(digits_dir),
+        ]
+        running[name] = (
+            subprocess.Popen(command, cwd=common.REPO, env=env, stdout=log, stderr=subprocess.STDOUT),
+            log,
+        )
+    found = {
+        "checkpoint_cost": checkpoint_cost.main(
+            ["--quick", "--workdir", str(root / "checkpoint_cost")]
+        )
+    }
+    for name, (process, log) in running.items():
+        try:
+            process.wait(timeout=300)
+        finally:
+            log.close()
+        output = (root / f"{name}.log").read_text(errors="replace")
+        assert process.returncode == 0, f"benchmarks.{name} --quick failed:\n{output[-4000:]}"
+        found[name] = json.loads((root / f"{name}.json").read_text())
+    return found
+
+
+def positive(value: float) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def assert_summary(summary: dict) -> None:
+    assert positive(summary["median"]), summary
+    assert all(positive(v) for v in summary["values"]), summary
+    assert summary["min"] <= summary["median"] <= summary["max"]
+
+
+def test_every_report_names_the_machine(reports):
+    for name, report in reports.items():
+        assert report["benchmark"] == name
+        assert report["machine"]["versions"]["tensorflow"]
+        assert report["machine"]["logical_cpus"] >= 1
+        assert report["cases"], name
+
+
+def test_throughput_reports_ours_the_reference_and_their_ratio(reports):
+    (case,) = reports["throughput"]["cases"]
+    assert case["case"] == "digits-spe1-jit0"
+    for key in ("ours_examples_per_s", "reference_examples_per_s", "ratio", "rss_ratio"):
+        assert_summary(case[key])
+    assert case["ratio"]["values"][0] == pytest.approx(
+        case["ours_examples_per_s"]["values"][0] / case["reference_examples_per_s"]["values"][0],
+        rel=1e-2,
+    )
+    assert isinstance(case["met"], bool)
+
+
+def test_memory_reports_peak_rss_of_both(reports):
+    (case,) = reports["memory"]["cases"]
+    assert case["dataset"] == "mnist_tiny"  # the MNIST-sized dataset's code path
+    for key in ("ours_peak_rss_mb", "reference_peak_rss_mb", "rss_ratio"):
+        assert_summary(case[key])
+    assert case["ours_peak_rss_mb"]["median"] > 100  # TensorFlow alone is bigger than that
+    assert isinstance(case["met"], bool)
+
+
+def test_resume_time_reports_fresh_and_resumed(reports):
+    (case,) = reports["resume_time"]["cases"]
+    for key in ("fresh_to_first_step_s", "resumed_to_first_step_s", "ratio"):
+        assert_summary(case[key])
+    assert case["checkpoint_mb"] > 0
+    assert isinstance(case["met"], bool)
+
+
+def test_startup_measures_every_command_against_python(reports):
+    cases = {case["case"]: case for case in reports["startup"]["cases"]}
+    assert "python -c pass" in cases and "train.py --cfg job" in cases
+    assert "train.py --help" in cases
+    for case in cases.values():
+        assert case["exit_codes"] == [0], case
+        for key in ("wall_s", "cpu_s", "wall_ratio_to_python"):
+            assert_summary(case[key])
+    assert cases["python -c pass"]["wall_ratio_to_python"]["median"] == 1.0
+
+
+def test_checkpoint_cost_times_every_saver(reports):
+    cases = {case["case"]: case for case in reports["checkpoint_cost"]["cases"]}
+    assert set(cases) == set(checkpoint_cost.SAVERS)
+    for case in cases.values():
+        for key in ("blocked_s", "total_s", "blocked_ratio_to_tf_checkpoint_manager"):
+            assert_summary(case[key])
+        assert case["blocked_s"]["median"] <= case["total_s"]["median"] * 1.001
+    assert isinstance(cases["ours_async"]["met"], bool)
+
+
+# --------------------------------------------------------------------------- the harness
+
+
+def test_ratios_pair_rounds_and_order_alternates():
+    assert common.paired_ratios([2.0, 3.0], [1.0, 6.0]) == [2.0, 0.5]
+    assert common.alternate(0, "a", "b") == ["a", "b"]
+    assert common.alternate(1, "a", "b") == ["b", "a"]
+    assert common.summary([3.0, 1.0, 2.0])["median"] == 2.0
+
+
+def test_first_step_marker_waits_for_the_bar_after_the_epoch_line():
+    marker = common.after_epoch_line(2)
+    bar = b"\x1b[1m 1/41\x1b[0m \x1b[32m"
+    assert not marker(b"Resuming from x\nEpoch 2/2\n")
+    assert not marker(b"Epoch 1/2\n" + bar)  # the bar of another epoch
+    assert marker(b"Resuming from x\nEpoch 2/2\n" + bar)
+
+
+def test_process_figures_come_from_the_child(tmp_path):
+    result = common.run_process(
+        [sys.executable, "-c", "x = bytearray(200 << 20); print('ok')"],
+        cwd=tmp_path, log=tmp_path / "log",
+    ).check()
+    assert result.peak_rss_mb >= 200
+    assert result.wall_seconds > 0 and result.cpu_seconds >= 0
+    assert "ok" in result.output
