@@ -13,6 +13,20 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = Path(__file__).resolve().parent.parent
 
+# The schedules the product promises by name (conf/schedule/<name>.yaml).
+SCHEDULE_NAMES = (
+    "constant",
+    "cosine",
+    "cosine_restarts",
+    "exponential",
+    "inverse_time",
+    "piecewise",
+    "polynomial",
+    "linear",
+    "step",
+    "one_cycle",
+)
+
 
 def run_train(
     *args: str, cwd: Path, timeout: float = 300, env: dict | None = None, check: bool = True

@@ -20,6 +20,7 @@ import pytest
 import tensorflow as tf
 from omegaconf import OmegaConf
 
+from tests.conftest import SCHEDULE_NAMES
 from trainer import schedules
 from trainer.errors import UserError
 from trainer.schedules import (
@@ -31,18 +32,7 @@ from trainer.schedules import (
     schedule_value,
 )
 
-BUILTIN_NAMES = {
-    "constant",
-    "cosine",
-    "cosine_restarts",
-    "exponential",
-    "inverse_time",
-    "piecewise",
-    "polynomial",
-    "linear",
-    "step",
-    "one_cycle",
-}
+BUILTIN_NAMES = set(SCHEDULE_NAMES)
 STEPS_PER_EPOCH = 10
 TOTAL_STEPS = 100
 LR = 0.2

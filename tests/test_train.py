@@ -9,7 +9,7 @@ import textwrap
 import pytest
 from hydra import compose, initialize_config_dir
 
-from tests.conftest import REPO, run_train, tiny_args
+from tests.conftest import REPO, SCHEDULE_NAMES, run_train, tiny_args
 from trainer.config import register_schemas
 
 register_schemas()
@@ -103,21 +103,7 @@ def test_a_fresh_run_never_writes_into_a_run_with_checkpoints(default_run, digit
     assert sorted(p.name for p in run_dir.iterdir()) == before
 
 
-SCHEDULES = [
-    "constant",
-    "cosine",
-    "cosine_restarts",
-    "exponential",
-    "inverse_time",
-    "piecewise",
-    "polynomial",
-    "linear",
-    "step",
-    "one_cycle",
-]
-
-
-@pytest.mark.parametrize("schedule", SCHEDULES)
+@pytest.mark.parametrize("schedule", SCHEDULE_NAMES)
 def test_every_schedule_trains_by_name(schedule, digits_dir, tmp_path):
     from trainer.run import train
 
