@@ -114,19 +114,42 @@ class Checkpoint:
         return self.path / name
 
 
+def read_mapping(path: Path, max_bytes: int) -> dict[str, Any]:
+    """A small JSON (``.json``) or YAML file parsed as data: a mapping, or ValueError why not.
+
+    Files larger than ``max_bytes`` are not read; YAML goes through the safe
+    loader, so no tag in the file can construct an object.
+    """
+    if path.stat().st_size > max_bytes:
+        raise ValueError(f"{path.name} is larger than {max_bytes} bytes")
+    kind = "JSON" if path.suffix == ".json" else "YAML"
+    try:
+        text = path.read_text()
+        if kind == "JSON":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except (UnicodeDecodeError, ValueError) as error:
+        raise ValueError(f"{path.name} is not valid {kind} ({error})") from None
+    except Exception as error:  # yaml.YAMLError, whose module is imported lazily
+        raise ValueError(
+            f"{path.name} is not valid {kind} ({str(error).splitlines()[0]})"
+        ) from None
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"{path.name} is not a {'JSON object' if kind == 'JSON' else 'YAML mapping'}"
+        )
+    return data
+
+
 def read_manifest(path: Path) -> dict[str, Any]:
     """The parsed manifest of checkpoint ``path``; ValueError says what is wrong with it."""
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         raise ValueError(f"no {MANIFEST}")
-    if manifest_path.stat().st_size > MAX_MANIFEST_BYTES:
-        raise ValueError(f"{MANIFEST} is larger than {MAX_MANIFEST_BYTES} bytes")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{MANIFEST} is not valid JSON ({error})") from None
-    if not isinstance(manifest, dict):
-        raise ValueError(f"{MANIFEST} is not a JSON object")
+    manifest = read_mapping(manifest_path, MAX_MANIFEST_BYTES)
     version = manifest.get("format_version")
     if not isinstance(version, int):
         raise ValueError(f"{MANIFEST} has no integer format_version")

@@ -14,10 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from trainer.checkpoint import Checkpoint, list_checkpoints, resolve_resume_path, verify
+from trainer.checkpoint import (
+    Checkpoint,
+    list_checkpoints,
+    read_mapping,
+    resolve_resume_path,
+    verify,
+)
 from trainer.config import typed_section
 from trainer.errors import UserError
 
@@ -73,14 +78,10 @@ def _find_forbidden(node: Any, path: str = "") -> str | None:
 def read_checkpoint_config(checkpoint: Checkpoint) -> dict[str, Any]:
     """The checkpoint's config.yaml, parsed safely and checked; a UserError if it is not sound."""
     path = checkpoint.file("config.yaml")
-    if path.stat().st_size > MAX_CONFIG_BYTES:
-        raise UserError(f"{path} is larger than {MAX_CONFIG_BYTES} bytes; refusing to read it")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except (UnicodeDecodeError, yaml.YAMLError) as error:
-        raise UserError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
-    if not isinstance(raw, dict):
-        raise UserError(f"{path} is not a mapping of config sections")
+        raw = read_mapping(path, MAX_CONFIG_BYTES)
+    except ValueError as error:
+        raise UserError(f"checkpoint {checkpoint.path}: {error}") from None
     forbidden = _find_forbidden(raw)
     if forbidden:
         raise UserError(f"{path} contains {forbidden!r}: checkpoints are never instantiated")

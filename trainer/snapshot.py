@@ -26,7 +26,7 @@ import h5py
 import keras
 import numpy as np
 
-from trainer.checkpoint import Checkpoint
+from trainer.checkpoint import Checkpoint, read_mapping
 from trainer.errors import UserError
 
 MODEL_FILE = "model.weights.h5"
@@ -65,16 +65,10 @@ def write_state(
 
 
 def read_loop_state(checkpoint: Checkpoint) -> dict[str, Any]:
-    path = checkpoint.file(STATE_FILE)
-    if path.stat().st_size > MAX_STATE_BYTES:
-        raise UserError(f"{path} is larger than {MAX_STATE_BYTES} bytes; refusing to read it")
     try:
-        state = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UserError(f"{path} is not valid JSON: {error}") from None
-    if not isinstance(state, dict):
-        raise UserError(f"{path} is not a JSON object")
-    return state
+        return read_mapping(checkpoint.file(STATE_FILE), MAX_STATE_BYTES)
+    except ValueError as error:
+        raise UserError(f"checkpoint {checkpoint.path}: {error}") from None
 
 
 def restore_state(
