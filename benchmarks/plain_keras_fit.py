@@ -11,8 +11,9 @@ evaluation at the end, as train.py does. No checkpoints, no TensorBoard, no
 metrics file: what a user gets from ``fit`` with the default progress bar.
 
 Writes ``{"epoch_seconds": [...], "train_examples": N, ...}``. An epoch's time
-runs from ``on_epoch_begin`` to the end of its last training batch (before
-validation), like train.py's ``epoch_seconds``.
+runs from its first ``on_train_batch_begin`` (the epoch's iterator exists) to
+its last ``on_train_batch_end`` (before validation), as train.py's
+``epoch_seconds`` runs from the epoch's iterator to its last step.
 """
 
 from __future__ import annotations
@@ -72,7 +73,11 @@ def main() -> None:
             self.epoch_seconds: list[float] = []
 
         def on_epoch_begin(self, epoch, logs=None) -> None:
-            self._start = self._last = time.perf_counter()
+            self._start = None
+
+        def on_train_batch_begin(self, batch, logs=None) -> None:
+            if self._start is None:  # the epoch's iterator exists now, as in train.py's timing
+                self._start = time.perf_counter()
 
         def on_train_batch_end(self, batch, logs=None) -> None:
             self._last = time.perf_counter()

@@ -169,7 +169,7 @@ def test_multirun_runs_each_job_in_its_own_directory(digits_dir, tmp_path):
         f"hydra.sweep.dir={tmp_path / 'sweep' / 'day' / 'time'}",
         cwd=tmp_path,
     )
-    summaries = sorted((tmp_path / "ckpt").rglob("summary.json"))
+    summaries = sorted((tmp_path / "ckpt").glob("*/*/*/summary.json"))  # one per job
     assert [p.parent.relative_to(tmp_path / "ckpt").as_posix() for p in summaries] == [
         "day/time/0",
         "day/time/1",

@@ -1,0 +1,141 @@
+"""Ours and ``model.fit`` in one process, one epoch each in turn: the low-noise throughput check.
+
+    python -m benchmarks.alternating_epochs --config CONFIG.yaml --rounds 10 --out TIMES.json
+
+Run by ``python -m benchmarks.throughput --in-process``. On a shared machine the
+load changes from one process to the next; alternating epochs of the two
+inside one process (ABBA order, first round discarded) puts both under the
+same load. One model and optimizer, built as ``trainer.run`` builds them from
+the composed config (``--cfg job --resolve``; single device), are trained by
+``trainer.loop.TrainingLoop`` (with ``trainer.reporting.RunReporter`` and the
+config's ``log_every_n_steps``, as train.py wires them; checkpoints off) and,
+in turn, by ``model.fit`` on the same pipeline (``compile`` with the same
+loss, metrics, ``jit_compile`` and ``steps_per_execution``).
+
+Ours: each epoch's ``epoch_seconds`` from the run's ``metrics.csv``; fit: first
+``on_train_batch_begin`` to last ``on_train_batch_end``, as in
+``plain_keras_fit.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    cfg = yaml.safe_load(args.config.read_text())
+    for module in cfg.get("imports") or []:
+        importlib.import_module(module)
+
+    import keras
+    import tensorflow as tf
+
+    from trainer.data import load_data
+    from trainer.loop import LoopSettings, LoopState, TrainingLoop
+    from trainer.models import build_model
+    from trainer.optimizers import build_optimizer
+    from trainer.reporting import RunReporter
+    from trainer.schedules import build_schedule, resolve_schedule
+
+    keras.utils.set_random_seed(cfg["seed"])
+    data = load_data(cfg["dataset"], seed=cfg["seed"])
+    info = data.info
+    epochs = 2 * (args.rounds + 1)
+    total_steps = epochs * info.steps_per_epoch
+    resolved = resolve_schedule(
+        cfg["schedule"], steps_per_epoch=info.steps_per_epoch, total_steps=total_steps
+    )
+    model = build_model(cfg["model"], tuple(info.input_shape), info.num_classes)
+    optimizer = build_optimizer(
+        cfg["optimizer"], build_schedule(resolved, cfg["optimizer"]["learning_rate"])
+    )
+    optimizer.build(model.trainable_variables)
+    lr_scale = tf.Variable(1.0, trainable=False, dtype=tf.float32, name="lr_scale")
+    trainer_cfg = cfg["trainer"]
+    run_dir = Path(tempfile.mkdtemp(prefix="alternating-"))
+    loop = TrainingLoop(
+        model,
+        optimizer,
+        data,
+        LoopSettings(
+            epochs=0,  # raised by one before each of our epochs
+            total_steps=10**12,
+            steps_per_epoch=info.steps_per_epoch,
+            steps_per_execution=trainer_cfg["steps_per_execution"],
+            jit_compile=trainer_cfg["jit_compile"],
+            monitor="loss",
+            mode="min",
+            every_n_steps=None,
+            every_n_epochs=None,
+            log_every_n_steps=trainer_cfg["log_every_n_steps"],
+        ),
+        LoopState(),
+        RunReporter(run_dir, info.steps_per_epoch, model),
+        lambda state, logs: None,  # no checkpoints: not what is compared
+        lambda: float(optimizer.learning_rate.numpy()),
+        lr_scale,
+    )
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        jit_compile=trainer_cfg["jit_compile"],
+        steps_per_execution=trainer_cfg["steps_per_execution"],
+    )
+
+    class EpochTimer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None) -> None:
+            self.start = None
+
+        def on_train_batch_begin(self, batch, logs=None) -> None:
+            if self.start is None:
+                self.start = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None) -> None:
+            self.last = time.perf_counter()
+
+    timer = EpochTimer()
+    fit_data = data.train_epoch(0)
+    ours: list[float] = []
+    fit: list[float] = []
+    for round_index in range(args.rounds + 1):
+        sides = ("ours", "fit") if round_index % 2 == 0 else ("fit", "ours")
+        for side in sides:
+            if side == "ours":
+                loop.settings.epochs += 1
+                loop.run()
+            else:
+                model.fit(fit_data, epochs=1, validation_data=data.validation(), callbacks=[timer])
+                fit.append(timer.last - timer.start)
+    loop.reporter.close()
+    with open(run_dir / "metrics.csv") as handle:
+        import csv
+
+        ours = [float(row["epoch_seconds"]) for row in csv.DictReader(handle)]
+    args.out.write_text(
+        yaml.safe_dump(
+            {
+                "ours_epoch_seconds": ours[1:],  # round 0: tracing, compiling, caches
+                "fit_epoch_seconds": fit[1:],
+                "train_examples": info.train_examples,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
