@@ -335,6 +335,11 @@ class KeepPolicy:
     monitor: str = "val_accuracy"
     mode: str = "max"
 
+    @classmethod
+    def from_config(cls, checkpoint_cfg: Mapping[str, Any]) -> KeepPolicy:
+        """The policy of a config's ``checkpoint`` section."""
+        return cls(**{key: checkpoint_cfg[key] for key in cls.__dataclass_fields__})
+
     def score(self, manifest: Mapping[str, Any]) -> float | None:
         value = (manifest.get("metrics") or {}).get(self.monitor)
         if not isinstance(value, (int, float)):

@@ -52,7 +52,7 @@ def train(cfg: DictConfig) -> float | None:
     from trainer.optimizers import build_optimizer
     from trainer.reporting import RunReporter
     from trainer.schedules import build_schedule, resolve_schedule
-    from trainer.snapshot import restore_state, write_state
+    from trainer.snapshot import progress_manifest, restore_state, write_state
 
     distribution = start_distribution(cfg.trainer)  # before anything else starts TF's devices
     files_dir = distribution.files_dir(run_dir)  # only the chief writes into run_dir
@@ -107,36 +107,28 @@ def train(cfg: DictConfig) -> float | None:
 
     manager = CheckpointManager(
         files_dir,
-        KeepPolicy(
-            keep_last=cfg.checkpoint.keep_last,
-            keep_best=cfg.checkpoint.keep_best,
-            keep_every_n_steps=cfg.checkpoint.keep_every_n_steps,
-            monitor=cfg.checkpoint.monitor,
-            mode=cfg.checkpoint.mode,
-        ),
+        KeepPolicy.from_config(cfg.checkpoint),
         asynchronous=cfg.checkpoint["async"],
     )
 
     def save(loop_state: LoopState, metrics: Mapping[str, float]) -> None:
         step = int(optimizer.iterations.numpy())
+        state_dict = loop_state.to_dict()
         manager.save(
             step,
             lambda staging: write_state(
-                staging, model, optimizer, {"loop": loop_state.to_dict()}, config_yaml
+                staging, model, optimizer, {"loop": state_dict}, config_yaml
             ),
-            {
-                "global_step": step,
-                "epoch": loop_state.epoch,
-                "batches_done": loop_state.batches_done,
-                "epochs_completed": loop_state.epochs_completed,
-                "steps_per_epoch": steps_per_epoch,
-                "metrics": dict(metrics),
-                "learning_rate": learning_rate(),
-                "monitor": cfg.checkpoint.monitor,
-                "input_shape": list(info.input_shape),
-                "num_classes": info.num_classes,
-                "num_replicas": distribution.num_replicas,
-            },
+            progress_manifest(
+                step,
+                state_dict,
+                steps_per_epoch,
+                metrics,
+                learning_rate(),
+                cfg.checkpoint.monitor,
+                info,
+                num_replicas=distribution.num_replicas,
+            ),
         )
 
     reporter = RunReporter(files_dir, steps_per_epoch, model)

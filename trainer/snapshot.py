@@ -64,6 +64,36 @@ def write_state(
     (directory / CONFIG_FILE).write_text(config_yaml)
 
 
+def progress_manifest(
+    step: int,
+    loop_state: Mapping[str, Any],
+    steps_per_epoch: int,
+    metrics: Mapping[str, float],
+    learning_rate: float,
+    monitor: str,
+    info: Any,
+    **extra: Any,
+) -> dict[str, Any]:
+    """What a checkpoint's manifest says about the run besides its files.
+
+    ``loop_state`` is a ``LoopState.to_dict()``; ``info`` the dataset's
+    ``DataInfo`` (input shape and classes let tools rebuild the model).
+    """
+    return {
+        "global_step": step,
+        "epoch": loop_state["epoch"],
+        "batches_done": loop_state["batches_done"],
+        "epochs_completed": loop_state["epochs_completed"],
+        "steps_per_epoch": steps_per_epoch,
+        "metrics": dict(metrics),
+        "learning_rate": learning_rate,
+        "monitor": monitor,
+        "input_shape": list(info.input_shape),
+        "num_classes": info.num_classes,
+        **extra,
+    }
+
+
 def read_loop_state(checkpoint: Checkpoint) -> dict[str, Any]:
     try:
         return read_mapping(checkpoint.file(STATE_FILE), MAX_STATE_BYTES)

@@ -348,7 +348,7 @@ def run(args: argparse.Namespace) -> int:
     from trainer.rescued_model import NAME as MODEL_NAME
     from trainer.rescued_model import plain_config, without_output_softmax
     from trainer.schedules import build_schedule, resolve_schedule, schedule_value
-    from trainer.snapshot import write_state
+    from trainer.snapshot import progress_manifest, write_state
 
     # The architecture, as a config of built-ins, and the weights.
     if saved.kind == "keras":
@@ -407,35 +407,27 @@ def run(args: argparse.Namespace) -> int:
     run_config = OmegaConf.to_container(cfg, resolve=True)
     run_config["resolved_schedule"] = dict(resolved)
     config_yaml = OmegaConf.to_yaml(OmegaConf.create(run_config))
-    manifest = {
-        "global_step": step,
-        "epoch": state.epoch,
-        "batches_done": state.batches_done,
-        "epochs_completed": state.epochs_completed,
-        "steps_per_epoch": steps_per_epoch,
-        "metrics": {},
-        "learning_rate": learning_rate,
-        "monitor": cfg.checkpoint.monitor,
-        "input_shape": list(info.input_shape),
-        "num_classes": info.num_classes,
-        "rescued_from": str(source.absolute()),
-    }
+    state_dict = state.to_dict()
+    manifest = progress_manifest(
+        step,
+        state_dict,
+        steps_per_epoch,
+        {},
+        learning_rate,
+        cfg.checkpoint.monitor,
+        info,
+        rescued_from=str(source.absolute()),
+    )
     try:
         manager = CheckpointManager(
             out,
-            KeepPolicy(
-                keep_last=cfg.checkpoint.keep_last,
-                keep_best=cfg.checkpoint.keep_best,
-                keep_every_n_steps=cfg.checkpoint.keep_every_n_steps,
-                monitor=cfg.checkpoint.monitor,
-                mode=cfg.checkpoint.mode,
-            ),
+            KeepPolicy.from_config(cfg.checkpoint),
             report=lambda line: print(line, file=sys.stderr),
         )
         checkpoint_path = manager.save(
             step,
             lambda staging: write_state(
-                staging, model, optimizer, {"loop": state.to_dict()}, config_yaml
+                staging, model, optimizer, {"loop": state_dict}, config_yaml
             ),
             manifest,
         )
