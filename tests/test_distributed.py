@@ -20,6 +20,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from tests.conftest import REPO, run_train, tiny_args
+from trainer.checkpoint import checkpoint_arrays
 from trainer.config import register_schemas, validate
 from trainer.errors import UserError
 
@@ -37,26 +38,12 @@ SHORT = (
 SINGLE_DEVICE = ("trainer.strategy=default", "trainer.cpu_devices=null")
 
 
-def arrays(checkpoint: Path) -> dict[str, np.ndarray]:
-    found = {}
-    for name in ("model.weights.h5", "optimizer.h5"):
-        with h5py.File(checkpoint / name, "r") as handle:
-            handle.visititems(
-                lambda key, item, name=name: (
-                    found.__setitem__(f"{name}/{key}", item[()])
-                    if isinstance(item, h5py.Dataset)
-                    else None
-                )
-            )
-    return found
-
-
 def manifest(checkpoint: Path) -> dict:
     return json.loads((checkpoint / "manifest.json").read_text())
 
 
 def assert_close(a: Path, b: Path, atol: float) -> None:
-    left, right = arrays(a), arrays(b)
+    left, right = checkpoint_arrays(a), checkpoint_arrays(b)
     assert left.keys() == right.keys()
     far = [k for k in left if not np.allclose(left[k], right[k], rtol=0, atol=atol)]
     assert not far, f"variables differ by more than {atol}: {far}"

@@ -19,6 +19,7 @@ import yaml
 
 from tests.conftest import REPO, run_train, tiny_args
 from trainer import fault_injection
+from trainer.checkpoint import checkpoint_arrays
 
 # A deterministic run with dropout that checkpoints every 25 steps (41 steps per epoch,
 # so step 50 is in the middle of epoch 2) and keeps them all.
@@ -29,26 +30,12 @@ DETERMINISTIC = (
 )
 
 
-def arrays(checkpoint: Path) -> dict[str, np.ndarray]:
-    found = {}
-    for name in ("model.weights.h5", "optimizer.h5"):
-        with h5py.File(checkpoint / name, "r") as handle:
-            handle.visititems(
-                lambda key, item, name=name: (
-                    found.__setitem__(f"{name}/{key}", item[()])
-                    if isinstance(item, h5py.Dataset)
-                    else None
-                )
-            )
-    return found
-
-
 def manifest(checkpoint: Path) -> dict:
     return json.loads((checkpoint / "manifest.json").read_text())
 
 
 def assert_bitwise_equal(a: Path, b: Path) -> None:
-    left, right = arrays(a), arrays(b)
+    left, right = checkpoint_arrays(a), checkpoint_arrays(b)
     assert left.keys() == right.keys()
     different = [k for k in left if not np.array_equal(left[k], right[k])]
     assert not different, f"variables differ: {different}"

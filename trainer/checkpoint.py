@@ -196,6 +196,26 @@ def verify(path: Path) -> Checkpoint:
     return checkpoint
 
 
+def checkpoint_arrays(path: Path) -> dict[str, Any]:
+    """Every array of a checkpoint's model and optimizer files, keyed ``<file>/<h5 path>``.
+
+    For comparing checkpoints (tests, fault injection, tools); h5py reads data only.
+    """
+    import h5py
+
+    found: dict[str, Any] = {}
+    for name in ("model.weights.h5", "optimizer.h5"):
+        with h5py.File(Path(path) / name, "r") as handle:
+            handle.visititems(
+                lambda key, item, name=name: (
+                    found.__setitem__(f"{name}/{key}", item[()])
+                    if isinstance(item, h5py.Dataset)
+                    else None
+                )
+            )
+    return found
+
+
 def list_checkpoints(run_dir: Path) -> list[Path]:
     """The checkpoint directories of a run, oldest step first (not verified)."""
     run_dir = Path(run_dir)

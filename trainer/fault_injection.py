@@ -23,10 +23,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import h5py
 import numpy as np
 
-from trainer.checkpoint import list_checkpoints
+from trainer.checkpoint import checkpoint_arrays, list_checkpoints
 
 TRAIN = Path(__file__).resolve().parent.parent / "train.py"
 
@@ -47,18 +46,7 @@ def run_args(data_dir: Path, run_dir: Path, hydra_dir: Path) -> list[str]:
 
 def final_weights(run_dir: Path) -> dict[str, np.ndarray]:
     """Every array of the newest checkpoint's model and optimizer files."""
-    newest = list_checkpoints(run_dir)[-1]
-    arrays = {}
-    for name in ("model.weights.h5", "optimizer.h5"):
-        with h5py.File(newest / name, "r") as handle:
-            handle.visititems(
-                lambda key, item, name=name: (
-                    arrays.__setitem__(f"{name}/{key}", item[()])
-                    if isinstance(item, h5py.Dataset)
-                    else None
-                )
-            )
-    return arrays
+    return checkpoint_arrays(list_checkpoints(run_dir)[-1])
 
 
 @dataclass
