@@ -15,8 +15,8 @@ Four ways to save it, in rotating order each round:
 - ``ours_async``: the same with ``asynchronous=True`` (``checkpoint.async=true``);
 - ``tf_checkpoint_manager``: ``tf.train.CheckpointManager(tf.train.Checkpoint(
   model=..., optimizer=...)).save()``;
-- ``keras_model_save``: ``model.save("x.keras")`` (the model compiled with the
-  optimizer, so its variables are saved too).
+- ``keras_model_save``: ``model.save("x.keras")`` of a compiled twin of the
+  model (same config, its own Adam), so the optimizer's variables are saved too.
 
 ``blocked`` is how long the ``save`` call holds the training loop (for the
 asynchronous manager: until ``save`` returns, its commit still running);
@@ -75,7 +75,6 @@ def build(model_cfg: dict[str, Any]):
     )
     optimizer.build(model.trainable_variables)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    model.compile(optimizer=optimizer, loss=loss_fn)  # so that model.save() saves it too
     rng = np.random.default_rng(0)
     images = tf.constant(rng.random((32, *INPUT_SHAPE), dtype=np.float32))
     labels = tf.constant(rng.integers(0, 10, 32))
@@ -90,7 +89,7 @@ def build(model_cfg: dict[str, Any]):
     return model, optimizer, train_step
 
 
-def make_savers(model, optimizer, root: Path) -> dict[str, Any]:
+def make_savers(model, optimizer, root: Path, model_cfg: dict[str, Any]) -> dict[str, Any]:
     """name -> save(step) returning (blocked seconds, total seconds)."""
     import tensorflow as tf
 
@@ -127,12 +126,16 @@ def make_savers(model, optimizer, root: Path) -> dict[str, Any]:
     def tf_save(step: int) -> None:
         tf_manager.save(checkpoint_number=step)
 
+    # model.save() saves the optimizer of a compiled model only, and compiling changes
+    # what save_weights writes (the optimizer too): a compiled twin of the same size.
+    twin, twin_optimizer, _ = build(model_cfg)
+    twin.compile(optimizer=twin_optimizer, loss="sparse_categorical_crossentropy")
     (root / "keras").mkdir()
     saved: list[Path] = []
 
     def keras_save(step: int) -> None:
         saved.append(root / "keras" / f"step-{step}.keras")
-        model.save(saved[-1])
+        twin.save(saved[-1])
         if len(saved) > 2:  # keep 2, like the others
             saved.pop(0).unlink()
 
@@ -186,7 +189,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         model, optimizer, train_step = build(model_cfg)
         for _ in range(2):
             train_step()  # trace, and create the optimizer's slots
-        savers = {"none": lambda step: None, **make_savers(model, optimizer, root)}
+        savers = {"none": lambda step: None, **make_savers(model, optimizer, root, model_cfg)}
         for save in savers.values():  # warm-up: first-save costs (imports, traces)
             timed_save(save, 1, train_step, 1)
         names = list(savers)
