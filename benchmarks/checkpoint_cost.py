@@ -208,8 +208,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 after[name].append(seconds_after)
                 step += 1
                 total[name].append(total_save_time(savers[name], step))
-        sizes = {name: _size(root / folder) for name, folder in
-                 (("ours", "sync"), ("tf", "tf"), ("keras", "keras"))}
+        sizes = {
+            name: _size(root / folder)
+            for name, folder in (("ours", "sync"), ("tf", "tf"), ("keras", "keras"))
+        }
         shutil.rmtree(root / "keras", ignore_errors=True)
     reference = blocked["tf_checkpoint_manager"]
     for name in SAVERS:
@@ -217,7 +219,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # What the save cost the loop in all: blocked, plus the slowdown of the steps after
         # it (an asynchronous commit competes with them for the CPU and memory bandwidth).
         delay = [
-            b + a - baseline for b, a, baseline in zip(blocked[name], after[name], after["none"])
+            b + a - baseline
+            for b, a, baseline in zip(blocked[name], after[name], after["none"], strict=True)
         ]
         case = {
             "case": name,

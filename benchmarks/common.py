@@ -91,7 +91,11 @@ def run_process(
     try:
         started = time.perf_counter()
         process = subprocess.Popen(
-            argv, cwd=cwd, env=env or child_env(), stdout=sink, stderr=subprocess.STDOUT,
+            argv,
+            cwd=cwd,
+            env=env or child_env(),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         status, usage = _wait(process, started, timeout)
@@ -123,7 +127,11 @@ def time_to_output(
     argv = [str(a) for a in argv]
     started = time.perf_counter()
     process = subprocess.Popen(
-        argv, cwd=cwd, env=env or child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        argv,
+        cwd=cwd,
+        env=env or child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     output = b""
@@ -183,7 +191,11 @@ def composed_config(overrides: Sequence[str], cwd: Path) -> dict[str, Any]:
 
     process = subprocess.run(
         train_command([*overrides, "--cfg", "job", "--resolve"]),
-        cwd=cwd, env=child_env(), capture_output=True, text=True, timeout=120,
+        cwd=cwd,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     if process.returncode != 0:
         raise RuntimeError(f"train.py --cfg job failed:\n{process.stderr[-3000:]}")
@@ -284,10 +296,16 @@ def machine() -> dict[str, Any]:
 
 def _git_commit() -> str | None:
     try:
-        return subprocess.run(
-            ["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True,
-            text=True, timeout=10,
-        ).stdout.strip() or None
+        return (
+            subprocess.run(
+                ["git", "describe", "--always", "--dirty"],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -344,7 +362,10 @@ def argument_parser(description: str, repeats: int) -> argparse.ArgumentParser:
         description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--repeats", type=int, default=repeats, help=f"rounds of (ours, reference); default {repeats}"
+        "--repeats",
+        type=int,
+        default=repeats,
+        help=f"rounds of (ours, reference); default {repeats}",
     )
     parser.add_argument(
         "--quick", action="store_true", help="a tiny version that checks the harness (seconds)"
@@ -354,7 +375,9 @@ def argument_parser(description: str, repeats: int) -> argparse.ArgumentParser:
         "--workdir", type=Path, help="where runs write (default: a temporary directory, removed)"
     )
     parser.add_argument(
-        "--data-dir", type=Path, default=DEFAULT_DATA_DIR,
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
         help=f"TFDS data_dir, prepared on first use and reused (default {DEFAULT_DATA_DIR})",
     )
     return parser
@@ -386,7 +409,8 @@ def prepare_datasets(data_dir: Path, names: Iterable[str]) -> None:
     """
     folders = {"digits": "sklearn_digits"}  # TFDS names that differ from the config name
     names = [
-        name for name in names
+        name
+        for name in names
         if not (Path(data_dir) / folders.get(name, name) / "1.0.0" / "dataset_info.json").exists()
     ]
     if not names:

@@ -39,8 +39,12 @@ def measure_case(name: str, repeats: int, root: Path, data_dir: Path) -> dict[st
     base = case_root / "base"
     common.run_process(
         common.train_command(
-            [*base_overrides, "trainer.epochs=1", f"checkpoint.dir={base}",
-             f"hydra.run.dir={case_root / 'hydra-base'}"]
+            [
+                *base_overrides,
+                "trainer.epochs=1",
+                f"checkpoint.dir={base}",
+                f"hydra.run.dir={case_root / 'hydra-base'}",
+            ]
         ),
         cwd=case_root,
         log=case_root / "base.log",

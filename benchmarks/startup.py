@@ -43,8 +43,12 @@ def commands(run_dir: Path) -> dict[str, list[str]]:
 
 def make_run(run_dir: Path) -> Path:
     """A run directory with three checkpoints of the default model's sizes (no TensorFlow)."""
-    from trainer.checkpoint import checkpoint_name, commit_checkpoint, staging_dir
-    from trainer.checkpoint import write_text_atomically
+    from trainer.checkpoint import (
+        checkpoint_name,
+        commit_checkpoint,
+        staging_dir,
+        write_text_atomically,
+    )
 
     # Sizes of a default digits run's files (conf/model/cnn.yaml, Adam).
     sizes = {"model.weights.h5": 236_000, "optimizer.h5": 440_000, "trainer_state.json": 2_000}
@@ -57,8 +61,13 @@ def make_run(run_dir: Path) -> Path:
         commit_checkpoint(
             staging,
             run_dir / checkpoint_name(step),
-            {"global_step": step, "epoch": epoch, "metrics": {"val_accuracy": 0.9 + epoch / 100},
-             "learning_rate": 1e-3, "monitor": "val_accuracy"},
+            {
+                "global_step": step,
+                "epoch": epoch,
+                "metrics": {"val_accuracy": 0.9 + epoch / 100},
+                "learning_rate": 1e-3,
+                "monitor": "val_accuracy",
+            },
         )
     write_text_atomically(run_dir / "latest", checkpoint_name(123) + "\n")
     write_text_atomically(run_dir / "best", checkpoint_name(123) + "\n")

@@ -94,8 +94,13 @@ def run_reference(config: dict[str, Any], where: Path) -> dict[str, Any]:
     (where / "config.yaml").write_text(yaml.safe_dump(config))
     process = common.run_process(
         [
-            common.PYTHON, "-m", "benchmarks.plain_keras_fit",
-            "--config", where / "config.yaml", "--out", where / "times.json",
+            common.PYTHON,
+            "-m",
+            "benchmarks.plain_keras_fit",
+            "--config",
+            where / "config.yaml",
+            "--out",
+            where / "times.json",
         ],
         cwd=where,
         log=where / "fit.log",
@@ -111,7 +116,13 @@ def steady_epoch_seconds(epoch_seconds: list[float]) -> float:
 
 
 def measure_case(
-    dataset: str, epochs: int, spe: int, jit: bool, repeats: int, root: Path, data_dir: Path,
+    dataset: str,
+    epochs: int,
+    spe: int,
+    jit: bool,
+    repeats: int,
+    root: Path,
+    data_dir: Path,
     extra: list[str] = (),
 ) -> dict[str, Any]:
     """Ours and the reference, ``repeats`` rounds back to back (ABBA), on one setting."""
@@ -156,7 +167,12 @@ def measure_case(
 
 
 def measure_case_in_process(
-    dataset: str, spe: int, jit: bool, rounds: int, root: Path, data_dir: Path,
+    dataset: str,
+    spe: int,
+    jit: bool,
+    rounds: int,
+    root: Path,
+    data_dir: Path,
     extra: list[str] = (),
 ) -> dict[str, Any]:
     """Ours and fit alternating epoch by epoch in one process (``alternating_epochs.py``)."""
@@ -167,8 +183,15 @@ def measure_case_in_process(
     (where / "config.yaml").write_text(yaml.safe_dump(common.composed_config(overrides, root)))
     common.run_process(
         [
-            common.PYTHON, "-m", "benchmarks.alternating_epochs", "--config",
-            where / "config.yaml", "--rounds", rounds, "--out", where / "times.yaml",
+            common.PYTHON,
+            "-m",
+            "benchmarks.alternating_epochs",
+            "--config",
+            where / "config.yaml",
+            "--rounds",
+            rounds,
+            "--out",
+            where / "times.yaml",
         ],
         cwd=where,
         log=where / "alternating.log",
