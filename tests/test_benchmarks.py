@@ -19,8 +19,6 @@ import pytest
 
 from benchmarks import checkpoint_cost, common
 
-pytestmark = pytest.mark.slow
-
 PROCESS_BENCHMARKS = ("throughput", "memory", "resume_time", "startup")
 
 
