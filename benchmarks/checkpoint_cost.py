@@ -12,7 +12,9 @@ Four ways to save it, in rotating order each round:
   ``asynchronous=False`` writing ``trainer.snapshot.write_state``, as
   ``trainer.run`` wires it (state files, fsync, sha256 manifest, rename,
   pointers, pruning);
-- ``ours_async``: the same with ``asynchronous=True`` (``checkpoint.async=true``);
+- ``ours_async``: the same with ``asynchronous=True`` (``checkpoint.async=true``),
+  writing from ``trainer.snapshot.snapshot_state`` as ``trainer.run`` does
+  (``write_state`` with a trainer that predates it);
 - ``tf_checkpoint_manager``: ``tf.train.CheckpointManager(tf.train.Checkpoint(
   model=..., optimizer=...)).save()``;
 - ``keras_model_save``: ``model.save("x.keras")`` of a compiled twin of the
@@ -90,14 +92,27 @@ def build(model_cfg: dict[str, Any]):
 
 
 def make_savers(model, optimizer, root: Path, model_cfg: dict[str, Any]) -> dict[str, Any]:
-    """name -> save(step) returning (blocked seconds, total seconds)."""
+    """name -> ``save(step)``; ours also have ``save.wait()`` (until the commit is done)."""
     import tensorflow as tf
 
     from trainer.checkpoint import KeepPolicy
     from trainer.checkpoint_manager import CheckpointManager
+    from trainer.models import build_model
     from trainer.snapshot import write_state
 
     config_yaml = "model: {}\n"  # the config text is a few kB in a real run: not what costs
+
+    try:  # asynchronous saving as trainer.run wires it: files written from a snapshot
+        from trainer.snapshot import snapshot_state
+    except ImportError:  # a trainer before snapshot_state: written in the foreground
+        snapshot_state = None
+    shadow = build_model(model_cfg, INPUT_SHAPE, 10) if snapshot_state else None
+
+    def write_files(staging: Path, asynchronous: bool):
+        loop_state = {"loop": {"epoch": 0}}
+        if asynchronous and snapshot_state is not None:
+            return snapshot_state(model, optimizer, loop_state, config_yaml, shadow=shadow)
+        return write_state(staging, model, optimizer, loop_state, config_yaml)
 
     def ours(asynchronous: bool):
         manager = CheckpointManager(
@@ -107,12 +122,10 @@ def make_savers(model, optimizer, root: Path, model_cfg: dict[str, Any]) -> dict
             report=lambda message: None,
         )
 
-        def save(step: int) -> float:
+        def save(step: int) -> None:
             manager.save(
                 step,
-                lambda staging: write_state(
-                    staging, model, optimizer, {"loop": {"epoch": 0}}, config_yaml
-                ),
+                lambda staging: write_files(staging, asynchronous),
                 {"epoch": 0, "metrics": {"loss": 1.0}},
             )
 

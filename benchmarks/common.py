@@ -116,13 +116,15 @@ def time_to_output(
     cwd: Path,
     timeout: float = 600,
     env: Mapping[str, str] | None = None,
+    kill: bool = True,
 ) -> ProcessResult:
     """Start ``argv``, read its output until ``marker(all_output_so_far)`` is true, then kill it.
 
     ``marker_seconds`` is the wall time from just before the process was
     started to the moment the output that satisfied ``marker`` was read.
     The process is killed with SIGKILL (no clean-up handlers: they are not
-    part of what is measured); stdout and stderr are merged.
+    part of what is measured), or with ``kill=False`` left to finish (its
+    output is then read to the end); stdout and stderr are merged.
     """
     argv = [str(a) for a in argv]
     started = time.perf_counter()
@@ -142,10 +144,11 @@ def time_to_output(
         if not chunk:  # the process ended without the marker
             break
         output += chunk
-        if marker(output):
+        if seen is None and marker(output):
             seen = time.perf_counter() - started
-            os.killpg(process.pid, signal.SIGKILL)
-            break
+            if kill:
+                os.killpg(process.pid, signal.SIGKILL)
+                break
         if time.perf_counter() - started > timeout:
             os.killpg(process.pid, signal.SIGKILL)
             break
@@ -153,6 +156,8 @@ def time_to_output(
     status, usage = _wait(process, started, timeout)
     wall = time.perf_counter() - started
     text = output.decode(errors="replace")[-6000:]
+    if not kill and status != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {status}\n{text[-3000:]}")
     if seen is None:
         raise RuntimeError(
             f"{' '.join(argv)} never printed what was awaited (exit {status})\n{text[-3000:]}"
@@ -326,7 +331,7 @@ class Report:
 
     def print(self, columns: Sequence[tuple[str, str]]) -> None:
         """A table of ``cases``: ``columns`` are (key, heading); nested keys as ``a.b``."""
-        print(f"\n== {self.benchmark}  ({self.command}; median of {self.repeats})")
+        print(f"\n== {self.benchmark}  ({self.command}, --repeats {self.repeats})")
         rows = [[heading for _, heading in columns]]
         for case in self.cases:
             rows.append([_format(_lookup(case, key)) for key, _ in columns])

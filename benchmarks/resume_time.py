@@ -2,6 +2,7 @@
 
     python -m benchmarks.resume_time                   # default model and a 10 M-parameter one
     python -m benchmarks.resume_time --quick           # a tiny model, 1 round: the harness only
+                                                       # (its fresh sample: the base run's start)
 
 Both sides are ``python train.py`` subprocesses with the same config (digits,
 ``trainer.epochs=2``); the resumed one adds ``+resume=RUN`` where RUN is a
@@ -32,12 +33,15 @@ MODELS = {
 }
 
 
-def measure_case(name: str, repeats: int, root: Path, data_dir: Path) -> dict[str, Any]:
+def measure_case(
+    name: str, repeats: int, root: Path, data_dir: Path, quick: bool = False
+) -> dict[str, Any]:
+    """``repeats`` rounds of (fresh, resumed); ``quick``: the base run is the fresh sample."""
     base_overrides = ["dataset=digits", f"dataset.data_dir={data_dir}", *MODELS[name]]
     case_root = root / name
     case_root.mkdir(parents=True)
     base = case_root / "base"
-    common.run_process(
+    base_run = common.time_to_output(
         common.train_command(
             [
                 *base_overrides,
@@ -46,13 +50,16 @@ def measure_case(name: str, repeats: int, root: Path, data_dir: Path) -> dict[st
                 f"hydra.run.dir={case_root / 'hydra-base'}",
             ]
         ),
+        common.after_epoch_line(1),
         cwd=case_root,
-        log=case_root / "base.log",
-    ).check()
-    fresh: list[float] = []
+        kill=False,
+    )
+    fresh: list[float] = [base_run.marker_seconds] if quick else []
     resumed: list[float] = []
     for round_index in range(repeats):
         for side in common.alternate(round_index, "fresh", "resumed"):
+            if quick and side == "fresh":
+                continue
             run_dir = case_root / f"{side}-{round_index}"
             overrides = [
                 *base_overrides,
@@ -97,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     common.prepare_datasets(args.data_dir, ["digits"])
     with common.workdir(args.workdir) as root:
         for name in models:
-            report.cases.append(measure_case(name, args.repeats, root, args.data_dir))
+            report.cases.append(measure_case(name, args.repeats, root, args.data_dir, args.quick))
             print(f"{name}: ratio {report.cases[-1]['ratio']}", flush=True)
     report.notes.append("ratio = resumed / fresh, process start to the end of its first step")
     report.print(

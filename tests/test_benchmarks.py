@@ -98,9 +98,9 @@ def test_every_report_names_the_machine(reports):
 
 
 def test_throughput_reports_ours_the_reference_and_their_ratio(reports):
-    (case,) = reports["throughput"]["cases"]
-    assert case["case"] == "digits-spe1-jit0"
-    for key in ("ours_examples_per_s", "reference_examples_per_s", "ratio", "rss_ratio"):
+    (case,) = reports["throughput"]["cases"]  # --quick: the in-process mode
+    assert (case["case"], case["mode"]) == ("digits-spe1-jit0", "in-process")
+    for key in ("ours_examples_per_s", "reference_examples_per_s", "ratio"):
         assert_summary(case[key])
     assert case["ratio"]["values"][0] == pytest.approx(
         case["ours_examples_per_s"]["values"][0] / case["reference_examples_per_s"]["values"][0],
@@ -109,9 +109,11 @@ def test_throughput_reports_ours_the_reference_and_their_ratio(reports):
     assert isinstance(case["met"], bool)
 
 
-def test_memory_reports_peak_rss_of_both(reports):
+def test_memory_runs_the_process_pair_and_reports_peak_rss_of_both(reports):
     (case,) = reports["memory"]["cases"]
-    assert case["dataset"] == "mnist_tiny"  # the MNIST-sized dataset's code path
+    assert (case["dataset"], case["mode"]) == ("mnist_tiny", "process")  # MNIST-sized code path
+    for key in ("ours_examples_per_s", "reference_examples_per_s", "ratio"):
+        assert_summary(case[key])  # the throughput of train.py vs the fit script
     for key in ("ours_peak_rss_mb", "reference_peak_rss_mb", "rss_ratio"):
         assert_summary(case[key])
     assert case["ours_peak_rss_mb"]["median"] > 100  # TensorFlow alone is bigger than that

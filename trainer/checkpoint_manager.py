@@ -39,8 +39,11 @@ class CheckpointError(RuntimeError):
 class CheckpointManager:
     """Writes checkpoints of one run into ``run_dir``.
 
-    ``write_files(staging_path)`` writes the state files; ``manifest`` adds the
-    step, epoch, metrics and learning rate to the manifest.
+    ``write_files(staging_path)`` writes the state files, or holds a snapshot of
+    them and returns ``finish(staging_path)``, which writes them: the manager runs
+    it with the commit, on the background thread when asynchronous (see
+    ``trainer.snapshot.snapshot_state``). ``manifest`` adds the step, epoch,
+    metrics and learning rate to the manifest.
     """
 
     def __init__(
@@ -62,13 +65,19 @@ class CheckpointManager:
     # ------------------------------------------------------------------ public
 
     def save(
-        self, global_step: int, write_files: Callable[[Path], None], manifest: Mapping[str, Any]
+        self,
+        global_step: int,
+        write_files: Callable[[Path], Callable[[Path], None] | None],
+        manifest: Mapping[str, Any],
     ) -> Path:
         """Snapshot now, commit now or in the background; return the final checkpoint path."""
         self.wait()
         staging = staging_dir(self.run_dir, global_step)
         try:
-            write_files(staging)
+            finish = write_files(staging)
+            if finish is not None and not self.asynchronous:
+                finish(staging)
+                finish = None
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -77,7 +86,7 @@ class CheckpointManager:
         if self.asynchronous:
             self._thread = threading.Thread(
                 target=self._commit_in_background,
-                args=(staging, final, manifest),
+                args=(staging, final, manifest, finish),
                 name="checkpoint-commit",
                 daemon=False,
             )
@@ -113,8 +122,12 @@ class CheckpointManager:
 
     # ------------------------------------------------------------------ commit
 
-    def _commit_in_background(self, staging: Path, final: Path, manifest: dict) -> None:
+    def _commit_in_background(
+        self, staging: Path, final: Path, manifest: dict, finish: Callable[[Path], None] | None
+    ) -> None:
         try:
+            if finish is not None:
+                finish(staging)
             self._commit(staging, final, manifest)
         except BaseException as error:  # surfaced by the next save()/wait()
             self._error = error

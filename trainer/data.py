@@ -311,7 +311,9 @@ def _prepare_lock(data_dir: str, tfds_name: str) -> Iterator[None]:
         yield
         return
     Path(data_dir).mkdir(parents=True, exist_ok=True)
-    with open(Path(data_dir) / f".{tfds_name}.prepare.lock", "w") as lock_file:
+    # A TFDS name may name a builder config ("name/config"): one file name, no "/".
+    lock_name = tfds_name.replace("/", "__")
+    with open(Path(data_dir) / f".{lock_name}.prepare.lock", "w") as lock_file:
         fcntl.flock(lock_file, fcntl.LOCK_EX)
         try:
             yield

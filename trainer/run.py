@@ -52,7 +52,7 @@ def train(cfg: DictConfig) -> float | None:
     from trainer.optimizers import build_optimizer
     from trainer.reporting import RunReporter
     from trainer.schedules import build_schedule, resolve_schedule
-    from trainer.snapshot import progress_manifest, restore_state, write_state
+    from trainer.snapshot import progress_manifest, restore_state, snapshot_state, write_state
 
     distribution = start_distribution(cfg.trainer)  # before anything else starts TF's devices
     files_dir = distribution.files_dir(run_dir)  # only the chief writes into run_dir
@@ -111,14 +111,23 @@ def train(cfg: DictConfig) -> float | None:
         asynchronous=cfg.checkpoint["async"],
     )
 
+    # Saving in the background writes the files from a snapshot; the weights file is
+    # written from this twin of the model (same config, so the same file layout).
+    shadow = None
+    if cfg.checkpoint["async"]:
+        shadow = build_model(cfg.model, tuple(info.input_shape), info.num_classes)
+
+    def write_files(staging: Path, state_dict: dict[str, Any]):
+        if shadow is None:
+            return write_state(staging, model, optimizer, {"loop": state_dict}, config_yaml)
+        return snapshot_state(model, optimizer, {"loop": state_dict}, config_yaml, shadow=shadow)
+
     def save(loop_state: LoopState, metrics: Mapping[str, float]) -> None:
         step = int(optimizer.iterations.numpy())
         state_dict = loop_state.to_dict()
         manager.save(
             step,
-            lambda staging: write_state(
-                staging, model, optimizer, {"loop": state_dict}, config_yaml
-            ),
+            lambda staging: write_files(staging, state_dict),
             progress_manifest(
                 step,
                 state_dict,

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import h5py
 import keras
 import numpy as np
+import tensorflow as tf
 
 from trainer.checkpoint import Checkpoint, read_mapping
 from trainer.errors import UserError
@@ -51,15 +52,60 @@ def write_state(
 ) -> None:
     """Write the four state files of a checkpoint into ``directory``."""
     model.save_weights(directory / MODEL_FILE)
+    _write_optimizer(directory, [(v.path, v) for v in optimizer.variables])
+    _write_small_files(directory, _with_rng_state(model, loop_state), config_yaml)
+
+
+def snapshot_state(
+    model: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
+    loop_state: Mapping[str, Any],
+    config_yaml: str,
+    *,
+    shadow: keras.Model,
+) -> Callable[[Path], None]:
+    """Hold the state as it is now; return ``write(directory)``, which writes it later.
+
+    ``write`` writes the files of :func:`write_state` from the held values, on
+    any thread, while training changes the live variables. Holding takes a few
+    milliseconds whatever the model's size: each value is held with
+    ``tf.identity``, which copies nothing; TensorFlow copies a variable's buffer
+    before updating it while another tensor still holds it, so the held values
+    stay those of now (that copy is paid once, by the next optimizer step).
+    ``shadow`` is a model of the same structure (built from the same config),
+    used by one ``write`` at a time: the weights file is written from it by
+    Keras' own ``save_weights``, so it is exactly the file ``write_state`` writes.
+    """
+    weights = [tf.identity(v.value) for v in model.weights]
+    slots = [(v.path, tf.identity(v.value)) for v in optimizer.variables]
+    state = _with_rng_state(model, loop_state)  # a few numbers: copied now
+
+    def write(directory: Path) -> None:
+        shadow.set_weights([value.numpy() for value in weights])
+        shadow.save_weights(directory / MODEL_FILE)
+        _write_optimizer(directory, slots)
+        _write_small_files(directory, state, config_yaml)
+
+    return write
+
+
+def _write_optimizer(directory: Path, variables: list[tuple[str, Any]]) -> None:
     with h5py.File(directory / OPTIMIZER_FILE, "w") as handle:
-        for index, variable in enumerate(optimizer.variables):
-            dataset = handle.create_dataset(str(index), data=np.asarray(variable))
-            dataset.attrs["path"] = variable.path
+        for index, (path, value) in enumerate(variables):
+            dataset = handle.create_dataset(str(index), data=np.asarray(value))
+            dataset.attrs["path"] = path
+
+
+def _with_rng_state(model: keras.Model, loop_state: Mapping[str, Any]) -> dict[str, Any]:
     state = dict(loop_state)
     # By position: Keras names seed generators with a process-wide counter.
     state["rng"] = [
         {"path": v.path, "state": np.asarray(v).tolist()} for v in seed_generator_variables(model)
     ]
+    return state
+
+
+def _write_small_files(directory: Path, state: Mapping[str, Any], config_yaml: str) -> None:
     (directory / STATE_FILE).write_text(json.dumps(state, indent=2, sort_keys=True))
     (directory / CONFIG_FILE).write_text(config_yaml)
 
