@@ -260,3 +260,15 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def add_import_argument(parser: Any, what: str) -> None:
+    """``--import MODULE`` (repeatable): modules that register the user's own ``what``."""
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        metavar="MODULE",
+        action="append",
+        default=[],
+        help=f"a module that registers your own {what} (as imports=[...] in training)",
+    )

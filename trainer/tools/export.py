@@ -25,7 +25,7 @@ import sys
 from typing import Any
 
 from trainer.errors import UserError
-from trainer.tools import OK, new_output_path, print_json, valid_checkpoint
+from trainer.tools import OK, add_import_argument, new_output_path, print_json, valid_checkpoint
 
 NAME = "export"
 HELP = "write a checkpoint's model as a .keras file or a SavedModel"
@@ -58,14 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="(keras) compile with the checkpoint's optimizer at a constant learning rate",
     )
-    parser.add_argument(
-        "--import",
-        dest="imports",
-        metavar="MODULE",
-        action="append",
-        default=[],
-        help="a module that registers your own model builder (as imports=[...] in training)",
-    )
+    add_import_argument(parser, "model builder")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 

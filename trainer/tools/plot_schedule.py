@@ -18,7 +18,7 @@ import json
 from typing import Any
 
 from trainer.errors import UserError
-from trainer.tools import OK, print_json, pyplot, valid_checkpoint
+from trainer.tools import OK, add_import_argument, print_json, pyplot, valid_checkpoint
 
 NAME = "plot-schedule"
 HELP = "plot the learning rate per step of schedules (PNG)"
@@ -68,14 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"the PNG to write (default {DEFAULT_OUT})",
     )
     parser.add_argument("--log", action="store_true", help="logarithmic learning-rate axis")
-    parser.add_argument(
-        "--import",
-        dest="imports",
-        metavar="MODULE",
-        action="append",
-        default=[],
-        help="a module that registers your own schedule",
-    )
+    add_import_argument(parser, "schedule")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.set_defaults(extra_overrides=True)  # __main__ passes leftover KEY=VALUE words here
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.errors import UserError
-from trainer.tools import OK, existing_path, print_json
+from trainer.tools import OK, add_import_argument, existing_path, print_json
 
 NAME = "rescue"
 HELP = "turn a plain Keras model file into a resumable checkpoint with a schedule"
@@ -96,14 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         help="a Hydra override of the run's config, e.g. trainer.epochs=30 (repeatable)",
     )
-    parser.add_argument(
-        "--import",
-        dest="imports",
-        metavar="MODULE",
-        action="append",
-        default=[],
-        help="a module that registers your own schedule (as imports=[...] in training)",
-    )
+    add_import_argument(parser, "schedule")
     parser.add_argument(
         "--step",
         type=int,
