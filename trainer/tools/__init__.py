@@ -262,6 +262,17 @@ def pyplot():
     return plt
 
 
+def save_figure(plt: Any, figure: Any, out: Any, option: str) -> None:
+    """Lay out ``figure``, write it to ``out`` and close it; a write error is one line."""
+    figure.tight_layout()
+    try:
+        figure.savefig(out)
+    except OSError as error:
+        raise UserError(f"cannot write {option} {str(out)!r}: {error}") from None
+    finally:
+        plt.close(figure)
+
+
 def add_import_argument(parser: Any, what: str) -> None:
     """``--import MODULE`` (repeatable): modules that register the user's own ``what``."""
     parser.add_argument(

@@ -20,7 +20,7 @@ from typing import Any
 
 from trainer.checkpoint import list_checkpoints, read_manifest
 from trainer.errors import UserError
-from trainer.tools import OK, existing_path, find_runs, print_json, print_table, pyplot
+from trainer.tools import OK, existing_path, find_runs, print_json, print_table, pyplot, save_figure
 
 NAME = "compare"
 HELP = "compare the final metrics and hyperparameters of runs or a sweep"
@@ -286,10 +286,4 @@ def plot(runs: list[dict[str, Any]], names: list[str], keys: list[str], out: str
     bars.set_xlabel(f"best {monitor}")
     bars.set_title("best value per run (best first)")
     bars.grid(axis="x", alpha=0.3)
-    figure.tight_layout()
-    try:
-        figure.savefig(out)
-    except OSError as error:
-        raise UserError(f"cannot write --plot {out!r}: {error}") from None
-    finally:
-        plt.close(figure)
+    save_figure(plt, figure, out, "--plot")

@@ -18,7 +18,7 @@ import json
 from typing import Any
 
 from trainer.errors import UserError
-from trainer.tools import OK, add_import_argument, print_json, pyplot, valid_checkpoint
+from trainer.tools import OK, add_import_argument, print_json, pyplot, save_figure, valid_checkpoint
 
 NAME = "plot-schedule"
 HELP = "plot the learning rate per step of schedules (PNG)"
@@ -240,10 +240,4 @@ def draw(curves: list[dict[str, Any]], stop: dict[str, Any] | None, out, log: bo
         axes.set_yscale("log")
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small")
-    figure.tight_layout()
-    try:
-        figure.savefig(out)
-    except OSError as error:
-        raise UserError(f"cannot write --out {str(out)!r}: {error}") from None
-    finally:
-        plt.close(figure)
+    save_figure(plt, figure, out, "--out")
