@@ -20,13 +20,14 @@ Ours: each epoch's ``epoch_seconds`` from the run's ``metrics.csv``; fit: first
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import tempfile
 import time
 from pathlib import Path
 
 import yaml
+
+from benchmarks.same_build import build_as_train_does, read_config
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -37,32 +38,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    cfg = yaml.safe_load(args.config.read_text())
-    for module in cfg.get("imports") or []:
-        importlib.import_module(module)
+    cfg = read_config(args.config)
 
     import keras
     import tensorflow as tf
 
-    from trainer.data import load_data
     from trainer.loop import LoopSettings, LoopState, TrainingLoop
-    from trainer.models import build_model
-    from trainer.optimizers import build_optimizer
     from trainer.reporting import RunReporter
-    from trainer.schedules import build_schedule, resolve_schedule
 
-    keras.utils.set_random_seed(cfg["seed"])
-    data = load_data(cfg["dataset"], seed=cfg["seed"])
-    info = data.info
     epochs = 2 * (args.rounds + 1)
-    total_steps = epochs * info.steps_per_epoch
-    resolved = resolve_schedule(
-        cfg["schedule"], steps_per_epoch=info.steps_per_epoch, total_steps=total_steps
-    )
-    model = build_model(cfg["model"], tuple(info.input_shape), info.num_classes)
-    optimizer = build_optimizer(
-        cfg["optimizer"], build_schedule(resolved, cfg["optimizer"]["learning_rate"])
-    )
+    data, model, optimizer = build_as_train_does(cfg, epochs)
+    info = data.info
     optimizer.build(model.trainable_variables)
     lr_scale = tf.Variable(1.0, trainable=False, dtype=tf.float32, name="lr_scale")
     trainer_cfg = cfg["trainer"]

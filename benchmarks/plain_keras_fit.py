@@ -19,13 +19,12 @@ its last ``on_train_batch_end`` (before validation), as train.py's
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import time
 from pathlib import Path
 
-import yaml
+from benchmarks.same_build import build_as_train_does, read_config
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -35,30 +34,13 @@ def main() -> None:
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    cfg = yaml.safe_load(args.config.read_text())
-    for module in cfg.get("imports") or []:
-        importlib.import_module(module)
+    cfg = read_config(args.config)
 
     import keras
 
-    from trainer.data import load_data
-    from trainer.models import build_model
-    from trainer.optimizers import build_optimizer
-    from trainer.schedules import build_schedule, resolve_schedule
-
-    keras.utils.set_random_seed(cfg["seed"])
-    data = load_data(cfg["dataset"], seed=cfg["seed"])
-    info = data.info
     epochs = cfg["trainer"]["epochs"]
-    total_steps = epochs * info.steps_per_epoch
-    if cfg["trainer"].get("max_steps") is not None:
-        total_steps = min(total_steps, cfg["trainer"]["max_steps"])
-    resolved = resolve_schedule(
-        cfg["schedule"], steps_per_epoch=info.steps_per_epoch, total_steps=total_steps
-    )
-    model = build_model(cfg["model"], tuple(info.input_shape), info.num_classes)
-    schedule = build_schedule(resolved, cfg["optimizer"]["learning_rate"])
-    optimizer = build_optimizer(cfg["optimizer"], schedule)
+    data, model, optimizer = build_as_train_does(cfg, epochs, cfg["trainer"].get("max_steps"))
+    info = data.info
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
