@@ -128,26 +128,49 @@ class Data:
     def train_epoch(self, epoch: int, skip_batches: int = 0) -> tf.data.Dataset:
         """The batches of ``epoch`` from batch ``skip_batches`` on, in the order fixed by
         (seed, epoch)."""
-        if not _is_int(epoch) or epoch < 0:
-            raise ValueError(f"epoch must be an integer >= 0, got {epoch!r}")
+        return self.train_epochs(epoch, epoch + 1, skip_batches=skip_batches)
+
+    def train_epochs(self, first: int, end: int, skip_batches: int = 0) -> tf.data.Dataset:
+        """The batches of epochs ``first .. end - 1`` in turn, those of ``first`` from batch
+        ``skip_batches`` on: exactly ``train_epoch(first, skip_batches)``, then
+        ``train_epoch(first + 1)``, ... ``train_epoch(end - 1)``.
+
+        One pipeline for many epochs, so the training loop builds it and makes its
+        iterator once per run rather than once per epoch (about 30 ms each on
+        digits, a fifth of an epoch), and prefetching runs on across epochs.
+        """
+        if not _is_int(first) or first < 0:
+            raise ValueError(f"epoch must be an integer >= 0, got {first!r}")
+        if not _is_int(end) or end <= first:
+            raise ValueError(f"end must be an integer > first epoch {first}, got {end!r}")
         steps = self.info.steps_per_epoch
         if not _is_int(skip_batches) or not 0 <= skip_batches <= steps:
             raise ValueError(
                 f"skip_batches must be an integer in [0, {steps}], got {skip_batches!r}"
             )
-        examples = self._train
-        if self._shuffle_buffer > 0:
-            examples = examples.shuffle(
-                self._shuffle_buffer,
-                seed=epoch_shuffle_seed(self._seed, epoch),
-                reshuffle_each_iteration=False,
+        # The epoch's batches are consecutive runs of batch_size examples, so skipping
+        # whole batches' worth of examples before batching is the same as skipping
+        # batches, without assembling the skipped ones.
+        batches = self._epoch(first).skip(skip_batches * self.info.batch_size)
+        batches = batches.batch(self.info.batch_size, drop_remainder=False)
+        if end > first + 1:
+            seeds = [self._epoch_seed(epoch) for epoch in range(first + 1, end)]
+            later = tf.data.Dataset.from_tensor_slices(tf.constant(seeds, tf.int64)).flat_map(
+                lambda seed: self._epoch(seed).batch(self.info.batch_size, drop_remainder=False)
             )
-        if skip_batches:
-            # The epoch's batches are consecutive runs of batch_size examples, so
-            # skipping whole batches' worth of examples before batching is the same
-            # as skipping batches, without assembling the skipped ones.
-            examples = examples.skip(skip_batches * self.info.batch_size)
-        return _batches(examples, self.info.batch_size)
+            batches = batches.concatenate(later)
+        return _scaled(batches)
+
+    def _epoch_seed(self, epoch: int) -> int:
+        return epoch_shuffle_seed(self._seed, epoch)
+
+    def _epoch(self, seed_or_epoch) -> tf.data.Dataset:
+        """One epoch's examples: shuffled with the shuffle seed of an epoch (an int: that
+        epoch's; a tensor, inside ``flat_map``: the seed itself)."""
+        if self._shuffle_buffer == 0:
+            return self._train
+        seed = self._epoch_seed(seed_or_epoch) if _is_int(seed_or_epoch) else seed_or_epoch
+        return self._train.shuffle(self._shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
 
     def validation(self) -> tf.data.Dataset | None:
         """Validation batches (held out from the train split), or None without one."""
@@ -344,11 +367,15 @@ def _scale(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
 
 
 def _batches(examples: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
+    return _scaled(examples.batch(batch_size, drop_remainder=False))
+
+
+def _scaled(batches: tf.data.Dataset) -> tf.data.Dataset:
+    """Batches of uint8 images -> float32 in [0, 1], prefetched, deterministic."""
     options = tf.data.Options()
     options.deterministic = True
     return (
-        examples.batch(batch_size, drop_remainder=False)
-        .map(_scale, num_parallel_calls=AUTOTUNE, deterministic=True)
+        batches.map(_scale, num_parallel_calls=AUTOTUNE, deterministic=True)
         .prefetch(AUTOTUNE)
         .with_options(options)
     )

@@ -269,26 +269,40 @@ class TrainingLoop:
         settings, state = self.settings, self.state
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
+            iterator = None  # one pipeline and iterator for all the epochs of this run
             while (
                 state.epoch < settings.epochs
                 and self.global_step < settings.total_steps
                 and not state.stopped_early
             ):
-                self._run_epoch()
+                if iterator is None:
+                    iterator = self._batches_from_here()
+                self._run_epoch(iterator)
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
         return state
 
-    def _run_epoch(self) -> None:
+    def _batches_from_here(self):
+        """An iterator over the batches of every epoch left, from the current position on.
+
+        Each epoch yields exactly ``steps_per_epoch`` batches (fewer for the first
+        when resuming mid-epoch), so an epoch that trains all of its batches leaves
+        the iterator at the next epoch's first one.
+        """
+        state = self.state
+        batches = self.data.train_epochs(
+            state.epoch, self.settings.epochs, skip_batches=state.batches_done
+        )
+        if self.strategy is not None:
+            batches = distribute_dataset(self.strategy, batches)
+        return iter(batches)
+
+    def _run_epoch(self, iterator) -> None:
         settings, state = self.settings, self.state
         self.train_loss.reset_state()
         self.train_accuracy.reset_state()
         self.reporter.start_epoch(state.epoch, settings.epochs, state.batches_done)
-        batches = self.data.train_epoch(state.epoch, skip_batches=state.batches_done)
-        if self.strategy is not None:
-            batches = distribute_dataset(self.strategy, batches)
-        iterator = iter(batches)
         started = time.perf_counter()
         step = self.global_step  # then counted here: nothing else steps the optimizer
         while state.batches_done < settings.steps_per_epoch:

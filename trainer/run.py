@@ -170,13 +170,13 @@ def train(cfg: DictConfig) -> float | None:
     try:
         state = loop.run()
     except StopRequested as stop:
-        manager.close()
-        reporter.close()
+        manager.close()  # the checkpoint is committed before we say so
         print(f"Stopped by {stop}; checkpoint saved in {run_dir}", file=sys.stderr)
         print(f"Resume with: python train.py +resume={run_dir}", file=sys.stderr)
         sys.exit(stop.exit_code)
-    manager.close()
-    reporter.close()
+    finally:  # on every way out, an error included: buffered scalars, last commit
+        reporter.close()
+        manager.close()
 
     test = loop.evaluate(data.test())
     print(f"Test: loss {test['loss']:.4f}, accuracy {test['accuracy']:.4f}")
