@@ -15,7 +15,10 @@ def read_scalars(log_dir) -> dict[str, list[tuple[int, float]]]:
     events = EventAccumulator(str(log_dir), size_guidance={"tensors": 0})
     events.Reload()
     return {
-        tag: [(event.step, float(tf.make_ndarray(event.tensor_proto))) for event in events.Tensors(tag)]
+        tag: [
+            (event.step, float(tf.make_ndarray(event.tensor_proto)))
+            for event in events.Tensors(tag)
+        ]
         for tag in events.Tags()["tensors"]
     }
 
