@@ -39,6 +39,7 @@ from trainer.checkpoint import (
     resolve_resume_path,
     staging_dir,
     verify,
+    verify_in_background,
     write_text_atomically,
 )
 from trainer.checkpoint_manager import CheckpointError, CheckpointManager
@@ -354,6 +355,32 @@ def test_each_corruption_makes_the_checkpoint_invalid_and_names_the_file(tmp_pat
         assert fragment in message, message
     assert "\n" not in message
     assert latest_valid_checkpoint(tmp_path, report=lambda _: None) is None
+
+
+@pytest.mark.parametrize("corruption", list(CORRUPTIONS), ids=list(CORRUPTIONS))
+def test_without_hashes_only_a_changed_byte_goes_unnoticed(tmp_path, corruption):
+    corrupt, expected = CORRUPTIONS[corruption]
+    path = make_checkpoint(tmp_path, 1)
+    corrupt(path)
+
+    quick = verify(path, hashes=False)
+
+    if corruption == "one byte flipped":  # same size: only the sha256 tells
+        assert quick.valid
+    else:
+        assert not quick.valid
+        assert quick.problems == verify(path).problems
+
+
+def test_verifying_in_the_background_finds_what_verify_finds(tmp_path):
+    clean = make_checkpoint(tmp_path, 1)
+    flipped = make_checkpoint(tmp_path, 2)
+    _flip_one_byte(flipped)
+
+    assert verify_in_background(clean).result() == verify(clean)
+    checkpoint = verify_in_background(flipped).result()
+    assert not checkpoint.valid
+    assert checkpoint.problems == [f"{WEIGHTS}: sha256 does not match the manifest"]
 
 
 def test_a_file_that_grew_is_reported_with_both_sizes(tmp_path):

@@ -215,6 +215,28 @@ def test_skipping_batches_resumes_the_uninterrupted_epoch(offline_digits_dir, sk
     assert_same_batches(as_arrays(resumed.train_epoch(5, skip_batches=skip)), uninterrupted[skip:])
 
 
+@pytest.mark.parametrize("shuffle_buffer", [None, 100, 0])
+def test_many_epochs_in_one_pipeline_are_the_epochs_one_after_another(
+    offline_digits_dir, shuffle_buffer
+):
+    cfg = make_cfg(offline_digits_dir, batch_size=64, shuffle_buffer=shuffle_buffer)
+    data = load_data(cfg, seed=5)
+    one_by_one = [
+        *as_arrays(data.train_epoch(2, skip_batches=7)),
+        *as_arrays(data.train_epoch(3)),
+        *as_arrays(data.train_epoch(4)),
+    ]
+
+    assert_same_batches(as_arrays(data.train_epochs(2, 5, skip_batches=7)), one_by_one)
+    assert len(one_by_one) == 3 * data.info.steps_per_epoch - 7
+
+
+def test_many_epochs_refuse_an_empty_range(offline_digits_dir):
+    data = load_data(make_cfg(offline_digits_dir, batch_size=64), seed=5)
+    with pytest.raises(ValueError, match="end must be an integer > first epoch 3"):
+        data.train_epochs(3, 3)
+
+
 def test_windowed_shuffle_is_deterministic_and_resumable(offline_digits_dir):
     data = load_data(make_cfg(offline_digits_dir, batch_size=32, shuffle_buffer=100), seed=1)
     epoch = as_arrays(data.train_epoch(1))

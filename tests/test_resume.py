@@ -225,18 +225,43 @@ def test_a_newer_format_version_is_refused(reference, tmp_path):
     assert "format version 99 is newer than this trainer reads" in process.stderr
 
 
-def test_a_corrupt_newest_checkpoint_falls_back_and_says_so(reference, tmp_path):
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:1000])
+
+
+def _flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", [_truncate, _flip_a_byte], ids=["truncated", "byte flipped"])
+def test_a_corrupt_newest_checkpoint_falls_back_and_says_so(reference, tmp_path, damage):
     # Every kind of damage (flipped byte, deleted file, broken manifest, ...) is detected by
-    # verify() in test_checkpoint_format.py; end to end, a truncated file shows the fallback.
+    # verify() in test_checkpoint_format.py. End to end: a truncated file is caught by its
+    # size before TensorFlow is imported, a flipped byte by the sha256 checked meanwhile.
     run = _copy_run(reference, tmp_path)
     newest = run / "step-00000082"
-    target = newest / "model.weights.h5"
-    target.write_bytes(target.read_bytes()[:1000])
+    damage(newest / "model.weights.h5")
     process = run_train(f"+resume={run}", "trainer.epochs=2", cwd=tmp_path)
     assert f"checkpoint {newest} does not verify" in process.stdout
     assert f"Resuming from {run / 'step-00000075'}: step 75" in process.stdout
     assert manifest(run / "step-00000082")["global_step"] == 82  # rewritten, now valid
     assert_bitwise_equal(reference / "step-00000082", run / "step-00000082")
+
+
+def test_resuming_a_checkpoint_with_a_flipped_byte_is_refused(reference, tmp_path):
+    run = _copy_run(reference, tmp_path)
+    newest = run / "step-00000082"
+    _flip_a_byte(newest / "optimizer.h5")
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    process = run_train(f"+resume={newest}", cwd=tmp_path, check=False)
+    assert process.returncode == 2
+    assert f"checkpoint {newest} does not verify: optimizer.h5: sha256 does not match" in (
+        process.stderr
+    )
+    assert "Traceback" not in process.stderr
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
 def test_sigterm_saves_at_the_next_step_and_the_run_continues(digits_dir, tmp_path):

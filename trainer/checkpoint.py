@@ -32,10 +32,13 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trainer import __version__
 from trainer.errors import UserError
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -175,8 +178,13 @@ def read_manifest(path: Path) -> dict[str, Any]:
     return manifest
 
 
-def verify(path: Path) -> Checkpoint:
-    """Re-hash every file of the checkpoint at ``path``; ``.problems`` lists what is wrong."""
+def verify(path: Path, *, hashes: bool = True) -> Checkpoint:
+    """Re-hash every file of the checkpoint at ``path``; ``.problems`` lists what is wrong.
+
+    ``hashes=False`` checks the manifest, and each file's presence and size, but
+    not its sha256: a truncated or missing file is caught, a changed byte is
+    not (see ``verify_in_background``).
+    """
     checkpoint = Checkpoint(Path(path))
     try:
         checkpoint.manifest = read_manifest(checkpoint.path)
@@ -191,9 +199,24 @@ def verify(path: Path) -> Checkpoint:
         size = file_path.stat().st_size
         if size != entry["size"]:
             checkpoint.problems.append(f"{name}: size {size} bytes, manifest says {entry['size']}")
-        elif sha256_of(file_path) != entry["sha256"]:
+        elif hashes and sha256_of(file_path) != entry["sha256"]:
             checkpoint.problems.append(f"{name}: sha256 does not match the manifest")
     return checkpoint
+
+
+def verify_in_background(path: Path) -> Future[Checkpoint]:
+    """``verify(path)`` on a thread of its own; the future's result is its ``Checkpoint``.
+
+    Reading and hashing release the GIL, so this runs beside TensorFlow's
+    import (seconds, one core) instead of before it, and leaves the files in the
+    page cache for the restore that follows.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    executor = ThreadPoolExecutor(1, thread_name_prefix="verify")
+    future = executor.submit(verify, Path(path))
+    executor.shutdown(wait=False)  # the thread ends with its one task
+    return future
 
 
 def checkpoint_arrays(path: Path) -> dict[str, Any]:
@@ -237,11 +260,11 @@ def read_pointer(run_dir: Path, pointer: str) -> str | None:
 
 
 def latest_valid_checkpoint(
-    run_dir: Path, report: Callable[[str], None] = print
+    run_dir: Path, report: Callable[[str], None] = print, *, hashes: bool = True
 ) -> Checkpoint | None:
     """The newest checkpoint of ``run_dir`` that verifies; each one skipped is reported."""
     for path in reversed(list_checkpoints(run_dir)):
-        checkpoint = verify(path)
+        checkpoint = verify(path, hashes=hashes)
         if checkpoint.valid:
             return checkpoint
         report(f"checkpoint {path} does not verify ({'; '.join(checkpoint.problems)}); skipping it")
@@ -249,13 +272,13 @@ def latest_valid_checkpoint(
 
 
 def resolve_resume_path(
-    path: str | os.PathLike, report: Callable[[str], None] = print
+    path: str | os.PathLike, report: Callable[[str], None] = print, *, hashes: bool = True
 ) -> Checkpoint:
     """The checkpoint that ``+resume=path`` names: a checkpoint directory, or a run directory.
 
     A run directory resumes from its newest checkpoint that verifies (falling
     back past broken ones, and saying so); a checkpoint directory resumes from
-    exactly that checkpoint, and only if it verifies.
+    exactly that checkpoint, and only if it verifies. ``hashes``: as in ``verify``.
     """
     target = Path(path).expanduser()
     if not target.exists():
@@ -263,7 +286,7 @@ def resolve_resume_path(
     if not target.is_dir():
         raise UserError(f"resume path {str(path)!r} is not a directory (a run or a checkpoint)")
     if (target / MANIFEST).exists() or is_checkpoint_name(target.name):
-        checkpoint = verify(target)
+        checkpoint = verify(target, hashes=hashes)
         if not checkpoint.valid:
             raise UserError(
                 f"checkpoint {target} does not verify: {'; '.join(checkpoint.problems)}"
@@ -274,7 +297,7 @@ def resolve_resume_path(
             f"resume path {str(path)!r} holds no checkpoints "
             f"(expected a run directory with {CHECKPOINT_PREFIX}* folders, or one of those)"
         )
-    checkpoint = latest_valid_checkpoint(target, report)
+    checkpoint = latest_valid_checkpoint(target, report, hashes=hashes)
     if checkpoint is None:
         raise UserError(f"run {target} holds no checkpoint that verifies")
     return checkpoint

@@ -36,6 +36,10 @@ returns a ``Data``:
   (``tf.random.set_seed``, ``keras.utils.set_random_seed``) into every shuffle
   seed, so the trainer sets it from the same config seed, before calling
   ``train_epoch``, in a fresh and in a resumed run.
+- ``Data.train_epochs(first, end, skip_batches=0)``: the batches of
+  ``train_epoch(first, skip_batches)``, ``train_epoch(first + 1)``, ...,
+  ``train_epoch(end - 1)`` in one pipeline, which the training loop iterates
+  once per run.
 - ``Data.validation()`` (``None`` without a validation split) and
   ``Data.test()``: batches in file order, never shuffled.
 

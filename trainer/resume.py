@@ -138,7 +138,11 @@ def _plain(value: Any) -> Any:
 
 
 def plan_start(
-    cfg: DictConfig, overrides: list[str], report: Callable[[str], None] = print
+    cfg: DictConfig,
+    overrides: list[str],
+    report: Callable[[str], None] = print,
+    *,
+    hashes: bool = True,
 ) -> StartPlan:
     """Decide how to initialise training; the numbered rules below are the whole policy.
 
@@ -161,10 +165,14 @@ def plan_start(
        ``checkpoint.dir`` is given (a branch); resuming an older checkpoint of a
        run in place is refused, as it would overwrite newer ones. A fine-tuned
        run starts a new directory.
+
+    ``hashes=False`` verifies checkpoints by manifest and file sizes only; the
+    caller must then confirm the chosen one with a full ``verify`` before
+    restoring it (``trainer.run`` does so while TensorFlow imports).
     """
     if cfg.get("resume") is None:  # rule 1
         return StartPlan(cfg=cfg)
-    checkpoint = resolve_resume_path(cfg.resume, report)  # rule 2
+    checkpoint = resolve_resume_path(cfg.resume, report, hashes=hashes)  # rule 2
     saved = read_checkpoint_config(checkpoint)
     fine_tune = bool(cfg.trainer.fine_tune)
     keys = override_keys(overrides)

@@ -22,7 +22,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from trainer.checkpoint import KeepPolicy, list_checkpoints, write_text_atomically
+from trainer.checkpoint import (
+    KeepPolicy,
+    list_checkpoints,
+    verify_in_background,
+    write_text_atomically,
+)
 from trainer.config import validate
 from trainer.errors import UserError
 from trainer.resume import StartPlan, plan_start
@@ -37,12 +42,16 @@ def train(cfg: DictConfig) -> float | None:
     sweep_job = plan_sweep_job(cfg, current_job_subdir(), hydra_overrides())
     if sweep_job.finished:  # a resumed sweep's job that already ended: its saved result
         return sweep_job.best
-    plan = plan_start(sweep_job.cfg, hydra_overrides())
-    cfg = plan.cfg
-    validate(cfg)
-    run_dir = checkpoint_dir(cfg, resuming=plan.in_place)
+    # The checkpoint to resume is picked on its manifest and file sizes; its sha256s
+    # are checked on a thread while TensorFlow imports (hidden behind the import, not
+    # added to it), and if one does not match, the start is planned again with
+    # hashes, which skips or refuses the damaged checkpoint and says so.
+    plan, cfg, run_dir = plan_run(sweep_job.cfg, hashes=False)
+    hash_check = None if plan.checkpoint is None else verify_in_background(plan.checkpoint.path)
 
     tf, keras = import_tensorflow(cfg.trainer.deterministic, cfg.seed)
+    if hash_check is not None and not hash_check.result().valid:
+        plan, cfg, run_dir = plan_run(sweep_job.cfg, hashes=True)
     import trainer.rescued_model  # noqa: F401  (registers "keras_builtin", for rescued checkpoints)
     from trainer.checkpoint_manager import CheckpointManager
     from trainer.data import load_data
@@ -281,6 +290,13 @@ def default_run_name() -> str:
         return str(Path(sweep.parent.name) / sweep.name / str(hydra_cfg.sweep.subdir))
     run = Path(hydra_cfg.run.dir)
     return str(Path(run.parent.name) / run.name)
+
+
+def plan_run(cfg: DictConfig, *, hashes: bool) -> tuple[StartPlan, DictConfig, Path]:
+    """The start plan (``trainer.resume.plan_start``), the config it trains with, the run dir."""
+    plan = plan_start(cfg, hydra_overrides(), hashes=hashes)
+    validate(plan.cfg)
+    return plan, plan.cfg, checkpoint_dir(plan.cfg, resuming=plan.in_place)
 
 
 def import_tensorflow(deterministic: bool, seed: int) -> tuple[Any, Any]:
