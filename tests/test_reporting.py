@@ -25,12 +25,12 @@ def read_scalars(log_dir) -> dict[str, list[tuple[int, float]]]:
 
 def test_buffered_step_scalars_keep_their_steps_values_and_tags(tmp_path):
     writer = tf.summary.create_file_writer(str(tmp_path))
-    scalars = reporting.StepScalars(writer, ("loss", "lr"))
+    scalars = reporting.StepScalars(writer)
     scalars.add(10, {"loss": 2.5, "lr": 0.125})
     scalars.add(20, {"loss": 1.5, "lr": 0.0625})
-    assert scalars.steps == [10, 20]  # held, not yet written
+    assert len(scalars.points) == 4  # held, not yet written
     scalars.write()
-    assert scalars.steps == []
+    assert scalars.points == []
     writer.close()
     assert read_scalars(tmp_path) == {
         "step/loss": [(10, 2.5), (20, 1.5)],
@@ -41,8 +41,29 @@ def test_buffered_step_scalars_keep_their_steps_values_and_tags(tmp_path):
 def test_step_scalars_are_written_once_the_interval_has_passed(tmp_path, monkeypatch):
     monkeypatch.setattr(reporting, "STEP_SCALARS_EVERY_S", 0.0)
     writer = tf.summary.create_file_writer(str(tmp_path))
-    scalars = reporting.StepScalars(writer, ("loss",))
+    scalars = reporting.StepScalars(writer)
     scalars.add(1, {"loss": 3.0})
-    assert scalars.steps == []  # written at once: the interval has passed
+    assert scalars.points == []  # written at once: the interval has passed
     writer.close()
     assert read_scalars(tmp_path) == {"step/loss": [(1, 3.0)]}
+
+
+def test_epoch_scalars_go_to_the_train_and_validation_writers(tmp_path):
+    import keras
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    reporter = reporting.RunReporter(tmp_path, steps_per_epoch=4, model=model)
+    reporter.start_epoch(0, 1, 0)
+    reporter.step(2, 2, {"loss": 0.5, "accuracy": 0.75, "lr": 0.25}, True)
+    reporter.end_epoch(0, 4, {"loss": 0.5, "accuracy": 0.75, "val_loss": 0.625, "lr": 0.25})
+    reporter.close()
+
+    assert read_scalars(tmp_path / "tensorboard" / "train") == {
+        "step/loss": [(2, 0.5)],
+        "step/accuracy": [(2, 0.75)],
+        "step/lr": [(2, 0.25)],
+        "epoch/loss": [(4, 0.5)],
+        "epoch/accuracy": [(4, 0.75)],
+        "epoch/lr": [(4, 0.25)],
+    }
+    assert read_scalars(tmp_path / "tensorboard" / "validation") == {"epoch/loss": [(4, 0.625)]}
