@@ -11,8 +11,9 @@ fresh copy (copying not timed) of a run prepared once with
 measured runs from just before the process is started to the first progress
 bar update after the loop's ``Epoch k/2`` line, i.e. the end of the first
 training step of the process; the process is then killed. What a resume adds
-on top of a fresh start: verifying the checkpoint (sha256 of every file),
-reading its config, restoring weights and optimizer variables.
+on top of a fresh start: verifying the checkpoint (manifest and sizes first,
+the sha256 of every file on a thread while TensorFlow imports), reading its
+config, restoring weights and optimizer variables.
 
 Ratio = resumed / fresh per round (ABBA order), median over rounds. Target: <= 1.10.
 """
