@@ -152,28 +152,27 @@ class Data:
             raise ValueError(
                 f"skip_batches must be an integer in [0, {steps}], got {skip_batches!r}"
             )
-        # The epoch's batches are consecutive runs of batch_size examples, so skipping
-        # whole batches' worth of examples before batching is the same as skipping
-        # batches, without assembling the skipped ones.
-        batches = self._epoch(first).skip(skip_batches * self.info.batch_size)
-        batches = batches.batch(self.info.batch_size, drop_remainder=False)
+        batch_size = self.info.batch_size
+        examples = self._shuffled(epoch_shuffle_seed(self._seed, first))
+        if skip_batches:
+            # The epoch's batches are consecutive runs of batch_size examples, so
+            # skipping whole batches' worth of examples before batching is the same
+            # as skipping batches, without assembling the skipped ones.
+            examples = examples.skip(skip_batches * batch_size)
+        batches = examples.batch(batch_size, drop_remainder=False)
         if end > first + 1:
-            seeds = [self._epoch_seed(epoch) for epoch in range(first + 1, end)]
+            seeds = [epoch_shuffle_seed(self._seed, epoch) for epoch in range(first + 1, end)]
             later = tf.data.Dataset.from_tensor_slices(tf.constant(seeds, tf.int64)).flat_map(
-                lambda seed: self._epoch(seed).batch(self.info.batch_size, drop_remainder=False)
+                lambda seed: self._shuffled(seed).batch(batch_size, drop_remainder=False)
             )
             batches = batches.concatenate(later)
         return _scaled(batches)
 
-    def _epoch_seed(self, epoch: int) -> int:
-        return epoch_shuffle_seed(self._seed, epoch)
-
-    def _epoch(self, seed_or_epoch) -> tf.data.Dataset:
-        """One epoch's examples: shuffled with the shuffle seed of an epoch (an int: that
-        epoch's; a tensor, inside ``flat_map``: the seed itself)."""
+    def _shuffled(self, seed: int | tf.Tensor) -> tf.data.Dataset:
+        """The train examples in the order of shuffle ``seed`` (an int, or a tensor inside
+        ``flat_map``: the same order), or in file order with ``shuffle_buffer`` 0."""
         if self._shuffle_buffer == 0:
             return self._train
-        seed = self._epoch_seed(seed_or_epoch) if _is_int(seed_or_epoch) else seed_or_epoch
         return self._train.shuffle(self._shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
 
     def validation(self) -> tf.data.Dataset | None:
