@@ -29,7 +29,6 @@ median over ``--rounds`` pairs of epochs.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -101,23 +100,24 @@ def run_ours(overrides: list[str], where: Path) -> dict[str, Any]:
     return {"epoch_seconds": epochs, "process": process}
 
 
-def run_reference(config: dict[str, Any], where: Path) -> dict[str, Any]:
-    """plain_keras_fit.py on ``config``: its epoch times and its process figures."""
+def run_on_config(
+    module: str, config: dict[str, Any], where: Path, *args: Any
+) -> tuple[dict[str, Any], common.ProcessResult]:
+    """``python -m <module> --config CONFIG [args] --out OUT`` in ``where``: what it wrote to
+    OUT (JSON or YAML) and its process figures; its output goes to ``<module>.log``."""
     (where / "config.yaml").write_text(yaml.safe_dump(config))
     process = common.run_process(
-        [
-            common.PYTHON,
-            "-m",
-            "benchmarks.plain_keras_fit",
-            "--config",
-            where / "config.yaml",
-            "--out",
-            where / "times.json",
-        ],
+        [common.PYTHON, "-m", module, "--config", where / "config.yaml", *args]
+        + ["--out", where / "times.yaml"],
         cwd=where,
-        log=where / "fit.log",
+        log=where / f"{module.rsplit('.', 1)[-1]}.log",
     ).check()
-    times = json.loads((where / "times.json").read_text())
+    return yaml.safe_load((where / "times.yaml").read_text()), process
+
+
+def run_reference(config: dict[str, Any], where: Path) -> dict[str, Any]:
+    """plain_keras_fit.py on ``config``: its epoch times and its process figures."""
+    times, process = run_on_config("benchmarks.plain_keras_fit", config, where)
     return {**times, "process": process}
 
 
@@ -196,23 +196,8 @@ def measure_case_in_process(
     name = f"{dataset}-spe{spe}-jit{int(jit)}"
     where = root / f"{name}-in-process"
     where.mkdir(parents=True)
-    (where / "config.yaml").write_text(yaml.safe_dump(common.composed_config(overrides, root)))
-    common.run_process(
-        [
-            common.PYTHON,
-            "-m",
-            "benchmarks.alternating_epochs",
-            "--config",
-            where / "config.yaml",
-            "--rounds",
-            rounds,
-            "--out",
-            where / "times.yaml",
-        ],
-        cwd=where,
-        log=where / "alternating.log",
-    ).check()
-    times = yaml.safe_load((where / "times.yaml").read_text())
+    config = common.composed_config(overrides, root)
+    times, _ = run_on_config("benchmarks.alternating_epochs", config, where, "--rounds", rounds)
     examples = times["train_examples"]
     ours_rate = [examples / s for s in times["ours_epoch_seconds"]]
     fit_rate = [examples / s for s in times["fit_epoch_seconds"]]
