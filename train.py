@@ -15,8 +15,8 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from trainer.cli import exit_on_user_error
 from trainer.config import register_schemas
+from trainer.errors import exit_on_user_error
 
 register_schemas()
 

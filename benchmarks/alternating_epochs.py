@@ -40,40 +40,37 @@ def main() -> None:
     args = parser.parse_args()
     cfg = read_config(args.config)
 
+    import dataclasses
+
     import keras
-    import tensorflow as tf
 
     from trainer.loop import LoopSettings, LoopState, TrainingLoop
     from trainer.reporting import RunReporter
 
     epochs = 2 * (args.rounds + 1)
-    data, model, optimizer = build_as_train_does(cfg, epochs)
-    info = data.info
-    optimizer.build(model.trainable_variables)
-    lr_scale = tf.Variable(1.0, trainable=False, dtype=tf.float32, name="lr_scale")
+    data, run = build_as_train_does(cfg, epochs)
+    info, model, optimizer = data.info, run.model, run.optimizer
     trainer_cfg = cfg["trainer"]
     run_dir = Path(tempfile.mkdtemp(prefix="alternating-"))
+    no_checkpoints = {
+        **cfg,
+        "checkpoint": {
+            **cfg["checkpoint"],
+            "monitor": "loss",
+            "mode": "min",
+            "every_n_steps": None,
+            "every_n_epochs": None,
+        },
+    }
+    settings = LoopSettings.from_config(no_checkpoints, run)
     loop = TrainingLoop(
-        model,
-        optimizer,
+        run,
         data,
-        LoopSettings(
-            epochs=0,  # raised by one before each of our epochs
-            total_steps=10**12,
-            steps_per_epoch=info.steps_per_epoch,
-            steps_per_execution=trainer_cfg["steps_per_execution"],
-            jit_compile=trainer_cfg["jit_compile"],
-            monitor="loss",
-            mode="min",
-            every_n_steps=None,
-            every_n_epochs=None,
-            log_every_n_steps=trainer_cfg["log_every_n_steps"],
-        ),
+        # epochs raised by one before each of our epochs; fit steps the optimizer too
+        dataclasses.replace(settings, epochs=0, total_steps=10**12),
         LoopState(),
         RunReporter(run_dir, info.steps_per_epoch, model),
         lambda state, logs: None,  # no checkpoints: not what is compared
-        lambda: float(optimizer.learning_rate.numpy()),
-        lr_scale,
     )
     model.compile(
         optimizer=optimizer,
@@ -102,7 +99,7 @@ def main() -> None:
         sides = ("ours", "fit") if round_index % 2 == 0 else ("fit", "ours")
         for side in sides:
             if side == "ours":
-                loop.settings.epochs += 1
+                loop.settings = dataclasses.replace(loop.settings, epochs=loop.settings.epochs + 1)
                 loop.run()
             else:
                 model.fit(fit_data, epochs=1, validation_data=data.validation(), callbacks=[timer])

@@ -8,13 +8,12 @@ conv [32, 64], dense [3200]: 10.1 M parameters, 30 M floats with Adam's two
 slots), trained a few steps between saves so every save writes fresh values.
 Four ways to save it, in rotating order each round:
 
-- ``ours_sync``: ``trainer.checkpoint_manager.CheckpointManager`` with
-  ``asynchronous=False`` writing ``trainer.snapshot.write_state``, as
-  ``trainer.run`` wires it (state files, fsync, sha256 manifest, rename,
+- ``ours_sync``: ``trainer.checkpoint.manager.CheckpointManager`` with
+  ``asynchronous=False`` writing ``trainer.checkpoint.state.write_state``, as
+  ``RunCheckpointer`` wires it (state files, fsync, sha256 manifest, rename,
   pointers, pruning);
 - ``ours_async``: the same with ``asynchronous=True`` (``checkpoint.async=true``),
-  writing from ``trainer.snapshot.snapshot_state`` as ``trainer.run`` does
-  (``write_state`` with a trainer that predates it);
+  writing from ``trainer.checkpoint.state.snapshot_state`` as ``RunCheckpointer`` does;
 - ``tf_checkpoint_manager``: ``tf.train.CheckpointManager(tf.train.Checkpoint(
   model=..., optimizer=...)).save()``;
 - ``keras_model_save``: ``model.save("x.keras")`` of a compiled twin of the
@@ -59,23 +58,29 @@ SAVERS = ("ours_sync", "ours_async", "tf_checkpoint_manager", "keras_model_save"
 
 
 def build(model_cfg: dict[str, Any]):
-    """The model, an Adam optimizer on a cosine schedule, and a compiled train step."""
+    """The model, an Adam optimizer on a cosine schedule, and a compiled train step.
+
+    Built by ``trainer.build.build_run`` as training builds them, for 100 steps
+    per epoch of MNIST-shaped input over 10 epochs.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
     import numpy as np
     import tensorflow as tf
 
-    from trainer.models import build_model
-    from trainer.optimizers import build_optimizer
-    from trainer.schedules import build_schedule, resolve_schedule
+    from trainer.build import build_run
+    from trainer.data import DataInfo
 
+    cfg = {
+        "model": model_cfg,
+        "optimizer": {"name": "adam", "learning_rate": 1e-3},
+        "schedule": {"name": "cosine"},
+        "trainer": {"epochs": 10, "max_steps": None, "scale_lr_with_replicas": False},
+    }
+    info = DataInfo("mnist", INPUT_SHAPE, 10, 3200, 0, 0, 32, steps_per_epoch=100)
     keras.utils.set_random_seed(0)
-    model = build_model(model_cfg, INPUT_SHAPE, 10)
-    resolved = resolve_schedule({"name": "cosine"}, steps_per_epoch=100, total_steps=1000)
-    optimizer = build_optimizer(
-        {"name": "adam", "learning_rate": 1e-3}, build_schedule(resolved, 1e-3)
-    )
-    optimizer.build(model.trainable_variables)
+    run = build_run(cfg, info)
+    model, optimizer = run.model, run.optimizer
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     rng = np.random.default_rng(0)
     images = tf.constant(rng.random((32, *INPUT_SHAPE), dtype=np.float32))
@@ -96,21 +101,19 @@ def make_savers(model, optimizer, root: Path, model_cfg: dict[str, Any]) -> dict
     import tensorflow as tf
 
     from trainer.checkpoint import KeepPolicy
-    from trainer.checkpoint_manager import CheckpointManager
+    from trainer.checkpoint.manager import CheckpointManager
+    from trainer.checkpoint.state import snapshot_state, write_state
     from trainer.models import build_model
-    from trainer.snapshot import write_state
 
     config_yaml = "model: {}\n"  # the config text is a few kB in a real run: not what costs
-
-    try:  # asynchronous saving as trainer.run wires it: files written from a snapshot
-        from trainer.snapshot import snapshot_state
-    except ImportError:  # a trainer before snapshot_state: written in the foreground
-        snapshot_state = None
-    shadow = build_model(model_cfg, INPUT_SHAPE, 10) if snapshot_state else None
+    # Asynchronous saving as trainer.checkpoint.checkpointer wires it: files written
+    # from a snapshot, the weights file from a twin of the model. (The pieces, not
+    # RunCheckpointer itself: each save here names its own step.)
+    shadow = build_model(model_cfg, INPUT_SHAPE, 10)
 
     def write_files(staging: Path, asynchronous: bool):
         loop_state = {"loop": {"epoch": 0}}
-        if asynchronous and snapshot_state is not None:
+        if asynchronous:
             return snapshot_state(model, optimizer, loop_state, config_yaml, shadow=shadow)
         return write_state(staging, model, optimizer, loop_state, config_yaml)
 

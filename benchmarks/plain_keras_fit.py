@@ -39,7 +39,8 @@ def main() -> None:
     import keras
 
     epochs = cfg["trainer"]["epochs"]
-    data, model, optimizer = build_as_train_does(cfg, epochs, cfg["trainer"].get("max_steps"))
+    data, run = build_as_train_does(cfg, epochs, cfg["trainer"].get("max_steps"))
+    model, optimizer = run.model, run.optimizer
     info = data.info
     model.compile(
         optimizer=optimizer,

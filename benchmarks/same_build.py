@@ -1,4 +1,4 @@
-"""Build data, model and optimizer from a composed config the way ``trainer.run`` does.
+"""Build data, model and optimizer from a composed config through ``trainer.build``.
 
 Shared by the two in-process references (``plain_keras_fit.py``,
 ``alternating_epochs.py``), so that what ``model.fit`` trains is built exactly
@@ -22,26 +22,15 @@ def read_config(path: Path) -> dict[str, Any]:
     return cfg
 
 
-def build_as_train_does(
-    cfg: dict[str, Any], epochs: int, max_steps: int | None = None
-) -> tuple[Any, Any, Any]:
-    """``(data, model, optimizer)``; the schedule spans ``epochs`` (capped by ``max_steps``)."""
+def build_as_train_does(cfg: dict[str, Any], epochs: int, max_steps: int | None = None):
+    """``(data, run)``: ``trainer.build.build_run`` on the run's data, as training does; the
+    schedule spans ``epochs`` (capped by ``max_steps``)."""
     import keras
 
+    from trainer.build import build_run
     from trainer.data import load_data
-    from trainer.models import build_model
-    from trainer.optimizers import build_optimizer
-    from trainer.schedules import build_schedule, resolve_schedule
 
+    cfg = {**cfg, "trainer": {**cfg["trainer"], "epochs": epochs, "max_steps": max_steps}}
     keras.utils.set_random_seed(cfg["seed"])
     data = load_data(cfg["dataset"], seed=cfg["seed"])
-    info = data.info
-    total_steps = epochs * info.steps_per_epoch
-    if max_steps is not None:
-        total_steps = min(total_steps, max_steps)
-    resolved = resolve_schedule(
-        cfg["schedule"], steps_per_epoch=info.steps_per_epoch, total_steps=total_steps
-    )
-    model = build_model(cfg["model"], tuple(info.input_shape), info.num_classes)
-    schedule = build_schedule(resolved, cfg["optimizer"]["learning_rate"])
-    return data, model, build_optimizer(cfg["optimizer"], schedule)
+    return data, build_run(cfg, data.info)

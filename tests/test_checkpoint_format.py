@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import trainer
-import trainer.checkpoint_manager as checkpoint_manager_module
+import trainer.checkpoint.manager as checkpoint_manager_module
 from trainer.checkpoint import (
     FORMAT_VERSION,
     MANIFEST,
@@ -42,7 +42,7 @@ from trainer.checkpoint import (
     verify_in_background,
     write_text_atomically,
 )
-from trainer.checkpoint_manager import CheckpointError, CheckpointManager
+from trainer.checkpoint.manager import CheckpointError, CheckpointManager
 from trainer.errors import UserError
 
 WEIGHTS = "model.weights.h5"
@@ -843,7 +843,9 @@ def test_a_failing_write_files_leaves_no_staging_dir(tmp_path, asynchronous):
 
 def test_the_checkpoint_modules_do_not_import_tensorflow():
     code = (
-        "import sys, trainer.checkpoint, trainer.checkpoint_manager; "
+        "import sys, trainer.checkpoint, trainer.checkpoint.manager, trainer.checkpoint.reading, "
+        "trainer.checkpoint.keep, trainer.checkpoint.run_dir, trainer.checkpoint.resume, "
+        "trainer.build, trainer.startup; "
         "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'; "
         "assert 'keras' not in sys.modules, 'keras was imported'"
     )

@@ -267,9 +267,9 @@ def test_compare_sorts_runs_by_the_monitored_metric(sweep, tmp_path):
 def _checkpoint_model(checkpoint_dir: Path):
     import trainer.rescued_model  # noqa: F401
     from trainer.checkpoint import verify
+    from trainer.checkpoint.reading import read_checkpoint_config
+    from trainer.checkpoint.state import restore_state
     from trainer.models import build_model
-    from trainer.resume import read_checkpoint_config
-    from trainer.snapshot import restore_state
 
     checkpoint = verify(checkpoint_dir)
     config = read_checkpoint_config(checkpoint)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from trainer import __version__
 from trainer.errors import UserError
-from trainer.tools import COMMAND_MODULES, USAGE, ToolParser
+from trainer.tools import BAD_INPUT, COMMAND_MODULES, ToolParser
 
 EPILOG = """\
 exit status: 0 ok, 1 the thing checked is bad (e.g. verify found corruption),
@@ -59,9 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
-        return USAGE
+        return BAD_INPUT
     except SystemExit as done:  # --help, --version
-        return done.code if isinstance(done.code, int) else USAGE
+        return done.code if isinstance(done.code, int) else BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -27,13 +27,15 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import keras
 import tensorflow as tf
 
+from trainer.build import BuiltRun
 from trainer.distribute import distribute_dataset
+from trainer.errors import StopRequested
 
 
 @dataclass
@@ -59,26 +61,11 @@ class LoopState:
         return cls(**known)
 
 
-class ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """``schedule(step) * scale``: how reduce-on-plateau lowers a schedule's rate.
-
-    ``scale`` is a variable the loop sets; it is loop state, saved with the
-    checkpoint, so the schedule itself stays a pure function of the step.
-    """
-
-    def __init__(self, schedule, scale: tf.Variable) -> None:
-        self.schedule = schedule
-        self.scale = scale
-
-    def __call__(self, step):
-        return self.schedule(step) * tf.cast(self.scale, tf.float32)
-
-    def get_config(self) -> dict[str, Any]:
-        return {"schedule": self.schedule.get_config(), "scale": float(self.scale.numpy())}
-
-
-@dataclass
+@dataclass(frozen=True)
 class LoopSettings:
+    """How the loop runs: lengths from the built run, the rest from ``trainer.*`` and
+    ``checkpoint.*`` (see :meth:`from_config`)."""
+
     epochs: int
     total_steps: int
     steps_per_epoch: int
@@ -93,40 +80,42 @@ class LoopSettings:
     reduce_on_plateau_patience: int | None = None
     reduce_on_plateau_factor: float = 0.5
 
-
-class StopRequested(Exception):
-    """A signal asked the run to stop; a checkpoint has been saved."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.exit_code = 128 + signum
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], run: BuiltRun) -> LoopSettings:
+        """The settings of ``cfg``'s run, whose lengths ``run`` was built with."""
+        names = {f.name for f in fields(cls)}
+        trainer_keys = {k: cfg["trainer"][k] for k in names if k in cfg["trainer"]}
+        checkpoint_keys = {k: cfg["checkpoint"][k] for k in names if k in cfg["checkpoint"]}
+        return cls(
+            total_steps=run.total_steps,
+            steps_per_epoch=run.steps_per_epoch,
+            **trainer_keys,
+            **checkpoint_keys,
+        )
 
 
 class TrainingLoop:
-    """Trains ``model`` with ``optimizer`` on ``data`` from ``state`` on.
+    """Trains the model of ``run`` with its optimizer on ``data`` from ``state`` on.
 
     ``save(state, logs)`` is called at every checkpoint boundary; it writes a
     checkpoint of the live objects and this state. ``strategy``: the
-    ``tf.distribute`` strategy the model and optimizer were built under, or
-    None for the single-device path.
+    ``tf.distribute`` strategy the run was built under, or None for the
+    single-device path.
     """
 
     def __init__(
         self,
-        model: keras.Model,
-        optimizer: keras.optimizers.Optimizer,
+        run: BuiltRun,
         data: Any,
         settings: LoopSettings,
         state: LoopState,
         reporter: Any,
-        save: Callable[[LoopState, Mapping[str, float]], None],
-        learning_rate: Callable[[], float],
-        lr_scale: tf.Variable,
+        save: Callable[[LoopState, Mapping[str, float]], Any],
         strategy: tf.distribute.Strategy | None = None,
     ) -> None:
-        self.model, self.optimizer, self.data = model, optimizer, data
+        self.model, self.optimizer, self.data = run.model, run.optimizer, data
         self.settings, self.state, self.reporter = settings, state, reporter
-        self.save, self.learning_rate, self.lr_scale = save, learning_rate, lr_scale
+        self.save, self.learning_rate, self.lr_scale = save, run.learning_rate, run.lr_scale
         self.strategy = strategy
         self.loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         self.per_example_loss_fn = keras.losses.SparseCategoricalCrossentropy(

@@ -34,9 +34,9 @@ from typing import Any
 
 import keras
 
+from trainer.checkpoint.reading import FORBIDDEN_KEYS
 from trainer.errors import UserError
 from trainer.models import register_model
-from trainer.resume import FORBIDDEN_KEYS
 
 NAME = "keras_builtin"
 

@@ -643,6 +643,25 @@ class LinearWarmup(LearningRateSchedule):
         }
 
 
+class ScaledSchedule(LearningRateSchedule):
+    """``schedule(step) * scale``: how reduce-on-plateau lowers a schedule's rate.
+
+    ``scale`` is a variable the training loop sets; it is loop state, saved with
+    the checkpoint, so the schedule itself stays a pure function of the step.
+    Not registered: it is never named in a config, only wrapped around one.
+    """
+
+    def __init__(self, schedule: LearningRateSchedule, scale: Any) -> None:
+        self.schedule = schedule
+        self.scale = scale
+
+    def __call__(self, step: Any) -> Any:
+        return self.schedule(step) * ops.cast(self.scale, "float32")
+
+    def get_config(self) -> dict[str, Any]:
+        return {"schedule": self.schedule.get_config(), "scale": float(self.scale.numpy())}
+
+
 def _registry_name(cls: type) -> str:
     for name in SCHEDULES.names():
         if SCHEDULES.get(name) is cls:

@@ -15,7 +15,7 @@ continues it. Each job looks at its own run directory ``<sweep dir>/<job>``:
    finished; it returns its saved best metric without training, so Optuna and
    the sweep summary still see it;
 2. it holds checkpoints: the job resumes from its newest valid one, under the
-   usual resume rules (``trainer.resume.plan_start``);
+   usual resume rules (``trainer.checkpoint.resume.plan_start``);
 3. it holds no checkpoint (the job never started, or died before its first
    one): the job starts fresh in that directory.
 
@@ -39,8 +39,8 @@ from typing import Any
 from omegaconf import DictConfig, open_dict
 
 from trainer.checkpoint import MANIFEST, is_checkpoint_name, list_checkpoints
+from trainer.checkpoint.resume import plan_start
 from trainer.errors import UserError
-from trainer.resume import plan_start
 
 SUMMARY = "summary.json"
 MAX_SUMMARY_BYTES = 1 << 20
@@ -73,7 +73,7 @@ def checkpoint_sweep_dir(checkpoint_root: str | Path, hydra_sweep_dir: str | Pat
     """``<checkpoint.root>/<date>/<time>`` for the sweep whose Hydra directory is given.
 
     Mirrors Hydra's ``hydra.sweep.dir`` (``multirun/<date>/<time>``) by its last
-    two names, as ``trainer.run.default_run_name`` does for each job.
+    two names, as ``trainer.checkpoint.run_dir.default_run_name`` does for each job.
     """
     sweep = Path(hydra_sweep_dir)
     return (Path(checkpoint_root) / sweep.parent.name / sweep.name).expanduser().absolute()

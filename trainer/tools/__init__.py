@@ -1,8 +1,8 @@
 """The command-line tools: ``python -m trainer <command>`` (one module per command).
 
 What every command shares lives here: finding runs and checkpoints on disk,
-printing a table or JSON, composing a config from ``conf/`` with Hydra's
-compose API, and importing Keras quietly. Importing this package is cheap:
+printing a table or JSON, writing plots. (Composing a config and importing
+Keras quietly are ``trainer.startup``'s.) Importing this package is cheap:
 no TensorFlow, no Hydra, no NumPy; commands import those when they need them.
 
 Exit status, for every command: 0 when all is well, 1 when the thing checked
@@ -45,12 +45,8 @@ COMMAND_MODULES = (
     "plot_schedule",
 )
 
-OK, BAD, USAGE = 0, 1, 2
-
-# The state files of a checkpoint, as ``trainer.snapshot`` names them (that
-# module imports Keras, which the pure-Python tools must not).
-MODEL_FILE = "model.weights.h5"
-OPTIMIZER_FILE = "optimizer.h5"
+# Exit statuses of every command.
+OK, BAD, BAD_INPUT = 0, 1, 2
 
 
 class ToolParser(argparse.ArgumentParser):
@@ -200,54 +196,6 @@ def directory_size(path: Path) -> int:
 
 
 # --------------------------------------------------------------------------- heavy imports
-
-
-def compose_config(overrides: Sequence[str]):
-    """The config ``python train.py OVERRIDES`` would train with (Hydra's compose API).
-
-    Bad overrides (unknown group option, misspelt key) raise a one-line UserError.
-    """
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from trainer.config import register_schemas
-    from trainer.help import CONF_DIR
-
-    register_schemas()
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose(config_name="config", overrides=list(overrides))
-    except (HydraException, OmegaConfBaseException) as error:
-        raise UserError(_hydra_message(error)) from None
-
-
-def _hydra_message(error: Exception) -> str:
-    """Hydra's error in one line: its message lines, without OmegaConf's key dump."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    kept = [
-        line
-        for line in lines
-        if not line.startswith(("full_key:", "object_type", "reference_type", "value:"))
-    ]
-    return " ".join(kept[:3]) or type(error).__name__
-
-
-def import_keras():
-    """Import Keras (and TensorFlow) with its start-up logs silenced; return ``keras``."""
-    import logging
-
-    from trainer.run import quiet_stderr
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with quiet_stderr():
-        import keras
-        import tensorflow as tf
-
-        tf.config.list_physical_devices()
-    for name in ("absl", "tensorflow", "tensorflow_datasets", "h5py"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    return keras
 
 
 def pyplot():

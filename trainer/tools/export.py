@@ -3,7 +3,7 @@
 The model is rebuilt from the checkpoint's config through the model registry
 (``trainer.models.build_model``) for the input shape and class count the
 manifest records, and its weights are restored with
-``trainer.snapshot.restore_state``, exactly as a resume does. Then:
+``trainer.checkpoint.state.restore_state``, exactly as a resume does. Then:
 
 - ``--format keras``: ``model.save(OUT.keras)``. Not compiled by default, so
   the file holds no optimizer and no schedule: plain
@@ -65,8 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def rebuild_model(checkpoint, config: dict[str, Any]):
     """The checkpoint's model, built from its config through the registry, weights restored."""
     import trainer.rescued_model  # noqa: F401  (registers "keras_builtin", rescued models)
+    from trainer.checkpoint.state import restore_state
     from trainer.models import build_model
-    from trainer.snapshot import restore_state
 
     manifest = checkpoint.manifest
     input_shape, num_classes = manifest.get("input_shape"), manifest.get("num_classes")
@@ -87,8 +87,8 @@ def rebuild_model(checkpoint, config: dict[str, Any]):
 
 
 def run(args: argparse.Namespace) -> int:
-    from trainer.resume import read_checkpoint_config
-    from trainer.run import import_user_modules
+    from trainer.checkpoint.reading import read_checkpoint_config
+    from trainer.startup import import_tensorflow, import_user_modules
 
     checkpoint = valid_checkpoint(args.checkpoint)
     out = new_output_path(args.out)
@@ -101,9 +101,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--compile applies to --format keras only")
     config = read_checkpoint_config(checkpoint)
     import_user_modules(args.imports)
-    from trainer.tools import import_keras
-
-    keras = import_keras()
+    _, keras = import_tensorflow()
     model, input_shape, num_classes = rebuild_model(checkpoint, config)
     compiled = None
     if export_format == "keras":
@@ -178,7 +176,7 @@ def _copy_optimizer_state(checkpoint, optimizer) -> str:
     """
     import h5py
 
-    from trainer.tools import OPTIMIZER_FILE
+    from trainer.checkpoint.layout import OPTIMIZER_FILE
 
     with h5py.File(checkpoint.file(OPTIMIZER_FILE), "r") as handle:
         saved = [handle[str(i)][()] for i in range(len(handle))]

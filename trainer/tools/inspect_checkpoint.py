@@ -2,7 +2,7 @@
 
 The manifest (step, epoch, metrics, learning rate at the saved step), the
 model/optimizer/schedule config read safely from its ``config.yaml``
-(``trainer.resume.read_checkpoint_config``), and every variable's name and
+(``trainer.checkpoint.reading.read_checkpoint_config``), and every variable's name and
 shape read with h5py from ``model.weights.h5`` and ``optimizer.h5``, with the
 parameter count. No TensorFlow, nothing executed.
 """
@@ -13,12 +13,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from trainer.checkpoint.layout import MODEL_FILE, OPTIMIZER_FILE
 from trainer.errors import UserError
 from trainer.tools import (
     BAD,
-    MODEL_FILE,
     OK,
-    OPTIMIZER_FILE,
     local_time,
     one_checkpoint,
     print_json,
@@ -73,7 +72,7 @@ def model_variables(path: Path) -> list[dict[str, Any]]:
 
 
 def optimizer_variables(path: Path) -> list[dict[str, Any]]:
-    """The optimizer variables of ``optimizer.h5`` (``trainer.snapshot``), in index order."""
+    """The variables of ``optimizer.h5`` (``trainer.checkpoint.state``), in index order."""
     import h5py
 
     with h5py.File(path, "r") as handle:
@@ -95,7 +94,7 @@ def optimizer_variables(path: Path) -> list[dict[str, Any]]:
 
 def gather(checkpoint) -> dict[str, Any]:
     """Everything ``inspect`` shows, as a JSON-ready dict; unreadable parts become problems."""
-    from trainer.resume import read_checkpoint_config
+    from trainer.checkpoint.reading import read_checkpoint_config
 
     manifest = checkpoint.manifest or {}
     info: dict[str, Any] = {

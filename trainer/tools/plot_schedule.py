@@ -3,8 +3,8 @@
 Each curve is the schedule a training run would use: the config is composed
 from ``conf/`` with Hydra's compose API and the overrides (as ``train.py``
 would), resolved for the run's steps per epoch and length
-(``trainer.schedules.resolve_schedule``) and built through the registry
-(``build_schedule``), so the plot shows exactly the rates the optimizer gets.
+(``trainer.build.run_schedule``, as training does) and built through the
+registry (``build_schedule``), so the plot shows exactly the rates the optimizer gets.
 ``--compare`` draws several variants on the same axes; ``--checkpoint`` draws
 the schedule a checkpoint was saved with (as it resumes) and marks where it
 stopped. Writes a PNG (matplotlib, Agg backend), step on the x-axis, epochs on
@@ -85,13 +85,6 @@ def _steps_per_epoch_of(cfg) -> int:
         raise UserError(f"{error}; or give --steps-per-epoch N") from None
 
 
-def _total_steps(trainer_cfg: Any, steps_per_epoch: int) -> int:
-    total = int(trainer_cfg["epochs"]) * steps_per_epoch
-    if trainer_cfg.get("max_steps") is not None:
-        total = min(total, int(trainer_cfg["max_steps"]))
-    return total
-
-
 def learning_rates(schedule, total_steps: int):
     """``schedule(step)`` for steps 0..total_steps, as a NumPy array."""
     import numpy as np
@@ -121,9 +114,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"the folder of --out {args.out!r} does not exist")
     pyplot()  # fail now, not after TensorFlow's start-up, if matplotlib is missing
 
-    from trainer.resume import read_checkpoint_config
-    from trainer.run import import_user_modules
-    from trainer.tools import compose_config
+    from trainer.checkpoint.reading import read_checkpoint_config
+    from trainer.startup import compose_config, import_tensorflow, import_user_modules
 
     checkpoint = valid_checkpoint(args.checkpoint) if args.checkpoint else None
     saved = read_checkpoint_config(checkpoint) if checkpoint else None
@@ -135,10 +127,9 @@ def run(args: argparse.Namespace) -> int:
         variants.append((label, compose_config(overrides)))
     import_user_modules(list(args.imports) + [m for _, c in variants for m in (c.imports or [])])
 
-    from trainer.tools import import_keras
-
-    import_keras()
-    from trainer.schedules import build_schedule, resolve_schedule
+    import_tensorflow()
+    from trainer.build import run_length, run_schedule
+    from trainer.schedules import build_schedule
 
     steps_per_epoch = args.steps_per_epoch or (
         int(checkpoint.manifest["steps_per_epoch"])
@@ -148,14 +139,14 @@ def run(args: argparse.Namespace) -> int:
     curves = []
     if checkpoint is not None:
         spe = int(checkpoint.manifest.get("steps_per_epoch") or steps_per_epoch or 1)
-        total = max(_total_steps(saved["trainer"], spe), checkpoint.global_step)
+        total = max(run_length(saved["trainer"], spe), checkpoint.global_step)
         resolved = saved["resolved_schedule"]
         schedule = build_schedule(resolved, float(saved["optimizer"]["learning_rate"]))
         curves.append(_curve(f"{checkpoint.path.name} (as saved)", resolved, spe, total, schedule))
     for label, cfg in variants:
         spe = steps_per_epoch or _steps_per_epoch_of(cfg)
-        total = _total_steps(cfg.trainer, spe)
-        resolved = resolve_schedule(cfg.schedule, steps_per_epoch=spe, total_steps=total)
+        total = run_length(cfg.trainer, spe)
+        resolved = run_schedule(cfg, spe)
         schedule = build_schedule(resolved, cfg.optimizer.learning_rate)
         curves.append(_curve(label or resolved["name"], resolved, spe, total, schedule))
     if sum(c["total_steps"] for c in curves) > MAX_POINTS:

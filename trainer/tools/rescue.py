@@ -19,7 +19,7 @@ project's registry given on the command line:
    and its hyperparameters from the file unless ``--set optimizer=...`` says
    otherwise, resolve the schedule for the dataset's steps per epoch, and
    restore the optimizer's step counter and slots (moments) when they fit.
-4. Write a checkpoint with ``CheckpointManager`` + ``write_state``, and the
+4. Write a checkpoint with ``RunCheckpointer`` (as training does), and the
    run's ``config.yaml``, exactly as ``trainer/run.py`` does, so that
    ``python train.py +resume=OUT`` continues from the saved step.
 """
@@ -305,14 +305,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--step must be >= 0, got {args.step}")
 
     saved = read_keras_file(source)
-    from trainer.tools import import_keras
+    from trainer.startup import compose_config, import_tensorflow, import_user_modules
 
-    keras = import_keras()
+    _, keras = import_tensorflow()
     from trainer.rescued_model import check_keras_config
 
     check_keras_config(saved.model_config)  # before Keras sees any of it
-
-    from trainer.tools import compose_config
 
     user_keys = _override_keys(args.overrides)
     optimizer_overrides, optimizer_source = optimizer_from_file(saved, user_keys)
@@ -322,7 +320,6 @@ def run(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
     from trainer.config import validate
-    from trainer.run import import_user_modules
 
     OmegaConf.set_struct(cfg, False)
     cfg.imports = list(cfg.get("imports") or []) + list(args.imports)
@@ -332,16 +329,13 @@ def run(args: argparse.Namespace) -> int:
     cfg.checkpoint.dir = str(out)
 
     keras.utils.set_random_seed(cfg.seed)
-    from trainer.checkpoint import KeepPolicy, write_text_atomically
-    from trainer.checkpoint_manager import CheckpointManager
+    from trainer.build import build_run, run_length
+    from trainer.checkpoint.checkpointer import RunCheckpointer
     from trainer.data import load_data
     from trainer.loop import LoopState
-    from trainer.models import build_model
-    from trainer.optimizers import build_optimizer
     from trainer.rescued_model import NAME as MODEL_NAME
     from trainer.rescued_model import plain_config, without_output_softmax
-    from trainer.schedules import build_schedule, resolve_schedule, schedule_value
-    from trainer.snapshot import progress_manifest, write_state
+    from trainer.schedules import schedule_value
 
     # The architecture, as a config of built-ins, and the weights.
     if saved.kind == "keras":
@@ -356,7 +350,21 @@ def run(args: argparse.Namespace) -> int:
     validate(cfg)
 
     info = load_data(dict(cfg.dataset), seed=cfg.seed).info
-    model = build_model(cfg.model, tuple(info.input_shape), info.num_classes)
+    # The step the model reached, and a run long enough to go on from it.
+    variables = saved.optimizer_variables
+    file_step = _iteration(variables)
+    step = args.step if args.step is not None else (file_step or 0)
+    steps_per_epoch = info.steps_per_epoch
+    total_steps = run_length(cfg.trainer, steps_per_epoch)
+    if step >= total_steps:
+        raise UserError(
+            f"the model has trained {step} steps and the run is {total_steps} steps "
+            f"(trainer.epochs={cfg.trainer.epochs} at {steps_per_epoch} steps per epoch, "
+            f"trainer.max_steps={cfg.trainer.max_steps}): nothing would be left to train; "
+            "set a longer run with --set trainer.epochs=N"
+        )
+    run = build_run(cfg, info)
+    model, resolved = run.model, run.resolved_schedule
     if loaded is None:
         try:
             model.load_weights(source)
@@ -366,66 +374,27 @@ def run(args: argparse.Namespace) -> int:
             ) from None
     else:
         model.set_weights(loaded.get_weights())
+    moments = _restore_optimizer(run.optimizer, variables, step)
+    learning_rate = schedule_value(run.schedule, step)
 
-    # The step the model reached, and the schedule resolved for this run.
-    variables = saved.optimizer_variables
-    file_step = _iteration(variables)
-    step = args.step if args.step is not None else (file_step or 0)
-    steps_per_epoch = info.steps_per_epoch
-    total_steps = cfg.trainer.epochs * steps_per_epoch
-    if cfg.trainer.max_steps is not None:
-        total_steps = min(total_steps, cfg.trainer.max_steps)
-    if step >= total_steps:
-        raise UserError(
-            f"the model has trained {step} steps and the run is {total_steps} steps "
-            f"(trainer.epochs={cfg.trainer.epochs} at {steps_per_epoch} steps per epoch, "
-            f"trainer.max_steps={cfg.trainer.max_steps}): nothing would be left to train; "
-            "set a longer run with --set trainer.epochs=N"
-        )
-    resolved = resolve_schedule(
-        cfg.schedule, steps_per_epoch=steps_per_epoch, total_steps=total_steps
-    )
-    schedule = build_schedule(resolved, cfg.optimizer.learning_rate)
-    optimizer = build_optimizer(cfg.optimizer, schedule)
-    optimizer.build(model.trainable_variables)
-    moments = _restore_optimizer(optimizer, variables, step)
-    learning_rate = schedule_value(schedule, step)
-
-    # The checkpoint, written like trainer/run.py writes one.
+    # The checkpoint, written as training writes one.
     state = LoopState(
         epoch=step // steps_per_epoch,
         batches_done=step % steps_per_epoch,
         epochs_completed=step // steps_per_epoch,
     )
-    run_config = OmegaConf.to_container(cfg, resolve=True)
-    run_config["resolved_schedule"] = dict(resolved)
-    config_yaml = OmegaConf.to_yaml(OmegaConf.create(run_config))
-    state_dict = state.to_dict()
-    manifest = progress_manifest(
-        step,
-        state_dict,
-        steps_per_epoch,
-        {},
-        learning_rate,
-        cfg.checkpoint.monitor,
-        info,
-        rescued_from=str(source.absolute()),
-    )
     try:
-        manager = CheckpointManager(
+        checkpointer = RunCheckpointer(
             out,
-            KeepPolicy.from_config(cfg.checkpoint),
+            cfg,
+            run,
+            info,
+            manifest_extra={"rescued_from": str(source.absolute())},
             report=lambda line: print(line, file=sys.stderr),
         )
-        checkpoint_path = manager.save(
-            step,
-            lambda staging: write_state(
-                staging, model, optimizer, {"loop": state_dict}, config_yaml
-            ),
-            manifest,
-        )
-        manager.close()
-        write_text_atomically(out / "config.yaml", config_yaml)
+        checkpoint_path = checkpointer.save(state, {})
+        checkpointer.close()
+        checkpointer.write_run_config()
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)  # it did not exist before
         raise

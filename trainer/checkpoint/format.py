@@ -29,32 +29,28 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainer import __version__
+from trainer.checkpoint.layout import (
+    CHECKPOINT_PREFIX,
+    FORMAT_VERSION,
+    H5_FILES,
+    MANIFEST,
+    checkpoint_name,
+    is_checkpoint_name,
+)
+from trainer.checkpoint.reading import read_mapping
 from trainer.errors import UserError
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-CHECKPOINT_PREFIX = "step-"
-POINTERS = ("latest", "best")
 MAX_MANIFEST_BYTES = 1 << 20  # a manifest lists a handful of files; anything bigger is hostile
-_NAME = re.compile(r"^step-\d{8,}$")
 _FILE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-
-
-def checkpoint_name(global_step: int) -> str:
-    return f"{CHECKPOINT_PREFIX}{global_step:08d}"
-
-
-def is_checkpoint_name(name: str) -> bool:
-    return bool(_NAME.match(name))
 
 
 def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
@@ -115,36 +111,6 @@ class Checkpoint:
         if self.manifest is None or name not in self.manifest["files"]:
             raise UserError(f"checkpoint {self.path} has no file {name!r} in its manifest")
         return self.path / name
-
-
-def read_mapping(path: Path, max_bytes: int) -> dict[str, Any]:
-    """A small JSON (``.json``) or YAML file parsed as data: a mapping, or ValueError why not.
-
-    Files larger than ``max_bytes`` are not read; YAML goes through the safe
-    loader, so no tag in the file can construct an object.
-    """
-    if path.stat().st_size > max_bytes:
-        raise ValueError(f"{path.name} is larger than {max_bytes} bytes")
-    kind = "JSON" if path.suffix == ".json" else "YAML"
-    try:
-        text = path.read_text()
-        if kind == "JSON":
-            data = json.loads(text)
-        else:
-            import yaml
-
-            data = yaml.safe_load(text)
-    except (UnicodeDecodeError, ValueError) as error:
-        raise ValueError(f"{path.name} is not valid {kind} ({error})") from None
-    except Exception as error:  # yaml.YAMLError, whose module is imported lazily
-        raise ValueError(
-            f"{path.name} is not valid {kind} ({str(error).splitlines()[0]})"
-        ) from None
-    if not isinstance(data, dict):
-        raise ValueError(
-            f"{path.name} is not a {'JSON object' if kind == 'JSON' else 'YAML mapping'}"
-        )
-    return data
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
@@ -227,7 +193,7 @@ def checkpoint_arrays(path: Path) -> dict[str, Any]:
     import h5py
 
     found: dict[str, Any] = {}
-    for name in ("model.weights.h5", "optimizer.h5"):
+    for name in H5_FILES:
         with h5py.File(Path(path) / name, "r") as handle:
             handle.visititems(
                 lambda key, item, name=name: (
@@ -358,51 +324,3 @@ def remove_stale_staging(run_dir: Path) -> None:
             os.rename(path, final)
     for path in Path(run_dir).glob(f".{CHECKPOINT_PREFIX}*.tmp-*"):
         shutil.rmtree(path, ignore_errors=True)
-
-
-# --------------------------------------------------------------------------- keeping policy
-
-
-@dataclass(frozen=True)
-class KeepPolicy:
-    """Which checkpoints survive pruning.
-
-    The ``keep_last`` newest, the ``keep_best`` best by ``monitor`` (``mode`` max
-    or min), one every ``keep_every_n_steps`` steps, whatever a pointer names,
-    and always the newest valid one.
-    """
-
-    keep_last: int = 3
-    keep_best: int = 1
-    keep_every_n_steps: int | None = None
-    monitor: str = "val_accuracy"
-    mode: str = "max"
-
-    @classmethod
-    def from_config(cls, checkpoint_cfg: Mapping[str, Any]) -> KeepPolicy:
-        """The policy of a config's ``checkpoint`` section."""
-        return cls(**{key: checkpoint_cfg[key] for key in cls.__dataclass_fields__})
-
-    def score(self, manifest: Mapping[str, Any]) -> float | None:
-        value = (manifest.get("metrics") or {}).get(self.monitor)
-        if not isinstance(value, (int, float)):
-            return None
-        return float(value) if self.mode == "max" else -float(value)
-
-    def to_remove(self, checkpoints: Iterable[Checkpoint], protected: Iterable[str]) -> list[Path]:
-        """The checkpoints to delete, given all of a run's (verified or not) and pointer names."""
-        ordered = sorted(checkpoints, key=lambda c: c.global_step)
-        keep = set(protected)
-        keep.update(c.path.name for c in ordered[-self.keep_last :])
-        valid = [c for c in ordered if c.valid]
-        if valid:
-            keep.add(valid[-1].path.name)
-        # Best first; on a tie the earlier checkpoint, as the `best` pointer keeps it.
-        scored = [(self.score(c.manifest), c.global_step, c.path.name) for c in valid]
-        scored = sorted((s for s in scored if s[0] is not None), key=lambda s: (-s[0], s[1]))
-        keep.update(name for _, _, name in scored[: self.keep_best])
-        if self.keep_every_n_steps:
-            keep.update(
-                c.path.name for c in ordered if c.global_step % self.keep_every_n_steps == 0
-            )
-        return [c.path for c in ordered if c.path.name not in keep]

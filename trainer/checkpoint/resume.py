@@ -1,10 +1,10 @@
 """Deciding how a run starts: fresh, resumed, or fine-tuned from a checkpoint.
 
-Nothing read from a checkpoint is executed. Its ``config.yaml`` is parsed with
-a safe YAML loader under a size limit, refused if any key is ``_target_`` (or
-another Hydra instantiation key), and every section is checked against the
-schemas in ``trainer.config``; the names in it are later looked up in the
-project's registries only. ``imports`` is never taken from a checkpoint.
+Nothing read from a checkpoint is executed: its config comes through
+``trainer.checkpoint.reading.read_checkpoint_config`` (bounded, safe YAML, no
+instantiation keys, every section checked against the schemas), and the names
+in it are looked up in the project's registries only. ``imports`` is never
+taken from a checkpoint.
 """
 
 from __future__ import annotations
@@ -16,19 +16,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from trainer.checkpoint import (
+from trainer.checkpoint.format import (
     Checkpoint,
     list_checkpoints,
-    read_mapping,
     resolve_resume_path,
     verify,
 )
-from trainer.config import typed_section
+from trainer.checkpoint.reading import SAVED_SECTIONS, read_checkpoint_config
 from trainer.errors import UserError
-
-MAX_CONFIG_BYTES = 1 << 20
-FORBIDDEN_KEYS = ("_target_", "_partial_", "_args_", "_recursive_", "_convert_")
-SAVED_SECTIONS = ("dataset", "model", "optimizer", "schedule", "trainer", "checkpoint")
 
 # Overrides a resumed run may take: they change how long or how it is
 # recorded, not what is trained.
@@ -56,49 +51,6 @@ class StartPlan:
     fine_tune: bool = False  # restore weights only; fresh optimizer and schedule
     resolved_schedule: dict[str, Any] | None = None  # the saved one, kept unless restretched
     in_place: bool = False  # continues writing into the checkpoint's own run directory
-
-
-def _find_forbidden(node: Any, path: str = "") -> str | None:
-    if isinstance(node, Mapping):
-        for key, value in node.items():
-            where = f"{path}.{key}" if path else str(key)
-            if key in FORBIDDEN_KEYS:
-                return where
-            found = _find_forbidden(value, where)
-            if found:
-                return found
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            found = _find_forbidden(value, f"{path}[{index}]")
-            if found:
-                return found
-    return None
-
-
-def read_checkpoint_config(checkpoint: Checkpoint) -> dict[str, Any]:
-    """The checkpoint's config.yaml, parsed safely and checked; a UserError if it is not sound."""
-    path = checkpoint.file("config.yaml")
-    try:
-        raw = read_mapping(path, MAX_CONFIG_BYTES)
-    except ValueError as error:
-        raise UserError(f"checkpoint {checkpoint.path}: {error}") from None
-    forbidden = _find_forbidden(raw)
-    if forbidden:
-        raise UserError(f"{path} contains {forbidden!r}: checkpoints are never instantiated")
-    missing = [s for s in SAVED_SECTIONS if not isinstance(raw.get(s), dict)]
-    if missing:
-        raise UserError(f"{path} lacks the config section(s) {', '.join(missing)}")
-    for section in SAVED_SECTIONS:
-        raw[section] = OmegaConf.to_container(typed_section(section, raw[section]))
-    resolved = raw.get("resolved_schedule")
-    if not isinstance(resolved, dict):
-        raise UserError(f"{path} lacks the resolved_schedule section")
-    if resolved.get("name") != raw["schedule"].get("name"):
-        raise UserError(
-            f"{path} is inconsistent: resolved_schedule names {resolved.get('name')!r}, "
-            f"schedule names {raw['schedule'].get('name')!r}"
-        )
-    return raw
 
 
 def override_keys(overrides: Iterable[str]) -> list[str]:
@@ -230,3 +182,22 @@ def plan_start(
         resolved_schedule=None if restretch else saved["resolved_schedule"],  # rule 5
         in_place=in_place,
     )
+
+
+def describe_resume(plan: StartPlan, state: Any, step: int) -> None:
+    """Say what a resumed run continues from, and which schedule rule (5) applies."""
+    where = plan.checkpoint.path
+    if plan.fine_tune:
+        print(f"Fine-tuning from {where}: weights restored, fresh optimizer and schedule")
+        return
+    print(
+        f"Resuming from {where}: step {step}, epoch {state.epoch + 1}, "
+        f"batch {state.batches_done} of that epoch"
+    )
+    if plan.resolved_schedule is None:
+        print("Schedule: re-fitted to the new run length (trainer.restretch_schedule=true)")
+    else:
+        print(
+            "Schedule: kept as saved (step counts fixed when the run started); "
+            "add trainer.restretch_schedule=true to re-fit it to a new length"
+        )

@@ -27,14 +27,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from trainer.checkpoint import Checkpoint, read_mapping
+from trainer.checkpoint.format import Checkpoint
+from trainer.checkpoint.layout import CONFIG_FILE, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE
+from trainer.checkpoint.reading import read_trainer_state
 from trainer.errors import UserError
-
-MODEL_FILE = "model.weights.h5"
-OPTIMIZER_FILE = "optimizer.h5"
-STATE_FILE = "trainer_state.json"
-CONFIG_FILE = "config.yaml"
-MAX_STATE_BYTES = 16 << 20
 
 
 def seed_generator_variables(model: keras.Model) -> list[keras.Variable]:
@@ -140,13 +136,6 @@ def progress_manifest(
     }
 
 
-def read_loop_state(checkpoint: Checkpoint) -> dict[str, Any]:
-    try:
-        return read_mapping(checkpoint.file(STATE_FILE), MAX_STATE_BYTES)
-    except ValueError as error:
-        raise UserError(f"checkpoint {checkpoint.path}: {error}") from None
-
-
 def restore_state(
     checkpoint: Checkpoint,
     model: keras.Model,
@@ -168,7 +157,7 @@ def restore_state(
             f"checkpoint {checkpoint.path} does not fit the model built from its config: "
             f"{first_line}"
         ) from None
-    state = read_loop_state(checkpoint)
+    state = read_trainer_state(checkpoint)
     generators = seed_generator_variables(model)
     rng = state.get("rng", [])
     if not isinstance(rng, list) or len(rng) != len(generators):

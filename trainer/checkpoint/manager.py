@@ -3,7 +3,7 @@
 ``save()`` writes the state files into a staging directory (the only part the
 training loop waits for, unless saving is synchronous), then *commits* it:
 fsync, sha256 of every file into ``manifest.json``, rename into place, move
-the ``latest``/``best`` pointers, prune by the :class:`~trainer.checkpoint.KeepPolicy`.
+the ``latest``/``best`` pointers, prune by the :class:`~trainer.checkpoint.keep.KeepPolicy`.
 With ``asynchronous=True`` the commit runs on a background thread while
 training goes on; at most one commit is in flight (the next ``save`` waits for
 it), and an error in the background is raised by the next ``save``, ``wait``
@@ -18,10 +18,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from trainer.checkpoint import (
+from trainer.checkpoint.format import (
     Checkpoint,
-    KeepPolicy,
-    checkpoint_name,
     commit_checkpoint,
     list_checkpoints,
     read_manifest,
@@ -30,6 +28,8 @@ from trainer.checkpoint import (
     staging_dir,
     write_text_atomically,
 )
+from trainer.checkpoint.keep import KeepPolicy
+from trainer.checkpoint.layout import checkpoint_name
 
 
 class CheckpointError(RuntimeError):
@@ -42,7 +42,7 @@ class CheckpointManager:
     ``write_files(staging_path)`` writes the state files, or holds a snapshot of
     them and returns ``finish(staging_path)``, which writes them: the manager runs
     it with the commit, on the background thread when asynchronous (see
-    ``trainer.snapshot.snapshot_state``). ``manifest`` adds the step, epoch,
+    ``trainer.checkpoint.state.snapshot_state``). ``manifest`` adds the step, epoch,
     metrics and learning rate to the manifest.
     """
 

@@ -1,0 +1,127 @@
+"""One way to build a run from its config: its length, schedule, model and optimizer.
+
+Training (``trainer.run``), ``rescue``, ``plot-schedule`` and the benchmarks
+all build through these functions, so a run is built the same way everywhere:
+
+1. :func:`run_length`: ``trainer.epochs`` x steps per epoch, capped by
+   ``trainer.max_steps``: the optimizer steps of the whole run;
+2. :func:`run_schedule`: the ``schedule`` section resolved to that length
+   (``trainer.schedules.resolve_schedule``), or the one a checkpoint saved;
+3. :func:`build_run`: the model, the schedule (scaled by reduce-on-plateau's
+   factor when that is on) and the optimizer, built and ready to restore into.
+
+``cfg`` is any mapping with the config's sections (a ``DictConfig`` composed
+by Hydra, or a plain ``dict``). Importing this module does not import
+TensorFlow; :func:`build_run` does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+def run_length(trainer_cfg: Mapping[str, Any], steps_per_epoch: int) -> int:
+    """The optimizer steps of the whole run.
+
+    >>> run_length({"epochs": 3, "max_steps": None}, 100)
+    300
+    >>> run_length({"epochs": 3, "max_steps": 250}, 100)
+    250
+    """
+    total = int(trainer_cfg["epochs"]) * steps_per_epoch
+    if trainer_cfg.get("max_steps") is not None:
+        total = min(total, int(trainer_cfg["max_steps"]))
+    return total
+
+
+def run_schedule(
+    cfg: Mapping[str, Any], steps_per_epoch: int, saved: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The run's schedule resolved to steps: ``saved`` if given (a resumed run keeps the
+    schedule it started with), else ``cfg.schedule`` resolved to :func:`run_length`."""
+    if saved is not None:
+        return dict(saved)
+    from trainer.schedules import resolve_schedule
+
+    return resolve_schedule(
+        cfg["schedule"],
+        steps_per_epoch=steps_per_epoch,
+        total_steps=run_length(cfg["trainer"], steps_per_epoch),
+    )
+
+
+@dataclass
+class BuiltRun:
+    """The objects of one run, built from its config and not yet trained or restored."""
+
+    steps_per_epoch: int
+    total_steps: int
+    resolved_schedule: dict[str, Any]  # the schedule section resolved to steps
+    model: Any  # keras.Model
+    schedule: Any  # what the optimizer follows: the resolved schedule, maybe scaled
+    optimizer: Any  # keras.optimizers.Optimizer, its variables built
+    lr_scale: Any  # tf.Variable: reduce-on-plateau's factor on the schedule (loop state)
+
+    @property
+    def global_step(self) -> int:
+        return int(self.optimizer.iterations.numpy())
+
+    def learning_rate(self) -> float:
+        """The optimizer's learning rate at its current step."""
+        return float(self.optimizer.learning_rate.numpy())
+
+
+def build_model_for(cfg: Mapping[str, Any], info: Any) -> Any:
+    """The model ``cfg.model`` names, for the input shape and classes of ``info`` (DataInfo)."""
+    import trainer.rescued_model  # noqa: F401  (registers "keras_builtin", for rescued checkpoints)
+    from trainer.models import build_model
+
+    return build_model(cfg["model"], tuple(info.input_shape), int(info.num_classes))
+
+
+def build_run(
+    cfg: Mapping[str, Any],
+    info: Any,
+    *,
+    resolved_schedule: Mapping[str, Any] | None = None,
+    distribution: Any = None,
+) -> BuiltRun:
+    """Build the run ``cfg`` describes on the data ``info`` describes (a ``DataInfo``).
+
+    ``resolved_schedule``: the schedule a checkpoint saved (see :func:`run_schedule`).
+    ``distribution``: a ``trainer.distribute.Distribution``; every variable is
+    created in its scope, and the base rate follows
+    ``trainer.scale_lr_with_replicas``. None: one device.
+    """
+    import contextlib
+
+    import tensorflow as tf
+
+    from trainer.optimizers import build_optimizer
+    from trainer.schedules import ScaledSchedule, build_schedule
+
+    steps_per_epoch = info.steps_per_epoch
+    resolved = run_schedule(cfg, steps_per_epoch, resolved_schedule)
+    base_lr = float(cfg["optimizer"]["learning_rate"])
+    scope = contextlib.nullcontext() if distribution is None else distribution.scope()
+    with scope:
+        model = build_model_for(cfg, info)
+        if distribution is not None:
+            base_lr = distribution.learning_rate(base_lr, cfg["trainer"]["scale_lr_with_replicas"])
+        schedule = build_schedule(resolved, base_lr)
+        lr_scale = tf.Variable(1.0, trainable=False, dtype=tf.float32, name="lr_scale")
+        if cfg["trainer"].get("reduce_on_plateau_patience"):
+            schedule = ScaledSchedule(schedule, lr_scale)
+        optimizer = build_optimizer(cfg["optimizer"], schedule)
+        optimizer.build(model.trainable_variables)
+    return BuiltRun(
+        steps_per_epoch=steps_per_epoch,
+        total_steps=run_length(cfg["trainer"], steps_per_epoch),
+        resolved_schedule=resolved,
+        model=model,
+        schedule=schedule,
+        optimizer=optimizer,
+        lr_scale=lr_scale,
+    )

@@ -1,0 +1,107 @@
+"""``RunCheckpointer``: the checkpoints of one built run, wired in one place.
+
+It joins the pieces every writer of a run needs (training and ``rescue``):
+the run's config as YAML (with the schedule resolved to steps), the state
+files (``trainer.checkpoint.state``), the manifest's progress fields, and a
+``CheckpointManager`` with the run's ``KeepPolicy`` that commits them, in the
+background with ``checkpoint.async=true``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from trainer.build import BuiltRun, build_model_for
+from trainer.checkpoint.format import write_text_atomically
+from trainer.checkpoint.keep import KeepPolicy
+from trainer.checkpoint.layout import RUN_CONFIG
+from trainer.checkpoint.manager import CheckpointManager
+from trainer.checkpoint.state import progress_manifest, snapshot_state, write_state
+
+
+def run_config_yaml(cfg: Any, resolved_schedule: Mapping[str, Any]) -> str:
+    """The config a checkpoint saves: ``cfg`` resolved to plain data, plus
+    ``resolved_schedule`` (the schedule in steps, which a resume keeps)."""
+    run_config = OmegaConf.to_container(OmegaConf.create(cfg), resolve=True)
+    run_config["resolved_schedule"] = dict(resolved_schedule)
+    return OmegaConf.to_yaml(OmegaConf.create(run_config))
+
+
+class RunCheckpointer:
+    """Saves checkpoints of ``run`` into ``files_dir``, as ``cfg.checkpoint`` says.
+
+    ``info`` is the dataset's ``DataInfo`` (the manifest records the input
+    shape and classes, so tools can rebuild the model); ``manifest_extra`` adds
+    fields to every manifest (``num_replicas``, ``rescued_from``).
+    """
+
+    def __init__(
+        self,
+        files_dir: Path,
+        cfg: Any,
+        run: BuiltRun,
+        info: Any,
+        *,
+        manifest_extra: Mapping[str, Any] | None = None,
+        report: Callable[[str], None] = print,
+    ) -> None:
+        self.files_dir = Path(files_dir)
+        self.run, self.info = run, info
+        self.monitor = cfg["checkpoint"]["monitor"]
+        self.manifest_extra = dict(manifest_extra or {})
+        self.config_yaml = run_config_yaml(cfg, run.resolved_schedule)
+        asynchronous = bool(cfg["checkpoint"]["async"])
+        self.manager = CheckpointManager(
+            self.files_dir,
+            KeepPolicy.from_config(cfg["checkpoint"]),
+            asynchronous=asynchronous,
+            report=report,
+        )
+        # Saving in the background writes the files from a snapshot; the weights file
+        # is written from this twin of the model (same config, so the same file layout).
+        self._twin = build_model_for(cfg, info) if asynchronous else None
+
+    def write_run_config(self) -> None:
+        """Write the run's ``config.yaml`` at the top of the run directory."""
+        write_text_atomically(self.files_dir / RUN_CONFIG, self.config_yaml)
+
+    def save(self, loop_state: Any, metrics: Mapping[str, float]) -> Path:
+        """Checkpoint the run now; ``loop_state`` is the loop's ``LoopState``."""
+        run = self.run
+        step = run.global_step
+        state = {"loop": loop_state.to_dict()}
+
+        def write_files(staging: Path):
+            if self._twin is None:
+                return write_state(staging, run.model, run.optimizer, state, self.config_yaml)
+            return snapshot_state(
+                run.model, run.optimizer, state, self.config_yaml, shadow=self._twin
+            )
+
+        manifest = progress_manifest(
+            step,
+            state["loop"],
+            run.steps_per_epoch,
+            metrics,
+            run.learning_rate(),
+            self.monitor,
+            self.info,
+            **self.manifest_extra,
+        )
+        return self.manager.save(step, write_files, manifest)
+
+    def close(self) -> None:
+        """Wait for the commit in flight; raise its error if it failed."""
+        self.manager.close()
+
+    @property
+    def latest(self) -> str | None:
+        return self.manager.latest
+
+    @property
+    def best(self) -> str | None:
+        return self.manager.best

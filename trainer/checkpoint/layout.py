@@ -1,0 +1,62 @@
+"""The names of what a run directory and a checkpoint directory hold, defined once.
+
+Every module that reads or writes a checkpoint (the manager, the state
+files, the tools, the tests) takes its file names from here::
+
+    <run>/                     a run directory
+        config.yaml            the run's resolved config
+        metrics.csv            one row per epoch
+        summary.json           the run's results, written when it ends
+        tensorboard/           TensorBoard event files
+        latest, best           pointers: one line, the name of a checkpoint
+        step-00000450/         a checkpoint
+            manifest.json      format and project version, step, epoch, metrics,
+                               learning rate, size and sha256 of every other file
+            model.weights.h5   plain Keras: model.load_weights()
+            optimizer.h5       the optimizer's variables by index
+            trainer_state.json data position, RNG states, callback states
+            config.yaml        model, optimizer and schedule config side by side
+
+No TensorFlow here: the tools that only read JSON and YAML import it.
+"""
+
+from __future__ import annotations
+
+import re
+
+FORMAT_VERSION = 1
+CHECKPOINT_PREFIX = "step-"
+
+MANIFEST = "manifest.json"
+MODEL_FILE = "model.weights.h5"
+OPTIMIZER_FILE = "optimizer.h5"
+STATE_FILE = "trainer_state.json"
+CONFIG_FILE = "config.yaml"
+STATE_FILES = (MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, CONFIG_FILE)
+H5_FILES = (MODEL_FILE, OPTIMIZER_FILE)
+
+POINTERS = ("latest", "best")
+RUN_CONFIG = "config.yaml"
+METRICS_CSV = "metrics.csv"
+SUMMARY = "summary.json"
+TENSORBOARD_DIR = "tensorboard"
+# What a run writes at its top level: a fresh run refuses a directory holding any.
+RUN_FILES = (RUN_CONFIG, METRICS_CSV, SUMMARY, TENSORBOARD_DIR, *POINTERS)
+
+_NAME = re.compile(r"^step-\d{8,}$")
+
+
+def checkpoint_name(global_step: int) -> str:
+    """The directory name of the checkpoint at ``global_step``.
+
+    >>> checkpoint_name(450)
+    'step-00000450'
+    """
+    return f"{CHECKPOINT_PREFIX}{global_step:08d}"
+
+
+def is_checkpoint_name(name: str) -> bool:
+    """>>> is_checkpoint_name('step-00000450'), is_checkpoint_name('step--0000036')
+    (True, False)
+    """
+    return bool(_NAME.match(name))

@@ -1,0 +1,121 @@
+"""Start-up plumbing every entry point shares: a quiet TensorFlow, the user's modules, Hydra.
+
+- :func:`import_tensorflow`: TensorFlow and Keras imported with their start-up
+  logs silenced (train.py and the tools that need Keras);
+- :func:`import_user_modules`: the modules ``imports`` names, so their registry
+  decorators run;
+- :func:`hydra_overrides`, :func:`compose_config`: the command line of a Hydra
+  job, and the config ``python train.py OVERRIDES`` would compose (for tools).
+
+Importing this module is cheap: TensorFlow and Hydra are imported by the
+functions that need them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from trainer.errors import UserError
+
+# TensorFlow's C++ logging: errors only. Must be set before TensorFlow is imported.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def import_tensorflow() -> tuple[Any, Any]:
+    """Import TensorFlow and Keras quietly; return ``(tf, keras)``."""
+    with quiet_stderr():
+        import keras
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # device start-up logs land here, not on the console
+    # Hydra's job logging shows INFO from every library; TFDS logs each file it reads
+    # and warns about folders it is about to report missing (we say it in one line).
+    for name in ("absl", "tensorflow", "tensorflow_datasets", "h5py"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    return tf, keras
+
+
+class quiet_stderr:  # noqa: N801 (a context manager used like a function)
+    """Silence the C++ logs TensorFlow writes to fd 2 before its logging is set up.
+
+    ``TF_CPP_MIN_LOG_LEVEL`` does not reach the lines absl prints before
+    ``InitializeLog`` (oneDNN notices, missing CUDA drivers), so the file
+    descriptor is pointed at a temporary file while TensorFlow starts; if the
+    import fails, what it wrote is replayed so nothing is lost.
+    """
+
+    def __enter__(self) -> None:
+        import tempfile
+
+        sys.stderr.flush()
+        self._saved = os.dup(2)
+        self._capture = tempfile.TemporaryFile()
+        os.dup2(self._capture.fileno(), 2)
+
+    def __exit__(self, kind, error, traceback) -> None:
+        sys.stderr.flush()
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        if kind is not None:
+            self._capture.seek(0)
+            sys.stderr.write(self._capture.read().decode(errors="replace"))
+        self._capture.close()
+
+
+def import_user_modules(modules: Sequence[str]) -> None:
+    """Import the modules ``imports`` names, so their registry decorators run.
+
+    The working directory is searched first, as ``python -m`` would.
+    """
+    if modules and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as error:
+            raise UserError(f"imports: cannot import {name!r}: {error}") from None
+
+
+def hydra_overrides() -> list[str]:
+    """The command-line overrides of this Hydra job (empty outside Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    return list(HydraConfig.get().overrides.task)
+
+
+def compose_config(overrides: Sequence[str]):
+    """The config ``python train.py OVERRIDES`` would train with (Hydra's compose API).
+
+    Bad overrides (unknown group option, misspelt key) raise a one-line UserError.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from trainer.config import register_schemas
+    from trainer.help import CONF_DIR
+
+    register_schemas()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(config_name="config", overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as error:
+        raise UserError(hydra_message(error)) from None
+
+
+def hydra_message(error: Exception) -> str:
+    """Hydra's error in one line: its message lines, without OmegaConf's key dump."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    kept = [
+        line
+        for line in lines
+        if not line.startswith(("full_key:", "object_type", "reference_type", "value:"))
+    ]
+    return " ".join(kept[:3]) or type(error).__name__
