@@ -18,46 +18,96 @@ complete is never visible under its final name. Pointers are replaced the same
 way (write, fsync, rename).
 
 This module never imports TensorFlow and never executes anything it reads:
-JSON and YAML are parsed with size limits and safe loaders only.
+files are read through ``trainer.checkpoint.reading`` (regular files only,
+bounded, plain data; the manifest checked against :data:`MANIFEST_SCHEMA`)
+and HDF5 files checked by ``trainer.checkpoint.h5``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainer import __version__
+from trainer.checkpoint.h5 import check_h5_file, datasets, read_datasets
 from trainer.checkpoint.layout import (
     CHECKPOINT_PREFIX,
     FORMAT_VERSION,
     H5_FILES,
     MANIFEST,
+    MAX_GLOBAL_STEP,
     checkpoint_name,
     is_checkpoint_name,
 )
-from trainer.checkpoint.reading import read_mapping
+from trainer.checkpoint.reading import (
+    COUNT,
+    Integer,
+    ListOf,
+    MappingOf,
+    Nullable,
+    Number,
+    Record,
+    Text,
+    open_regular,
+    read_mapping,
+    read_pointer_file,
+    to_json,
+)
 from trainer.errors import UserError
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
 MAX_MANIFEST_BYTES = 1 << 20  # a manifest lists a handful of files; anything bigger is hostile
+MAX_ENTRIES = 1000  # entries of a checkpoint directory looked at by verify
 _FILE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+# What a manifest holds (commit_checkpoint and trainer.checkpoint.state.progress_manifest
+# write it). Only the first three are required: older checkpoints lack the others.
+FILE_ENTRY = Record(
+    {"size": Integer(0, 1 << 50), "sha256": Text(64, pattern="[0-9a-f]{64}")},
+    required=("size", "sha256"),
+)
+MANIFEST_SCHEMA = Record(
+    {
+        "format_version": Integer(1, FORMAT_VERSION),
+        "global_step": Integer(0, MAX_GLOBAL_STEP),
+        "files": MappingOf(FILE_ENTRY, max_length=64),
+        "project_version": Text(64),
+        "written_at": Number(0, 253402300799),  # to 9999-12-31: what local time can show
+        "epoch": COUNT,
+        "batches_done": COUNT,
+        "epochs_completed": COUNT,
+        "steps_per_epoch": Integer(1, MAX_GLOBAL_STEP),
+        "metrics": MappingOf(Nullable(Number()), max_length=1000),  # null: was NaN or inf
+        "learning_rate": Nullable(Number(0)),
+        "monitor": Text(256),
+        "input_shape": ListOf(Integer(1, 1 << 31), max_length=8),
+        "num_classes": Integer(1, 1 << 31),
+        "num_replicas": Integer(1, 1 << 20),
+        "rescued_from": Text(),
+    },
+    required=("format_version", "global_step", "files"),
+)
 
 
 def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    """The sha256 of regular file ``path`` (ValueError if it is a symlink, FIFO, device)."""
+    with open_regular(path) as handle:
+        return _sha256(handle, chunk)
+
+
+def _sha256(handle: Any, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
+    while block := handle.read(chunk):
+        digest.update(block)
     return digest.hexdigest()
 
 
@@ -114,13 +164,14 @@ class Checkpoint:
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
-    """The parsed manifest of checkpoint ``path``; ValueError says what is wrong with it."""
+    """The parsed manifest of checkpoint ``path``, checked against :data:`MANIFEST_SCHEMA`;
+    ValueError says in one line what is wrong with it."""
     manifest_path = path / MANIFEST
-    if not manifest_path.is_file():
+    if not os.path.lexists(manifest_path):
         raise ValueError(f"no {MANIFEST}")
     manifest = read_mapping(manifest_path, MAX_MANIFEST_BYTES)
     version = manifest.get("format_version")
-    if not isinstance(version, int):
+    if not isinstance(version, int) or isinstance(version, bool):
         raise ValueError(f"{MANIFEST} has no integer format_version")
     if version > FORMAT_VERSION:
         raise ValueError(
@@ -130,44 +181,81 @@ def read_manifest(path: Path) -> dict[str, Any]:
     files = manifest.get("files")
     if not isinstance(files, dict) or not files:
         raise ValueError(f"{MANIFEST} lists no files")
-    for name, entry in files.items():
+    for name in files:
         if not _FILE_NAME.match(name) or name in (".", "..") or name == MANIFEST:
             raise ValueError(f"{MANIFEST} lists a file name that is not allowed: {name!r}")
-        if not (
-            isinstance(entry, dict)
-            and isinstance(entry.get("size"), int)
-            and isinstance(entry.get("sha256"), str)
-        ):
-            raise ValueError(f"{MANIFEST} entry for {name!r} lacks size and sha256")
     if not isinstance(manifest.get("global_step"), int):
         raise ValueError(f"{MANIFEST} has no integer global_step")
+    problem = MANIFEST_SCHEMA.problem(manifest, "")
+    steps, done = manifest.get("steps_per_epoch"), manifest.get("batches_done")
+    if problem is None and steps is not None and done is not None and done > steps:
+        problem = f"batches_done is {done}, more than steps_per_epoch ({steps})"
+    if problem:
+        raise ValueError(f"{MANIFEST}: {problem}")
     return manifest
 
 
 def verify(path: Path, *, hashes: bool = True) -> Checkpoint:
     """Re-hash every file of the checkpoint at ``path``; ``.problems`` lists what is wrong.
 
-    ``hashes=False`` checks the manifest, and each file's presence and size, but
-    not its sha256: a truncated or missing file is caught, a changed byte is
-    not (see ``verify_in_background``).
+    Besides the manifest and each file's size and sha256: the directory and the
+    files in it must not be symlinks, each file must be a regular one, and each
+    HDF5 file must pass ``trainer.checkpoint.h5.check_h5_file`` (no external
+    storage or links, numeric datasets stored in the file).
+    ``hashes=False`` checks all that but the sha256s: a truncated or missing
+    file is caught, a changed byte is not (see ``verify_in_background``).
     """
     checkpoint = Checkpoint(Path(path))
+    if checkpoint.path.is_symlink():
+        checkpoint.problems.append("the checkpoint directory is a symlink")
+        return checkpoint
     try:
         checkpoint.manifest = read_manifest(checkpoint.path)
     except (OSError, ValueError) as error:
         checkpoint.problems.append(str(error))
         return checkpoint
+    checkpoint.problems.extend(_symlinks(checkpoint.path, skip=checkpoint.manifest["files"]))
     for name, entry in checkpoint.manifest["files"].items():
         file_path = checkpoint.path / name
-        if not file_path.is_file():
-            checkpoint.problems.append(f"{name}: missing")
-            continue
-        size = file_path.stat().st_size
-        if size != entry["size"]:
-            checkpoint.problems.append(f"{name}: size {size} bytes, manifest says {entry['size']}")
-        elif hashes and sha256_of(file_path) != entry["sha256"]:
-            checkpoint.problems.append(f"{name}: sha256 does not match the manifest")
+        if problem := _file_problem(file_path, entry, hashes):
+            checkpoint.problems.append(f"{name}: {problem}")
+        elif name in H5_FILES:
+            checkpoint.problems.extend(f"{name}: {p}" for p in check_h5_file(file_path))
     return checkpoint
+
+
+def _symlinks(directory: Path, skip: Iterable[str]) -> list[str]:
+    """A problem for each symlink in ``directory``, but those in ``skip`` (reported apart)."""
+    skip = set(skip)
+    problems = []
+    try:
+        with os.scandir(directory) as entries:
+            for count, entry in enumerate(entries):
+                if count >= MAX_ENTRIES:
+                    problems.append(f"the directory holds more than {MAX_ENTRIES} entries")
+                    break
+                if entry.is_symlink() and entry.name not in skip:
+                    problems.append(f"{entry.name}: a symlink (a checkpoint holds files only)")
+    except OSError as error:
+        problems.append(f"the directory cannot be listed ({error.strerror})")
+    return problems
+
+
+def _file_problem(file_path: Path, entry: Mapping[str, Any], hashes: bool) -> str | None:
+    if not os.path.lexists(file_path):
+        return "missing"
+    try:
+        with open_regular(file_path) as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size != entry["size"]:
+                return f"size {size} bytes, manifest says {entry['size']}"
+            if hashes and _sha256(handle) != entry["sha256"]:
+                return "sha256 does not match the manifest"
+    except ValueError as error:
+        return str(error).removeprefix(f"{file_path.name} ")
+    except OSError as error:
+        return f"cannot be read ({error.strerror})"
+    return None
 
 
 def verify_in_background(path: Path) -> Future[Checkpoint]:
@@ -188,20 +276,17 @@ def verify_in_background(path: Path) -> Future[Checkpoint]:
 def checkpoint_arrays(path: Path) -> dict[str, Any]:
     """Every array of a checkpoint's model and optimizer files, keyed ``<file>/<h5 path>``.
 
-    For comparing checkpoints (tests, fault injection, tools); h5py reads data only.
+    For comparing checkpoints (tests, fault injection, tools); each file is checked
+    by ``trainer.checkpoint.h5`` first (a ValueError names its problem).
     """
-    import h5py
-
     found: dict[str, Any] = {}
     for name in H5_FILES:
-        with h5py.File(Path(path) / name, "r") as handle:
-            handle.visititems(
-                lambda key, item, name=name: (
-                    found.__setitem__(f"{name}/{key}", item[()])
-                    if isinstance(item, h5py.Dataset)
-                    else None
-                )
-            )
+        source = Path(path) / name
+        paths = [dataset.path for dataset in datasets(source, name)]
+        found.update(
+            (f"{name}/{key}", value)
+            for key, value in zip(paths, read_datasets(source, paths, name), strict=True)
+        )
     return found
 
 
@@ -217,10 +302,14 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 
 def read_pointer(run_dir: Path, pointer: str) -> str | None:
-    """The checkpoint name a pointer file names, or None when absent or malformed."""
+    """The checkpoint name a pointer file names, or None when absent or malformed.
+
+    A pointer is read only as a small regular file (never through a symlink,
+    never a FIFO or device): see ``trainer.checkpoint.reading.read_pointer_file``.
+    """
     try:
-        name = (Path(run_dir) / pointer).read_text().strip()
-    except OSError:
+        name = read_pointer_file(Path(run_dir) / pointer)
+    except ValueError:
         return None
     return name if is_checkpoint_name(name) else None
 
@@ -291,7 +380,7 @@ def commit_checkpoint(staging: Path, final: Path, manifest: Mapping[str, Any]) -
         "files": files,
     }
     with open(staging / MANIFEST, "w") as handle:
-        json.dump(full, handle, indent=2, sort_keys=True)
+        handle.write(to_json(full, indent=2, sort_keys=True))  # NaN metrics as null
         handle.flush()
         os.fsync(handle.fileno())
     _fsync_dir(staging)

@@ -22,10 +22,14 @@ No TensorFlow here: the tools that only read JSON and YAML import it.
 
 from __future__ import annotations
 
+import numbers
 import re
 
 FORMAT_VERSION = 1
 CHECKPOINT_PREFIX = "step-"
+# The largest optimizer step anything read from a run may claim: far beyond any
+# real run (a million steps a day for 2,700 years), small enough for every counter.
+MAX_GLOBAL_STEP = 10**12
 
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.weights.h5"
@@ -47,12 +51,21 @@ _NAME = re.compile(r"^step-\d{8,}$")
 
 
 def checkpoint_name(global_step: int) -> str:
-    """The directory name of the checkpoint at ``global_step``.
+    """The directory name of the checkpoint at ``global_step`` (0 to MAX_GLOBAL_STEP).
 
     >>> checkpoint_name(450)
     'step-00000450'
+
+    Any other step is a ValueError: ``step--0000036`` would be a directory that
+    no listing recognises as a checkpoint.
     """
-    return f"{CHECKPOINT_PREFIX}{global_step:08d}"
+    is_integer = isinstance(global_step, numbers.Integral) and not isinstance(global_step, bool)
+    if not (is_integer and 0 <= global_step <= MAX_GLOBAL_STEP):
+        raise ValueError(
+            f"a checkpoint's global step must be an integer in [0, {MAX_GLOBAL_STEP}], "
+            f"got {global_step!r}"
+        )
+    return f"{CHECKPOINT_PREFIX}{int(global_step):08d}"
 
 
 def is_checkpoint_name(name: str) -> bool:

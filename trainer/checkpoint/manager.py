@@ -70,7 +70,11 @@ class CheckpointManager:
         write_files: Callable[[Path], Callable[[Path], None] | None],
         manifest: Mapping[str, Any],
     ) -> Path:
-        """Snapshot now, commit now or in the background; return the final checkpoint path."""
+        """Snapshot now, commit now or in the background; return the final checkpoint path.
+
+        A step outside ``[0, MAX_GLOBAL_STEP]`` is a ValueError before anything is written.
+        """
+        final = self.run_dir / checkpoint_name(global_step)  # the last guard on the step
         self.wait()
         staging = staging_dir(self.run_dir, global_step)
         try:
@@ -81,8 +85,7 @@ class CheckpointManager:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        final = self.run_dir / checkpoint_name(global_step)
-        manifest = {**manifest, "global_step": global_step}
+        manifest = {**manifest, "global_step": int(global_step)}
         if self.asynchronous:
             self._thread = threading.Thread(
                 target=self._commit_in_background,

@@ -12,11 +12,17 @@ Written into a checkpoint's staging directory (see ``trainer.checkpoint``):
 Restoring builds nothing: the model and optimizer are rebuilt from config by
 the caller, then every variable is matched by position and shape here. No
 Keras object deserialization is involved, so nothing from the file can run.
+Both HDF5 files are checked by ``trainer.checkpoint.h5`` before anything is
+read from them: the weights file must hold exactly the datasets (paths,
+shapes, dtypes) that ``save_weights`` of the rebuilt model writes, the
+optimizer file exactly one numeric dataset per optimizer variable, the step
+first (an integer scalar, the manifest's ``global_step``).
 """
 
 from __future__ import annotations
 
-import json
+import re
+import tempfile
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -28,8 +34,9 @@ import numpy as np
 import tensorflow as tf
 
 from trainer.checkpoint.format import Checkpoint
+from trainer.checkpoint.h5 import Array, datasets, dtype_name, layout_problems, read_optimizer_file
 from trainer.checkpoint.layout import CONFIG_FILE, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE
-from trainer.checkpoint.reading import read_trainer_state
+from trainer.checkpoint.reading import read_trainer_state, to_json
 from trainer.errors import UserError
 
 
@@ -102,7 +109,8 @@ def _with_rng_state(model: keras.Model, loop_state: Mapping[str, Any]) -> dict[s
 
 
 def _write_small_files(directory: Path, state: Mapping[str, Any], config_yaml: str) -> None:
-    (directory / STATE_FILE).write_text(json.dumps(state, indent=2, sort_keys=True))
+    # A diverged run's NaN loss is written as null: the reader refuses NaN.
+    (directory / STATE_FILE).write_text(to_json(state, indent=2, sort_keys=True))
     (directory / CONFIG_FILE).write_text(config_yaml)
 
 
@@ -143,30 +151,30 @@ def restore_state(
 ) -> dict[str, Any]:
     """Load weights (and optimizer variables, unless ``optimizer`` is None) from ``checkpoint``.
 
-    Every variable must match in count and shape, else a UserError says which
-    one does not: a checkpoint of another model is refused, never half-loaded.
+    Every variable must match in count, shape and dtype, else a UserError says
+    which one does not: a checkpoint of another model is refused, never half-loaded.
     Returns the loop state saved with the checkpoint.
     """
+    _check_weights_file(checkpoint, model)
     try:
         with warnings.catch_warnings():  # Keras warns, then raises: the error says it all
             warnings.simplefilter("ignore")
             model.load_weights(checkpoint.file(MODEL_FILE))
     except (ValueError, KeyError) as error:
-        first_line = str(error).strip().splitlines()[0]
         raise UserError(
             f"checkpoint {checkpoint.path} does not fit the model built from its config: "
-            f"{first_line}"
+            f"{keras_reason(error)}"
         ) from None
     state = read_trainer_state(checkpoint)
     generators = seed_generator_variables(model)
     rng = state.get("rng", [])
-    if not isinstance(rng, list) or len(rng) != len(generators):
+    if len(rng) != len(generators):
         raise UserError(
-            f"checkpoint {checkpoint.path} holds {len(rng) if isinstance(rng, list) else 'no'} "
-            f"RNG states, the model built from its config has {len(generators)}"
+            f"checkpoint {checkpoint.path} holds {len(rng)} RNG states, the model built from "
+            f"its config has {len(generators)}"
         )
     for variable, saved in zip(generators, rng, strict=True):
-        value = np.asarray(saved.get("state") if isinstance(saved, dict) else None)
+        value = np.asarray(saved["state"])
         if value.shape != tuple(variable.shape) or value.dtype.kind not in "iu":
             raise UserError(
                 f"checkpoint {checkpoint.path}: malformed RNG state for {variable.path}"
@@ -177,21 +185,79 @@ def restore_state(
     return state
 
 
+def keras_reason(error: BaseException) -> str:
+    """Keras' load error in one line, its reason included.
+
+    Keras says "A total of 1 objects could not be loaded. Example error message
+    for object <Dense ...>:", then the reason on a line of its own, then a list
+    of the objects: the list is left out, and so are variable values.
+    """
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    kept = []
+    for line in lines:
+        if line.startswith("List of objects"):
+            break
+        kept.append(line)
+    text = re.sub(r", value=\[[^\]]*\]", "", " ".join(kept) or type(error).__name__)
+    return text if len(text) <= 400 else text[:397] + "..."
+
+
+def weights_layout(model: keras.Model) -> dict[str, Array]:
+    """The datasets (path -> shape and dtype) that ``model.save_weights`` writes.
+
+    Found by writing them, into a temporary directory: Keras' file layout is
+    its own, and this is the one way to get it right in every Keras version.
+    """
+    with tempfile.TemporaryDirectory(prefix="trainer-layout-") as directory:
+        path = f"{directory}/expected.weights.h5"
+        model.save_weights(path)
+        return {d.path: d.array for d in datasets(path, "expected weights")}
+
+
+def _check_weights_file(checkpoint: Checkpoint, model: keras.Model) -> None:
+    try:
+        found = {d.path: d.array for d in datasets(checkpoint.file(MODEL_FILE), MODEL_FILE)}
+    except ValueError as error:
+        raise UserError(f"checkpoint {checkpoint.path}: {error}") from None
+    problems = layout_problems(
+        found, weights_layout(model), MODEL_FILE, "the model built from its config"
+    )
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise UserError(
+            f"checkpoint {checkpoint.path} does not fit the model built from its config: "
+            f"{problems[0]}{more}"
+        )
+
+
+def read_optimizer_values(checkpoint: Checkpoint) -> list[np.ndarray]:
+    """The variables of the checkpoint's ``optimizer.h5``, checked (step first, see
+    ``trainer.checkpoint.h5.read_optimizer_file``); a UserError if the file is not sound."""
+    try:
+        return read_optimizer_file(
+            checkpoint.file(OPTIMIZER_FILE), OPTIMIZER_FILE, checkpoint.global_step
+        )
+    except ValueError as error:
+        raise UserError(f"checkpoint {checkpoint.path}: {error}") from None
+
+
 def _restore_optimizer(
     checkpoint: Checkpoint, model: keras.Model, optimizer: keras.optimizers.Optimizer
 ) -> None:
     optimizer.build(model.trainable_variables)
-    with h5py.File(checkpoint.file(OPTIMIZER_FILE), "r") as handle:
-        saved = [handle[str(i)] for i in range(len(handle))]
-        if len(saved) != len(optimizer.variables):
+    saved = read_optimizer_values(checkpoint)
+    if len(saved) != len(optimizer.variables):
+        raise UserError(
+            f"checkpoint {checkpoint.path} holds {len(saved)} optimizer variables, "
+            f"the optimizer built from its config has {len(optimizer.variables)}"
+        )
+    for variable, value in zip(optimizer.variables, saved, strict=True):  # all, then assign
+        ours = Array(tuple(variable.shape), dtype_name(np.dtype(variable.dtype)))
+        theirs = Array(np.shape(value), dtype_name(np.asarray(value).dtype))
+        if theirs != ours:
             raise UserError(
-                f"checkpoint {checkpoint.path} holds {len(saved)} optimizer variables, "
-                f"the optimizer built from its config has {len(optimizer.variables)}"
+                f"optimizer variable {variable.path}: {ours} in the optimizer, {theirs} in "
+                f"checkpoint {checkpoint.path}"
             )
-        for variable, dataset in zip(optimizer.variables, saved, strict=True):
-            if tuple(dataset.shape) != tuple(variable.shape):
-                raise UserError(
-                    f"optimizer variable {variable.path}: shape {tuple(variable.shape)} in the "
-                    f"optimizer, {tuple(dataset.shape)} in checkpoint {checkpoint.path}"
-                )
-            variable.assign(dataset[()])
+    for variable, value in zip(optimizer.variables, saved, strict=True):
+        variable.assign(value)

@@ -192,7 +192,13 @@ def local_time(timestamp: Any) -> str | None:
 
 
 def directory_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.iterdir() if p.is_file())
+    """The bytes of the regular files in ``path`` (symlinks are not followed)."""
+    total = 0
+    with os.scandir(path) as entries:
+        for entry in entries:
+            if entry.is_file(follow_symlinks=False):
+                total += entry.stat(follow_symlinks=False).st_size
+    return total
 
 
 # --------------------------------------------------------------------------- heavy imports

@@ -174,19 +174,17 @@ def _copy_optimizer_state(checkpoint, optimizer) -> str:
     ``optimizer.h5`` holds ``[iterations, *slots]`` of an optimizer driven by a
     schedule; this one, at a constant rate, also has a ``learning_rate`` variable.
     """
-    import h5py
+    from trainer.checkpoint.state import read_optimizer_values
 
-    from trainer.checkpoint.layout import OPTIMIZER_FILE
-
-    with h5py.File(checkpoint.file(OPTIMIZER_FILE), "r") as handle:
-        saved = [handle[str(i)][()] for i in range(len(handle))]
+    saved = read_optimizer_values(checkpoint)  # checked: a bad file or step is a UserError
     slots = [
         v
         for v in optimizer.variables
         if v is not optimizer.iterations and v.name != "learning_rate"
     ]
     if len(saved) != len(slots) + 1 or any(
-        tuple(s.shape) != tuple(v.shape) for s, v in zip(saved[1:], slots, strict=True)
+        tuple(s.shape) != tuple(v.shape) or s.dtype.kind != "f"
+        for s, v in zip(saved[1:], slots, strict=True)
     ):
         return "fresh (the checkpoint's optimizer variables do not fit)"
     optimizer.iterations.assign(saved[0])

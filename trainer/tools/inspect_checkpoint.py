@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from trainer.checkpoint.h5 import datasets
 from trainer.checkpoint.layout import MODEL_FILE, OPTIMIZER_FILE
 from trainer.errors import UserError
 from trainer.tools import (
@@ -46,50 +47,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def model_variables(path: Path) -> list[dict[str, Any]]:
-    """Every weight in a Keras ``.weights.h5`` file: layer name, index, shape, h5 path."""
-    import h5py
+    """Every weight in a Keras ``.weights.h5`` file: layer name, index, shape, h5 path.
 
-    found: list[dict[str, Any]] = []
-
-    def visit(name: str, item: Any) -> None:
-        if isinstance(item, h5py.Dataset):
-            parent = item.parent
-            layer = parent.attrs.get("name", parent.name)
-            if isinstance(layer, bytes):
-                layer = layer.decode()
-            found.append(
-                {
-                    "name": f"{layer}/{name.rsplit('/', 1)[-1]}",
-                    "shape": list(item.shape),
-                    "size": int(item.size),
-                    "h5_path": name,
-                }
-            )
-
-    with h5py.File(path, "r") as handle:
-        handle.visititems(visit)
+    The file is checked first (``trainer.checkpoint.h5``): a ValueError names its problem.
+    """
+    found = []
+    for dataset in datasets(path, MODEL_FILE):
+        group, _, index = dataset.path.rpartition("/")
+        found.append(
+            {
+                "name": f"{dataset.parent_name or '/' + group}/{index}",
+                "shape": list(dataset.array.shape),
+                "size": dataset.size,
+                "h5_path": dataset.path,
+            }
+        )
     return found
 
 
 def optimizer_variables(path: Path) -> list[dict[str, Any]]:
     """The variables of ``optimizer.h5`` (``trainer.checkpoint.state``), in index order."""
-    import h5py
-
-    with h5py.File(path, "r") as handle:
-        keys = sorted(handle, key=lambda k: int(k) if k.isdigit() else -1)
-        found = []
-        for key in keys:
-            dataset = handle[key]
-            name = dataset.attrs.get("path", key)
-            found.append(
-                {
-                    "index": key,
-                    "name": name.decode() if isinstance(name, bytes) else str(name),
-                    "shape": list(dataset.shape),
-                    "size": int(dataset.size),
-                }
-            )
-    return found
+    found = [d for d in datasets(path, OPTIMIZER_FILE) if "/" not in d.path]
+    found.sort(key=lambda d: int(d.path) if d.path.isdigit() else -1)
+    return [
+        {
+            "index": dataset.path,
+            "name": dataset.name or dataset.path,
+            "shape": list(dataset.array.shape),
+            "size": dataset.size,
+        }
+        for dataset in found
+    ]
 
 
 def gather(checkpoint) -> dict[str, Any]:
@@ -115,7 +103,7 @@ def gather(checkpoint) -> dict[str, Any]:
         info["config"] = {k: config.get(k) for k in CONFIG_SECTIONS}
         info["config"]["dataset"] = (config.get("dataset") or {}).get("name")
         info["config"]["seed"] = config.get("seed")
-    except (UserError, OSError) as error:
+    except UserError as error:
         info["problems"].append(f"config.yaml: {error}")
     for key, name, read in (
         ("model_variables", MODEL_FILE, model_variables),
@@ -123,8 +111,9 @@ def gather(checkpoint) -> dict[str, Any]:
     ):
         try:
             info[key] = read(checkpoint.file(name))
-        except (UserError, OSError, KeyError, ValueError) as error:
-            info["problems"].append(f"{name}: cannot be read ({str(error).splitlines()[0]})")
+        except (UserError, ValueError) as error:
+            reason = str(error).removeprefix(f"{name}: ")
+            info["problems"].append(f"{name}: cannot be read ({reason})")
     if info["model_variables"] is not None:
         info["parameters"] = sum(v["size"] for v in info["model_variables"])
     return info

@@ -1,19 +1,23 @@
 """``trainer verify PATH``: re-hash every file of one checkpoint, a run, or all runs under a root.
 
 Each checkpoint is checked as a resume would check it
-(``trainer.checkpoint.verify``: manifest readable, every listed file present
-with its size and sha256); for a run, the ``latest`` and ``best`` pointers
-must name a checkpoint that exists. Exit status 1 if anything is wrong.
-Pure Python: no TensorFlow.
+(``trainer.checkpoint.verify``: manifest readable and typed, every listed file
+a regular file with its size and sha256, no symlinks, HDF5 files without
+external storage or links and with numeric datasets); for a run, the
+``latest`` and ``best`` pointers must be small regular files naming a
+checkpoint that exists. Exit status 1 if anything is wrong.
+Pure Python (h5py for the HDF5 files): no TensorFlow.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
 from trainer.checkpoint import POINTERS, is_checkpoint_name, verify
+from trainer.checkpoint.reading import read_pointer_file
 from trainer.tools import BAD, OK, checkpoints_under, is_checkpoint_dir, print_json
 
 NAME = "verify"
@@ -42,11 +46,11 @@ def pointer_problems(run_dir: Path) -> list[str]:
     problems = []
     for pointer in POINTERS:
         path = run_dir / pointer
-        if not path.exists():
+        if not os.path.lexists(path):
             continue
         try:
-            name = path.read_text().strip()
-        except (OSError, UnicodeDecodeError) as error:
+            name = read_pointer_file(path)
+        except ValueError as error:
             problems.append(f"pointer {pointer!r} cannot be read: {error}")
             continue
         if not is_checkpoint_name(name):
