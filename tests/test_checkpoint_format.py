@@ -1,13 +1,15 @@
 """The on-disk checkpoint format, verification, keeping policy and the (async) manager.
 
 Fast and TensorFlow-free: checkpoints here are written by a fake ``write_files``
-that puts a few small files (random "weights", a JSON state, a YAML config) into
-the staging directory, exactly where the real trainer writes its state files.
+that puts a few small files (random "weights" in an HDF5 file, a JSON state, a
+YAML config) into the staging directory, exactly where the real trainer writes
+its state files.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import random
@@ -53,11 +55,22 @@ CONFIG = "config.yaml"
 # --------------------------------------------------------------------------- helpers
 
 
+def weights_file(data: bytes) -> bytes:
+    """An HDF5 weights file holding ``data`` as one uint8 dataset (the bulk of the file)."""
+    import h5py
+    import numpy as np
+
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as handle:
+        handle.create_dataset("layers/dense/vars/0", data=np.frombuffer(data, np.uint8))
+    return buffer.getvalue()
+
+
 def state_files(seed: int = 0, **extra: bytes) -> dict[str, bytes]:
     """The bytes of a checkpoint's files; different seeds give different contents."""
     rng = random.Random(seed)
     files = {
-        WEIGHTS: rng.randbytes(300 + seed % 97),
+        WEIGHTS: weights_file(rng.randbytes(16384 + seed % 97)),
         STATE: json.dumps({"loop": {"epoch": seed, "batches_done": 7}}).encode(),
         CONFIG: f"model:\n  name: cnn\n  seed: {seed}\n".encode(),
     }

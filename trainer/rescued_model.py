@@ -99,10 +99,11 @@ def check_keras_config(config: Any) -> None:
     ``.h5`` files) have no ``module`` keys; their class names must be allowed
     built-ins of some allowed module.
     """
-    if not (isinstance(config, Mapping) and config.get("class_name") in MODELS):
-        found = config.get("class_name") if isinstance(config, Mapping) else type(config).__name__
+    class_name = config.get("class_name") if isinstance(config, Mapping) else None
+    if not (isinstance(class_name, str) and class_name in MODELS):
+        found = repr(class_name)[:60] if isinstance(config, Mapping) else type(config).__name__
         raise UserError(
-            f"the model is a {found!r}; only Keras Sequential or functional models "
+            f"the model is a {found}; only Keras Sequential or functional models "
             "of built-in layers can be rescued (a subclassed model's code is not in the file)"
         )
     nodes = 0
@@ -147,6 +148,14 @@ def _check_object(node: Mapping[str, Any], where: str) -> None:
     class_name = node.get("class_name")
     module = node.get("module")
     registered = node.get("registered_name")
+    for key, value in (("class_name", class_name), ("module", module)):
+        if not isinstance(value, str | None):
+            raise UserError(
+                f"the model config's {key} at {where or 'the top'} is a "
+                f"{type(value).__name__}, not a name"
+            )
+    if not isinstance(registered, str | None):
+        raise UserError(f"the model config's registered_name at {where} is not a name")
     label = f"{module}.{class_name}" if module else str(class_name)
     if class_name in MARKERS and module is None:
         return
@@ -232,9 +241,9 @@ def without_output_softmax(config: dict[str, Any]) -> tuple[dict[str, Any], str 
     """
     config = json.loads(json.dumps(config))
     body = config.get("config", {})
-    layers = body.get("layers") or []
-    if not layers:
-        return config, None
+    layers = body.get("layers") if isinstance(body, dict) else None
+    if not (isinstance(layers, list) and layers and all(isinstance(x, dict) for x in layers)):
+        return config, None  # not a layer list: Keras' rebuild says what is wrong
     if config.get("class_name") == "Sequential":
         last = layers[-1]
     else:
@@ -248,6 +257,8 @@ def without_output_softmax(config: dict[str, Any]) -> tuple[dict[str, Any], str 
             return config, None
         last = matches[0]
     layer_config = last.get("config", {})
+    if not isinstance(layer_config, dict):
+        return config, None
     name = layer_config.get("name", last.get("class_name"))
     if layer_config.get("activation") == "softmax" and last.get("class_name") != "Activation":
         layer_config["activation"] = "linear"

@@ -10,7 +10,6 @@ optimise it. Files of a run (``checkpoint.dir``): the checkpoints,
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from omegaconf import DictConfig
 
 from trainer.checkpoint import verify_in_background, write_text_atomically
 from trainer.checkpoint.layout import SUMMARY
+from trainer.checkpoint.reading import to_json
 from trainer.checkpoint.resume import StartPlan, describe_resume, plan_start
 from trainer.checkpoint.run_dir import run_directory
 from trainer.config import validate
@@ -87,7 +87,7 @@ def train(cfg: DictConfig) -> float | None:
         "resumed_from": str(plan.checkpoint.path) if plan.checkpoint else None,
         "wall_seconds": round(time.time() - started, 2),
     }
-    write_text_atomically(files_dir / SUMMARY, json.dumps(summary, indent=2) + "\n")
+    write_text_atomically(files_dir / SUMMARY, to_json(summary, indent=2) + "\n")
     print(f"Checkpoints: {run_dir} (latest {checkpointer.latest}, best {checkpointer.best})")
     print(f"Resume with: python train.py +resume={run_dir}")
     return best

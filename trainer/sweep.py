@@ -30,7 +30,6 @@ This module never imports TensorFlow.
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,11 +38,11 @@ from typing import Any
 from omegaconf import DictConfig, open_dict
 
 from trainer.checkpoint import MANIFEST, is_checkpoint_name, list_checkpoints
+from trainer.checkpoint.reading import read_run_summary
 from trainer.checkpoint.resume import plan_start
 from trainer.errors import UserError
 
 SUMMARY = "summary.json"
-MAX_SUMMARY_BYTES = 1 << 20
 
 
 @dataclass
@@ -113,15 +112,9 @@ def job_resume_path(resume_path: str | Path, job_subdir: str) -> Path | None:
 
 
 def read_job_summary(run_dir: str | Path) -> dict[str, Any] | None:
-    """The ``summary.json`` a finished run wrote; None when there is none or it is unreadable."""
-    path = Path(run_dir) / SUMMARY
-    try:
-        if path.stat().st_size > MAX_SUMMARY_BYTES:
-            return None
-        summary = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return summary if isinstance(summary, dict) else None
+    """The ``summary.json`` a finished run wrote; None when there is none or it is not sound
+    (``trainer.checkpoint.reading.read_run_summary``: bounded, typed)."""
+    return read_run_summary(Path(run_dir) / SUMMARY)
 
 
 def reached_length(summary: Mapping[str, Any], epochs: int, max_steps: int | None) -> bool:

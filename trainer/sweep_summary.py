@@ -23,15 +23,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from trainer.checkpoint import write_text_atomically
+from trainer.checkpoint.reading import read_data
 from trainer.sweep import checkpoint_sweep_dir, is_sweep_dir, read_job_summary
 
 SUMMARY_CSV = "summary.csv"
 SUMMARY_JSON = "summary.json"
+MAX_OVERRIDES_BYTES = 1 << 20
 METRIC_COLUMNS = (
     "test_accuracy",
     "test_loss",
@@ -71,8 +72,10 @@ def hydra_jobs(hydra_sweep_dir: Path) -> list[tuple[str, list[str]]]:
     for overrides_file in sorted(Path(hydra_sweep_dir).glob("**/.hydra/overrides.yaml")):
         job_dir = overrides_file.parent.parent
         try:
-            overrides = yaml.safe_load(overrides_file.read_text()) or []
-        except (OSError, yaml.YAMLError):
+            overrides = read_data(overrides_file, MAX_OVERRIDES_BYTES) or []
+        except ValueError:
+            overrides = []
+        if not isinstance(overrides, list):
             overrides = []
         jobs.append((job_dir.relative_to(hydra_sweep_dir).as_posix(), [str(o) for o in overrides]))
     return sorted(jobs, key=lambda job: _job_order(job[0]))

@@ -121,17 +121,33 @@ def read_zip_member(archive: zipfile.ZipFile, name: str, max_bytes: int) -> byte
     Both the size the zip header states and the bytes actually inflated are
     bounded: a header can claim a small size for a member that inflates to gigabytes.
     """
+    return b"".join(_zip_chunks(archive, name, max_bytes))
+
+
+def extract_zip_member(archive: zipfile.ZipFile, name: str, target: Path, max_bytes: int) -> None:
+    """Member ``name`` of ``archive`` written to the new file ``target``, bounded as
+    :func:`read_zip_member` reads (for members too large to hold in memory, like weights)."""
+    with open(target, "xb") as out:
+        for chunk in _zip_chunks(archive, name, max_bytes):
+            out.write(chunk)
+
+
+def _zip_chunks(archive: zipfile.ZipFile, name: str, max_bytes: int, chunk: int = 1 << 20):
     info = archive.getinfo(name)
     if info.file_size > max_bytes:
         raise ValueError(f"{name} is larger than {max_bytes} bytes")
+    total = 0
     try:
         with archive.open(info) as member:
-            data = member.read(max_bytes + 1)
-    except Exception as error:  # zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError
-        raise ValueError(f"{name} cannot be read from the zip ({error})") from None
-    if len(data) > max_bytes:
-        raise ValueError(f"{name} inflates to more than {max_bytes} bytes")
-    return data
+            while block := member.read(min(chunk, max_bytes + 1 - total)):
+                total += len(block)
+                if total > max_bytes:
+                    raise ValueError(f"{name} inflates to more than {max_bytes} bytes")
+                yield block
+    except ValueError:
+        raise
+    except Exception as error:  # zipfile.BadZipFile (a bad CRC: a lying header), zlib.error...
+        raise ValueError(f"{name} cannot be read from the zip ({_one_line(error)})") from None
 
 
 def read_pointer_file(path: Path) -> str:
@@ -472,6 +488,38 @@ def read_trainer_state(checkpoint: Checkpoint) -> dict[str, Any]:
     if problem:
         raise UserError(f"checkpoint {checkpoint.path}: {STATE_FILE}: {problem}")
     return state
+
+
+# --------------------------------------------------------------------------- run summary
+
+MAX_SUMMARY_BYTES = 1 << 20
+# What trainer.run.train writes into <run>/summary.json when a run ends.
+RUN_SUMMARY = Record(
+    {
+        "test_accuracy": Nullable(Number()),
+        "test_loss": Nullable(Number()),
+        "global_step": COUNT,
+        "epochs_completed": COUNT,
+        "stopped_early": Flag(),
+        "monitor": Text(256),
+        "best": Nullable(Number()),
+        "checkpoint_dir": Text(),
+        "latest_checkpoint": Nullable(Text()),
+        "best_checkpoint": Nullable(Text()),
+        "resumed_from": Nullable(Text()),
+        "wall_seconds": Nullable(Number(0)),
+    }
+)
+
+
+def read_run_summary(path: Path) -> dict[str, Any] | None:
+    """The ``summary.json`` at ``path``, checked against :data:`RUN_SUMMARY`; None when
+    it is absent or not sound (the run is then treated as unfinished)."""
+    try:
+        summary = read_mapping(path, MAX_SUMMARY_BYTES)
+    except ValueError:
+        return None
+    return None if RUN_SUMMARY.problem(summary, "") else summary
 
 
 # --------------------------------------------------------------------------- config

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
 
 from trainer.checkpoint import list_checkpoints, read_manifest
+from trainer.checkpoint.reading import read_bounded, read_mapping, read_run_summary
 from trainer.errors import UserError
 from trainer.tools import OK, existing_path, find_runs, print_json, print_table, pyplot, save_figure
 
@@ -67,26 +70,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    if not path.is_file() or path.stat().st_size > MAX_FILE_BYTES:
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _read_yaml(path: Path) -> dict[str, Any] | None:
-    import yaml
-
-    if not path.is_file() or path.stat().st_size > MAX_FILE_BYTES:
-        return None
+    """A run's config.yaml as plain data (``trainer.checkpoint.reading``), None if unsound."""
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return read_mapping(path, MAX_FILE_BYTES)
+    except ValueError:
         return None
-    return data if isinstance(data, dict) else None
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -103,7 +92,7 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def describe_run(run_dir: Path) -> dict[str, Any]:
     """One run's metrics and flattened config, from its files (no checkpoint is hashed)."""
-    summary = _read_json(run_dir / "summary.json")
+    summary = read_run_summary(run_dir / "summary.json")
     checkpoints = list_checkpoints(run_dir)
     manifests = []
     for path in checkpoints:
@@ -117,7 +106,8 @@ def describe_run(run_dir: Path) -> dict[str, Any]:
     config = config or {}
     checkpoint_cfg = config.get("checkpoint") if isinstance(config.get("checkpoint"), dict) else {}
     monitor = (summary or {}).get("monitor") or checkpoint_cfg.get("monitor")
-    mode = checkpoint_cfg.get("mode", "max")
+    monitor = monitor if isinstance(monitor, str) else None
+    mode = "min" if checkpoint_cfg.get("mode") == "min" else "max"
     best = (summary or {}).get("best")
     if best is None and monitor:  # an unfinished run: the best of its checkpoints so far
         values = [
@@ -151,14 +141,16 @@ def describe_run(run_dir: Path) -> dict[str, Any]:
 
 
 def _history(path: Path, monitor: str | None) -> list[float]:
-    """The monitored metric per epoch, from metrics.csv (empty if absent)."""
-    if not monitor or not path.is_file() or path.stat().st_size > MAX_FILE_BYTES:
+    """The monitored metric per epoch, from metrics.csv (empty if absent or unsound)."""
+    if not monitor:
         return []
     try:
-        with open(path, newline="") as handle:
-            return [float(row[monitor]) for row in csv.DictReader(handle) if row.get(monitor)]
-    except (OSError, ValueError, csv.Error):
+        text = read_bounded(path, MAX_FILE_BYTES).decode("utf-8")
+        rows = csv.DictReader(io.StringIO(text, newline=""))
+        values = [float(row[monitor]) for row in rows if row.get(monitor)]
+    except (ValueError, csv.Error):  # UnicodeDecodeError is a ValueError
         return []
+    return [value for value in values if math.isfinite(value)]
 
 
 def sort_key(run: dict[str, Any]) -> tuple:

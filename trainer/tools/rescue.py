@@ -9,7 +9,10 @@ project's registry given on the command line:
 
 1. Read the file as data: ``config.json`` (``.keras``) or the ``model_config``
    and ``training_config`` attributes (legacy ``.h5``), and the optimizer's
-   variables with h5py. The schedule's class and parameters are only shown.
+   variables with h5py. Every zip member is read with a size bound and every
+   HDF5 file checked by ``trainer.checkpoint.h5`` first (no external storage
+   or links, numeric datasets stored in the file); the JSON is plain data
+   (``trainer.checkpoint.reading``). The schedule's class and parameters are only shown.
 2. Check the model config against an allow-list of Keras built-ins
    (``trainer.rescued_model.check_keras_config``) before Keras sees it, then
    rebuild it with ``safe_mode=True`` as the ``keras_builtin`` model and load
@@ -27,15 +30,18 @@ project's registry given on the command line:
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import shutil
 import sys
+import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainer.checkpoint.h5 import check_h5_file, read_datasets
+from trainer.checkpoint.layout import MAX_GLOBAL_STEP
+from trainer.checkpoint.reading import extract_zip_member, parse_json, read_zip_member
 from trainer.errors import UserError
 from trainer.tools import OK, add_import_argument, existing_path, print_json
 
@@ -63,7 +69,9 @@ examples:
 
 then: python train.py +resume=checkpoints/rescued 'imports=[trainer.rescued_model]'"""
 
-MAX_CONFIG_BYTES = 16 << 20
+MAX_CONFIG_BYTES = 16 << 20  # config.json of a .keras file
+MAX_METADATA_BYTES = 1 << 20  # metadata.json: a version and a date
+MAX_WEIGHTS_BYTES = 1 << 34  # model.weights.h5 of a .keras file (16 GiB), extracted to a file
 KERAS_OPTIMIZERS = {"Adam": "adam", "AdamW": "adamw", "SGD": "sgd", "RMSprop": "rmsprop"}
 # Keys of a schedule's config that usually hold its base (initial or peak) rate.
 BASE_RATE_KEYS = (
@@ -120,92 +128,140 @@ class KerasFile:
     optimizer_class: str | None = None
     optimizer_config: dict[str, Any] = field(default_factory=dict)
     optimizer_variables: list[Any] | None = None  # numpy arrays, iteration first
+    weights_file: Path | None = None  # a .keras file's model.weights.h5, extracted and checked
+    scratch: Any = None  # the temporary directory holding weights_file (removed with self)
 
 
 def read_keras_file(path: Path) -> KerasFile:
     """Parse a ``.keras`` zip or a legacy ``.h5`` file without deserializing anything."""
     if zipfile.is_zipfile(path):
         return _read_keras_zip(path)
+    problems = check_h5_file(path)
+    if problems and problems[0].startswith("not a readable HDF5 file"):
+        raise UserError(f"{str(path)!r} is neither a .keras file (zip) nor an HDF5 model file")
+    _refuse_h5_problems(path, problems)
     import h5py
 
-    try:
-        handle = h5py.File(path, "r")
-    except OSError:
-        raise UserError(
-            f"{str(path)!r} is neither a .keras file (zip) nor an HDF5 model file"
-        ) from None
-    with handle:
+    with h5py.File(path, "r") as handle:
         if "model_config" not in handle.attrs:
             raise UserError(
                 f"{str(path)!r} is an HDF5 file without a model config: a weights-only file, "
                 "not a saved model"
             )
         model_config = _json_attribute(handle, "model_config", path)
-        result = KerasFile(path, "h5", model_config, _text(handle.attrs.get("keras_version")))
+        result = KerasFile(path, "h5", model_config, _version(handle.attrs.get("keras_version")))
         if "training_config" in handle.attrs:
             training = _json_attribute(handle, "training_config", path)
             optimizer = training.get("optimizer_config") if isinstance(training, dict) else None
             _take_optimizer(result, optimizer)
-        if "optimizer_weights" in handle:
-            group = handle["optimizer_weights"]
-            names = [_text(n) for n in group.attrs.get("weight_names", [])]
-            try:
-                result.optimizer_variables = [group[name][()] for name in names]
-            except KeyError:
-                result.optimizer_variables = None
+        group = handle.get("optimizer_weights")
+        names = _attribute(group, "weight_names") if isinstance(group, h5py.Group) else None
+    if getattr(names, "ndim", None) == 1:  # a numpy array of names, as Keras 2 writes it
+        paths = [f"optimizer_weights/{_text(name)}" for name in names]
+        try:
+            result.optimizer_variables = read_datasets(path, paths, path.name) or None
+        except ValueError:  # weight names that are not its datasets: the moments start fresh
+            result.optimizer_variables = None
     return result
 
 
-def _read_keras_zip(path: Path) -> KerasFile:
-    import h5py
+def _refuse_h5_problems(path: Path, problems: list[str], member: str = "") -> None:
+    if problems:
+        where = f"{str(path)!r}" + (f" ({member})" if member else "")
+        raise UserError(f"{where}: {problems[0]}")
 
-    with zipfile.ZipFile(path) as archive:
+
+def _read_keras_zip(path: Path) -> KerasFile:
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as error:
+        raise UserError(f"{str(path)!r} is not a readable zip file ({error})") from None
+    with archive:
         names = set(archive.namelist())
         if "config.json" not in names:
             raise UserError(f"{str(path)!r} is a zip file without config.json: not a .keras file")
-        if archive.getinfo("config.json").file_size > MAX_CONFIG_BYTES:
-            raise UserError(f"{str(path)!r}: config.json is larger than {MAX_CONFIG_BYTES} bytes")
         try:
-            config = json.loads(archive.read("config.json"))
-            metadata = json.loads(archive.read("metadata.json")) if "metadata.json" in names else {}
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise UserError(f"{str(path)!r}: config.json is not valid JSON ({error})") from None
+            config = parse_json(
+                read_zip_member(archive, "config.json", MAX_CONFIG_BYTES), "config.json"
+            )
+            metadata = (
+                parse_json(
+                    read_zip_member(archive, "metadata.json", MAX_METADATA_BYTES), "metadata.json"
+                )
+                if "metadata.json" in names
+                else {}
+            )
+        except ValueError as error:
+            raise UserError(f"{str(path)!r}: {error}") from None
         if not isinstance(config, dict):
             raise UserError(f"{str(path)!r}: config.json is not a model config")
         result = KerasFile(
             path,
             "keras",
             {k: v for k, v in config.items() if k != "compile_config"},
-            metadata.get("keras_version") if isinstance(metadata, dict) else None,
+            _version(metadata.get("keras_version")) if isinstance(metadata, dict) else None,
         )
         compile_config = config.get("compile_config")
         if isinstance(compile_config, dict):
             _take_optimizer(result, compile_config.get("optimizer"))
         if "model.weights.h5" in names:
-            with h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r") as weights:
-                group = weights.get("optimizer/vars")
-                if group is not None:
-                    keys = sorted((k for k in group if k.isdigit()), key=int)
-                    result.optimizer_variables = [group[k][()] for k in keys] or None
+            result.scratch = tempfile.TemporaryDirectory(prefix="trainer-rescue-")
+            result.weights_file = Path(result.scratch.name) / "model.weights.h5"
+            try:
+                extract_zip_member(
+                    archive, "model.weights.h5", result.weights_file, MAX_WEIGHTS_BYTES
+                )
+            except ValueError as error:
+                raise UserError(f"{str(path)!r}: {error}") from None
+    weights = result.weights_file
+    if weights is not None:
+        _refuse_h5_problems(path, check_h5_file(weights), "model.weights.h5")
+        import h5py
+
+        with h5py.File(weights, "r") as handle:
+            group = handle.get("optimizer/vars")
+            is_group = isinstance(group, h5py.Group)
+            keys = sorted((k for k in group if k.isdigit()), key=int) if is_group else []
+        values = read_datasets(weights, [f"optimizer/vars/{k}" for k in keys], "model.weights.h5")
+        result.optimizer_variables = values or None
     return result
 
 
 def _take_optimizer(result: KerasFile, optimizer: Any) -> None:
     if isinstance(optimizer, dict):
-        result.optimizer_class = optimizer.get("class_name")
+        class_name = optimizer.get("class_name")
+        if not isinstance(class_name, str | None):
+            raise UserError(
+                f"{str(result.path)!r}: the optimizer's class_name is a "
+                f"{type(class_name).__name__}, not a name"
+            )
+        result.optimizer_class = class_name
         config = optimizer.get("config")
         result.optimizer_config = config if isinstance(config, dict) else {}
 
 
 def _json_attribute(handle, name: str, path: Path) -> Any:
     try:
-        return json.loads(_text(handle.attrs[name]))
-    except (UnicodeDecodeError, json.JSONDecodeError, TypeError) as error:
-        raise UserError(f"{str(path)!r}: attribute {name} is not valid JSON ({error})") from None
+        return parse_json(_text(_attribute(handle, name)), f"attribute {name}")
+    except (ValueError, TypeError) as error:
+        raise UserError(f"{str(path)!r}: {error}") from None
+
+
+def _attribute(item, name: str) -> Any:
+    try:
+        return item.attrs.get(name)
+    except Exception:  # an attribute of a type h5py cannot read
+        return None
 
 
 def _text(value: Any) -> Any:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _version(value: Any) -> str | None:
+    """A Keras version string as the file states it, or None if it is not a short string."""
+    value = _text(value)
+    return value if isinstance(value, str) and len(value) <= 64 else None
 
 
 def describe_file_schedule(saved: KerasFile) -> str:
@@ -301,8 +357,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser().absolute()
     if out.exists():
         raise UserError(f"{args.out!r} already exists; rescue writes a new run directory")
-    if args.step is not None and args.step < 0:
-        raise UserError(f"--step must be >= 0, got {args.step}")
+    if args.step is not None and not 0 <= args.step <= MAX_GLOBAL_STEP:
+        raise UserError(f"--step must be in [0, {MAX_GLOBAL_STEP}], got {args.step}")
 
     saved = read_keras_file(source)
     from trainer.startup import compose_config, import_tensorflow, import_user_modules
@@ -366,8 +422,8 @@ def run(args: argparse.Namespace) -> int:
     run = build_run(cfg, info)
     model, resolved = run.model, run.resolved_schedule
     if loaded is None:
-        try:
-            model.load_weights(source)
+        try:  # the weights file extracted from the zip and checked, not the zip again
+            model.load_weights(saved.weights_file or source)
         except Exception as error:  # Keras raises ValueError, KeyError, OSError...
             raise UserError(
                 f"cannot load the weights of {args.model_file!r}: {_first_line(error)}"
@@ -472,6 +528,11 @@ def _iteration(variables: list[Any] | None) -> int | None:
     first = np.asarray(variables[0])
     if first.shape != () or not np.issubdtype(first.dtype, np.integer):
         return None
+    if not 0 <= int(first) <= MAX_GLOBAL_STEP:
+        raise UserError(
+            f"the file's optimizer step is {int(first)}, outside [0, {MAX_GLOBAL_STEP}]: "
+            "not a step a model can have reached"
+        )
     return int(first)
 
 
