@@ -329,16 +329,31 @@ def _add(key: str, value) -> Callable[[h5py.File], None]:
 
 
 LAYOUT_TAMPERS = {
-    "weight shape": ("model.weights.h5", _replace("layers/dense/vars/1", np.zeros(9, "f4")),
-                     ["layers/dense/vars/1", "(9,)", "(8,)"]),
-    "weight dtype": ("model.weights.h5", _replace("layers/dense/vars/1", np.zeros(8, "f8")),
-                     ["layers/dense/vars/1", "f8", "f4"]),
-    "weight missing": ("model.weights.h5", _replace("layers/dense/vars/1", "group"),
-                       ["lacks layers/dense/vars/1"]),
-    "extra layer": ("model.weights.h5", _add("layers/dense_9/vars/0", np.zeros(3, "f4")),
-                    ["holds layers/dense_9/vars/0"]),
-    "moment shape": ("optimizer.h5", _replace("5", np.zeros((8, 64), "f4")),
-                     ["dense0_kernel_momentum", "(8, 64)", "(64, 8)"]),
+    "weight shape": (
+        "model.weights.h5",
+        _replace("layers/dense/vars/1", np.zeros(9, "f4")),
+        ["layers/dense/vars/1", "(9,)", "(8,)"],
+    ),
+    "weight dtype": (
+        "model.weights.h5",
+        _replace("layers/dense/vars/1", np.zeros(8, "f8")),
+        ["layers/dense/vars/1", "f8", "f4"],
+    ),
+    "weight missing": (
+        "model.weights.h5",
+        _replace("layers/dense/vars/1", "group"),
+        ["lacks layers/dense/vars/1"],
+    ),
+    "extra layer": (
+        "model.weights.h5",
+        _add("layers/dense_9/vars/0", np.zeros(3, "f4")),
+        ["holds layers/dense_9/vars/0"],
+    ),
+    "moment shape": (
+        "optimizer.h5",
+        _replace("5", np.zeros((8, 64), "f4")),
+        ["dense0_kernel_momentum", "(8, 64)", "(64, 8)"],
+    ),
     "moment is a group": ("optimizer.h5", _replace("5", "group"), ["5 is a Group"]),
     "moment strings": ("optimizer.h5", _replace("5", np.array([b"x"] * 8)), ["not numbers"]),
     "extra variable": ("optimizer.h5", _add("13", np.zeros(3, "f4")), ["14 optimizer variables"]),
@@ -399,3 +414,367 @@ def test_a_negative_step_never_names_a_checkpoint_directory(tmp_path):
     with pytest.raises(ValueError, match="global step"):
         manager.save(-36, written_files.append, {"epoch": 0})
     assert written_files == [] and list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- YAML and JSON
+
+
+def alias_bomb(levels: int = 30) -> str:
+    """A YAML document of ~2 KB that expands to 10**levels strings."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+NOT_PLAIN_YAML = {
+    "alias bomb": (alias_bomb(), "anchors and aliases"),
+    "one anchor": ("a: &x 1\nb: 2\n", "anchors and aliases"),
+    "binary": ("data: !!binary aGVsbG8=\n", "!!binary"),
+    "set": ("s: !!set {a, b}\n", "!!set"),
+    "timestamp": ("t: !!timestamp 2001-12-14\n", "!!timestamp"),
+    "a date resolves to a timestamp": ("t: 2001-12-14\n", "!!timestamp"),
+    "python object": ("o: !!python/object:os.system {}\n", "python/object"),
+    "ordered map": ("o: !!omap [a: 1]\n", "!!omap"),
+    "merge key": ("base: {a: 1}\nderived: {<<: {a: 1}, b: 2}\n", "merge keys"),
+    "infinity": ("lr: .inf\n", "finite numbers only"),
+    "not a number": ("lr: .nan\n", "finite numbers only"),
+    "integer key": ("1: a\n", "non-string key"),
+    "deep": ("a: " + "[" * 150 + "]" * 150 + "\n", "deeper than"),
+}
+
+
+@pytest.mark.parametrize("case", list(NOT_PLAIN_YAML), ids=list(NOT_PLAIN_YAML))
+def test_yaml_from_a_run_is_plain_data_only(case):
+    text, expected = NOT_PLAIN_YAML[case]
+    with pytest.raises(ValueError) as error:
+        parse_yaml(text, "config.yaml")
+    assert expected in one_line(error) and one_line(error).startswith("config.yaml")
+
+
+def test_plain_yaml_parses_as_the_safe_loader_does(written):
+    import yaml
+
+    text = (newest(written) / "config.yaml").read_text()
+    assert parse_yaml(text, "config.yaml") == yaml.safe_load(text)
+    assert parse_yaml("a: '2001-12-14'\nb: [1, 2.5, null, true, '<<']\n", "x") == {
+        "a": "2001-12-14",
+        "b": [1, 2.5, None, True, "<<"],
+    }
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ('{"lr": NaN}', "NaN"),
+        ('{"lr": Infinity}', "Infinity"),
+        ('{"lr": -Infinity}', "-Infinity"),
+        ('{"lr": 1e400}', "finite numbers only"),
+        ("[" * 100_000 + "]" * 100_000, "not valid JSON"),
+    ],
+)
+def test_json_refuses_what_is_not_a_finite_number_at_parse_time(text, expected):
+    with pytest.raises(ValueError) as error:
+        parse_json(text, "manifest.json")
+    assert expected in one_line(error)
+
+
+def test_check_plain_refuses_objects_a_parser_should_never_make():
+    for value in ({"a": {1, 2}}, {"a": b"x"}, {"a": [float("nan")]}):
+        with pytest.raises(ValueError, match="a"):
+            check_plain(value, "state")
+
+
+def _config_edit(checkpoint: Path, edit: Callable[[str], str]) -> None:
+    path = checkpoint / "config.yaml"
+    original = path.read_text()
+    path.write_text(edit(original))
+    assert path.read_text() != original  # the edit found what it replaces
+    rehash(checkpoint)
+
+
+def test_an_alias_bomb_in_a_checkpoint_config_is_refused_by_every_reader(run_dir, tmp_path, capsys):
+    from trainer.checkpoint.resume import plan_start
+    from trainer.startup import compose_config
+
+    for checkpoint in run_dir.glob("step-*"):
+        _config_edit(checkpoint, lambda text: text + alias_bomb())
+    (run_dir / "config.yaml").write_text((run_dir / "config.yaml").read_text() + alias_bomb())
+    cfg = compose_config([*OVERRIDES, f"+resume={run_dir}"])
+    with pytest.raises(UserError) as error:
+        plan_start(cfg, [], report=lambda _: None)
+    assert "anchors and aliases" in one_line(error)
+
+    checkpoint = newest(run_dir)
+    status, out, _ = tool_in_process(capsys, "inspect", checkpoint)
+    assert status == 1 and "config.yaml" in out and "anchors and aliases" in out
+    status, _, err = tool_in_process(capsys, "export", checkpoint, tmp_path / "m.keras")
+    assert "anchors and aliases" in assert_one_error_line(err, status)
+    status, _, err = tool_in_process(
+        capsys, "plot-schedule", "--checkpoint", checkpoint, "--out", tmp_path / "lr.png"
+    )
+    assert "anchors and aliases" in assert_one_error_line(err, status)
+    status, out, err = tool_in_process(capsys, "compare", run_dir, "--json")
+    assert status == 0, err
+    (run,) = json.loads(out)["runs"]
+    # The config could not be read as data: no value of it is shown.
+    assert set(run["hyperparameters"].values()) == {None}
+
+
+@pytest.mark.parametrize(
+    "edit, where",
+    [
+        (lambda t: t.replace("data_dir: null", "data_dir: ${oc.env:SECRET}"), "dataset.data_dir"),
+        (lambda t: t.replace("filters:\n  - 4", "filters:\n  - ${oc.env:SECRET}"), "filters[0]"),
+        (lambda t: t.replace("name: cnn", "name: prefix-${oc.env:SECRET}"), "model.name"),
+        (lambda t: t.replace("name: cnn", "name: cnn\n  ${oc.env:SECRET}: 1"), "model"),
+        (lambda t: t.replace("name: cnn", "name: ???"), "model.name"),
+        (lambda t: t.replace("name: cnn", "name: cnn\n  _target_: os.system"), "_target_"),
+    ],
+    ids=["value", "list item", "inside a string", "key", "missing marker", "target"],
+)
+def test_a_checkpoint_config_is_data_never_interpolated(run_dir, monkeypatch, edit, where):
+    from trainer.checkpoint.resume import plan_start
+    from trainer.startup import compose_config
+
+    secret = str(run_dir.parent / "the-secret-value")
+    monkeypatch.setenv("SECRET", secret)
+    for checkpoint in run_dir.glob("step-*"):
+        _config_edit(checkpoint, edit)
+    cfg = compose_config([*OVERRIDES, f"+resume={run_dir}"])
+    with pytest.raises(UserError) as error:
+        plan_start(cfg, [], report=lambda _: None)
+    message = one_line(error)
+    assert where in message and secret not in message
+    assert not Path(secret).exists()
+
+
+def test_a_binary_value_in_a_run_config_is_one_line_for_every_tool(run_dir, tmp_path, capsys):
+    checkpoint = newest(run_dir)
+    _config_edit(checkpoint, lambda t: t.replace("name: cnn", "name: !!binary Y25u"))
+    status, _, err = tool_in_process(capsys, "export", checkpoint, tmp_path / "m.keras")
+    assert "!!binary" in assert_one_error_line(err, status)
+    status, out, _ = tool_in_process(capsys, "inspect", checkpoint)
+    assert status == 1 and "!!binary" in out
+
+
+# --------------------------------------------------------------------------- manifests and state
+
+
+def _raw_manifest(checkpoint: Path, replace: Callable[[str], str]) -> None:
+    path = checkpoint / "manifest.json"
+    original = path.read_text()
+    path.write_text(replace(original))
+    assert path.read_text() != original
+
+
+BAD_MANIFESTS = {
+    "epoch a string": (lambda c: edit_manifest(c, epoch="3"), "epoch"),
+    "negative epoch": (lambda c: edit_manifest(c, epoch=-1), "epoch"),
+    "huge batches_done": (lambda c: edit_manifest(c, batches_done=10**9), "batches_done"),
+    "batches past the epoch": (lambda c: edit_manifest(c, batches_done=42), "steps_per_epoch"),
+    "metrics a list": (lambda c: edit_manifest(c, metrics=[1, 2]), "metrics"),
+    "metric a string": (lambda c: edit_manifest(c, metrics={"val_accuracy": "x"}), "val_accuracy"),
+    "monitor a list": (lambda c: edit_manifest(c, monitor=["val_accuracy"]), "monitor"),
+    "written_at NaN": (
+        lambda c: _raw_manifest(
+            c, lambda t: t.replace('"written_at": ', '"written_at": NaN, "x": ')
+        ),
+        "NaN",
+    ),
+    "written_at inf": (
+        lambda c: _raw_manifest(
+            c, lambda t: t.replace('"written_at": ', '"written_at": 1e999, "x": ')
+        ),
+        "finite",
+    ),
+    "written_at huge": (lambda c: edit_manifest(c, written_at=1e300), "written_at"),
+    "global_step huge": (lambda c: edit_manifest(c, global_step=10**15), "global_step"),
+    "global_step negative": (lambda c: edit_manifest(c, global_step=-36), "global_step"),
+    "global_step a bool": (lambda c: edit_manifest(c, global_step=True), "global_step"),
+    "steps_per_epoch zero": (lambda c: edit_manifest(c, steps_per_epoch=0), "steps_per_epoch"),
+    "learning rate negative": (lambda c: edit_manifest(c, learning_rate=-1), "learning_rate"),
+    "input_shape of zeros": (lambda c: edit_manifest(c, input_shape=[0, 8]), "input_shape"),
+    "size negative": (
+        lambda c: edit_manifest(c, files={"config.yaml": {"size": -1, "sha256": "0" * 64}}),
+        "size",
+    ),
+    "sha256 not hex": (
+        lambda c: edit_manifest(c, files={"config.yaml": {"size": 1, "sha256": "z" * 64}}),
+        "sha256",
+    ),
+    "version a float": (lambda c: edit_manifest(c, project_version=1.5), "project_version"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_MANIFESTS), ids=list(BAD_MANIFESTS))
+def test_a_bad_manifest_is_one_line_and_listing_verifying_pruning_go_on(
+    run_dir, tmp_path, capsys, case
+):
+    tamper, field = BAD_MANIFESTS[case]
+    other = shutil.copytree(run_dir, run_dir.parent / "other")
+    bad = run_dir / checkpoint_name(STEPS[0])
+    tamper(bad)
+    tamper(newest(other))  # under the same root: one bad manifest in each run
+
+    checkpoint = verify(bad)
+    assert not checkpoint.valid
+    (problem,) = checkpoint.problems
+    assert problem.startswith("manifest.json") and field in problem and "\n" not in problem
+
+    root = run_dir.parent
+    for command in ("list", "verify"):
+        status, out, err = tool_in_process(capsys, command, root, "--json")
+        assert status == (0 if command == "list" else 1), err
+        runs = json.loads(out)["runs"]
+        states = {
+            Path(c["path"]).relative_to(root): c["valid"] for r in runs for c in r["checkpoints"]
+        }
+        assert states == {
+            Path("other") / checkpoint_name(STEPS[0]): True,
+            Path("other") / checkpoint_name(STEPS[1]): False,
+            Path("run") / checkpoint_name(STEPS[0]): False,
+            Path("run") / checkpoint_name(STEPS[1]): True,
+        }
+    status, _, err = tool_in_process(capsys, "list", root)  # the table too
+    assert status == 0 and "Traceback" not in err
+
+    status, out, _ = tool_in_process(capsys, "inspect", bad)
+    assert status == 1 and field in out
+    status, _, err = tool_in_process(capsys, "export", bad, tmp_path / "m.keras")
+    assert field in assert_one_error_line(err, status)
+
+    # Pruning reads every manifest of the run at each save: the bad one is skipped.
+    manager = CheckpointManager(run_dir, KeepPolicy(keep_last=1, keep_best=0), report=print)
+    for step in (20, 30):
+        manager.save(step, _write_a_file, {"epoch": 0})
+    # Kept: the newest, and the one the best pointer names; the bad one was pruned.
+    kept = sorted(p.name for p in run_dir.glob("step-*"))
+    assert kept == [checkpoint_name(STEPS[1]), checkpoint_name(30)]
+
+
+def _write_a_file(staging: Path) -> None:
+    (staging / "a.txt").write_text("a")
+
+
+def test_a_nan_metric_is_written_as_null_and_the_checkpoint_stays_valid(tmp_path):
+    manager = CheckpointManager(tmp_path, KeepPolicy(), report=print)
+    path = manager.save(3, _write_a_file, {"metrics": {"loss": float("nan")}})
+    checkpoint = verify(path)
+    assert checkpoint.valid and checkpoint.manifest["metrics"] == {"loss": None}
+
+
+def _state_edit(edit: Callable[[dict], None]) -> Callable[[Path], None]:
+    def tamper(checkpoint: Path) -> None:
+        path = checkpoint / "trainer_state.json"
+        state = json.loads(path.read_text())
+        edit(state)
+        path.write_text(json.dumps(state))
+        rehash(checkpoint)
+
+    return tamper
+
+
+BAD_STATES = {
+    "loop missing": (lambda s: s.pop("loop"), "loop is missing"),
+    "epoch a string": (lambda s: s["loop"].update(epoch="1"), "loop.epoch"),
+    "history a mapping": (lambda s: s["loop"].update(history={}), "loop.history"),
+    "lr_scale zero": (lambda s: s["loop"].update(lr_scale=0.0), "loop.lr_scale"),
+    "best a list": (lambda s: s["loop"].update(best=[1]), "loop.best"),
+    "rng strings": (lambda s: s["rng"][0].update(state=["a", "b"]), "rng[0].state[0]"),
+    "rng not a list": (lambda s: s.update(rng={"a": 1}), "rng"),
+    "position not the manifest's": (lambda s: s["loop"].update(batches_done=3), "manifest says"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_STATES), ids=list(BAD_STATES))
+def test_a_bad_trainer_state_is_one_line_on_restore(run_dir, case):
+    edit, where = BAD_STATES[case]
+    checkpoint = newest(run_dir)
+    _state_edit(edit)(checkpoint)
+    assert verify(checkpoint).valid  # well-formed JSON, hashes match: only its schema tells
+    with pytest.raises(UserError) as error:
+        read_trainer_state(unchecked(checkpoint))
+    assert "trainer_state.json" in one_line(error) and where in one_line(error)
+    with pytest.raises(UserError, match="trainer_state.json"):
+        restore(checkpoint, with_optimizer=False)
+
+
+def test_every_loop_state_field_is_typed():
+    from dataclasses import fields
+
+    from trainer.loop import LoopState
+
+    assert {f.name for f in fields(LoopState)} == set(LOOP_STATE.fields)
+    assert LOOP_STATE.problem(LoopState().to_dict(), "loop") is None
+
+
+# --------------------------------------------------------------------------- pointers, symlinks
+
+
+def _within(seconds: float, call: Callable[[], object]) -> object:
+    """``call()``'s result; the test fails (instead of hanging) if it blocks."""
+    result: list[object] = []
+    thread = threading.Thread(target=lambda: result.append(call()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        pytest.fail(f"still blocked after {seconds} s (reading a FIFO or a device?)")
+    return result[0]
+
+
+def _link_to_a_name(pointer: Path, run_dir: Path) -> None:
+    (run_dir / "name.txt").write_text(checkpoint_name(STEPS[0]))
+    os.symlink(run_dir / "name.txt", pointer)
+
+
+POINTER_HAZARDS = {
+    "fifo": (lambda p, run: os.mkfifo(p), "a FIFO"),
+    "symlink to a device": (lambda p, run: os.symlink("/dev/zero", p), "symlink"),
+    "symlink to a checkpoint name": (_link_to_a_name, "symlink"),
+    "directory": (lambda p, run: p.mkdir(), "a directory"),
+    "too long": (lambda p, run: p.write_text(checkpoint_name(STEPS[0]) + " " * 300), "larger"),
+    "not text": (lambda p, run: p.write_bytes(b"\xff\xfe"), "not text"),
+}
+
+
+@pytest.mark.parametrize("hazard", list(POINTER_HAZARDS), ids=list(POINTER_HAZARDS))
+def test_pointers_are_read_only_as_small_regular_files(run_dir, capsys, hazard):
+    make, expected = POINTER_HAZARDS[hazard]
+    (run_dir / "latest").unlink()
+    make(run_dir / "latest", run_dir)
+
+    assert _within(30, lambda: read_pointer(run_dir, "latest")) is None
+    status, out, err = _within(30, lambda: tool_in_process(capsys, "list", run_dir, "--json"))
+    assert status == 0 and json.loads(out)["runs"][0]["latest"] is None, err
+    status, out, _ = _within(30, lambda: tool_in_process(capsys, "verify", run_dir))
+    assert status == 1
+    (bad,) = [line for line in out.splitlines() if "BAD" in line]
+    assert "pointer 'latest'" in bad and expected in bad
+
+
+def test_verify_reports_symlinks_in_and_as_checkpoints(run_dir, capsys):
+    checkpoint = newest(run_dir)
+    os.symlink("/etc/passwd", checkpoint / "notes.txt")
+    assert "notes.txt: a symlink" in " ".join(verify(checkpoint).problems)
+
+    elsewhere = run_dir.parent / "elsewhere"
+    shutil.copytree(run_dir / checkpoint_name(STEPS[0]), elsewhere)
+    shutil.rmtree(run_dir / checkpoint_name(STEPS[0]))
+    os.symlink(elsewhere, run_dir / checkpoint_name(STEPS[0]))
+    assert verify(run_dir / checkpoint_name(STEPS[0])).problems == [
+        "the checkpoint directory is a symlink"
+    ]
+
+    (checkpoint / "config.yaml").unlink()
+    os.symlink(elsewhere / "config.yaml", checkpoint / "config.yaml")  # same bytes, same hash
+    assert "config.yaml: is a symlink" in " ".join(verify(checkpoint).problems)
+    status, out, _ = tool_in_process(capsys, "verify", run_dir)
+    assert status == 1 and "cannot be resumed" in out
+
+
+def test_a_fifo_in_place_of_a_state_file_is_refused_not_waited_on(run_dir):
+    checkpoint = newest(run_dir)
+    (checkpoint / "trainer_state.json").unlink()
+    os.mkfifo(checkpoint / "trainer_state.json")
+    checkpoint_state = _within(30, lambda: verify(checkpoint))
+    assert "trainer_state.json: is not a regular file (a FIFO)" in checkpoint_state.problems
