@@ -11,7 +11,6 @@ mark the checkpoint invalid and go on. Two tests run ``train.py`` (slow).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -375,6 +374,14 @@ def test_datasets_must_match_the_model_and_optimizer_built_from_config(run_dir, 
     assert name in message or "optimizer" in message
     for fragment in fragments:
         assert fragment in message, message
+
+
+@pytest.mark.parametrize("tamper", ["negative step", "another step", "moment is a group"])
+def test_verify_checks_the_optimizer_file_without_tensorflow(run_dir, tamper):
+    name, edit, fragments = LAYOUT_TAMPERS[tamper]
+    edit_h5(newest(run_dir), name, edit)
+    (problem,) = verify(newest(run_dir)).problems
+    assert problem.startswith("optimizer.h5") and fragments[0] in problem
 
 
 def test_a_clean_checkpoint_restores_every_variable(written):
@@ -778,3 +785,198 @@ def test_a_fifo_in_place_of_a_state_file_is_refused_not_waited_on(run_dir):
     os.mkfifo(checkpoint / "trainer_state.json")
     checkpoint_state = _within(30, lambda: verify(checkpoint))
     assert "trainer_state.json: is not a regular file (a FIFO)" in checkpoint_state.problems
+
+
+# --------------------------------------------------------------------------- rescue: zip and .h5
+
+
+@pytest.fixture(scope="module")
+def keras_file(tmp_path_factory) -> Path:
+    """A .keras file plain Keras wrote (with optimizer state), and its legacy .h5 twin."""
+    from tests.test_tools import _plain_keras_model
+
+    model, _ = _plain_keras_model(0.01)
+    path = tmp_path_factory.mktemp("keras") / "model.keras"
+    model.save(path)
+    model.save(path.with_suffix(".h5"))
+    return path
+
+
+def rezip(source: Path, target: Path, replaced: dict[str, bytes]) -> Path:
+    """A copy of zip ``source`` with the members ``replaced`` names holding other bytes."""
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as new:
+        assert set(replaced) <= set(old.namelist())
+        for name in old.namelist():
+            new.writestr(name, replaced.get(name) or old.read(name))
+    return target
+
+
+def edited_weights(source: Path, tmp_path: Path, edit: Callable[[h5py.File], None]) -> bytes:
+    path = tmp_path / "member.weights.h5"
+    with zipfile.ZipFile(source) as archive:
+        path.write_bytes(archive.read("model.weights.h5"))
+    with h5py.File(path, "a") as handle:
+        edit(handle)
+    return path.read_bytes()
+
+
+def lying_header(source: Path, target: Path, name: str, claimed: int) -> Path:
+    """A copy of zip ``source`` whose headers claim member ``name`` is ``claimed`` bytes."""
+    data = bytearray(source.read_bytes())
+    encoded = name.encode()
+    for signature, offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
+        start = 0
+        while (start := data.find(signature, start)) >= 0:
+            name_at = start + (30 if signature == b"PK\x03\x04" else 46)
+            if data[name_at : name_at + len(encoded)] == encoded:
+                data[start + offset : start + offset + 4] = struct.pack("<I", claimed)
+            start += 4
+    target.write_bytes(bytes(data))
+    return target
+
+
+def _config_with(source: Path, change: Callable[[dict], None]) -> bytes:
+    with zipfile.ZipFile(source) as archive:
+        config = json.loads(archive.read("config.json"))
+    change(config)
+    return json.dumps(config).encode()
+
+
+def _rescue_inputs(keras_file: Path, tmp_path: Path) -> dict[str, Path]:
+    """One hostile model file per case of RESCUE_REFUSALS."""
+    big = json.dumps({"keras_version": "3", "padding": " " * (2 << 20)}).encode()
+
+    def keras_with(name: str, member: str, data: bytes) -> Path:
+        return rezip(keras_file, tmp_path / f"{name}.keras", {member: data})
+
+    def weights_with(name: str, edit: Callable[[h5py.File], None]) -> Path:
+        return keras_with(name, "model.weights.h5", edited_weights(keras_file, tmp_path, edit))
+
+    def config_with(name: str, change: Callable[[dict], None]) -> Path:
+        return keras_with(name, "config.json", _config_with(keras_file, change))
+
+    def optimizer_class_list(config: dict) -> None:
+        config["compile_config"]["optimizer"]["class_name"] = ["Adam"]
+
+    nan_config = _config_with(keras_file, lambda c: None).replace(b"{", b'{"x": NaN, ', 1)
+    outside = tmp_path / "outside.bin"
+    return {
+        "metadata too big": keras_with("big", "metadata.json", big),
+        "metadata header lies": lying_header(
+            keras_with("lies0", "metadata.json", big), tmp_path / "lies.keras", "metadata.json", 100
+        ),
+        "class_name a list": config_with("class", lambda c: c.update(class_name=["Functional"])),
+        "optimizer class_name a list": config_with("optimizer", optimizer_class_list),
+        "string moments": weights_with(
+            "strings", _replace("optimizer/vars/1", np.array([b"x"] * 36))
+        ),
+        "negative step": weights_with("step", _replace("optimizer/vars/0", np.int64(-36))),
+        "weights stored outside": weights_with(
+            "outside", lambda h: _outside_storage_in(h, "layers/dense/vars/1", outside)
+        ),
+        "weights not HDF5": keras_with("garbage", "model.weights.h5", b"x" * 99),
+        "legacy .h5 with a link out": _legacy_with_link(keras_file, tmp_path / "legacy.h5"),
+        "config NaN": keras_with("nan", "config.json", nan_config),
+    }
+
+
+def _outside_storage_in(handle: h5py.File, key: str, outside: Path) -> None:
+    shape, dtype = handle[key].shape, handle[key].dtype
+    del handle[key]
+    outside.write_bytes(np.zeros(shape, dtype).tobytes())
+    handle.create_dataset(key, shape, dtype, external=[(str(outside), 0, 4096)])
+
+
+def _legacy_with_link(keras_file: Path, target: Path) -> Path:
+    shutil.copy(keras_file.with_suffix(".h5"), target)
+    with h5py.File(target, "a") as handle:
+        handle["extra"] = h5py.ExternalLink("/etc/secret.h5", "/x")
+    return target
+
+
+RESCUE_REFUSALS = {
+    "metadata too big": "metadata.json is larger than",
+    "metadata header lies": "metadata.json cannot be read from the zip",
+    "class_name a list": "['Functional']",
+    "optimizer class_name a list": "class_name is a list",
+    "string moments": "not numbers",
+    "negative step": "optimizer step is -36",
+    "weights stored outside": "stored in an outside file",
+    "weights not HDF5": "not a readable HDF5 file",
+    "legacy .h5 with a link out": "external link",
+    "config NaN": "NaN",
+}
+
+
+def test_rescue_refuses_hostile_keras_files_in_one_line(keras_file, tmp_path, capsys):
+    inputs = _rescue_inputs(keras_file, tmp_path)
+    assert set(inputs) == set(RESCUE_REFUSALS)
+    no_data = ["--set", f"dataset.data_dir={tmp_path / 'tfds'}", "--set", "dataset.download=false"]
+    for case, source in inputs.items():
+        out = tmp_path / f"out-{source.stem}"
+        status, _, err = tool_in_process(
+            capsys,
+            "rescue",
+            source,
+            out,
+            "--schedule",
+            "cosine",
+            *no_data,  # never reached
+        )
+        assert status == 2, (case, err)
+        line = assert_one_error_line(err, status)
+        assert RESCUE_REFUSALS[case] in line, (case, line)
+        assert not out.exists()
+
+
+def test_zip_members_are_read_with_a_bound_even_when_the_header_lies(tmp_path):
+    source = tmp_path / "a.zip"
+    with zipfile.ZipFile(source, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("m.json", b" " * (4 << 20))
+    with zipfile.ZipFile(source) as archive:
+        assert len(read_zip_member(archive, "m.json", 4 << 20)) == 4 << 20
+        with pytest.raises(ValueError, match="larger than"):
+            read_zip_member(archive, "m.json", 1 << 20)
+    lying = lying_header(source, tmp_path / "b.zip", "m.json", 10)
+    with zipfile.ZipFile(lying) as archive, pytest.raises(ValueError) as error:
+        read_zip_member(archive, "m.json", 1 << 20)
+    assert "m.json" in one_line(error)
+
+
+# --------------------------------------------------------------------------- train.py
+
+
+@pytest.mark.slow
+def test_train_py_resume_refuses_a_secret_interpolation_and_a_negative_step(
+    written, digits_dir, tmp_path
+):
+    secret = tmp_path / "secret-value"
+    interpolated = shutil.copytree(written, tmp_path / "interpolated")
+    for checkpoint in interpolated.glob("step-*"):
+        _config_edit(
+            checkpoint, lambda t: t.replace("data_dir: null", "data_dir: ${oc.env:SECRET}")
+        )
+    process = run_train(
+        f"+resume={interpolated}",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
+        cwd=tmp_path,
+        env={"SECRET": str(secret)},
+        check=False,
+    )
+    assert "dataset.data_dir" in assert_one_error_line(process, process.returncode)
+    assert not secret.exists()
+    assert not any(str(secret) in p.read_text() for p in interpolated.rglob("*.yaml"))
+
+    negative = shutil.copytree(written, tmp_path / "negative")
+    for checkpoint in negative.glob("step-*"):
+        edit_h5(checkpoint, "optimizer.h5", _replace("0", np.int64(-36)))
+    before = sorted(p.name for p in negative.iterdir())
+    process = run_train(
+        f"+resume={newest(negative)}",
+        f"dataset.data_dir={digits_dir}",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
+        cwd=tmp_path,
+        check=False,
+    )
+    assert "step is -36" in assert_one_error_line(process, process.returncode)
+    assert sorted(p.name for p in negative.iterdir()) == before  # no step--0000036 directory

@@ -36,13 +36,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainer import __version__
-from trainer.checkpoint.h5 import check_h5_file, datasets, read_datasets
+from trainer.checkpoint.h5 import (
+    check_h5_file,
+    datasets,
+    optimizer_file_problem,
+    read_datasets,
+)
 from trainer.checkpoint.layout import (
     CHECKPOINT_PREFIX,
     FORMAT_VERSION,
     H5_FILES,
     MANIFEST,
     MAX_GLOBAL_STEP,
+    OPTIMIZER_FILE,
     checkpoint_name,
     is_checkpoint_name,
 )
@@ -201,7 +207,8 @@ def verify(path: Path, *, hashes: bool = True) -> Checkpoint:
     Besides the manifest and each file's size and sha256: the directory and the
     files in it must not be symlinks, each file must be a regular one, and each
     HDF5 file must pass ``trainer.checkpoint.h5.check_h5_file`` (no external
-    storage or links, numeric datasets stored in the file).
+    storage or links, numeric datasets stored in the file), ``optimizer.h5``
+    hold one dataset per variable, its step the manifest's ``global_step``.
     ``hashes=False`` checks all that but the sha256s: a truncated or missing
     file is caught, a changed byte is not (see ``verify_in_background``).
     """
@@ -219,6 +226,10 @@ def verify(path: Path, *, hashes: bool = True) -> Checkpoint:
         file_path = checkpoint.path / name
         if problem := _file_problem(file_path, entry, hashes):
             checkpoint.problems.append(f"{name}: {problem}")
+        elif name == OPTIMIZER_FILE:
+            step = checkpoint.manifest["global_step"]
+            if problem := optimizer_file_problem(file_path, name, step):
+                checkpoint.problems.append(problem)
         elif name in H5_FILES:
             checkpoint.problems.extend(f"{name}: {p}" for p in check_h5_file(file_path))
     return checkpoint

@@ -238,37 +238,45 @@ def read_datasets(source: Source, paths: list[str], what: str) -> list[Any]:
 
 
 def read_optimizer_file(source: Source, what: str, global_step: int | None) -> list[Any]:
-    """The variables of an ``optimizer.h5`` (``trainer.checkpoint.state``) in index order.
+    """The variables of an ``optimizer.h5`` (``trainer.checkpoint.state``) in index order,
+    checked by :func:`optimizer_file_problem` first (a ValueError says what is wrong)."""
+    problem = optimizer_file_problem(source, what, global_step)
+    if problem:
+        raise ValueError(problem)
+    with _open(source) as handle:
+        return [handle[str(index)][()] for index in range(len(handle))]
 
-    The file must hold exactly datasets ``0`` to ``N-1`` at its root, the first
-    the step: an integer scalar in ``[0, MAX_GLOBAL_STEP]``, equal to
-    ``global_step`` (the manifest's) when given. ValueError says what is wrong.
+
+def optimizer_file_problem(source: Source, what: str, global_step: int | None) -> str | None:
+    """What is wrong with an ``optimizer.h5``, or None; reads no value but the step.
+
+    The file must pass :func:`check_h5_file` and hold exactly datasets ``0`` to
+    ``N-1`` at its root, the first the step: an integer scalar in
+    ``[0, MAX_GLOBAL_STEP]``, equal to ``global_step`` (the manifest's) when given.
     """
     import h5py
-    import numpy as np
 
-    refuse_problems(source, what)
+    problems = check_h5_file(source)
+    if problems:
+        return f"{what}: {problems[0]}"
     with _open(source) as handle:
         members = list(handle)
         names = [str(index) for index in range(len(members))]
         odd = sorted(set(members) - set(names))
         if odd or not names:
-            raise ValueError(
-                f"{what} must hold datasets named 0 to N-1 at its root, "
-                + (f"holds {odd[0][:40]!r}" if odd else "holds none")
-            )
-        values = []
+            held = f"holds {odd[0][:40]!r}" if odd else "holds none"
+            return f"{what} must hold datasets named 0 to N-1 at its root, {held}"
         for name in names:
             item = handle[name]
             if not isinstance(item, h5py.Dataset):
-                raise ValueError(f"{what}: {name} is a {type(item).__name__}, not a dataset")
-            values.append(item[()])
-    step = values[0]
-    if np.shape(step) != () or np.asarray(step).dtype.kind not in "iu":
-        shown = Array(np.shape(step), dtype_name(np.asarray(step).dtype))
-        raise ValueError(f"{what}: the step (dataset 0) is {shown}, not an integer scalar")
-    if not 0 <= int(step) <= MAX_GLOBAL_STEP:
-        raise ValueError(f"{what}: the step is {int(step)}, outside [0, {MAX_GLOBAL_STEP}]")
-    if global_step is not None and int(step) != global_step:
-        raise ValueError(f"{what}: the step is {int(step)}, the manifest says {global_step}")
-    return values
+                return f"{what}: {name} is a {type(item).__name__}, not a dataset"
+        step = handle["0"]
+        if step.shape != () or step.dtype.kind not in "iu":
+            shown = Array(tuple(step.shape), dtype_name(step.dtype))
+            return f"{what}: the step (dataset 0) is {shown}, not an integer scalar"
+        value = int(step[()])
+    if not 0 <= value <= MAX_GLOBAL_STEP:
+        return f"{what}: the step is {value}, outside [0, {MAX_GLOBAL_STEP}]"
+    if global_step is not None and value != global_step:
+        return f"{what}: the step is {value}, the manifest says {global_step}"
+    return None

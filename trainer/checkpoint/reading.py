@@ -482,9 +482,7 @@ def read_trainer_state(checkpoint: Checkpoint) -> dict[str, Any]:
     manifest = checkpoint.manifest or {}
     for key in ("epoch", "batches_done", "epochs_completed"):
         if problem is None and key in manifest and state["loop"][key] != manifest[key]:
-            problem = (
-                f"loop.{key} is {state['loop'][key]}, the manifest says {manifest[key]}"
-            )
+            problem = f"loop.{key} is {state['loop'][key]}, the manifest says {manifest[key]}"
     if problem:
         raise UserError(f"checkpoint {checkpoint.path}: {STATE_FILE}: {problem}")
     return state

@@ -361,6 +361,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--step must be in [0, {MAX_GLOBAL_STEP}], got {args.step}")
 
     saved = read_keras_file(source)
+    file_step = _iteration(saved.optimizer_variables)  # refused now if it is not a step
     from trainer.startup import compose_config, import_tensorflow, import_user_modules
 
     _, keras = import_tensorflow()
@@ -408,7 +409,6 @@ def run(args: argparse.Namespace) -> int:
     info = load_data(dict(cfg.dataset), seed=cfg.seed).info
     # The step the model reached, and a run long enough to go on from it.
     variables = saved.optimizer_variables
-    file_step = _iteration(variables)
     step = args.step if args.step is not None else (file_step or 0)
     steps_per_epoch = info.steps_per_epoch
     total_steps = run_length(cfg.trainer, steps_per_epoch)
