@@ -771,6 +771,9 @@ def test_verify_reports_symlinks_in_and_as_checkpoints(run_dir, capsys):
     assert verify(run_dir / checkpoint_name(STEPS[0])).problems == [
         "the checkpoint directory is a symlink"
     ]
+    status, out, _ = tool_in_process(capsys, "list", run_dir, "--no-verify", "--json")
+    listed = {c["checkpoint"]: c["valid"] for c in json.loads(out)["runs"][0]["checkpoints"]}
+    assert status == 0 and listed == {checkpoint_name(STEPS[0]): False, checkpoint.name: True}
 
     (checkpoint / "config.yaml").unlink()
     os.symlink(elsewhere / "config.yaml", checkpoint / "config.yaml")  # same bytes, same hash

@@ -5,6 +5,7 @@ module             what it holds                                               T
 =================  ==========================================================  ==========
 ``layout``         the names of every file and directory, defined once         no
 ``reading``        the one bounded, typed reader of what a run holds           no
+``h5``             the one checker and reader of HDF5 files (h5py)             no
 ``format``         checkpoint directories: atomic commit, manifest, verify     no
 ``keep``           ``KeepPolicy``: which checkpoints survive pruning           no
 ``manager``        ``CheckpointManager``: save, commit (maybe in the           no
@@ -26,6 +27,7 @@ from trainer.checkpoint.format import (
     commit_checkpoint,
     latest_valid_checkpoint,
     list_checkpoints,
+    read_checkpoint,
     read_manifest,
     read_pointer,
     remove_stale_staging,
@@ -61,6 +63,7 @@ __all__ = [
     "is_checkpoint_name",
     "latest_valid_checkpoint",
     "list_checkpoints",
+    "read_checkpoint",
     "read_manifest",
     "read_mapping",
     "read_pointer",

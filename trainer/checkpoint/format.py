@@ -201,6 +201,23 @@ def read_manifest(path: Path) -> dict[str, Any]:
     return manifest
 
 
+def read_checkpoint(path: Path) -> Checkpoint:
+    """The checkpoint at ``path`` with its manifest read and checked, its files not
+    looked at (listing, pruning: cheap); ``.problems`` says why it is unusable.
+
+    A checkpoint directory that is a symlink is refused: a run holds its own.
+    """
+    checkpoint = Checkpoint(Path(path))
+    if checkpoint.path.is_symlink():
+        checkpoint.problems.append("the checkpoint directory is a symlink")
+        return checkpoint
+    try:
+        checkpoint.manifest = read_manifest(checkpoint.path)
+    except (OSError, ValueError) as error:
+        checkpoint.problems.append(str(error))
+    return checkpoint
+
+
 def verify(path: Path, *, hashes: bool = True) -> Checkpoint:
     """Re-hash every file of the checkpoint at ``path``; ``.problems`` lists what is wrong.
 
@@ -212,14 +229,8 @@ def verify(path: Path, *, hashes: bool = True) -> Checkpoint:
     ``hashes=False`` checks all that but the sha256s: a truncated or missing
     file is caught, a changed byte is not (see ``verify_in_background``).
     """
-    checkpoint = Checkpoint(Path(path))
-    if checkpoint.path.is_symlink():
-        checkpoint.problems.append("the checkpoint directory is a symlink")
-        return checkpoint
-    try:
-        checkpoint.manifest = read_manifest(checkpoint.path)
-    except (OSError, ValueError) as error:
-        checkpoint.problems.append(str(error))
+    checkpoint = read_checkpoint(path)
+    if checkpoint.manifest is None:
         return checkpoint
     checkpoint.problems.extend(_symlinks(checkpoint.path, skip=checkpoint.manifest["files"]))
     for name, entry in checkpoint.manifest["files"].items():

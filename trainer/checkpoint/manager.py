@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from trainer.checkpoint.format import (
-    Checkpoint,
     commit_checkpoint,
     list_checkpoints,
+    read_checkpoint,
     read_manifest,
     read_pointer,
     remove_stale_staging,
@@ -159,14 +159,8 @@ class CheckpointManager:
     def _prune(self) -> None:
         # Manifests are read, not re-hashed: pruning must stay cheap; verification
         # is for resuming and for `trainer verify`.
-        scanned = []
-        for path in list_checkpoints(self.run_dir):
-            checkpoint = Checkpoint(path)
-            try:
-                checkpoint.manifest = read_manifest(path)
-            except (OSError, ValueError) as error:
-                checkpoint.problems.append(str(error))
-            scanned.append(checkpoint)
+        # A checkpoint whose manifest is unusable is one pruning may delete, never a crash.
+        scanned = [read_checkpoint(path) for path in list_checkpoints(self.run_dir)]
         protected = [name for name in (self.latest, self.best) if name]
         for path in self.policy.to_remove(scanned, protected):
             shutil.rmtree(path, ignore_errors=True)

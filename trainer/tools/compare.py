@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from trainer.checkpoint import list_checkpoints, read_manifest
+from trainer.checkpoint import list_checkpoints, read_checkpoint
 from trainer.checkpoint.reading import read_bounded, read_mapping, read_run_summary
 from trainer.errors import UserError
 from trainer.tools import OK, existing_path, find_runs, print_json, print_table, pyplot, save_figure
@@ -94,12 +94,8 @@ def describe_run(run_dir: Path) -> dict[str, Any]:
     """One run's metrics and flattened config, from its files (no checkpoint is hashed)."""
     summary = read_run_summary(run_dir / "summary.json")
     checkpoints = list_checkpoints(run_dir)
-    manifests = []
-    for path in checkpoints:
-        try:
-            manifests.append(read_manifest(path))
-        except (OSError, ValueError):
-            continue
+    scanned = (read_checkpoint(path) for path in checkpoints)
+    manifests = [checkpoint.manifest for checkpoint in scanned if checkpoint.valid]
     config = _read_yaml(run_dir / "config.yaml")
     if config is None and checkpoints:
         config = _read_yaml(checkpoints[-1] / "config.yaml")

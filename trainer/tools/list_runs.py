@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from trainer.checkpoint import Checkpoint, read_manifest, read_pointer, verify
+from trainer.checkpoint import read_checkpoint, read_pointer, verify
 from trainer.tools import (
     OK,
     checkpoints_under,
@@ -52,14 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def describe_checkpoint(path: Path, pointers: dict[str, str | None], check: bool) -> dict[str, Any]:
     """What ``list`` shows about one checkpoint, as a JSON-ready dict."""
-    if check:
-        checkpoint = verify(path)
-    else:
-        checkpoint = Checkpoint(path)
-        try:
-            checkpoint.manifest = read_manifest(path)
-        except (OSError, ValueError) as error:
-            checkpoint.problems.append(str(error))
+    checkpoint = verify(path) if check else read_checkpoint(path)
     manifest = checkpoint.manifest or {}
     monitor = manifest.get("monitor")
     metrics = manifest.get("metrics") if isinstance(manifest.get("metrics"), dict) else {}
@@ -76,7 +69,7 @@ def describe_checkpoint(path: Path, pointers: dict[str, str | None], check: bool
         "metrics": metrics,
         "learning_rate": manifest.get("learning_rate"),
         "size_bytes": directory_size(path),
-        "valid": checkpoint.valid if check else checkpoint.manifest is not None,
+        "valid": checkpoint.valid,
         "verified": check,
         "problems": checkpoint.problems,
         "pointers": [name for name, target in pointers.items() if target == path.name],
