@@ -198,7 +198,7 @@ def keras_reason(error: BaseException) -> str:
         if line.startswith("List of objects"):
             break
         kept.append(line)
-    text = re.sub(r", value=\[[^\]]*\]", "", " ".join(kept) or type(error).__name__)
+    text = re.sub(r", value=[^>]*>", ">", " ".join(kept) or type(error).__name__)
     return text if len(text) <= 400 else text[:397] + "..."
 
 
