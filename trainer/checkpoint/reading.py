@@ -61,6 +61,7 @@ FORBIDDEN_KEYS = ("_target_", "_partial_", "_args_", "_recursive_", "_convert_")
 # reads the environment) and the missing-value marker. A checkpoint's config is data.
 INTERPOLATION = "${"
 MISSING_VALUE = "???"
+IS_DATA = "a checkpoint's config is data: it is never interpolated"
 
 
 # --------------------------------------------------------------------------- files
@@ -525,22 +526,23 @@ def read_run_summary(path: Path) -> dict[str, Any] | None:
 
 def config_problem(node: Any) -> str | None:
     """What makes a config read from a checkpoint more than data, or None: a Hydra
-    instantiation key, an OmegaConf interpolation or a missing-value marker, with where."""
+    instantiation key, an OmegaConf interpolation or a missing-value marker, with where
+    (``contains ...``, to follow the file's name)."""
     stack = [(node, "")]
     while stack:
         node, where = stack.pop()
         if isinstance(node, str):
             if INTERPOLATION in node:
-                return f"an interpolation at {where}: {node[:60]!r} (a checkpoint's config is data)"
+                return f"contains an interpolation at {where}: {node[:60]!r} ({IS_DATA})"
             if node == MISSING_VALUE:
-                return f"the missing-value marker '???' at {where}"
+                return f"contains the missing-value marker '???' at {where}"
         elif isinstance(node, Mapping):
             for key, value in node.items():
                 here = _join(where, str(key))
                 if key in FORBIDDEN_KEYS:
-                    return f"the key {here!r}: checkpoints are never instantiated"
+                    return f"contains {here!r}: checkpoints are never instantiated"
                 if isinstance(key, str) and (INTERPOLATION in key or key == MISSING_VALUE):
-                    return f"an interpolation in the key {here!r} (a checkpoint's config is data)"
+                    return f"contains an interpolation in the key {here!r} ({IS_DATA})"
                 stack.append((value, here))
         elif isinstance(node, list):
             stack.extend((v, f"{where}[{i}]") for i, v in enumerate(node))
@@ -560,7 +562,7 @@ def read_checkpoint_config(checkpoint: Checkpoint) -> dict[str, Any]:
         raise UserError(f"checkpoint {checkpoint.path}: {error}") from None
     problem = config_problem(raw)
     if problem:
-        raise UserError(f"{path} holds {problem}")
+        raise UserError(f"{path} {problem}")
     missing = [s for s in SAVED_SECTIONS if not isinstance(raw.get(s), dict)]
     if missing:
         raise UserError(f"{path} lacks the config section(s) {', '.join(missing)}")
