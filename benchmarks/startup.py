@@ -43,6 +43,9 @@ def commands(run_dir: Path) -> dict[str, list[str]]:
 
 def make_run(run_dir: Path) -> Path:
     """A run directory with three checkpoints of the default model's sizes (no TensorFlow)."""
+    import h5py
+    import numpy as np
+
     from trainer.checkpoint import (
         checkpoint_name,
         commit_checkpoint,
@@ -50,13 +53,20 @@ def make_run(run_dir: Path) -> Path:
         write_text_atomically,
     )
 
-    # Sizes of a default digits run's files (conf/model/cnn.yaml, Adam).
-    sizes = {"model.weights.h5": 236_000, "optimizer.h5": 440_000, "trainer_state.json": 2_000}
+    # Sizes of a default digits run's files (conf/model/cnn.yaml, Adam), as HDF5 files
+    # that verify checks like real ones: one float32 dataset of that size each.
+    sizes = {"model.weights.h5": 236_000, "optimizer.h5": 440_000}
     run_dir.mkdir(parents=True, exist_ok=True)
     for epoch, step in enumerate((41, 82, 123), start=1):
         staging = staging_dir(run_dir, step)
         for name, size in sizes.items():
-            (staging / name).write_bytes(os.urandom(size))
+            values = np.frombuffer(os.urandom(size), np.float32)
+            with h5py.File(staging / name, "w") as handle:
+                if name == "optimizer.h5":
+                    handle["0"], handle["1"] = np.int64(step), values
+                else:
+                    handle["layers/dense/vars/0"] = values
+        (staging / "trainer_state.json").write_bytes(b" " * 2_000)
         (staging / "config.yaml").write_text("model:\n  name: cnn\n")
         commit_checkpoint(
             staging,
