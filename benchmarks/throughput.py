@@ -108,7 +108,7 @@ def run_on_config(
     (where / "config.yaml").write_text(yaml.safe_dump(config))
     process = common.run_process(
         [common.PYTHON, "-m", module, "--config", where / "config.yaml", *args]
-        + ["--out", where / "times.yaml"],
+        + ["--out", where / "times.yaml"],  # noqa: RUF005 (the options, then the output)
         cwd=where,
         log=where / f"{module.rsplit('.', 1)[-1]}.log",
     ).check()

@@ -346,7 +346,7 @@ EXPECTED_EPOCH_SEEDS = [821328063, 1817441349, 993632896]
 def test_train_epoch_refuses_positions_outside_the_epoch(offline_digits_dir, epoch, skip):
     data = load_data(make_cfg(offline_digits_dir), seed=0)  # 12 steps per epoch
 
-    with pytest.raises(ValueError, match="epoch|skip_batches"):
+    with pytest.raises(ValueError, match=r"epoch|skip_batches"):
         data.train_epoch(epoch, skip_batches=skip)
 
 

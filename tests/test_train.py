@@ -36,6 +36,7 @@ def default_run(digits_dir, tmp_path_factory):
     return work / "run", process
 
 
+@pytest.mark.slow
 def test_default_run_is_accurate(default_run):
     run_dir, _ = default_run
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -46,6 +47,7 @@ def test_default_run_is_accurate(default_run):
     assert summary["checkpoint_dir"] == str(run_dir)
 
 
+@pytest.mark.slow
 def test_default_run_writes_its_outputs(default_run):
     run_dir, _ = default_run
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
@@ -69,6 +71,7 @@ def test_default_run_writes_its_outputs(default_run):
     )
 
 
+@pytest.mark.slow
 def test_tensorboard_holds_per_step_scalars(default_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -80,6 +83,7 @@ def test_tensorboard_holds_per_step_scalars(default_run):
     assert len(events.Tensors("step/lr")) > 15  # more than one point per epoch
 
 
+@pytest.mark.slow
 def test_default_run_prints_progress_and_how_to_resume(default_run):
     run_dir, process = default_run
     out = process.stdout
@@ -91,6 +95,7 @@ def test_default_run_prints_progress_and_how_to_resume(default_run):
     assert "absl" not in process.stderr and "oneDNN" not in process.stderr
 
 
+@pytest.mark.slow
 def test_a_fresh_run_never_writes_into_a_run_with_checkpoints(default_run, digits_dir):
     run_dir, _ = default_run
     before = sorted(p.name for p in run_dir.iterdir())
@@ -145,6 +150,7 @@ def test_every_schedule_trains_by_name(schedule, digits_dir, tmp_path):
         (["trainer.epochs=0"], "error: trainer.epochs must be an integer >= 1, got 0"),
     ],
 )
+@pytest.mark.slow
 def test_bad_input_gets_one_clear_line(overrides, message, digits_dir, tmp_path):
     process = run_train(
         *tiny_args(digits_dir, tmp_path / "run"), *overrides, cwd=tmp_path, check=False
@@ -156,6 +162,7 @@ def test_bad_input_gets_one_clear_line(overrides, message, digits_dir, tmp_path)
     assert not list((tmp_path / "run").glob("step-*"))
 
 
+@pytest.mark.slow
 def test_multirun_runs_each_job_in_its_own_directory(digits_dir, tmp_path):
     process = run_train(
         "-m",
@@ -182,6 +189,7 @@ def test_multirun_runs_each_job_in_its_own_directory(digits_dir, tmp_path):
     assert "#0 : schedule=cosine" in process.stdout + process.stderr
 
 
+@pytest.mark.slow
 def test_a_schedule_registered_by_the_user_trains_and_resumes(digits_dir, tmp_path):
     (tmp_path / "my_schedules.py").write_text(
         textwrap.dedent("""

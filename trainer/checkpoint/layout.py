@@ -56,7 +56,9 @@ def checkpoint_name(global_step: int) -> str:
 
 
 def is_checkpoint_name(name: str) -> bool:
-    """>>> is_checkpoint_name('step-00000450'), is_checkpoint_name('step--0000036')
+    """Whether ``name`` is a checkpoint directory's name (a step of 8 digits or more).
+
+    >>> is_checkpoint_name("step-00000450"), is_checkpoint_name("step--0000036")
     (True, False)
     """
     return bool(_NAME.match(name))
