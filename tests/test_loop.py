@@ -69,7 +69,9 @@ def make_loop(data, cfg, state=None, recorder=None, saves=None, **settings):
     def save(loop_state, metrics):
         saves.append((run.global_step, loop_state.epoch, loop_state.batches_done))
 
-    loop = TrainingLoop(run, data, loop_settings, state or LoopState(), recorder or Recorder(), save)
+    loop = TrainingLoop(
+        run, data, loop_settings, state or LoopState(), recorder or Recorder(), save
+    )
     return run, loop, saves
 
 
