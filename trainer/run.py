@@ -37,6 +37,7 @@ def train(cfg: DictConfig) -> float | None:
         return sweep_job.best
     plan, cfg, run_dir = plan_and_import_tensorflow(sweep_job.cfg)
 
+    # Imported once the run is planned: bad input is refused before TensorFlow starts.
     from trainer.build import build_run
     from trainer.checkpoint.checkpointer import RunCheckpointer
     from trainer.data import load_data
