@@ -360,13 +360,16 @@ def test_train_epoch_refuses_positions_outside_the_epoch(offline_digits_dir, epo
             {"name": "imagenet"},
             "unknown dataset 'imagenet'; known: cifar10, digits, fashion_mnist, mnist",
         ),
-        ({"batch_size": 0}, "dataset.batch_size must be an integer > 0, got 0"),
-        ({"batch_size": -8}, "dataset.batch_size must be an integer > 0, got -8"),
-        ({"batch_size": 2.5}, "dataset.batch_size must be an integer > 0, got 2.5"),
-        ({"validation_split": 1.0}, "dataset.validation_split must be a number in [0, 1), got 1.0"),
+        # The config's own checks (trainer.config.validate_dataset), worded as train.py words them.
+        ({"batch_size": 0}, "dataset.batch_size must be an integer >= 1, got 0"),
+        ({"batch_size": -8}, "dataset.batch_size must be an integer >= 1, got -8"),
+        ({"batch_size": 2.5}, "dataset.batch_size must be an integer >= 1, got 2.5"),
+        ({"validation_split": 1.0}, "dataset.validation_split must be in [0, 1), got 1.0"),
+        ({"validation_split": -0.1}, "dataset.validation_split must be in [0, 1), got -0.1"),
+        ({"validation_split": "a lot"}, "dataset.validation_split must be in [0, 1), got 'a lot'"),
         (
-            {"validation_split": -0.1},
-            "dataset.validation_split must be a number in [0, 1), got -0.1",
+            {"data_dir": ""},
+            "dataset.data_dir must be a directory path or null (TFDS' default), got ''",
         ),
         (
             {"validation_split": 0.0001},
@@ -375,8 +378,8 @@ def test_train_epoch_refuses_positions_outside_the_epoch(offline_digits_dir, epo
         ),
         (
             {"shuffle_buffer": -1},
-            "dataset.shuffle_buffer must be an integer >= 0 (0: no "
-            "shuffling) or null (full shuffle), got -1",
+            "dataset.shuffle_buffer must be null (whole split), 0 (no shuffling) or a positive "
+            "integer, got -1",
         ),
     ],
 )
@@ -388,7 +391,9 @@ def test_bad_config_values_raise_a_one_line_user_error(offline_digits_dir, overr
 
 
 def test_negative_seed_is_a_user_error(offline_digits_dir):
-    with pytest.raises(UserError, match=r"^seed must be an integer >= 0, got -1$"):
+    with pytest.raises(
+        UserError, match=r"^seed must be an integer >= 0 and <= 4294967295 .*, got -1$"
+    ):
         load_data(make_cfg(offline_digits_dir), seed=-1)
 
 
