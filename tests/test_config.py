@@ -95,6 +95,7 @@ def test_resume_can_be_added_as_written():
         ("trainer.max_steps=0", "trainer.max_steps must be null or an integer >= 1"),
         ("dataset.batch_size=0", "dataset.batch_size must be an integer >= 1"),
         ("dataset.validation_split=1.0", "dataset.validation_split must be in [0, 1)"),
+        ("dataset.data_dir=''", "dataset.data_dir must be a directory path or null"),
         ("model.dropout=1.5", "model.dropout must be in [0, 1)"),
         ("model.activation=nonexistent", "model.activation must be one of celu, elu, "),
         ("model.filters=[]", "model.filters must be a non-empty list"),

@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from trainer import digits_builder
 from trainer.data import DATASETS, DataInfo, epoch_shuffle_seed, load_data
 from trainer.errors import UserError
+from trainer.seeds import derive_seed
 
 DIGITS_TFDS_NAME = "sklearn_digits"
 DIGITS_TRAIN, DIGITS_TEST = 1438, 359
@@ -231,6 +232,24 @@ def test_many_epochs_in_one_pipeline_are_the_epochs_one_after_another(
     assert len(one_by_one) == 3 * data.info.steps_per_epoch - 7
 
 
+def test_many_epochs_are_built_without_listing_them(offline_digits_dir, monkeypatch):
+    data = load_data(make_cfg(offline_digits_dir, batch_size=256), seed=5)
+    expected = as_arrays(data.train_epochs(0, 3))
+    calls = []
+
+    def counted(*args):  # the epoch seeds Python computes while the pipeline is built
+        calls.append(args)
+        if len(calls) > 10:
+            raise AssertionError("train_epochs computes a seed per epoch before it returns")
+        return derive_seed(*args)
+
+    monkeypatch.setattr("trainer.data.derive_seed", counted)
+    endless = data.train_epochs(0, 10**12)
+
+    assert len(calls) == 1  # the first epoch's; the others' are computed as each starts
+    assert_same_batches(as_arrays(endless.take(len(expected))), expected)
+
+
 def test_many_epochs_refuse_an_empty_range(offline_digits_dir):
     data = load_data(make_cfg(offline_digits_dir, batch_size=64), seed=5)
     with pytest.raises(ValueError, match="end must be an integer > first epoch 3"):
@@ -367,10 +386,6 @@ def test_train_epoch_refuses_positions_outside_the_epoch(offline_digits_dir, epo
         ({"validation_split": 1.0}, "dataset.validation_split must be in [0, 1), got 1.0"),
         ({"validation_split": -0.1}, "dataset.validation_split must be in [0, 1), got -0.1"),
         ({"validation_split": "a lot"}, "dataset.validation_split must be in [0, 1), got 'a lot'"),
-        (
-            {"data_dir": ""},
-            "dataset.data_dir must be a directory path or null (TFDS' default), got ''",
-        ),
         (
             {"validation_split": 0.0001},
             "dataset.validation_split=0.0001 leaves 1438 training and 0 validation examples of "
