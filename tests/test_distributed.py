@@ -196,7 +196,6 @@ def test_multi_worker_reads_the_cluster_from_slurm(monkeypatch):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["trainer.strategy=tpu"], "trainer.strategy must be one of default, mirrored, multi"),
         (["trainer.strategy=mirrored", "trainer.cpu_devices=0"], "trainer.cpu_devices must be"),
         (["trainer.cpu_devices=2"], "null unless trainer.strategy=mirrored (strategy is default)"),
         ([*MIRRORED, "trainer.jit_compile=true"], "false with trainer.cpu_devices > 1"),

@@ -95,8 +95,9 @@ def train(cfg: DictConfig) -> float | None:
 
 
 def plan_and_import_tensorflow(cfg: DictConfig) -> tuple[StartPlan, DictConfig, Path]:
-    """The start plan, the config it trains with and the run directory; TensorFlow imported,
-    seeded and (``trainer.deterministic``) deterministic.
+    """The start plan, the config it trains with and the run directory; TensorFlow imported
+    and (``trainer.deterministic``) deterministic. Nothing is seeded here: each random
+    stream is seeded where it is drawn (``trainer.seeds``).
 
     The checkpoint to resume is picked on its manifest and file sizes; its sha256s
     are checked on a thread while TensorFlow imports (hidden behind the import, not
@@ -105,8 +106,7 @@ def plan_and_import_tensorflow(cfg: DictConfig) -> tuple[StartPlan, DictConfig, 
     """
     plan, run_cfg, run_dir = plan_run(cfg, hashes=False)
     hash_check = None if plan.checkpoint is None else verify_in_background(plan.checkpoint.path)
-    tf, keras = import_tensorflow()
-    keras.utils.set_random_seed(run_cfg.seed)
+    tf, _ = import_tensorflow()
     if run_cfg.trainer.deterministic:
         tf.config.experimental.enable_op_determinism()
     if hash_check is not None and not hash_check.result().valid:

@@ -328,7 +328,6 @@ def run(args: argparse.Namespace) -> int:
     rate_source = base_learning_rate(cfg, saved, user_keys)
     cfg.checkpoint.dir = str(out)
 
-    keras.utils.set_random_seed(cfg.seed)
     from trainer.build import build_run, run_length
     from trainer.checkpoint.checkpointer import RunCheckpointer
     from trainer.data import load_data
