@@ -12,10 +12,22 @@ Written into a checkpoint's staging directory (see ``trainer.checkpoint``):
 Restoring builds nothing: the model and optimizer are rebuilt from config by
 the caller, then every variable is matched by position and shape here. No
 Keras object deserialization is involved, so nothing from the file can run.
+
+The two HDF5 files are built in memory and written to disk by Python
+(``write_bytes_durably``), never by HDF5 itself. When a write fails under
+HDF5 (disk full, a file size limit, an I/O error), HDF5 1.14 frees part of
+the file's state while failing to close it, and h5py's close reaches that
+state again: a traceback from ``ObjectID.__dealloc__``, then a segmentation
+fault, in the close or at exit (reproduced with h5py 3.14 / HDF5 1.14.6 under
+RLIMIT_FSIZE; h5py issues #914 "bug-in-external-lib", #1775, PR #1642). In
+memory no HDF5 write can fail, and a failed write of the bytes is a plain
+``OSError`` with its errno, which the manager reports in one line. The cost:
+the file is held in memory once while it is written.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 from collections.abc import Callable, Mapping
@@ -27,7 +39,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from trainer.checkpoint.format import Checkpoint
+from trainer.checkpoint.format import Checkpoint, write_bytes_durably
 from trainer.checkpoint.layout import CONFIG_FILE, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE
 from trainer.checkpoint.reading import read_trainer_state
 from trainer.errors import UserError
@@ -47,7 +59,7 @@ def write_state(
     config_yaml: str,
 ) -> None:
     """Write the four state files of a checkpoint into ``directory``."""
-    model.save_weights(directory / MODEL_FILE)
+    save_weights(model, directory / MODEL_FILE)
     _write_optimizer(directory, [(v.path, v) for v in optimizer.variables])
     _write_small_files(directory, _with_rng_state(model, loop_state), config_yaml)
 
@@ -70,7 +82,7 @@ def snapshot_state(
     stay those of now (that copy is paid once, by the next optimizer step).
     ``shadow`` is a model of the same structure (built from the same config),
     used by one ``write`` at a time: the weights file is written from it by
-    Keras' own ``save_weights``, so it is exactly the file ``write_state`` writes.
+    :func:`save_weights`, so it is the file ``write_state`` writes.
     """
     weights = [tf.identity(v.value) for v in model.weights]
     slots = [(v.path, tf.identity(v.value)) for v in optimizer.variables]
@@ -78,18 +90,42 @@ def snapshot_state(
 
     def write(directory: Path) -> None:
         shadow.set_weights([value.numpy() for value in weights])
-        shadow.save_weights(directory / MODEL_FILE)
+        save_weights(shadow, directory / MODEL_FILE)
         _write_optimizer(directory, slots)
         _write_small_files(directory, state, config_yaml)
 
     return write
 
 
+def save_weights(model: keras.Model, path: Path) -> None:
+    """Write ``model``'s weights file as ``model.save_weights(path)`` does, HDF5 in memory.
+
+    Keras' own writer of that file (``saving_lib.H5IOStore`` and ``_save_state``,
+    which ``save_weights`` runs) is handed a BytesIO instead of the path (Keras'
+    public API takes a path only; see the module docstring for why not a path).
+    The file holds the same groups, datasets and attributes as ``save_weights``'
+    (h5py's file-object driver lays out free space differently, so the bytes
+    differ); ``tests/test_run_dir.py`` checks that, so a Keras upgrade that
+    changes these names or what they write fails there.
+    """
+    from keras.src.saving import saving_lib
+
+    buffer = io.BytesIO()
+    store = saving_lib.H5IOStore(buffer, mode="w")
+    saving_lib._save_state(
+        model, weights_store=store, assets_store=None, inner_path="", visited_saveables=set()
+    )
+    store.close()
+    write_bytes_durably(path, buffer.getbuffer())
+
+
 def _write_optimizer(directory: Path, variables: list[tuple[str, Any]]) -> None:
-    with h5py.File(directory / OPTIMIZER_FILE, "w") as handle:
+    buffer = io.BytesIO()  # HDF5 in memory: see the module docstring
+    with h5py.File(buffer, "w") as handle:
         for index, (path, value) in enumerate(variables):
             dataset = handle.create_dataset(str(index), data=np.asarray(value))
             dataset.attrs["path"] = path
+    write_bytes_durably(directory / OPTIMIZER_FILE, buffer.getbuffer())
 
 
 def _with_rng_state(model: keras.Model, loop_state: Mapping[str, Any]) -> dict[str, Any]:
