@@ -21,7 +21,9 @@ project's registry given on the command line:
    restore the optimizer's step counter and slots (moments) when they fit.
 4. Write a checkpoint with ``RunCheckpointer`` (as training does), and the
    run's ``config.yaml``, exactly as ``trainer/run.py`` does, so that
-   ``python train.py +resume=OUT`` continues from the saved step.
+   ``python train.py +resume=OUT`` continues from the saved step. OUT is a new
+   run directory (``trainer.checkpoint.run_dir`` rule 4), created here and
+   written while its lock is held, as training holds it.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainer.errors import UserError
+from trainer.errors import UserError, storage_errors
 from trainer.tools import OK, add_import_argument, existing_path, print_json
 
 NAME = "rescue"
@@ -293,6 +295,8 @@ def base_learning_rate(cfg, saved: KerasFile, user_keys: set[str]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from trainer.checkpoint.run_dir import RunDirectory, refuse_new_run_in
+
     source = existing_path(args.model_file)
     if not source.is_file():
         raise UserError(f"{args.model_file!r} is not a file")
@@ -301,6 +305,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser().absolute()
     if out.exists():
         raise UserError(f"{args.out!r} already exists; rescue writes a new run directory")
+    refuse_new_run_in(out, "OUT")  # not inside a checkpoint, a run or a sweep
     if args.step is not None and args.step < 0:
         raise UserError(f"--step must be >= 0, got {args.step}")
 
@@ -382,18 +387,26 @@ def run(args: argparse.Namespace) -> int:
         batches_done=step % steps_per_epoch,
         epochs_completed=step // steps_per_epoch,
     )
+    with storage_errors(f"create OUT {str(out)!r}"):
+        try:
+            out.mkdir(parents=True)  # ours from here: created by this process
+        except FileExistsError:
+            raise UserError(
+                f"{args.out!r} already exists; rescue writes a new run directory"
+            ) from None
     try:
-        checkpointer = RunCheckpointer(
-            out,
-            cfg,
-            run,
-            info,
-            manifest_extra={"rescued_from": str(source.absolute())},
-            report=lambda line: print(line, file=sys.stderr),
-        )
-        checkpoint_path = checkpointer.save(state, {})
-        checkpointer.close()
-        checkpointer.write_run_config()
+        with RunDirectory(out, new=True, label="OUT").writing(report=_to_stderr):
+            checkpointer = RunCheckpointer(
+                out,
+                cfg,
+                run,
+                info,
+                manifest_extra={"rescued_from": str(source.absolute())},
+                report=_to_stderr,
+            )
+            checkpoint_path = checkpointer.save(state, {})
+            checkpointer.close()
+            checkpointer.write_run_config()
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)  # it did not exist before
         raise
@@ -449,6 +462,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"Checkpoint: {checkpoint_path}")
     print(f"Resume with: {resume}")
     return OK
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 def _first_line(error: BaseException) -> str:
