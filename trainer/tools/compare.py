@@ -215,9 +215,6 @@ def labels(runs: list[dict[str, Any]]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.plot:
-        pyplot()  # matplotlib is there
-        figure_output(args.plot, "--plot", args.force)  # before any work
     runs = collect(args.paths)
     keys = varying_keys(runs, args.show)
     names = labels(runs)
