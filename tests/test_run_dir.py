@@ -296,6 +296,22 @@ def test_a_sweep_job_restarting_in_its_own_directory_continues_there(tmp_path):
         plan_run(cfg, hashes=False)  # the same directory, not the job's own: refused
 
 
+def test_rescue_follows_the_new_run_rules_before_reading_anything(tmp_path, capsys):
+    from trainer.__main__ import main
+
+    make_run(tmp_path / "run")
+    model_file = tmp_path / "old.keras"
+    model_file.write_bytes(b"never read")
+    before = tree(tmp_path)
+    out = tmp_path / "run" / "step-00000010" / "rescued"
+    assert main(["rescue", str(model_file), str(out), "--schedule", "cosine"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: OUT '{out}' is inside checkpoint {tmp_path / 'run' / 'step-00000010'}; a run "
+        "never writes into a checkpoint: choose a directory outside it"
+    )
+    assert tree(tmp_path) == before
+
+
 # --------------------------------------------------------------------------- 3. plots
 
 
@@ -733,3 +749,33 @@ def test_a_save_the_disk_refuses_is_one_line_and_the_older_checkpoints_verify(
         k: v for k, v in before.items() if k.startswith("step-")
     }
     assert all(verify(p).valid for p in list_checkpoints(run))
+
+
+@pytest.mark.slow
+def test_an_export_the_disk_refuses_is_one_line_and_leaves_no_partial_file(finished_run, tmp_path):
+    out = tmp_path / "model.keras"
+    weights = (finished_run / "step-00000082" / "model.weights.h5").stat().st_size
+    process = subprocess.run(
+        [sys.executable, "-m", "trainer", "export", str(finished_run), str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=_file_size_limit(weights - 1),  # the .keras zip holds the weights
+    )
+    assert process.returncode == 1, process.stderr[-3000:]
+    assert process.stderr.strip().splitlines()[-1] == (
+        f"error: cannot write '{out}': File too large (errno 27)"
+    )
+    assert "Traceback" not in process.stderr
+    assert not out.exists()
+
+
+def test_the_run_directory_modules_do_not_import_tensorflow():
+    code = (
+        "import sys, trainer.errors, trainer.checkpoint.lock, trainer.checkpoint.run_dir, "
+        "trainer.run; "
+        "assert not {'tensorflow', 'keras', 'h5py'} & set(sys.modules), sorted(sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
