@@ -295,7 +295,7 @@ def base_learning_rate(cfg, saved: KerasFile, user_keys: set[str]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from trainer.checkpoint.run_dir import RunDirectory, refuse_new_run_in
+    from trainer.checkpoint.run_dir import refuse_new_run_in
 
     source = existing_path(args.model_file)
     if not source.is_file():
@@ -334,7 +334,6 @@ def run(args: argparse.Namespace) -> int:
     cfg.checkpoint.dir = str(out)
 
     from trainer.build import build_run, run_length
-    from trainer.checkpoint.checkpointer import RunCheckpointer
     from trainer.data import load_data
     from trainer.loop import LoopState
     from trainer.rescued_model import NAME as MODEL_NAME
@@ -387,29 +386,7 @@ def run(args: argparse.Namespace) -> int:
         batches_done=step % steps_per_epoch,
         epochs_completed=step // steps_per_epoch,
     )
-    with storage_errors(f"create OUT {str(out)!r}"):
-        try:
-            out.mkdir(parents=True)  # ours from here: created by this process
-        except FileExistsError:
-            raise UserError(
-                f"{args.out!r} already exists; rescue writes a new run directory"
-            ) from None
-    try:
-        with RunDirectory(out, new=True, label="OUT").writing(report=_to_stderr):
-            checkpointer = RunCheckpointer(
-                out,
-                cfg,
-                run,
-                info,
-                manifest_extra={"rescued_from": str(source.absolute())},
-                report=_to_stderr,
-            )
-            checkpoint_path = checkpointer.save(state, {})
-            checkpointer.close()
-            checkpointer.write_run_config()
-    except BaseException:
-        shutil.rmtree(out, ignore_errors=True)  # it did not exist before
-        raise
+    checkpoint_path = write_rescued_run(out, cfg, run, info, state, source)
 
     imports = list(cfg.imports)
     resume = f"python train.py +resume={out}" + (
@@ -462,6 +439,39 @@ def run(args: argparse.Namespace) -> int:
     print(f"Checkpoint: {checkpoint_path}")
     print(f"Resume with: {resume}")
     return OK
+
+
+def write_rescued_run(out: Path, cfg, run, info, state, source: Path) -> Path:
+    """Create the run directory ``out`` and write the checkpoint and ``config.yaml`` into it,
+    holding its lock as training does; return the checkpoint. On any failure ``out`` is
+    removed again: it did not exist before."""
+    from trainer.checkpoint.checkpointer import RunCheckpointer
+    from trainer.checkpoint.run_dir import RunDirectory
+
+    with storage_errors(f"create OUT {str(out)!r}"):
+        try:
+            out.mkdir(parents=True)  # ours from here: created by this process
+        except FileExistsError:
+            raise UserError(
+                f"{str(out)!r} already exists; rescue writes a new run directory"
+            ) from None
+    try:
+        with RunDirectory(out, new=True, label="OUT").writing(report=_to_stderr):
+            checkpointer = RunCheckpointer(
+                out,
+                cfg,
+                run,
+                info,
+                manifest_extra={"rescued_from": str(source.absolute())},
+                report=_to_stderr,
+            )
+            checkpoint_path = checkpointer.save(state, {})
+            checkpointer.close()
+            checkpointer.write_run_config()
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    return checkpoint_path
 
 
 def _to_stderr(line: str) -> None:
