@@ -76,9 +76,9 @@ def build(model_cfg: dict[str, Any]):
         "optimizer": {"name": "adam", "learning_rate": 1e-3},
         "schedule": {"name": "cosine"},
         "trainer": {"epochs": 10, "max_steps": None, "scale_lr_with_replicas": False},
+        "seed": 0,
     }
     info = DataInfo("mnist", INPUT_SHAPE, 10, 3200, 0, 0, 32, steps_per_epoch=100)
-    keras.utils.set_random_seed(0)
     run = build_run(cfg, info)
     model, optimizer = run.model, run.optimizer
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)

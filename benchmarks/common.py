@@ -388,7 +388,7 @@ def argument_parser(description: str, repeats: int) -> argparse.ArgumentParser:
     return parser
 
 
-class workdir:  # noqa: N801 (a context manager used like a function)
+class workdir:
     """``path`` (kept) or a temporary directory (removed at the end)."""
 
     def __init__(self, path: Path | None) -> None:

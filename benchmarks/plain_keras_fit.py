@@ -75,7 +75,7 @@ def main() -> None:
         validation_data=data.validation(),
         callbacks=[timer],
     )
-    test_loss, test_accuracy = model.evaluate(data.test())
+    _, test_accuracy = model.evaluate(data.test())
     args.out.write_text(
         json.dumps(
             {

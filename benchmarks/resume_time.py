@@ -27,7 +27,7 @@ from typing import Any
 from benchmarks import common
 
 TARGET = 1.10
-MODELS = {
+MODEL_CASES = {
     "default": [],  # conf/model/cnn.yaml: 53 k parameters on digits
     "10M": ["model.dense_units=[3072,3072]"],  # 10.3 M parameters, a 124 MB checkpoint
     "tiny": ["model.filters=[8]", "model.dense_units=[16]"],
@@ -38,7 +38,7 @@ def measure_case(
     name: str, repeats: int, root: Path, data_dir: Path, quick: bool = False
 ) -> dict[str, Any]:
     """``repeats`` rounds of (fresh, resumed); ``quick``: the base run is the fresh sample."""
-    base_overrides = ["dataset=digits", f"dataset.data_dir={data_dir}", *MODELS[name]]
+    base_overrides = ["dataset=digits", f"dataset.data_dir={data_dir}", *MODEL_CASES[name]]
     case_root = root / name
     case_root.mkdir(parents=True)
     base = case_root / "base"

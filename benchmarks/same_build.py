@@ -25,12 +25,9 @@ def read_config(path: Path) -> dict[str, Any]:
 def build_as_train_does(cfg: dict[str, Any], epochs: int, max_steps: int | None = None):
     """``(data, run)``: ``trainer.build.build_run`` on the run's data, as training does; the
     schedule spans ``epochs`` (capped by ``max_steps``)."""
-    import keras
-
     from trainer.build import build_run
     from trainer.data import load_data
 
     cfg = {**cfg, "trainer": {**cfg["trainer"], "epochs": epochs, "max_steps": max_steps}}
-    keras.utils.set_random_seed(cfg["seed"])
     data = load_data(cfg["dataset"], seed=cfg["seed"])
     return data, build_run(cfg, data.info)

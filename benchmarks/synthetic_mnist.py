@@ -19,6 +19,8 @@ learn it; the pixels are a fixed function of the seed below.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -33,7 +35,7 @@ class SyntheticMnist(tfds.core.GeneratorBasedBuilder):
     """MNIST-shaped random images (class template + noise); prepares offline."""
 
     VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release."}
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "First release."}
     NUM_TRAIN = 60_000
     NUM_TEST = 10_000
 

@@ -107,8 +107,10 @@ def run_on_config(
     OUT (JSON or YAML) and its process figures; its output goes to ``<module>.log``."""
     (where / "config.yaml").write_text(yaml.safe_dump(config))
     process = common.run_process(
-        [common.PYTHON, "-m", module, "--config", where / "config.yaml", *args]
-        + ["--out", where / "times.yaml"],
+        [
+            *(common.PYTHON, "-m", module, "--config", where / "config.yaml", *args),
+            *("--out", where / "times.yaml"),
+        ],
         cwd=where,
         log=where / f"{module.rsplit('.', 1)[-1]}.log",
     ).check()

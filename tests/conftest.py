@@ -11,6 +11,40 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+
+# ----------------------------------------------------------------- the slow marker, enforced
+# `pytest -m "not slow"` is the fast inner loop; it holds only if every test that starts
+# train.py (directly, through run_train, a module fixture or fault injection) is marked
+# slow. Rather than trust each file to remember, every process started during a test
+# that is not marked slow is checked here, and a train.py among them fails the test.
+_current_test = {"slow": True, "id": ""}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before the test's fixtures: module fixtures that train count for the test that starts
+    them."""
+    _current_test.update(slow=item.get_closest_marker("slow") is not None, id=item.nodeid)
+
+
+def _starts_train_py(args: object) -> bool:
+    words = [args] if isinstance(args, str | os.PathLike) else list(args or [])
+    return any(str(word).endswith("train.py") for word in words)
+
+
+_popen_init = subprocess.Popen.__init__
+
+
+def _popen_init_checking_slow(self, args, *rest, **kwargs):  # type: ignore[no-untyped-def]
+    if _starts_train_py(args) and not _current_test["slow"]:
+        pytest.fail(
+            f"{_current_test['id']} starts train.py: mark it @pytest.mark.slow", pytrace=False
+        )
+    _popen_init(self, args, *rest, **kwargs)
+
+
+subprocess.Popen.__init__ = _popen_init_checking_slow
+
 REPO = Path(__file__).resolve().parent.parent
 
 # The schedules the product promises by name (conf/schedule/<name>.yaml).

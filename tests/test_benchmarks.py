@@ -89,6 +89,7 @@ def assert_summary(summary: dict) -> None:
     assert summary["min"] <= summary["median"] <= summary["max"]
 
 
+@pytest.mark.slow  # the benchmarks' own train.py runs
 def test_every_report_names_the_machine(reports):
     for name, report in reports.items():
         assert report["benchmark"] == name
@@ -97,6 +98,7 @@ def test_every_report_names_the_machine(reports):
         assert report["cases"], name
 
 
+@pytest.mark.slow  # the benchmarks' own train.py runs
 def test_throughput_reports_ours_the_reference_and_their_ratio(reports):
     (case,) = reports["throughput"]["cases"]  # --quick: the in-process mode
     assert (case["case"], case["mode"]) == ("digits-spe1-jit0", "in-process")
@@ -109,6 +111,7 @@ def test_throughput_reports_ours_the_reference_and_their_ratio(reports):
     assert isinstance(case["met"], bool)
 
 
+@pytest.mark.slow  # the benchmarks' own train.py runs
 def test_memory_runs_the_process_pair_and_reports_peak_rss_of_both(reports):
     (case,) = reports["memory"]["cases"]
     assert (case["dataset"], case["mode"]) == ("mnist_tiny", "process")  # MNIST-sized code path
@@ -120,6 +123,7 @@ def test_memory_runs_the_process_pair_and_reports_peak_rss_of_both(reports):
     assert isinstance(case["met"], bool)
 
 
+@pytest.mark.slow  # the benchmarks' own train.py runs
 def test_resume_time_reports_fresh_and_resumed(reports):
     (case,) = reports["resume_time"]["cases"]
     for key in ("fresh_to_first_step_s", "resumed_to_first_step_s", "ratio"):
@@ -128,6 +132,7 @@ def test_resume_time_reports_fresh_and_resumed(reports):
     assert isinstance(case["met"], bool)
 
 
+@pytest.mark.slow  # the benchmarks' own train.py runs
 def test_startup_measures_every_command_against_python(reports):
     cases = {case["case"]: case for case in reports["startup"]["cases"]}
     assert "python -c pass" in cases and "train.py --cfg job" in cases
@@ -139,6 +144,7 @@ def test_startup_measures_every_command_against_python(reports):
     assert cases["python -c pass"]["wall_ratio_to_python"]["median"] == 1.0
 
 
+@pytest.mark.slow  # the benchmarks' own train.py runs
 def test_checkpoint_cost_times_every_saver(reports):
     cases = {case["case"]: case for case in reports["checkpoint_cost"]["cases"]}
     assert set(cases) == set(checkpoint_cost.SAVERS)

@@ -162,7 +162,7 @@ def test_commit_writes_a_manifest_listing_every_file_with_size_and_sha256(tmp_pa
     assert checkpoint.valid and checkpoint.problems == []
     assert checkpoint.global_step == 450
     assert checkpoint.file(WEIGHTS) == final / WEIGHTS
-    with pytest.raises(UserError, match="no file 'optimizer.h5'"):
+    with pytest.raises(UserError, match=r"no file 'optimizer\.h5'"):
         checkpoint.file("optimizer.h5")
     assert hidden_entries(tmp_path) == []  # the staging directory was renamed, not copied
 
@@ -372,7 +372,7 @@ def test_each_corruption_makes_the_checkpoint_invalid_and_names_the_file(tmp_pat
 
 @pytest.mark.parametrize("corruption", list(CORRUPTIONS), ids=list(CORRUPTIONS))
 def test_without_hashes_only_a_changed_byte_goes_unnoticed(tmp_path, corruption):
-    corrupt, expected = CORRUPTIONS[corruption]
+    corrupt, _ = CORRUPTIONS[corruption]
     path = make_checkpoint(tmp_path, 1)
     corrupt(path)
 

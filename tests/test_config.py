@@ -95,16 +95,19 @@ def test_resume_can_be_added_as_written():
         ("trainer.max_steps=0", "trainer.max_steps must be null or an integer >= 1"),
         ("dataset.batch_size=0", "dataset.batch_size must be an integer >= 1"),
         ("dataset.validation_split=1.0", "dataset.validation_split must be in [0, 1)"),
+        ("dataset.data_dir=''", "dataset.data_dir must be a directory path or null"),
         ("model.dropout=1.5", "model.dropout must be in [0, 1)"),
-        ("model.pooling=median", "model.pooling must be one of max, avg, none"),
+        ("model.activation=nonexistent", "model.activation must be one of celu, elu, "),
         ("model.filters=[]", "model.filters must be a non-empty list"),
         ("optimizer.beta_1=1.0", "optimizer.beta_1 must be in [0, 1)"),
-        ("checkpoint.mode=up", "checkpoint.mode must be min or max"),
+        ("checkpoint.monitor=lr", "checkpoint.monitor must be one of loss, accuracy, val_loss"),
         ("checkpoint.keep_last=0", "checkpoint.keep_last must be an integer >= 1"),
         ("checkpoint.every_n_steps=0", "checkpoint.every_n_steps must be null or an integer"),
         ("checkpoint.async=maybe", "checkpoint.async must be true or false"),
         ("+typo_key=1", "unknown top-level key(s) typo_key"),
         ("seed=-1", "seed must be an integer >= 0"),
+        ("seed=99999999999", "seed must be an integer >= 0 and <= 4294967295 (2**32 - 1"),
+        ("seed=4294967296", "got 4294967296"),
     ],
 )
 def test_invalid_values_give_one_line(override, message):
@@ -112,6 +115,96 @@ def test_invalid_values_give_one_line(override, message):
         validate(composed(override))
     assert message in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_the_largest_seed_is_accepted():
+    validate(composed("seed=4294967295"))
+
+
+def test_val_monitors_need_a_validation_split():
+    validate(composed("dataset.validation_split=0", "checkpoint.monitor=loss"))
+    with pytest.raises(UserError) as error:
+        validate(composed("dataset.validation_split=0"))  # monitor: val_accuracy
+    assert str(error.value) == (
+        "checkpoint.monitor must be one of loss, accuracy (val_* needs "
+        "dataset.validation_split > 0), got 'val_accuracy'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("override", "allowed"),
+    [
+        ("model.pooling=median", "[max, avg, none]"),
+        ("checkpoint.mode=up", "[max, min]"),
+        ("trainer.strategy=tpu", "[default, mirrored, multi_worker]"),
+    ],
+)
+def test_closed_choices_fail_at_composition(override, allowed):
+    with pytest.raises(ConfigCompositionException) as error:
+        composed(override)
+    assert f"expected one of {allowed}" in str(error.value.__cause__)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["+trainer.precison=16"],
+            "unknown key trainer.precison; known keys of trainer: epochs, max_steps, ",
+        ),
+        (["+model.x=1"], "unknown key model.x; known keys of model=cnn: name, filters, "),
+        (["+checkpoint.x=1"], "unknown key checkpoint.x; known keys of checkpoint: dir, root, "),
+        (["+dataset.x=1"], "unknown key dataset.x; known keys of dataset: name, data_dir, "),
+        (["+optimizer.x=1"], "unknown key optimizer.x; known keys of optimizer=adam: name, "),
+        (
+            ["schedule=step", "+schedule.every=3"],
+            "unknown key schedule.every; known keys of schedule=step: name, warmup_steps, ",
+        ),
+        # A schedule without a schema is open in its own section only.
+        (
+            ["schedule=custom", "schedule.name=triangle", "+schedule.period=3", "+trainer.x=1"],
+            "unknown key trainer.x; known keys of trainer: ",
+        ),
+    ],
+)
+def test_keys_the_schema_does_not_know_are_refused_after_composition(overrides, message):
+    cfg = composed(*overrides)  # Hydra adds `+` keys even to a typed section
+    with pytest.raises(UserError) as error:
+        validate(cfg)
+    assert str(error.value).startswith(message)
+    assert "\n" not in str(error.value)
+
+
+def test_an_option_without_a_schema_takes_keys_of_its_own():
+    cfg = composed("schedule=custom", "schedule.name=triangle", "+schedule.period_steps=3")
+    validate(cfg)
+    assert cfg.schedule.period_steps == 3
+
+
+def test_a_checkpoint_section_with_an_unknown_key_is_refused():
+    with pytest.raises(UserError) as error:
+        typed_section("trainer", {"epochs": 2, "precison": 16})
+    assert str(error.value).startswith(
+        "trainer config is not valid: unknown key trainer.precison; known keys of trainer: epochs"
+    )
+
+
+def test_a_checkpoint_config_reads_back_as_plain_strings(tmp_path):
+    from trainer.checkpoint.format import Checkpoint
+    from trainer.checkpoint.reading import read_checkpoint_config
+
+    cfg = composed("model.pooling=avg", "checkpoint.mode=min", "checkpoint.monitor=loss")
+    saved = OmegaConf.to_container(cfg)
+    saved["resolved_schedule"] = {"name": "cosine", "decay_steps": 10}
+    text = OmegaConf.to_yaml(OmegaConf.create(saved))
+    assert "pooling: avg" in text and "mode: min" in text  # what a checkpoint writes
+    (tmp_path / "config.yaml").write_text(text)
+
+    raw = read_checkpoint_config(Checkpoint(tmp_path, manifest={"files": ["config.yaml"]}))
+    for value in (raw["model"]["pooling"], raw["checkpoint"]["mode"], raw["trainer"]["strategy"]):
+        assert type(value) is str
+    assert (raw["model"]["pooling"], raw["checkpoint"]["mode"]) == ("avg", "min")
+    assert raw["model"] == OmegaConf.to_container(cfg.model)  # a resume compares them equal
 
 
 def test_checkpoint_sections_are_checked_against_the_schema():

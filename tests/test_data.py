@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from trainer import digits_builder
 from trainer.data import DATASETS, DataInfo, epoch_shuffle_seed, load_data
 from trainer.errors import UserError
+from trainer.seeds import derive_seed
 
 DIGITS_TFDS_NAME = "sklearn_digits"
 DIGITS_TRAIN, DIGITS_TEST = 1438, 359
@@ -231,6 +232,24 @@ def test_many_epochs_in_one_pipeline_are_the_epochs_one_after_another(
     assert len(one_by_one) == 3 * data.info.steps_per_epoch - 7
 
 
+def test_many_epochs_are_built_without_listing_them(offline_digits_dir, monkeypatch):
+    data = load_data(make_cfg(offline_digits_dir, batch_size=256), seed=5)
+    expected = as_arrays(data.train_epochs(0, 3))
+    calls = []
+
+    def counted(*args):  # the epoch seeds Python computes while the pipeline is built
+        calls.append(args)
+        if len(calls) > 10:
+            raise AssertionError("train_epochs computes a seed per epoch before it returns")
+        return derive_seed(*args)
+
+    monkeypatch.setattr("trainer.data.derive_seed", counted)
+    endless = data.train_epochs(0, 10**12)
+
+    assert len(calls) == 1  # the first epoch's; the others' are computed as each starts
+    assert_same_batches(as_arrays(endless.take(len(expected))), expected)
+
+
 def test_many_epochs_refuse_an_empty_range(offline_digits_dir):
     data = load_data(make_cfg(offline_digits_dir, batch_size=64), seed=5)
     with pytest.raises(ValueError, match="end must be an integer > first epoch 3"):
@@ -346,7 +365,7 @@ EXPECTED_EPOCH_SEEDS = [821328063, 1817441349, 993632896]
 def test_train_epoch_refuses_positions_outside_the_epoch(offline_digits_dir, epoch, skip):
     data = load_data(make_cfg(offline_digits_dir), seed=0)  # 12 steps per epoch
 
-    with pytest.raises(ValueError, match="epoch|skip_batches"):
+    with pytest.raises(ValueError, match=r"epoch|skip_batches"):
         data.train_epoch(epoch, skip_batches=skip)
 
 
@@ -360,14 +379,13 @@ def test_train_epoch_refuses_positions_outside_the_epoch(offline_digits_dir, epo
             {"name": "imagenet"},
             "unknown dataset 'imagenet'; known: cifar10, digits, fashion_mnist, mnist",
         ),
-        ({"batch_size": 0}, "dataset.batch_size must be an integer > 0, got 0"),
-        ({"batch_size": -8}, "dataset.batch_size must be an integer > 0, got -8"),
-        ({"batch_size": 2.5}, "dataset.batch_size must be an integer > 0, got 2.5"),
-        ({"validation_split": 1.0}, "dataset.validation_split must be a number in [0, 1), got 1.0"),
-        (
-            {"validation_split": -0.1},
-            "dataset.validation_split must be a number in [0, 1), got -0.1",
-        ),
+        # The config's own checks (trainer.config.validate_dataset), worded as train.py words them.
+        ({"batch_size": 0}, "dataset.batch_size must be an integer >= 1, got 0"),
+        ({"batch_size": -8}, "dataset.batch_size must be an integer >= 1, got -8"),
+        ({"batch_size": 2.5}, "dataset.batch_size must be an integer >= 1, got 2.5"),
+        ({"validation_split": 1.0}, "dataset.validation_split must be in [0, 1), got 1.0"),
+        ({"validation_split": -0.1}, "dataset.validation_split must be in [0, 1), got -0.1"),
+        ({"validation_split": "a lot"}, "dataset.validation_split must be in [0, 1), got 'a lot'"),
         (
             {"validation_split": 0.0001},
             "dataset.validation_split=0.0001 leaves 1438 training and 0 validation examples of "
@@ -375,8 +393,8 @@ def test_train_epoch_refuses_positions_outside_the_epoch(offline_digits_dir, epo
         ),
         (
             {"shuffle_buffer": -1},
-            "dataset.shuffle_buffer must be an integer >= 0 (0: no "
-            "shuffling) or null (full shuffle), got -1",
+            "dataset.shuffle_buffer must be null (whole split), 0 (no shuffling) or a positive "
+            "integer, got -1",
         ),
     ],
 )
@@ -388,7 +406,9 @@ def test_bad_config_values_raise_a_one_line_user_error(offline_digits_dir, overr
 
 
 def test_negative_seed_is_a_user_error(offline_digits_dir):
-    with pytest.raises(UserError, match=r"^seed must be an integer >= 0, got -1$"):
+    with pytest.raises(
+        UserError, match=r"^seed must be an integer >= 0 and <= 4294967295 .*, got -1$"
+    ):
         load_data(make_cfg(offline_digits_dir), seed=-1)
 
 

@@ -703,7 +703,7 @@ def test_a_bad_trainer_state_is_one_line_on_restore(run_dir, case):
     with pytest.raises(UserError) as error:
         read_trainer_state(unchecked(checkpoint))
     assert "trainer_state.json" in one_line(error) and where in one_line(error)
-    with pytest.raises(UserError, match="trainer_state.json"):
+    with pytest.raises(UserError, match=r"trainer_state\.json"):
         restore(checkpoint, with_optimizer=False)
 
 

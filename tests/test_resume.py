@@ -53,6 +53,7 @@ def reference(digits_dir, tmp_path_factory) -> Path:
     return work / "run"
 
 
+@pytest.mark.slow
 def test_resume_mid_epoch_is_bitwise_equal_to_an_uninterrupted_run(reference, digits_dir, tmp_path):
     branch = tmp_path / "branch"
     process = run_train(
@@ -77,6 +78,7 @@ def test_resume_mid_epoch_is_bitwise_equal_to_an_uninterrupted_run(reference, di
         assert int(handle["0"][()]) == 82  # optimizer.iterations
 
 
+@pytest.mark.slow
 def test_resuming_an_older_checkpoint_in_place_is_refused(reference, tmp_path):
     before = sorted(p.name for p in reference.iterdir())
     process = run_train(f"+resume={reference / 'step-00000025'}", cwd=tmp_path, check=False)
@@ -98,6 +100,7 @@ def test_resuming_an_older_checkpoint_in_place_is_refused(reference, tmp_path):
         (["dataset.batch_size=8"], "dataset.batch_size"),
     ],
 )
+@pytest.mark.slow
 def test_overrides_that_change_the_run_are_refused(reference, tmp_path, overrides, refused):
     before = {p.name: p.stat().st_mtime_ns for p in reference.rglob("*")}
     process = run_train(f"+resume={reference}", *overrides, cwd=tmp_path, check=False)
@@ -118,6 +121,7 @@ def _epoch_lrs(run: Path) -> list[float]:
     return [float(row["lr"]) for row in csv.DictReader((run / "metrics.csv").open())]
 
 
+@pytest.mark.slow
 def test_extending_a_run_keeps_the_schedule_unless_restretched(reference, digits_dir, tmp_path):
     kept = _copy_run(reference, tmp_path / "kept")
     process = run_train(f"+resume={kept}", "trainer.epochs=3", cwd=tmp_path)
@@ -141,6 +145,7 @@ def test_extending_a_run_keeps_the_schedule_unless_restretched(reference, digits
     assert saved["trainer"]["restretch_schedule"] is True
 
 
+@pytest.mark.slow
 def test_fine_tuning_keeps_weights_and_starts_a_fresh_optimizer(reference, digits_dir, tmp_path):
     new_dir = tmp_path / "tuned"
     process = run_train(
@@ -200,6 +205,7 @@ def _edit_config(checkpoint: Path, edit) -> None:
         ),
     ],
 )
+@pytest.mark.slow
 def test_a_crafted_checkpoint_is_refused_and_nothing_runs(reference, tmp_path, edit, message):
     run = _copy_run(reference, tmp_path)
     newest = run / "step-00000082"
@@ -215,6 +221,7 @@ def test_a_crafted_checkpoint_is_refused_and_nothing_runs(reference, tmp_path, e
     assert not list((tmp_path / "out").glob("step-*"))
 
 
+@pytest.mark.slow
 def test_a_newer_format_version_is_refused(reference, tmp_path):
     run = _copy_run(reference, tmp_path)
     data = manifest(run / "step-00000082")
@@ -235,6 +242,7 @@ def _flip_a_byte(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", [_truncate, _flip_a_byte], ids=["truncated", "byte flipped"])
 def test_a_corrupt_newest_checkpoint_falls_back_and_says_so(reference, tmp_path, damage):
     # Every kind of damage (flipped byte, deleted file, broken manifest, ...) is detected by
@@ -250,6 +258,7 @@ def test_a_corrupt_newest_checkpoint_falls_back_and_says_so(reference, tmp_path,
     assert_bitwise_equal(reference / "step-00000082", run / "step-00000082")
 
 
+@pytest.mark.slow
 def test_resuming_a_checkpoint_with_a_flipped_byte_is_refused(reference, tmp_path):
     run = _copy_run(reference, tmp_path)
     newest = run / "step-00000082"
@@ -264,6 +273,7 @@ def test_resuming_a_checkpoint_with_a_flipped_byte_is_refused(reference, tmp_pat
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.slow
 def test_sigterm_saves_at_the_next_step_and_the_run_continues(digits_dir, tmp_path):
     run = tmp_path / "run"
     args = tiny_args(digits_dir, run, "trainer.epochs=20", "checkpoint.every_n_epochs=100")
@@ -279,7 +289,7 @@ def test_sigterm_saves_at_the_next_step_and_the_run_continues(digits_dir, tmp_pa
         assert time.time() < deadline and process.poll() is None
         time.sleep(0.2)
     process.send_signal(signal.SIGTERM)
-    out, err = process.communicate(timeout=120)
+    _, err = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGTERM, err
     assert "SIGTERM received" in err and f"Resume with: python train.py +resume={run}" in err
     saved = sorted(run.glob("step-*"))
@@ -290,6 +300,7 @@ def test_sigterm_saves_at_the_next_step_and_the_run_continues(digits_dir, tmp_pa
     assert f"step {step}," in resumed.stdout
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_never_loses_the_run(digits_dir, tmp_path, capsys):
     """The CI-sized version of `python -m trainer.fault_injection --trials 50`."""
     code = fault_injection.main(
@@ -313,6 +324,7 @@ def test_sigkill_at_random_moments_never_loses_the_run(digits_dir, tmp_path, cap
     assert "0 runs whose final weights differ" in last
 
 
+@pytest.mark.slow
 def test_async_saving_writes_the_same_checkpoints(reference, digits_dir, tmp_path):
     run = tmp_path / "async"
     run_train(*tiny_args(digits_dir, run, *DETERMINISTIC, "checkpoint.async=true"), cwd=tmp_path)
@@ -324,6 +336,7 @@ def test_async_saving_writes_the_same_checkpoints(reference, digits_dir, tmp_pat
     assert not list(run.glob(".step-*"))  # no staging left behind
 
 
+@pytest.mark.slow
 def test_callback_state_survives_a_resume(digits_dir, tmp_path):
     # monitor=loss with mode=max makes every epoch after the first "no improvement",
     # so reduce-on-plateau halves the lr scale once per epoch, deterministically.

@@ -682,7 +682,7 @@ def test_build_rejects_a_rate_that_is_not_positive(learning_rate):
 
 
 def test_build_rejects_an_unknown_name_with_the_known_ones():
-    with pytest.raises(UserError, match="unknown schedule 'nope'; known: .*one_cycle"):
+    with pytest.raises(UserError, match=r"unknown schedule 'nope'; known: .*one_cycle"):
         build_schedule({"name": "nope", "warmup_steps": 0}, 0.1)
 
 

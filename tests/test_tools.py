@@ -107,6 +107,7 @@ def test_help_lists_every_command_and_each_has_help(capsys):
         assert status == 0 and "usage:" in out and "example" in out
 
 
+@pytest.mark.slow
 def test_light_commands_never_import_tensorflow(sweep):
     root, runs = sweep
     checkpoint = sorted(runs[0].glob("step-*"))[-1]
@@ -127,6 +128,7 @@ def test_light_commands_never_import_tensorflow(sweep):
 # --------------------------------------------------------------------------- list, inspect, verify
 
 
+@pytest.mark.slow
 def test_list_shows_each_checkpoint_with_pointers_and_validity(sweep):
     root, runs = sweep
     process = tool("list", str(root))
@@ -150,6 +152,7 @@ def test_list_shows_each_checkpoint_with_pointers_and_validity(sweep):
     assert run["best"] in {"step-00000041", "step-00000082"}
 
 
+@pytest.mark.slow
 def test_inspect_shows_manifest_config_and_variables(sweep):
     _, runs = sweep
     checkpoint = runs[0] / "step-00000041"
@@ -179,6 +182,7 @@ def test_inspect_shows_manifest_config_and_variables(sweep):
     assert len(info["optimizer_variables"]) == 1 + 2 * 6  # step + two Adam slots per weight
 
 
+@pytest.mark.slow
 def test_verify_finds_corruption_and_says_what_a_resume_would_use(sweep, tmp_path):
     _, runs = sweep
     run_dir = tmp_path / "run"
@@ -242,6 +246,7 @@ def test_usage_errors_give_one_line(tmp_path):
 # --------------------------------------------------------------------------- compare
 
 
+@pytest.mark.slow
 def test_compare_sorts_runs_by_the_monitored_metric(sweep, tmp_path):
     root, runs = sweep
     process = tool("compare", str(root), "--plot", str(tmp_path / "runs.png"), "--json")
@@ -279,6 +284,7 @@ def _checkpoint_model(checkpoint_dir: Path):
     return model
 
 
+@pytest.mark.slow
 def test_export_keras_and_savedmodel_predict_like_the_checkpoint(sweep, tmp_path, capsys):
     import keras
     import tensorflow as tf
@@ -355,6 +361,7 @@ def _plain_keras_model(schedule):
     return model, images
 
 
+@pytest.mark.slow
 def test_rescue_custom_schedule_checkpoint_resumes_with_train_py(digits_dir, tmp_path, capsys):
     import keras
 
@@ -564,6 +571,7 @@ def test_rescued_model_config_allows_only_keras_built_ins(layer, message):
 # --------------------------------------------------------------------------- plot-schedule
 
 
+@pytest.mark.slow
 def test_plot_schedule_one_several_and_a_checkpoint(sweep, digits_dir, tmp_path, capsys):
     png = tmp_path / "one.png"
     status, out, err = tool_in_process(

@@ -36,6 +36,7 @@ def default_run(digits_dir, tmp_path_factory):
     return work / "run", process
 
 
+@pytest.mark.slow
 def test_default_run_is_accurate(default_run):
     run_dir, _ = default_run
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -46,6 +47,7 @@ def test_default_run_is_accurate(default_run):
     assert summary["checkpoint_dir"] == str(run_dir)
 
 
+@pytest.mark.slow
 def test_default_run_writes_its_outputs(default_run):
     run_dir, _ = default_run
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
@@ -69,6 +71,7 @@ def test_default_run_writes_its_outputs(default_run):
     )
 
 
+@pytest.mark.slow
 def test_tensorboard_holds_per_step_scalars(default_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -80,6 +83,7 @@ def test_tensorboard_holds_per_step_scalars(default_run):
     assert len(events.Tensors("step/lr")) > 15  # more than one point per epoch
 
 
+@pytest.mark.slow
 def test_default_run_prints_progress_and_how_to_resume(default_run):
     run_dir, process = default_run
     out = process.stdout
@@ -91,6 +95,7 @@ def test_default_run_prints_progress_and_how_to_resume(default_run):
     assert "absl" not in process.stderr and "oneDNN" not in process.stderr
 
 
+@pytest.mark.slow
 def test_a_fresh_run_never_writes_into_a_run_with_checkpoints(default_run, digits_dir):
     run_dir, _ = default_run
     before = sorted(p.name for p in run_dir.iterdir())
@@ -143,8 +148,22 @@ def test_every_schedule_trains_by_name(schedule, digits_dir, tmp_path):
         (["dataset=mnist", "dataset.download=false"], "is not prepared in"),
         (["+resume=/no/such/run"], "error: resume path '/no/such/run' does not exist"),
         (["trainer.epochs=0"], "error: trainer.epochs must be an integer >= 1, got 0"),
+        (["model.activation=nonexistent"], "error: model.activation must be one of celu, elu, "),
+        (["seed=99999999999"], "error: seed must be an integer >= 0 and <= 4294967295 (2**32"),
+        (
+            ["+trainer.precison=16"],
+            "error: unknown key trainer.precison; known keys of trainer: epochs, max_steps, ",
+        ),
+        (["+model.x=1"], "error: unknown key model.x; known keys of model=cnn: name, filters"),
+        (["+checkpoint.x=1"], "error: unknown key checkpoint.x; known keys of checkpoint: dir"),
+        (
+            ["dataset.validation_split=0"],
+            "error: checkpoint.monitor must be one of loss, accuracy (val_* needs "
+            "dataset.validation_split > 0), got 'val_accuracy'",
+        ),
     ],
 )
+@pytest.mark.slow
 def test_bad_input_gets_one_clear_line(overrides, message, digits_dir, tmp_path):
     process = run_train(
         *tiny_args(digits_dir, tmp_path / "run"), *overrides, cwd=tmp_path, check=False
@@ -156,6 +175,7 @@ def test_bad_input_gets_one_clear_line(overrides, message, digits_dir, tmp_path)
     assert not list((tmp_path / "run").glob("step-*"))
 
 
+@pytest.mark.slow
 def test_multirun_runs_each_job_in_its_own_directory(digits_dir, tmp_path):
     process = run_train(
         "-m",
@@ -182,6 +202,7 @@ def test_multirun_runs_each_job_in_its_own_directory(digits_dir, tmp_path):
     assert "#0 : schedule=cosine" in process.stdout + process.stderr
 
 
+@pytest.mark.slow
 def test_a_schedule_registered_by_the_user_trains_and_resumes(digits_dir, tmp_path):
     (tmp_path / "my_schedules.py").write_text(
         textwrap.dedent("""
@@ -251,3 +272,27 @@ def test_compiled_and_multi_step_execution_train_the_same_steps(
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["global_step"] == 50
     assert summary["test_accuracy"] > 0.2  # it learned something (chance is 0.1)
+
+
+def test_the_activations_the_config_allows_are_the_ones_keras_names():
+    import keras
+
+    from trainer.config import ACTIVATIONS
+
+    public = {
+        name
+        for name in dir(keras.activations)
+        if not name.startswith("_") and name not in ("get", "serialize", "deserialize")
+    }
+    assert set(ACTIVATIONS) == public - {"threshold"}  # threshold needs arguments
+    for name in ACTIVATIONS:
+        assert keras.layers.Activation(name)(keras.ops.ones((2, 4))).shape[0] == 2
+
+
+@pytest.mark.slow
+def test_a_run_capped_by_max_steps_starts_whatever_its_epochs(digits_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    args = tiny_args(digits_dir, run_dir, "trainer.epochs=1000000000000", "trainer.max_steps=8")
+    run_train(*args, cwd=tmp_path, timeout=120)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert (summary["global_step"], summary["epochs_completed"]) == (8, 0)

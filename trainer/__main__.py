@@ -13,12 +13,13 @@ import sys
 from collections.abc import Sequence
 
 from trainer import __version__
-from trainer.errors import UserError
-from trainer.tools import BAD_INPUT, COMMAND_MODULES, ToolParser
+from trainer.errors import StorageError, UserError
+from trainer.tools import BAD, BAD_INPUT, COMMAND_MODULES, ToolParser
 
 EPILOG = """\
-exit status: 0 ok, 1 the thing checked is bad (e.g. verify found corruption),
-2 bad input (one line 'error: ...' on stderr).
+exit status: 0 ok, 1 the thing checked is bad (e.g. verify found corruption) or
+the machine refused a write (disk full, read-only), 2 bad input (one line
+'error: ...' on stderr).
 Run 'python -m trainer <command> --help' for the options of a command."""
 
 
@@ -60,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         return BAD_INPUT
+    except StorageError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return BAD
     except SystemExit as done:  # --help, --version
         return done.code if isinstance(done.code, int) else BAD_INPUT
     except KeyboardInterrupt:

@@ -10,6 +10,11 @@ all build through these functions, so a run is built the same way everywhere:
 3. :func:`build_run`: the model, the schedule (scaled by reduce-on-plateau's
    factor when that is on) and the optimizer, built and ready to restore into.
 
+The model is a function of the config alone (``trainer.seeds``): its initial
+weights come from global generators seeded with ``derive_seed(seed, "init")``
+just before it is built, and its seed generators (dropout) start from
+``derive_seed(seed, "dropout", i)``, whatever the process drew before.
+
 ``cfg`` is any mapping with the config's sections (a ``DictConfig`` composed
 by Hydra, or a plain ``dict``). Importing this module does not import
 TensorFlow; :func:`build_run` does.
@@ -74,11 +79,25 @@ class BuiltRun:
 
 
 def build_model_for(cfg: Mapping[str, Any], info: Any) -> Any:
-    """The model ``cfg.model`` names, for the input shape and classes of ``info`` (DataInfo)."""
-    import trainer.rescued_model  # noqa: F401  (registers "keras_builtin", for rescued checkpoints)
-    from trainer.models import build_model
+    """The model ``cfg.model`` names, for the input shape and classes of ``info`` (DataInfo),
+    its random state derived from ``cfg.seed`` alone (see the module docstring)."""
+    import keras
 
-    return build_model(cfg["model"], tuple(info.input_shape), int(info.num_classes))
+    import trainer.rescued_model  # noqa: F401  (registers "keras_builtin", for rescued checkpoints)
+    from trainer.checkpoint.state import seed_generator_variables
+    from trainer.models import build_model
+    from trainer.seeds import derive_seed
+
+    seed = int(cfg["seed"])
+    # Keras initializers without a seed draw theirs from Python's `random` when they are
+    # created, and ops from TensorFlow's and Keras' generators: all are reset here, so
+    # what ran before (dataset preparation, a tool) cannot shift the weights.
+    keras.utils.set_random_seed(derive_seed(seed, "init"))
+    model = build_model(cfg["model"], tuple(info.input_shape), int(info.num_classes))
+    # By position, as checkpoints save them; whatever seeds the builder gave its layers.
+    for index, state in enumerate(seed_generator_variables(model)):
+        state.assign([derive_seed(seed, "dropout", index), 0])
+    return model
 
 
 def build_run(

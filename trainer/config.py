@@ -2,28 +2,99 @@
 
 Every option of a config group (``conf/optimizer/adam.yaml``, ...) extends a
 dataclass registered here in Hydra's ConfigStore under ``schema/<group>/<name>``,
-so a misspelt key or a wrong type fails when Hydra composes the config, with
-OmegaConf's own message. Value checks that a type cannot express
-(``learning_rate > 0``, ``epochs >= 1``) live in :func:`validate`, which raises a
-one-line :class:`~trainer.errors.UserError`.
+so a misspelt key, a wrong type or a value outside a closed choice (an Enum:
+``model.pooling``, ``checkpoint.mode``, ``trainer.strategy``) fails when Hydra
+composes the config, with OmegaConf's own message.
+
+The schema is closed: :func:`check_known_keys` refuses any key the schema of
+its section does not know, anywhere in the tree, ``+key=value`` included (Hydra
+adds those even to a typed node). The top level knows :data:`TOP_LEVEL_KEYS`
+(``resume`` among them: the primary config, ``conf/config.yaml``, is no
+dataclass, so that ``+resume=PATH`` works as written). An option without a
+schema (a user's registered schedule or model) may take any key in its own
+section. :func:`typed_section` applies the same check, and the types, to a
+section read back from a checkpoint.
+
+Value checks that a type cannot express (``learning_rate > 0``, ``epochs >=
+1``) live in one function per config group (:func:`validate_dataset`, ...),
+which :func:`validate` runs in turn; each raises a one-line
+:class:`~trainer.errors.UserError` worded by :func:`_require`.
 
 This module never imports TensorFlow: ``--help``, ``--cfg job`` and the
 checkpoint tools use it.
-
-The primary config (``conf/config.yaml``) itself is not a dataclass, so that
-Hydra's ``+resume=PATH`` can add the ``resume`` key exactly as written;
-:func:`validate` checks its top-level keys instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import numbers
+import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from trainer.errors import UserError
+from trainer.seeds import MAX_SEED
+
+# Closed choices. StrEnum: a member equals, formats and serialises as its string, so
+# code that compares with "max" and configs saved as plain strings both keep working.
+
+
+class Pooling(StrEnum):
+    max = "max"
+    avg = "avg"
+    none = "none"
+
+
+class MonitorMode(StrEnum):
+    max = "max"
+    min = "min"
+
+
+class Strategy(StrEnum):
+    default = "default"
+    mirrored = "mirrored"
+    multi_worker = "multi_worker"
+
+
+# The names keras.activations.get takes (keras 3 ALL_OBJECTS_DICT), kept here so the
+# config is checked without importing Keras; tests compare it with Keras' own.
+# "threshold" is left out: it needs arguments a name cannot give.
+ACTIVATIONS = (
+    "celu",
+    "elu",
+    "exponential",
+    "gelu",
+    "glu",
+    "hard_shrink",
+    "hard_sigmoid",
+    "hard_silu",
+    "hard_swish",
+    "hard_tanh",
+    "leaky_relu",
+    "linear",
+    "log_sigmoid",
+    "log_softmax",
+    "mish",
+    "relu",
+    "relu6",
+    "selu",
+    "sigmoid",
+    "silu",
+    "soft_shrink",
+    "softmax",
+    "softplus",
+    "softsign",
+    "sparse_plus",
+    "sparse_sigmoid",
+    "sparsemax",
+    "squareplus",
+    "swish",
+    "tanh",
+    "tanh_shrink",
+)
 
 # --------------------------------------------------------------------------- dataset
 
@@ -47,9 +118,9 @@ class CNNConfig:
     name: str = "cnn"
     filters: list[int] = field(default_factory=lambda: [32, 64])
     kernel_size: int = 3
-    pooling: str = "max"  # max | avg | none
+    pooling: Pooling = Pooling.max
     batch_norm: bool = False
-    activation: str = "relu"
+    activation: str = "relu"  # one of ACTIVATIONS
     dropout: float = 0.25
     dense_units: list[int] = field(default_factory=lambda: [128])
 
@@ -207,7 +278,7 @@ class TrainerConfig:
     restretch_schedule: bool = False  # on resume: re-resolve the schedule to the new length
     fine_tune: bool = False  # on resume: keep weights, fresh optimizer/schedule from the command
     # Beyond one device (trainer.distribute); dataset.batch_size is the global batch.
-    strategy: str = "default"  # default | mirrored | multi_worker
+    strategy: Strategy = Strategy.default
     cpu_devices: int | None = None  # mirrored only: split the CPU into N logical devices
     scale_lr_with_replicas: bool = False  # linear rule: learning_rate * number of replicas
 
@@ -225,7 +296,7 @@ class CheckpointConfig:
     keep_best: int = 1  # best checkpoints by monitor kept besides those
     keep_every_n_steps: int | None = None  # also keep one checkpoint every N steps forever
     monitor: str = "val_accuracy"  # a metric of the epoch summary (val_* needs a validation split)
-    mode: str = "max"  # max | min
+    mode: MonitorMode = MonitorMode.max
     # `async` (a Python keyword, so not a dataclass field) is added in _checkpoint_node().
 
 
@@ -286,99 +357,220 @@ def register_schemas() -> None:
     store.store(group="schema/checkpoint", name="default", node=_checkpoint_node())
 
 
+# --------------------------------------------------------------------------- the closed schema
+
+# The config groups, each a section of the composed config checked against its schema.
+SECTIONS = ("dataset", "model", "optimizer", "schedule", "trainer", "checkpoint")
+
+
+def schema_node(group: str, section: Mapping[str, Any]) -> DictConfig | None:
+    """The schema ``section`` of ``group`` follows, as a typed node; None for an option
+    without one (a user's registered schedule or model), whose keys its builder checks."""
+    if group == "checkpoint":
+        return _checkpoint_node()
+    if group == "dataset":  # any registered dataset shares one schema
+        return OmegaConf.structured(DatasetConfig)
+    options = SCHEMAS.get(group, {})
+    schema = options.get("default") or options.get(_name_of(section))
+    return None if schema is None else OmegaConf.structured(schema)
+
+
+def _name_of(section: Mapping[str, Any]) -> Any:
+    if OmegaConf.is_config(section) and OmegaConf.is_missing(section, "name"):
+        return None  # `name: ???` (schedule=custom before schedule.name is given)
+    return section.get("name")
+
+
+def check_known_keys(cfg: Mapping[str, Any]) -> None:
+    """Refuse, in one line, any key of ``cfg`` that the schema does not know, at any depth:
+    the top level knows :data:`TOP_LEVEL_KEYS`, each section the keys of its schema."""
+    unknown = [key for key in cfg if key not in TOP_LEVEL_KEYS]
+    if unknown:
+        raise UserError(_unknown_keys_message("", unknown, TOP_LEVEL_KEYS))
+    for group in SECTIONS:
+        section = cfg.get(group)
+        schema = None if section is None else schema_node(group, section)
+        if schema is not None:
+            _check_section_keys(_where(group, section), group, section, schema)
+
+
+def _check_section_keys(
+    where: str, path: str, section: Mapping[str, Any], schema: Mapping[str, Any]
+) -> None:
+    unknown = [key for key in section if key not in schema]
+    if unknown:
+        raise UserError(_unknown_keys_message(path, unknown, list(schema), where))
+    for key in section:
+        if OmegaConf.is_config(schema[key]) and isinstance(section[key], Mapping):
+            _check_section_keys(f"{where}.{key}", f"{path}.{key}", section[key], schema[key])
+
+
+def _where(group: str, section: Mapping[str, Any]) -> str:
+    """How a message names a section: ``trainer``, or ``schedule=cosine`` for a group whose
+    keys depend on the option chosen."""
+    if group in ("model", "optimizer", "schedule") and _name_of(section) is not None:
+        return f"{group}={_name_of(section)}"
+    return group
+
+
+def _unknown_keys_message(
+    path: str, unknown: Iterable[Any], known: Iterable[Any], where: str = ""
+) -> str:
+    known_text = ", ".join(map(str, known))
+    if not path:
+        return f"unknown top-level key(s) {', '.join(map(str, unknown))}; known: {known_text}"
+    keys = [f"{path}.{key}" for key in unknown]
+    noun = "key" if len(keys) == 1 else "keys"
+    return f"unknown {noun} {', '.join(keys)}; known keys of {where or path}: {known_text}"
+
+
 def typed_section(group: str, section: Mapping[str, Any]) -> DictConfig:
-    """``section`` (e.g. read back from a checkpoint) checked against its group's schema.
+    """``section`` (e.g. read back from a checkpoint) checked against its group's schema:
+    its keys (:func:`check_known_keys`' rule) and their types, missing keys filled in.
 
     The schema is chosen by the section's ``name`` among the known options; a
     section whose name has no schema (a user's own registered schedule) is
-    returned as an untyped config, to be checked by its builder.
+    returned as an untyped config, to be checked by its builder. Closed
+    choices come back as their Enum members (equal to their strings); use
+    ``OmegaConf.to_container(..., enum_to_str=True)`` for plain data.
     """
-    options = SCHEMAS.get(group, {})
-    name = section.get("name") if group in ("dataset", "model", "optimizer", "schedule") else None
-    schema = options.get(name) if name is not None else options.get("default")
+    schema = schema_node(group, section)
+    if schema is None:
+        return OmegaConf.create(dict(section))
     try:
-        if group == "checkpoint":
-            return OmegaConf.merge(_checkpoint_node(), section)
-        if group == "dataset":  # any registered dataset shares one schema
-            return OmegaConf.merge(OmegaConf.structured(DatasetConfig), section)
-        if schema is None:
-            return OmegaConf.create(dict(section))
-        return OmegaConf.merge(OmegaConf.structured(schema), section)
+        _check_section_keys(_where(group, section), group, section, schema)
+        return OmegaConf.merge(schema, section)
+    except UserError as error:
+        raise UserError(f"{group} config is not valid: {error}") from None
     except Exception as error:  # OmegaConf's ValidationError and friends
         first_line = str(error).splitlines()[0]
         raise UserError(f"{group} config is not valid: {first_line}") from None
 
 
-# --------------------------------------------------------------------------- checks
+# --------------------------------------------------------------------------- value checks
 
 
 def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    """The one wording of a bad value: ``<key> must be <allowed>, got <value>``."""
     if not ok:
         raise UserError(f"{key} must be {allowed}, got {value!r}")
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    return _is_int(value) and value >= 1
+
+
+def _int_or_none(value: Any) -> bool:
+    return value is None or _positive_int(value)
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
 
 
 def validate(cfg: DictConfig) -> None:
-    """Check the values a schema cannot; raise a one-line UserError for the first bad one.
+    """Check the keys (:func:`check_known_keys`) and the values a schema cannot, group by
+    group; raise a one-line UserError for the first bad one.
 
     Schedule parameters are checked by ``trainer.schedules.resolve_schedule``
     once the steps per epoch are known (still before training starts).
     """
-    unknown = sorted(set(cfg.keys()) - set(TOP_LEVEL_KEYS))
-    if unknown:
-        raise UserError(
-            f"unknown top-level key(s) {', '.join(unknown)}; known: {', '.join(TOP_LEVEL_KEYS)}"
-        )
-    _require(isinstance(cfg.seed, int) and cfg.seed >= 0, "seed", cfg.seed, "an integer >= 0")
+    check_known_keys(cfg)
+    validate_seed(cfg.seed)
+    validate_dataset(cfg.dataset)
+    validate_model(cfg.model)
+    validate_optimizer(cfg.optimizer)
+    validate_trainer(cfg.trainer)
+    validate_checkpoint(cfg.checkpoint, cfg.dataset)
 
-    data = cfg.dataset
+
+def validate_seed(seed: Any) -> None:
+    """``seed``: what every random stream is derived from (``trainer.seeds``)."""
     _require(
-        _positive_int(data.batch_size), "dataset.batch_size", data.batch_size, "an integer >= 1"
+        _is_int(seed) and 0 <= seed <= MAX_SEED,
+        "seed",
+        seed,
+        f"an integer >= 0 and <= {MAX_SEED} (2**32 - 1, the largest seed NumPy takes)",
     )
+
+
+def validate_dataset(data: Mapping[str, Any]) -> None:
+    """The ``dataset`` section; what depends on the data itself is checked by
+    ``trainer.data.load_data``."""
     _require(
-        0 <= data.validation_split < 1,
-        "dataset.validation_split",
-        data.validation_split,
-        "in [0, 1)",
+        _positive_int(data.get("batch_size")),
+        "dataset.batch_size",
+        data.get("batch_size"),
+        "an integer >= 1",
     )
+    split = data.get("validation_split", 0.0)
+    _require(_is_number(split) and 0 <= split < 1, "dataset.validation_split", split, "in [0, 1)")
+    buffer = data.get("shuffle_buffer")
     _require(
-        data.shuffle_buffer is None or data.shuffle_buffer >= 0,
+        buffer is None or (_is_int(buffer) and buffer >= 0),
         "dataset.shuffle_buffer",
-        data.shuffle_buffer,
+        buffer,
         "null (whole split), 0 (no shuffling) or a positive integer",
     )
+    data_dir = data.get("data_dir")
+    _require(
+        data_dir is None or (isinstance(data_dir, str | os.PathLike) and os.fspath(data_dir) != ""),
+        "dataset.data_dir",
+        data_dir,
+        "a directory path or null (TFDS' default)",
+    )
 
-    model = cfg.model
+
+def validate_model(model: Mapping[str, Any]) -> None:
+    """The ``model`` section's keys the cnn schema declares (other models check their own)."""
     if "filters" in model:
+        filters = _plain(model["filters"])
         _require(
-            len(model.filters) > 0 and all(f >= 1 for f in model.filters),
+            len(filters) > 0 and all(_positive_int(f) for f in filters),
             "model.filters",
-            list(model.filters),
+            filters,
             "a non-empty list of positive integers",
         )
-        _require(model.kernel_size >= 1, "model.kernel_size", model.kernel_size, "an integer >= 1")
+    if "kernel_size" in model:
         _require(
-            model.pooling in ("max", "avg", "none"),
-            "model.pooling",
-            model.pooling,
-            "one of max, avg, none",
+            _positive_int(model["kernel_size"]),
+            "model.kernel_size",
+            model["kernel_size"],
+            "an integer >= 1",
         )
-        _require(0 <= model.dropout < 1, "model.dropout", model.dropout, "in [0, 1)")
+    if "dropout" in model:
+        dropout = model["dropout"]
+        _require(_is_number(dropout) and 0 <= dropout < 1, "model.dropout", dropout, "in [0, 1)")
+    if "dense_units" in model:
+        units = _plain(model["dense_units"])
         _require(
-            all(u >= 1 for u in model.dense_units),
+            all(_positive_int(u) for u in units),
             "model.dense_units",
-            list(model.dense_units),
+            units,
             "a list of positive integers",
         )
+    if "activation" in model:
+        _require(
+            model["activation"] in ACTIVATIONS,
+            "model.activation",
+            model["activation"],
+            "one of " + ", ".join(ACTIVATIONS),
+        )
 
-    opt = cfg.optimizer
-    _require(opt.learning_rate > 0, "optimizer.learning_rate", opt.learning_rate, "> 0")
-    for key in ("weight_decay",):
-        value = opt.get(key)
-        _require(value is None or value >= 0, f"optimizer.{key}", value, "null or >= 0")
+
+def validate_optimizer(opt: Mapping[str, Any]) -> None:
+    """The ``optimizer`` section's rates, decays, clipping and moments."""
+    _require(opt["learning_rate"] > 0, "optimizer.learning_rate", opt["learning_rate"], "> 0")
+    value = opt.get("weight_decay")
+    _require(value is None or value >= 0, "optimizer.weight_decay", value, "null or >= 0")
     for key in ("clipnorm", "global_clipnorm", "epsilon"):
         value = opt.get(key)
         _require(value is None or value > 0, f"optimizer.{key}", value, "null or > 0")
@@ -392,80 +584,68 @@ def validate(cfg: DictConfig) -> None:
         "null when optimizer.global_clipnorm is set (pick one)",
     )
 
-    run = cfg.trainer
-    _require(_positive_int(run.epochs), "trainer.epochs", run.epochs, "an integer >= 1")
-    _require(
-        run.max_steps is None or _positive_int(run.max_steps),
-        "trainer.max_steps",
-        run.max_steps,
-        "null or an integer >= 1",
-    )
+
+def validate_trainer(run: Mapping[str, Any]) -> None:
+    """The ``trainer`` section: lengths, cadences, callbacks and devices."""
+    _require(_positive_int(run["epochs"]), "trainer.epochs", run["epochs"], "an integer >= 1")
+    for key in ("max_steps", "early_stopping_patience", "reduce_on_plateau_patience"):
+        _require(
+            _int_or_none(run.get(key)), f"trainer.{key}", run.get(key), "null or an integer >= 1"
+        )
     for key in ("steps_per_execution", "log_every_n_steps"):
         _require(_positive_int(run[key]), f"trainer.{key}", run[key], "an integer >= 1")
-    for key in ("early_stopping_patience", "reduce_on_plateau_patience"):
-        value = run.get(key)
-        _require(
-            value is None or _positive_int(value),
-            f"trainer.{key}",
-            value,
-            "null or an integer >= 1",
-        )
+    factor = run["reduce_on_plateau_factor"]
+    _require(0 < factor < 1, "trainer.reduce_on_plateau_factor", factor, "in (0, 1)")
+    devices = run.get("cpu_devices")
+    _require(_int_or_none(devices), "trainer.cpu_devices", devices, "null or an integer >= 1")
     _require(
-        0 < run.reduce_on_plateau_factor < 1,
-        "trainer.reduce_on_plateau_factor",
-        run.reduce_on_plateau_factor,
-        "in (0, 1)",
-    )
-    strategies = ("default", "mirrored", "multi_worker")
-    _require(
-        run.strategy in strategies,
-        "trainer.strategy",
-        run.strategy,
-        "one of " + ", ".join(strategies),
-    )
-    _require(
-        run.cpu_devices is None or _positive_int(run.cpu_devices),
+        devices is None or run["strategy"] == Strategy.mirrored,
         "trainer.cpu_devices",
-        run.cpu_devices,
-        "null or an integer >= 1",
-    )
-    _require(
-        run.cpu_devices is None or run.strategy == "mirrored",
-        "trainer.cpu_devices",
-        run.cpu_devices,
-        f"null unless trainer.strategy=mirrored (strategy is {run.strategy})",
+        devices,
+        f"null unless trainer.strategy=mirrored (strategy is {run['strategy']})",
     )
     # XLA compiles for one CPU device: variables on the other logical CPUs are refused
     # (tensorflow.org/xla/known_issues, "tf.Variable on a different device").
     _require(
-        not (run.jit_compile and (run.cpu_devices or 1) > 1),
+        not (run["jit_compile"] and (devices or 1) > 1),
         "trainer.jit_compile",
-        run.jit_compile,
+        run["jit_compile"],
         "false with trainer.cpu_devices > 1 (XLA cannot compile across logical CPUs)",
     )
 
-    ckpt = cfg.checkpoint
+
+def validate_checkpoint(ckpt: Mapping[str, Any], data: Mapping[str, Any]) -> None:
+    """The ``checkpoint`` section: cadences, what is kept, and the monitored metric, which
+    must be one the epoch summary has (``val_*`` only with a validation split)."""
     for key in ("every_n_steps", "every_n_epochs", "keep_every_n_steps"):
-        value = ckpt.get(key)
         _require(
-            value is None or _positive_int(value),
+            _int_or_none(ckpt.get(key)),
             f"checkpoint.{key}",
-            value,
+            ckpt.get(key),
             "null or an integer >= 1",
         )
     _require(
-        _positive_int(ckpt.keep_last),
+        _positive_int(ckpt["keep_last"]),
         "checkpoint.keep_last",
-        ckpt.keep_last,
+        ckpt["keep_last"],
         "an integer >= 1 (the newest checkpoint is always kept)",
     )
     _require(
-        isinstance(ckpt.keep_best, int) and ckpt.keep_best >= 0,
+        _is_int(ckpt["keep_best"]) and ckpt["keep_best"] >= 0,
         "checkpoint.keep_best",
-        ckpt.keep_best,
+        ckpt["keep_best"],
         "an integer >= 0",
     )
-    _require(ckpt.mode in ("min", "max"), "checkpoint.mode", ckpt.mode, "min or max")
     _require(
         isinstance(ckpt.get("async"), bool), "checkpoint.async", ckpt.get("async"), "true or false"
+    )
+    validation = data.get("validation_split", 0.0) > 0
+    monitors = ("loss", "accuracy", *(("val_loss", "val_accuracy") if validation else ()))
+    _require(
+        ckpt["monitor"] in monitors,
+        "checkpoint.monitor",
+        ckpt["monitor"],
+        "one of "
+        + ", ".join(monitors)
+        + ("" if validation else " (val_* needs dataset.validation_split > 0)"),
     )

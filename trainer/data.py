@@ -28,26 +28,29 @@ returns a ``Data``:
   smaller (``drop_remainder=False``), so no example is left out of an epoch.
 - ``Data.train_epoch(epoch, skip_batches=0)``: ``(image, label)`` batches,
   image float32 in [0, 1], label int64. The order of epoch ``e`` is a fixed
-  function of ``(seed, e)``: each epoch gets its own shuffle seed, derived from
-  both with ``numpy.random.SeedSequence``, and a shuffle that does not
-  reshuffle. ``train_epoch(e, skip_batches=k)`` therefore yields exactly the
-  batches ``k, k+1, ...`` that ``train_epoch(e)`` yields, which is how a run
-  resumed mid-epoch continues. tf.data mixes TensorFlow's global seed
-  (``tf.random.set_seed``, ``keras.utils.set_random_seed``) into every shuffle
-  seed, so the trainer sets it from the same config seed, before calling
-  ``train_epoch``, in a fresh and in a resumed run.
+  function of ``(seed, e)``: its shuffle seed is ``trainer.seeds.derive_seed(seed,
+  "shuffle", e)``, with a shuffle that does not reshuffle. ``train_epoch(e,
+  skip_batches=k)`` therefore yields exactly the batches ``k, k+1, ...`` that
+  ``train_epoch(e)`` yields, which is how a run resumed mid-epoch continues.
+  tf.data pairs every shuffle seed with TensorFlow's global seed, so building
+  the batches sets that to ``seed`` (``tf.random.set_seed``): whatever set it
+  before (Keras seeding the weights, a tool) does not change the order.
 - ``Data.train_epochs(first, end, skip_batches=0)``: the batches of
   ``train_epoch(first, skip_batches)``, ``train_epoch(first + 1)``, ...,
   ``train_epoch(end - 1)`` in one pipeline, which the training loop iterates
-  once per run.
+  once per run. The later epochs' seeds are computed inside the pipeline, as
+  each epoch starts, so building it costs the same for 2 epochs or 10**12.
 - ``Data.validation()`` (``None`` without a validation split) and
   ``Data.test()``: batches in file order, never shuffled.
 
 Every dataset returned has ``tf.data.Options.deterministic = True``. Images are
 cached as decoded uint8 and scaled to [0, 1] per batch: a quarter of the memory
 of float32 for one vectorised division per batch. Bad config values raise
-``UserError`` with one line naming the key, the value and what is allowed; so
-does a catalog dataset that is neither prepared nor downloadable.
+``UserError`` with one line naming the key, the value and what is allowed
+(``trainer.config.validate_dataset``, the checks ``train.py`` runs first); so
+do what depends on the data itself (an unknown dataset name, a validation
+split that leaves a split empty) and a catalog dataset that is neither
+prepared nor downloadable.
 
 This module and ``trainer.digits_builder`` are the only ones that import
 TensorFlow Datasets.
@@ -69,8 +72,10 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from trainer import digits_builder
+from trainer.config import validate_dataset, validate_seed
 from trainer.errors import UserError
 from trainer.registry import Registry
+from trainer.seeds import derive_seed, derive_seed_tensor
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -153,6 +158,9 @@ class Data:
                 f"skip_batches must be an integer in [0, {steps}], got {skip_batches!r}"
             )
         batch_size = self.info.batch_size
+        # tf.data pairs each shuffle's seed with TensorFlow's global seed (when the
+        # dataset is built, and for the epochs below when flat_map traces its function).
+        tf.random.set_seed(self._seed)
         examples = self._shuffled(epoch_shuffle_seed(self._seed, first))
         if skip_batches:
             # The epoch's batches are consecutive runs of batch_size examples, so
@@ -161,9 +169,11 @@ class Data:
             examples = examples.skip(skip_batches * batch_size)
         batches = examples.batch(batch_size, drop_remainder=False)
         if end > first + 1:
-            seeds = [epoch_shuffle_seed(self._seed, epoch) for epoch in range(first + 1, end)]
-            later = tf.data.Dataset.from_tensor_slices(tf.constant(seeds, tf.int64)).flat_map(
-                lambda seed: self._shuffled(seed).batch(batch_size, drop_remainder=False)
+            # Each later epoch's seed is computed as it starts: nothing here grows with `end`.
+            later = tf.data.Dataset.range(first + 1, end).flat_map(
+                lambda epoch: self._shuffled(
+                    derive_seed_tensor(self._seed, "shuffle", epoch)
+                ).batch(batch_size, drop_remainder=False)
             )
             batches = batches.concatenate(later)
         return _scaled(batches)
@@ -185,35 +195,19 @@ class Data:
 
 
 def epoch_shuffle_seed(seed: int, epoch: int) -> int:
-    """The tf.data shuffle seed of ``epoch``: a stable hash of (seed, epoch) in [0, 2**31 - 1)."""
-    state = np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint32)[0]
-    return int(state) % (2**31 - 1)
+    """The tf.data shuffle seed of ``epoch``: ``derive_seed(seed, "shuffle", epoch)``."""
+    return derive_seed(seed, "shuffle", epoch)
 
 
 def load_data(dataset_cfg: Mapping[str, Any], *, seed: int) -> Data:
     """Prepare the dataset ``dataset_cfg`` names and return its deterministic pipelines."""
     name = dataset_cfg.get("name")
     spec = DATASETS.get(name)
+    validate_dataset(dataset_cfg)  # for callers that did not validate the whole config
+    validate_seed(seed)
     batch_size = dataset_cfg.get("batch_size")
-    if not _is_int(batch_size) or batch_size <= 0:
-        raise UserError(f"dataset.batch_size must be an integer > 0, got {batch_size!r}")
     validation_split = dataset_cfg.get("validation_split", 0.0)
-    if (
-        not isinstance(validation_split, numbers.Real)
-        or isinstance(validation_split, bool)
-        or not 0.0 <= validation_split < 1.0
-    ):
-        raise UserError(
-            f"dataset.validation_split must be a number in [0, 1), got {validation_split!r}"
-        )
     shuffle_buffer = dataset_cfg.get("shuffle_buffer")
-    if shuffle_buffer is not None and (not _is_int(shuffle_buffer) or shuffle_buffer < 0):
-        raise UserError(
-            "dataset.shuffle_buffer must be an integer >= 0 (0: no shuffling) or null "
-            f"(full shuffle), got {shuffle_buffer!r}"
-        )
-    if not _is_int(seed) or seed < 0:
-        raise UserError(f"seed must be an integer >= 0, got {seed!r}")
     data_dir = _resolve_data_dir(dataset_cfg.get("data_dir"))
     cache = bool(dataset_cfg.get("cache", True))
     download = bool(dataset_cfg.get("download", True))
@@ -276,14 +270,10 @@ def _is_int(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _resolve_data_dir(data_dir: object) -> str:
+def _resolve_data_dir(data_dir: str | None) -> str:
     if data_dir is None:
         return os.path.expanduser(tfds.core.constants.DATA_DIR)
-    if not isinstance(data_dir, str | os.PathLike) or not os.fspath(data_dir):
-        raise UserError(
-            f"dataset.data_dir must be a directory path or null (TFDS default), got {data_dir!r}"
-        )
-    return os.path.abspath(os.path.expanduser(os.fspath(data_dir)))
+    return os.path.abspath(os.path.expanduser(data_dir))
 
 
 def _prepared_builder(

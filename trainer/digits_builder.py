@@ -21,6 +21,8 @@ class)`` go to ``test``: 1438 train / 359 test on every run and machine.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -69,7 +71,9 @@ class SklearnDigits(tfds.core.GeneratorBasedBuilder):
     """UCI handwritten digits (8x8) bundled with scikit-learn; prepares offline."""
 
     VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release: stratified 80/20 train/test split."}
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {
+        "1.0.0": "First release: stratified 80/20 train/test split."
+    }
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(

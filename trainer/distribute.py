@@ -53,9 +53,10 @@ from typing import Any
 
 import tensorflow as tf
 
+from trainer.config import Strategy
 from trainer.errors import UserError
 
-STRATEGIES = ("default", "mirrored", "multi_worker")
+STRATEGIES = tuple(Strategy)
 _CLASS_NAMES = {"mirrored": "MirroredStrategy", "multi_worker": "MultiWorkerMirroredStrategy"}
 
 

@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         data_dir = options.data_dir or work / "tfds"
         reference_dir = work / "reference"
         process = _start(run_args(data_dir, reference_dir / "run", reference_dir / "hydra"), work)
-        out, err = process.communicate()
+        _, err = process.communicate()
         if process.returncode != 0:
             print(f"the reference run failed:\n{err}", file=sys.stderr)
             return 1

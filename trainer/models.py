@@ -26,9 +26,9 @@ def build_cnn(
     """Conv blocks (conv -> [batch norm] -> activation -> [2x2 pooling]) then a dense head.
 
     Pooling is skipped once the feature map is 1 pixel wide, so the same config
-    works on 8x8 digits and 32x32 CIFAR images. Dropout layers get fixed seeds
-    so that a deterministic run draws the same masks; their generator state is
-    saved with each checkpoint.
+    works on 8x8 digits and 32x32 CIFAR images. The dropout layers' seeds are
+    set from the run's seed by ``trainer.build.build_model_for`` (by position);
+    their generator state is saved with each checkpoint.
     """
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     x = inputs
@@ -55,10 +55,10 @@ def build_cnn(
     x = keras.layers.Flatten(name="flatten")(x)
     for index, units in enumerate(cfg["dense_units"]):
         if cfg["dropout"]:
-            x = keras.layers.Dropout(cfg["dropout"], seed=1000 + index, name=f"dropout{index}")(x)
+            x = keras.layers.Dropout(cfg["dropout"], name=f"dropout{index}")(x)
         x = keras.layers.Dense(units, activation=cfg["activation"], name=f"dense{index}")(x)
     if cfg["dropout"]:
-        x = keras.layers.Dropout(cfg["dropout"], seed=2000, name="dropout_head")(x)
+        x = keras.layers.Dropout(cfg["dropout"], name="dropout_head")(x)
     outputs = keras.layers.Dense(num_classes, name="logits")(x)
     return keras.Model(inputs, outputs, name="cnn")
 

@@ -14,6 +14,9 @@ written with ``tf.summary.write`` and the scalar plugin's metadata made once,
 0.17 ms each (a compiled writer costs 0.05 ms a point but 0.4 s to trace,
 more than a typical run logs). TensorBoard sees no difference: its file
 writer only flushes to disk every two minutes anyway.
+
+A write the machine refuses (disk full, read-only...) raises a one-line
+``StorageError`` naming the file: ``metrics.csv`` or the TensorBoard events.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 from tensorboard.plugins.scalar import metadata as scalar_metadata
+
+from trainer.errors import storage_errors
 
 STEP_SCALARS_EVERY_S = 30.0
 _SCALAR = scalar_metadata.create_summary_metadata(display_name=None, description=None)
@@ -61,13 +66,19 @@ class StepScalars:
 class RunReporter:
     def __init__(self, run_dir: Path, steps_per_epoch: int, model: keras.Model) -> None:
         self.steps_per_epoch = steps_per_epoch
-        self.csv = keras.callbacks.CSVLogger(str(run_dir / "metrics.csv"), append=True)
-        self.csv.set_model(model)
-        self.csv.on_train_begin()
-        self.train_writer = tf.summary.create_file_writer(str(run_dir / "tensorboard" / "train"))
-        self.validation_writer = tf.summary.create_file_writer(
-            str(run_dir / "tensorboard" / "validation")
-        )
+        self.writing_csv = f"write metrics.csv in {run_dir}"
+        self.writing_events = f"write TensorBoard events in {run_dir / 'tensorboard'}"
+        with storage_errors(self.writing_csv):
+            self.csv = keras.callbacks.CSVLogger(str(run_dir / "metrics.csv"), append=True)
+            self.csv.set_model(model)
+            self.csv.on_train_begin()
+        with storage_errors(self.writing_events):
+            self.train_writer = tf.summary.create_file_writer(
+                str(run_dir / "tensorboard" / "train")
+            )
+            self.validation_writer = tf.summary.create_file_writer(
+                str(run_dir / "tensorboard" / "validation")
+            )
         self.bar: keras.utils.Progbar | None = None
         self.step_scalars = StepScalars(self.train_writer)
 
@@ -85,22 +96,33 @@ class RunReporter:
         if batch_in_epoch < self.steps_per_epoch:  # end_epoch() draws the final bar
             self.bar.update(batch_in_epoch, values=list(values.items()))
         if log_scalars:
-            self.step_scalars.add(global_step, values)
+            with storage_errors(self.writing_events):
+                self.step_scalars.add(global_step, values)
 
     def end_epoch(self, epoch: int, global_step: int, logs: Mapping[str, float]) -> None:
         if self.bar is not None:
             shown = [(k, v) for k, v in logs.items() if k != "epoch_seconds"]
             self.bar.update(self.steps_per_epoch, values=shown, finalize=True)
-        self.csv.on_epoch_end(epoch, dict(logs))
-        self.step_scalars.write()
+        with storage_errors(self.writing_csv):
+            self.csv.on_epoch_end(epoch, dict(logs))
         train = [(k, v) for k, v in logs.items() if not k.startswith("val_")]
         validation = [(k[len("val_") :], v) for k, v in logs.items() if k.startswith("val_")]
-        for writer, values in ((self.train_writer, train), (self.validation_writer, validation)):
-            write_scalars(writer, [(f"epoch/{k}", v, global_step) for k, v in values])
-            writer.flush()
+        with storage_errors(self.writing_events):
+            self.step_scalars.write()
+            for writer, values in (
+                (self.train_writer, train),
+                (self.validation_writer, validation),
+            ):
+                write_scalars(writer, [(f"epoch/{k}", v, global_step) for k, v in values])
+                writer.flush()
 
     def close(self) -> None:
-        self.step_scalars.write()
-        self.csv.on_train_end()
-        self.train_writer.close()
-        self.validation_writer.close()
+        """Write what is held and close every file, all of them even if one fails."""
+        with storage_errors(self.writing_events):
+            try:
+                self.step_scalars.write()
+            finally:
+                self.train_writer.close()
+                self.validation_writer.close()
+        with storage_errors(self.writing_csv):
+            self.csv.on_train_end()

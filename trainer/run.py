@@ -10,7 +10,9 @@ optimise it. Files of a run (``checkpoint.dir``): the checkpoints,
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,23 +22,25 @@ from trainer.checkpoint import verify_in_background, write_text_atomically
 from trainer.checkpoint.layout import SUMMARY
 from trainer.checkpoint.reading import to_json
 from trainer.checkpoint.resume import StartPlan, describe_resume, plan_start
-from trainer.checkpoint.run_dir import run_directory
+from trainer.checkpoint.run_dir import RunDirectory, run_directory
 from trainer.config import validate
-from trainer.errors import StopRequested
+from trainer.errors import StopRequested, storage_errors
 from trainer.startup import hydra_overrides, import_tensorflow, import_user_modules
 from trainer.sweep import current_job_subdir, plan_sweep_job
 
 
 def train(cfg: DictConfig) -> float | None:
-    """Train as ``cfg`` says; see the module docstring. Raises UserError on bad input."""
+    """Train as ``cfg`` says; see the module docstring. Raises UserError on bad input,
+    StorageError when the machine refuses a write (disk full, read-only...)."""
     started = time.time()
     validate(cfg)
     import_user_modules(cfg.get("imports") or [])
     sweep_job = plan_sweep_job(cfg, current_job_subdir(), hydra_overrides())
     if sweep_job.finished:  # a resumed sweep's job that already ended: its saved result
         return sweep_job.best
-    plan, cfg, run_dir = plan_and_import_tensorflow(sweep_job.cfg)
+    plan, cfg, target = plan_and_import_tensorflow(sweep_job.cfg, own_dir=sweep_job.run_dir)
 
+    # Imported once the run is planned: bad input is refused before TensorFlow starts.
     from trainer.build import build_run
     from trainer.checkpoint.checkpointer import RunCheckpointer
     from trainer.data import load_data
@@ -45,79 +49,122 @@ def train(cfg: DictConfig) -> float | None:
     from trainer.reporting import RunReporter
 
     distribution = start_distribution(cfg.trainer)  # before anything else starts TF's devices
-    files_dir = distribution.files_dir(run_dir)  # only the chief writes into run_dir
-    data = load_data(cfg.dataset, seed=cfg.seed)
-    run = build_run(
-        cfg, data.info, resolved_schedule=plan.resolved_schedule, distribution=distribution
-    )
-    state = restore(plan, run, distribution, cfg.trainer.scale_lr_with_replicas)
-    checkpointer = RunCheckpointer(
-        files_dir, cfg, run, data.info, manifest_extra={"num_replicas": distribution.num_replicas}
-    )
-    if not plan.in_place:
-        checkpointer.write_run_config()
-    reporter = RunReporter(files_dir, run.steps_per_epoch, run.model)
-    settings = LoopSettings.from_config(cfg, run)
-    loop = TrainingLoop(
-        run, data, settings, state, reporter, checkpointer.save, distribution.strategy
-    )
-    try:
-        state = loop.run()
-    except StopRequested as stop:  # the checkpoint is committed (finally) before we say so
-        stop.run_dir = run_dir
-        raise
-    finally:  # on every way out, an error included: buffered scalars, last commit
-        reporter.close()
-        checkpointer.close()
+    # From here on this process writes into the run: it holds the run's lock (one writer).
+    with target.writing(writer=distribution.is_chief) as run_dir:
+        files_dir = distribution.files_dir(run_dir)  # only the chief writes into run_dir
+        data = load_data(cfg.dataset, seed=cfg.seed)
+        run = build_run(
+            cfg, data.info, resolved_schedule=plan.resolved_schedule, distribution=distribution
+        )
+        state = restore(plan, run, distribution, cfg.trainer.scale_lr_with_replicas)
+        checkpointer = RunCheckpointer(
+            files_dir,
+            cfg,
+            run,
+            data.info,
+            manifest_extra={"num_replicas": distribution.num_replicas},
+        )
+        if not plan.in_place:
+            checkpointer.write_run_config()
+        reporter = RunReporter(files_dir, run.steps_per_epoch, run.model)
+        settings = LoopSettings.from_config(cfg, run)
+        loop = TrainingLoop(
+            run, data, settings, state, reporter, checkpointer.save, distribution.strategy
+        )
+        try:
+            # On every way out, an error included: buffered scalars, the last commit.
+            with closed_on_exit(reporter.close, checkpointer.close):
+                state = loop.run()
+        except StopRequested as stop:  # the checkpoint is committed before we say so
+            stop.run_dir = run_dir
+            raise
 
-    test = loop.evaluate(data.test())
-    print(f"Test: loss {test['loss']:.4f}, accuracy {test['accuracy']:.4f}")
-    best = state.best if state.best is not None else _last(state, settings.monitor)
-    summary = {
-        "test_accuracy": test["accuracy"],
-        "test_loss": test["loss"],
-        "global_step": run.global_step,
-        "epochs_completed": state.epochs_completed,
-        "stopped_early": state.stopped_early,
-        "monitor": settings.monitor,
-        "best": best,
-        "checkpoint_dir": str(run_dir),
-        "latest_checkpoint": checkpointer.latest,
-        "best_checkpoint": checkpointer.best,
-        "resumed_from": str(plan.checkpoint.path) if plan.checkpoint else None,
-        "wall_seconds": round(time.time() - started, 2),
-    }
-    write_text_atomically(files_dir / SUMMARY, to_json(summary, indent=2) + "\n")
+        test = loop.evaluate(data.test())
+        print(f"Test: loss {test['loss']:.4f}, accuracy {test['accuracy']:.4f}")
+        best = state.best if state.best is not None else _last(state, settings.monitor)
+        summary = {
+            "test_accuracy": test["accuracy"],
+            "test_loss": test["loss"],
+            "global_step": run.global_step,
+            "epochs_completed": state.epochs_completed,
+            "stopped_early": state.stopped_early,
+            "monitor": settings.monitor,
+            "best": best,
+            "checkpoint_dir": str(run_dir),
+            "latest_checkpoint": checkpointer.latest,
+            "best_checkpoint": checkpointer.best,
+            "resumed_from": str(plan.checkpoint.path) if plan.checkpoint else None,
+            "wall_seconds": round(time.time() - started, 2),
+        }
+        with storage_errors(f"write {SUMMARY} in {files_dir}", "the checkpoints are intact"):
+            write_text_atomically(files_dir / SUMMARY, to_json(summary, indent=2) + "\n")
     print(f"Checkpoints: {run_dir} (latest {checkpointer.latest}, best {checkpointer.best})")
     print(f"Resume with: python train.py +resume={run_dir}")
     return best
 
 
-def plan_and_import_tensorflow(cfg: DictConfig) -> tuple[StartPlan, DictConfig, Path]:
-    """The start plan, the config it trains with and the run directory; TensorFlow imported,
-    seeded and (``trainer.deterministic``) deterministic.
+@contextlib.contextmanager
+def closed_on_exit(*closers: Callable[[], None]) -> Iterator[None]:
+    """Run the block, then every closer, whatever happened; none is skipped because
+    another failed.
+
+    An error of the block wins over a closer's (it is what ended the run; a full
+    disk then fails the closers too), except a StopRequested: it promises a
+    saved checkpoint, so a closer that failed to save it must be heard instead.
+    """
+    ended: BaseException | None = None
+    try:
+        yield
+    except BaseException as error:
+        ended = error
+        raise
+    finally:
+        failed: BaseException | None = None
+        for close in closers:
+            try:
+                close()
+            except Exception as error:
+                failed = failed or error
+        if failed is not None and (ended is None or isinstance(ended, StopRequested)):
+            raise failed from ended
+
+
+def plan_and_import_tensorflow(
+    cfg: DictConfig, own_dir: Path | None = None
+) -> tuple[StartPlan, DictConfig, RunDirectory]:
+    """The start plan, the config it trains with and the run directory; TensorFlow imported
+    and (``trainer.deterministic``) deterministic. Nothing is seeded here: each random
+    stream is seeded where it is drawn (``trainer.seeds``).
 
     The checkpoint to resume is picked on its manifest and file sizes; its sha256s
     are checked on a thread while TensorFlow imports (hidden behind the import, not
     added to it), and if one does not match, the start is planned again with
     hashes, which skips or refuses the damaged checkpoint and says so.
     """
-    plan, run_cfg, run_dir = plan_run(cfg, hashes=False)
+    plan, run_cfg, target = plan_run(cfg, hashes=False, own_dir=own_dir)
     hash_check = None if plan.checkpoint is None else verify_in_background(plan.checkpoint.path)
-    tf, keras = import_tensorflow()
-    keras.utils.set_random_seed(run_cfg.seed)
+    tf, _ = import_tensorflow()
     if run_cfg.trainer.deterministic:
         tf.config.experimental.enable_op_determinism()
     if hash_check is not None and not hash_check.result().valid:
-        plan, run_cfg, run_dir = plan_run(cfg, hashes=True)
-    return plan, run_cfg, run_dir
+        plan, run_cfg, target = plan_run(cfg, hashes=True, own_dir=own_dir)
+    return plan, run_cfg, target
 
 
-def plan_run(cfg: DictConfig, *, hashes: bool) -> tuple[StartPlan, DictConfig, Path]:
-    """The start plan (``trainer.checkpoint.resume.plan_start``), its config, the run dir."""
+def plan_run(
+    cfg: DictConfig, *, hashes: bool, own_dir: Path | None = None
+) -> tuple[StartPlan, DictConfig, RunDirectory]:
+    """The start plan (``trainer.checkpoint.resume.plan_start``), its config, the run dir.
+
+    ``own_dir``: a sweep's job restarting in its own run directory
+    (``trainer.sweep.SweepJob.run_dir``), which it continues as a resume does.
+    """
     plan = plan_start(cfg, hydra_overrides(), hashes=hashes)
     validate(plan.cfg)
-    return plan, plan.cfg, run_directory(plan.cfg, resuming=plan.in_place)
+    chosen = plan.cfg.checkpoint.dir
+    own = own_dir is not None and chosen and Path(chosen).expanduser().absolute() == own_dir
+    in_place = plan.in_place or bool(own)
+    return plan, plan.cfg, run_directory(plan.cfg, in_place=in_place)
 
 
 def restore(plan: StartPlan, run: Any, distribution: Any, scale_lr_with_replicas: bool) -> Any:

@@ -27,6 +27,7 @@ selects it with ``schedule.name=...``; it gets the same checks as the built-ins.
 from __future__ import annotations
 
 import inspect
+import itertools
 import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
@@ -374,7 +375,7 @@ def _increasing_steps(param: str, value: Any) -> list[int]:
         raise ScheduleParamError(param, value, allowed)
     steps = list(value)
     if not all(_is_int(b) and b >= 0 for b in steps) or any(
-        a >= b for a, b in zip(steps, steps[1:], strict=False)
+        a >= b for a, b in itertools.pairwise(steps)
     ):
         raise ScheduleParamError(param, steps, allowed)
     return [int(b) for b in steps]
@@ -747,7 +748,7 @@ def resolve_schedule(
             epochs_key = _epochs_key(param)
             if epochs_key in given:
                 origins[param] = (
-                    f"schedule.{epochs_key}={_plain(given[epochs_key])!r} "
+                    f"schedule.{epochs_key}={_plain_lists(given[epochs_key])!r} "
                     f"at {steps_per_epoch} steps per epoch"
                 )
             value = _take_duration(given, param, steps_per_epoch)
@@ -760,8 +761,10 @@ def resolve_schedule(
                 also = f" (or {_epochs_key(param)})" if param in durations else ""
                 raise UserError(f"schedule.{param}{also} is required for schedule {name!r}")
             continue
-        resolved[param] = _plain(value)
-    resolved.update((key, _plain(value)) for key, value in given.items())  # **kwargs schedules
+        resolved[param] = _plain_lists(value)
+    resolved.update(
+        (key, _plain_lists(value)) for key, value in given.items()
+    )  # **kwargs schedules
 
     # Let the class check its own parameters now rather than at build time; the
     # constructors are pure Python, and the rate is not known yet (1.0 stands in).
@@ -859,9 +862,9 @@ def _is_list(value: Any) -> bool:
     return isinstance(value, Sequence) and not isinstance(value, str | bytes)
 
 
-def _plain(value: Any) -> Any:
+def _plain_lists(value: Any) -> Any:
     """Plain Python containers (a Hydra ListConfig becomes a list)."""
-    return [_plain(v) for v in value] if _is_list(value) else value
+    return [_plain_lists(v) for v in value] if _is_list(value) else value
 
 
 def _construct(

@@ -40,7 +40,7 @@ def import_tensorflow() -> tuple[Any, Any]:
     return tf, keras
 
 
-class quiet_stderr:  # noqa: N801 (a context manager used like a function)
+class quiet_stderr:
     """Silence the C++ logs TensorFlow writes to fd 2 before its logging is set up.
 
     ``TF_CPP_MIN_LOG_LEVEL`` does not reach the lines absl prints before

@@ -10,7 +10,8 @@ module             what it holds                                               T
 ``keep``           ``KeepPolicy``: which checkpoints survive pruning           no
 ``manager``        ``CheckpointManager``: save, commit (maybe in the           no
                    background), pointers, pruning
-``run_dir``        where a run writes, and the lock of its single writer       no
+``lock``           the lock of a run's one writer, naming its holder           no
+``run_dir``        where a run writes, and where a new run may not             no
 ``resume``         the resume policy: how a run starts (``plan_start``)        no
 ``state``          the state files, written from and restored into Keras       yes
 ``checkpointer``   ``RunCheckpointer``: a built run's checkpoints, wired once  yes

@@ -21,6 +21,7 @@ from trainer.checkpoint.keep import KeepPolicy
 from trainer.checkpoint.layout import RUN_CONFIG
 from trainer.checkpoint.manager import CheckpointManager
 from trainer.checkpoint.state import progress_manifest, snapshot_state, write_state
+from trainer.errors import storage_errors
 
 
 def run_config_yaml(cfg: Any, resolved_schedule: Mapping[str, Any]) -> str:
@@ -67,7 +68,8 @@ class RunCheckpointer:
 
     def write_run_config(self) -> None:
         """Write the run's ``config.yaml`` at the top of the run directory."""
-        write_text_atomically(self.files_dir / RUN_CONFIG, self.config_yaml)
+        with storage_errors(f"write {RUN_CONFIG} in {self.files_dir}"):
+            write_text_atomically(self.files_dir / RUN_CONFIG, self.config_yaml)
 
     def save(self, loop_state: Any, metrics: Mapping[str, float]) -> Path:
         """Checkpoint the run now; ``loop_state`` is the loop's ``LoopState``."""

@@ -25,6 +25,7 @@ and HDF5 files checked by ``trainer.checkpoint.h5``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -131,14 +132,28 @@ def _fsync_dir(path: Path) -> None:
 
 
 def write_text_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` so that readers see the old or the new file, never half."""
+    """Replace ``path`` with ``text`` so that readers see the old or the new file, never half.
+
+    If a write fails (disk full...), the old file is untouched and the temporary removed.
+    """
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(temporary, "w") as handle:
-        handle.write(text)
+    try:
+        write_bytes_durably(temporary, text.encode())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def write_bytes_durably(path: Path, data: bytes | memoryview) -> None:
+    """Create ``path`` holding ``data``, fsynced. Python's own writes: a full disk is an
+    OSError with its errno (see ``trainer.checkpoint.state`` for why HDF5 files come here)."""
+    with open(path, "wb") as handle:
+        handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
-    os.replace(temporary, path)
-    _fsync_dir(path.parent)
 
 
 # --------------------------------------------------------------------------- reading
@@ -410,7 +425,12 @@ def commit_checkpoint(staging: Path, final: Path, manifest: Mapping[str, Any]) -
     if final.exists():  # a re-save of the same step: the epoch-end save after a step save
         replaced = final.with_name(f".{final.name}.tmp-replaced-{os.getpid()}-{time.time_ns()}")
         os.rename(final, replaced)
-    os.rename(staging, final)
+    try:
+        os.rename(staging, final)
+    except BaseException:
+        if replaced is not None:  # the old one goes back: a failed save loses nothing
+            os.rename(replaced, final)
+        raise
     _fsync_dir(final.parent)
     if replaced is not None:
         shutil.rmtree(replaced, ignore_errors=True)

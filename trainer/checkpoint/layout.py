@@ -9,6 +9,8 @@ files, the tools, the tests) takes its file names from here::
         summary.json           the run's results, written when it ends
         tensorboard/           TensorBoard event files
         latest, best           pointers: one line, the name of a checkpoint
+        .lock                  the lock of the run's one writer (trainer.checkpoint.lock)
+        .lock-holder.json      who holds it: pid, host, since when
         step-00000450/         a checkpoint
             manifest.json      format and project version, step, epoch, metrics,
                                learning rate, size and sha256 of every other file
@@ -46,6 +48,8 @@ SUMMARY = "summary.json"
 TENSORBOARD_DIR = "tensorboard"
 # What a run writes at its top level: a fresh run refuses a directory holding any.
 RUN_FILES = (RUN_CONFIG, METRICS_CSV, SUMMARY, TENSORBOARD_DIR, *POINTERS)
+RUN_LOCK = ".lock"
+RUN_LOCK_HOLDER = ".lock-holder.json"
 
 _NAME = re.compile(r"^step-\d{8,}$")
 
@@ -69,7 +73,9 @@ def checkpoint_name(global_step: int) -> str:
 
 
 def is_checkpoint_name(name: str) -> bool:
-    """>>> is_checkpoint_name('step-00000450'), is_checkpoint_name('step--0000036')
+    """Whether ``name`` is a checkpoint directory's name (a step of 8 digits or more).
+
+    >>> is_checkpoint_name("step-00000450"), is_checkpoint_name("step--0000036")
     (True, False)
     """
     return bool(_NAME.match(name))

@@ -8,6 +8,13 @@ With ``asynchronous=True`` the commit runs on a background thread while
 training goes on; at most one commit is in flight (the next ``save`` waits for
 it), and an error in the background is raised by the next ``save``, ``wait``
 or ``close``: never swallowed.
+
+A save the machine refuses (disk full, read-only, permission denied: in
+h5py, in a write, an fsync or a rename, here or in the background) raises a
+:class:`CheckpointError` whose one line names the checkpoint, the reason and
+its errno; its staging directory is removed first, and the checkpoints
+committed before it are untouched (a commit only ever adds a directory by
+renaming it into place).
 """
 
 from __future__ import annotations
@@ -30,10 +37,11 @@ from trainer.checkpoint.format import (
 )
 from trainer.checkpoint.keep import KeepPolicy
 from trainer.checkpoint.layout import checkpoint_name
+from trainer.errors import StorageError, storage_errors, storage_failure
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint could not be written (disk full, permissions, ...)."""
+class CheckpointError(StorageError):
+    """The machine refused to write a checkpoint (disk full, permissions, ...): one line."""
 
 
 class CheckpointManager:
@@ -58,9 +66,10 @@ class CheckpointManager:
         self.asynchronous = asynchronous
         self.report = report
         self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale_staging(self.run_dir)
+        self._error: tuple[Path, BaseException] | None = None  # (checkpoint, what failed)
+        with storage_errors(f"prepare run directory {self.run_dir} for checkpoints"):
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_staging(self.run_dir)
 
     # ------------------------------------------------------------------ public
 
@@ -76,16 +85,22 @@ class CheckpointManager:
         """
         final = self.run_dir / checkpoint_name(global_step)  # the last guard on the step
         self.wait()
-        staging = staging_dir(self.run_dir, global_step)
-        try:
-            finish = write_files(staging)
-            if finish is not None and not self.asynchronous:
-                finish(staging)
-                finish = None
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         manifest = {**manifest, "global_step": int(global_step)}
+        staging = None
+        try:
+            staging = staging_dir(self.run_dir, global_step)
+            finish = write_files(staging)
+            if not self.asynchronous:
+                if finish is not None:
+                    finish(staging)
+                self._commit(staging, final, manifest)
+        except BaseException as error:
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+            failure = self._checkpoint_error(final, error)
+            if failure is None or failure is error:
+                raise
+            raise failure from error
         if self.asynchronous:
             self._thread = threading.Thread(
                 target=self._commit_in_background,
@@ -94,12 +109,6 @@ class CheckpointManager:
                 daemon=False,
             )
             self._thread.start()
-        else:
-            try:
-                self._commit(staging, final, manifest)
-            except OSError as error:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise CheckpointError(f"saving checkpoint {final} failed: {error}") from error
         return final
 
     def wait(self) -> None:
@@ -108,10 +117,13 @@ class CheckpointManager:
             self._thread.join()
             self._thread = None
         if self._error is not None:
-            error, self._error = self._error, None
-            raise CheckpointError(
-                f"saving a checkpoint in the background failed: {error}"
-            ) from error
+            (final, error), self._error = self._error, None
+            failure = self._checkpoint_error(final, error)
+            if failure is error:
+                raise error
+            if failure is None:  # not the machine: a bug, shown with its traceback
+                failure = RuntimeError(f"saving checkpoint {final} in the background failed")
+            raise failure from error
 
     close = wait
 
@@ -133,8 +145,20 @@ class CheckpointManager:
                 finish(staging)
             self._commit(staging, final, manifest)
         except BaseException as error:  # surfaced by the next save()/wait()
-            self._error = error
+            self._error = (final, error)
             shutil.rmtree(staging, ignore_errors=True)
+
+    def _checkpoint_error(self, final: Path, error: BaseException) -> CheckpointError | None:
+        """The one line for a save of ``final`` the machine refused; None for other errors."""
+        if isinstance(error, CheckpointError):
+            return error
+        reason = storage_failure(error)
+        if reason is None:
+            return None
+        return CheckpointError(
+            f"cannot save checkpoint {final.name} in {self.run_dir}: {reason}; "
+            "the older checkpoints are intact"
+        )
 
     def _commit(self, staging: Path, final: Path, manifest: Mapping[str, Any]) -> None:
         commit_checkpoint(staging, final, manifest)

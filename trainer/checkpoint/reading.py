@@ -567,7 +567,9 @@ def read_checkpoint_config(checkpoint: Checkpoint) -> dict[str, Any]:
     if missing:
         raise UserError(f"{path} lacks the config section(s) {', '.join(missing)}")
     for section in SAVED_SECTIONS:
-        raw[section] = OmegaConf.to_container(typed_section(section, raw[section]))
+        raw[section] = OmegaConf.to_container(
+            typed_section(section, raw[section]), enum_to_str=True
+        )
     resolved = raw.get("resolved_schedule")
     if not isinstance(resolved, dict):
         raise UserError(f"{path} lacks the resolved_schedule section")

@@ -78,12 +78,12 @@ def refused_overrides(
             continue
         ours = OmegaConf.select(cfg, key, default=None)
         theirs = OmegaConf.select(saved_cfg, key, default=None)
-        if _plain(ours) != _plain(theirs):
+        if _as_plain_data(ours) != _as_plain_data(theirs):
             refused.append(key)
     return refused
 
 
-def _plain(value: Any) -> Any:
+def _as_plain_data(value: Any) -> Any:
     if OmegaConf.is_config(value):
         return OmegaConf.to_container(value, resolve=True)
     return value

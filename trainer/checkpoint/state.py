@@ -17,12 +17,23 @@ read from them: the weights file must hold exactly the datasets (paths,
 shapes, dtypes) that ``save_weights`` of the rebuilt model writes, the
 optimizer file exactly one numeric dataset per optimizer variable, the step
 first (an integer scalar, the manifest's ``global_step``).
+
+The two HDF5 files are built in memory and written to disk by Python
+(``write_bytes_durably``), never by HDF5 itself. When a write fails under
+HDF5 (disk full, a file size limit, an I/O error), HDF5 1.14 frees part of
+the file's state while failing to close it, and h5py's close reaches that
+state again: a traceback from ``ObjectID.__dealloc__``, then a segmentation
+fault, in the close or at exit (reproduced with h5py 3.14 / HDF5 1.14.6 under
+RLIMIT_FSIZE; h5py issues #914 "bug-in-external-lib", #1775, PR #1642). In
+memory no HDF5 write can fail, and a failed write of the bytes is a plain
+``OSError`` with its errno, which the manager reports in one line. The cost:
+the file is held in memory once while it is written.
 """
 
 from __future__ import annotations
 
+import io
 import re
-import tempfile
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -33,7 +44,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from trainer.checkpoint.format import Checkpoint
+from trainer.checkpoint.format import Checkpoint, write_bytes_durably
 from trainer.checkpoint.h5 import Array, datasets, dtype_name, layout_problems, read_optimizer_file
 from trainer.checkpoint.layout import CONFIG_FILE, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE
 from trainer.checkpoint.reading import read_trainer_state, to_json
@@ -54,7 +65,7 @@ def write_state(
     config_yaml: str,
 ) -> None:
     """Write the four state files of a checkpoint into ``directory``."""
-    model.save_weights(directory / MODEL_FILE)
+    save_weights(model, directory / MODEL_FILE)
     _write_optimizer(directory, [(v.path, v) for v in optimizer.variables])
     _write_small_files(directory, _with_rng_state(model, loop_state), config_yaml)
 
@@ -77,7 +88,7 @@ def snapshot_state(
     stay those of now (that copy is paid once, by the next optimizer step).
     ``shadow`` is a model of the same structure (built from the same config),
     used by one ``write`` at a time: the weights file is written from it by
-    Keras' own ``save_weights``, so it is exactly the file ``write_state`` writes.
+    :func:`save_weights`, so it is the file ``write_state`` writes.
     """
     weights = [tf.identity(v.value) for v in model.weights]
     slots = [(v.path, tf.identity(v.value)) for v in optimizer.variables]
@@ -85,18 +96,47 @@ def snapshot_state(
 
     def write(directory: Path) -> None:
         shadow.set_weights([value.numpy() for value in weights])
-        shadow.save_weights(directory / MODEL_FILE)
+        save_weights(shadow, directory / MODEL_FILE)
         _write_optimizer(directory, slots)
         _write_small_files(directory, state, config_yaml)
 
     return write
 
 
+def save_weights(model: keras.Model, path: Path) -> None:
+    """Write ``model``'s weights file as ``model.save_weights(path)`` does, HDF5 in memory.
+
+    Keras' own writer of that file (``saving_lib.H5IOStore`` and ``_save_state``,
+    which ``save_weights`` runs) is handed a BytesIO instead of the path (Keras'
+    public API takes a path only; see the module docstring for why not a path).
+    The file holds the same groups, datasets and attributes as ``save_weights``'
+    (h5py's file-object driver lays out free space differently, so the bytes
+    differ); ``tests/test_run_dir.py`` checks that, so a Keras upgrade that
+    changes these names or what they write fails there.
+    """
+    write_bytes_durably(path, _weights_file(model).getbuffer())
+
+
+def _weights_file(model: keras.Model) -> io.BytesIO:
+    """The file ``model.save_weights`` writes, in memory (see :func:`save_weights`)."""
+    from keras.src.saving import saving_lib
+
+    buffer = io.BytesIO()
+    store = saving_lib.H5IOStore(buffer, mode="w")
+    saving_lib._save_state(
+        model, weights_store=store, assets_store=None, inner_path="", visited_saveables=set()
+    )
+    store.close()
+    return buffer
+
+
 def _write_optimizer(directory: Path, variables: list[tuple[str, Any]]) -> None:
-    with h5py.File(directory / OPTIMIZER_FILE, "w") as handle:
+    buffer = io.BytesIO()  # HDF5 in memory: see the module docstring
+    with h5py.File(buffer, "w") as handle:
         for index, (path, value) in enumerate(variables):
             dataset = handle.create_dataset(str(index), data=np.asarray(value))
             dataset.attrs["path"] = path
+    write_bytes_durably(directory / OPTIMIZER_FILE, buffer.getbuffer())
 
 
 def _with_rng_state(model: keras.Model, loop_state: Mapping[str, Any]) -> dict[str, Any]:
@@ -205,13 +245,11 @@ def keras_reason(error: BaseException) -> str:
 def weights_layout(model: keras.Model) -> dict[str, Array]:
     """The datasets (path -> shape and dtype) that ``model.save_weights`` writes.
 
-    Found by writing them, into a temporary directory: Keras' file layout is
-    its own, and this is the one way to get it right in every Keras version.
+    Found by writing that file (in memory, by Keras' own writer): Keras' file
+    layout is its own, and this is the one way to get it right in every version.
     """
-    with tempfile.TemporaryDirectory(prefix="trainer-layout-") as directory:
-        path = f"{directory}/expected.weights.h5"
-        model.save_weights(path)
-        return {d.path: d.array for d in datasets(path, "expected weights")}
+    found = datasets(_weights_file(model).getvalue(), "expected weights")
+    return {dataset.path: dataset.array for dataset in found}
 
 
 def _check_weights_file(checkpoint: Checkpoint, model: keras.Model) -> None:

@@ -23,7 +23,17 @@ from typing import Any
 from trainer.checkpoint import list_checkpoints, read_checkpoint
 from trainer.checkpoint.reading import read_bounded, read_mapping, read_run_summary
 from trainer.errors import UserError
-from trainer.tools import OK, existing_path, find_runs, print_json, print_table, pyplot, save_figure
+from trainer.tools import (
+    OK,
+    add_force_argument,
+    existing_path,
+    figure_output,
+    find_runs,
+    print_json,
+    print_table,
+    pyplot,
+    save_figure,
+)
 
 NAME = "compare"
 HELP = "compare the final metrics and hyperparameters of runs or a sweep"
@@ -59,8 +69,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument(
-        "--plot", metavar="PNG", help="also draw the runs' monitored metric into PNG"
+        "--plot",
+        metavar="FILE",
+        help="also draw the runs' monitored metric into FILE (.png, .pdf, .svg...)",
     )
+    add_force_argument(parser, "--plot")
     parser.add_argument(
         "--show",
         metavar="KEY",
@@ -194,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
     keys = varying_keys(runs, args.show)
     names = labels(runs)
     if args.plot:
-        plot(runs, names, keys, args.plot)
+        plot(runs, names, keys, args.plot, args.force)
     if args.json:
         print_json(
             {
@@ -243,11 +256,12 @@ def _value(value: Any) -> Any:
     return value
 
 
-def plot(runs: list[dict[str, Any]], names: list[str], keys: list[str], out: str) -> None:
+def plot(
+    runs: list[dict[str, Any]], names: list[str], keys: list[str], out: str, force: bool = False
+) -> None:
     """Monitored metric per epoch (left) and best value per run (right) into ``out``."""
     plt = pyplot()
-    if not Path(out).expanduser().absolute().parent.is_dir():
-        raise UserError(f"the folder of --plot {out!r} does not exist")
+    path = figure_output(out, "--plot", force)
     monitor = runs[0]["monitor"] or "monitored metric"
     figure, (curves, bars) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=100)
     for r, name in zip(runs, names, strict=True):
@@ -274,4 +288,4 @@ def plot(runs: list[dict[str, Any]], names: list[str], keys: list[str], out: str
     bars.set_xlabel(f"best {monitor}")
     bars.set_title("best value per run (best first)")
     bars.grid(axis="x", alpha=0.3)
-    save_figure(plt, figure, out, "--plot")
+    save_figure(plt, figure, path, "--plot", force)

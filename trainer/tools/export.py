@@ -21,10 +21,12 @@ The model maps float32 images scaled to [0, 1] to logits (no softmax).
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+from pathlib import Path
 from typing import Any
 
-from trainer.errors import UserError
+from trainer.errors import UserError, storage_errors
 from trainer.tools import OK, add_import_argument, new_output_path, print_json, valid_checkpoint
 
 NAME = "export"
@@ -104,15 +106,17 @@ def run(args: argparse.Namespace) -> int:
     _, keras = import_tensorflow()
     model, input_shape, num_classes = rebuild_model(checkpoint, config)
     compiled = None
-    if export_format == "keras":
-        if args.compile:
-            compiled = _compile(keras, model, config, checkpoint)
-        model.save(out)
-    else:
-        try:
-            model.export(str(out), format="tf_saved_model", verbose=False)
-        except TypeError:  # a Keras without the verbose argument
-            model.export(str(out), format="tf_saved_model")
+    if export_format == "keras" and args.compile:
+        compiled = _compile(keras, model, config, checkpoint)
+    try:
+        with storage_errors(f"write {str(out)!r}"):
+            _write(model, out, export_format)
+    except BaseException:  # OUT did not exist before: what was written of it goes
+        if out.is_dir() and not out.is_symlink():
+            shutil.rmtree(out, ignore_errors=True)
+        else:
+            out.unlink(missing_ok=True)
+        raise
     result = {
         "checkpoint": str(checkpoint.path),
         "out": str(out),
@@ -146,6 +150,16 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"Serve with TF Serving, or: tf.saved_model.load({str(out)!r}).serve(images)")
     return OK
+
+
+def _write(model, out: Path, export_format: str) -> None:
+    if export_format == "keras":
+        model.save(out)
+        return
+    try:
+        model.export(str(out), format="tf_saved_model", verbose=False)
+    except TypeError:  # a Keras without the verbose argument
+        model.export(str(out), format="tf_saved_model")
 
 
 def _compile(keras, model, config: dict[str, Any], checkpoint) -> dict[str, Any]:

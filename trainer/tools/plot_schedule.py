@@ -18,10 +18,19 @@ import json
 from typing import Any
 
 from trainer.errors import UserError
-from trainer.tools import OK, add_import_argument, print_json, pyplot, save_figure, valid_checkpoint
+from trainer.tools import (
+    OK,
+    add_force_argument,
+    add_import_argument,
+    figure_output,
+    print_json,
+    pyplot,
+    save_figure,
+    valid_checkpoint,
+)
 
 NAME = "plot-schedule"
-HELP = "plot the learning rate per step of schedules (PNG)"
+HELP = "plot the learning rate per step of schedules (PNG, PDF, SVG...)"
 DESCRIPTION = """\
 Plot the learning rate per optimizer step of the schedule that train.py
 would use with these Hydra overrides, into a PNG. Steps per epoch come from
@@ -65,8 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out",
         default=DEFAULT_OUT,
         metavar="FILE",
-        help=f"the PNG to write (default {DEFAULT_OUT})",
+        help=f"the plot to write: .png, .pdf, .svg... (default {DEFAULT_OUT})",
     )
+    add_force_argument(parser, "--out")
     parser.add_argument("--log", action="store_true", help="logarithmic learning-rate axis")
     add_import_argument(parser, "schedule")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -105,14 +115,8 @@ def learning_rates(schedule, total_steps: int):
 def run(args: argparse.Namespace) -> int:
     if args.steps_per_epoch is not None and args.steps_per_epoch < 1:
         raise UserError(f"--steps-per-epoch must be >= 1, got {args.steps_per_epoch}")
-    from pathlib import Path
-
-    out = Path(args.out).expanduser()
-    if out.suffix.lower() != ".png":
-        raise UserError(f"--out must be a .png file, got {args.out!r}")
-    if not out.absolute().parent.is_dir():
-        raise UserError(f"the folder of --out {args.out!r} does not exist")
     pyplot()  # fail now, not after TensorFlow's start-up, if matplotlib is missing
+    out = figure_output(args.out, "--out", args.force)
 
     from trainer.checkpoint.reading import read_checkpoint_config
     from trainer.startup import compose_config, import_tensorflow, import_user_modules
@@ -174,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
             # reduce-on-plateau had scaled the rate down.
             "schedule_value": float(curves[0]["values"][checkpoint.global_step]),
         }
-    draw(curves, stop, out, args.log)
+    draw(curves, stop, out, args.log, args.force)
 
     summary = [{k: v for k, v in c.items() if k not in ("steps", "values")} for c in curves]
     if args.json:
@@ -206,7 +210,9 @@ def _curve(label: str, resolved, steps_per_epoch: int, total: int, schedule) -> 
     }
 
 
-def draw(curves: list[dict[str, Any]], stop: dict[str, Any] | None, out, log: bool) -> None:
+def draw(
+    curves: list[dict[str, Any]], stop: dict[str, Any] | None, out, log: bool, force: bool = False
+) -> None:
     plt = pyplot()
     figure, axes = plt.subplots(figsize=(10, 5), dpi=100)
     for curve in curves:
@@ -231,4 +237,4 @@ def draw(curves: list[dict[str, Any]], stop: dict[str, Any] | None, out, log: bo
         axes.set_yscale("log")
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small")
-    save_figure(plt, figure, out, "--out")
+    save_figure(plt, figure, out, "--out", force)

@@ -24,7 +24,9 @@ project's registry given on the command line:
    restore the optimizer's step counter and slots (moments) when they fit.
 4. Write a checkpoint with ``RunCheckpointer`` (as training does), and the
    run's ``config.yaml``, exactly as ``trainer/run.py`` does, so that
-   ``python train.py +resume=OUT`` continues from the saved step.
+   ``python train.py +resume=OUT`` continues from the saved step. OUT is a new
+   run directory (``trainer.checkpoint.run_dir`` rule 4), created here and
+   written while its lock is held, as training holds it.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from typing import Any
 from trainer.checkpoint.h5 import check_h5_file, read_datasets
 from trainer.checkpoint.layout import MAX_GLOBAL_STEP
 from trainer.checkpoint.reading import extract_zip_member, parse_json, read_zip_member
-from trainer.errors import UserError
+from trainer.errors import UserError, storage_errors
 from trainer.tools import OK, add_import_argument, existing_path, print_json
 
 NAME = "rescue"
@@ -349,6 +351,8 @@ def base_learning_rate(cfg, saved: KerasFile, user_keys: set[str]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from trainer.checkpoint.run_dir import refuse_new_run_in
+
     source = existing_path(args.model_file)
     if not source.is_file():
         raise UserError(f"{args.model_file!r} is not a file")
@@ -357,6 +361,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser().absolute()
     if out.exists():
         raise UserError(f"{args.out!r} already exists; rescue writes a new run directory")
+    refuse_new_run_in(out, "OUT")  # not inside a checkpoint, a run or a sweep
     if args.step is not None and not 0 <= args.step <= MAX_GLOBAL_STEP:
         raise UserError(f"--step must be in [0, {MAX_GLOBAL_STEP}], got {args.step}")
 
@@ -385,9 +390,7 @@ def run(args: argparse.Namespace) -> int:
     rate_source = base_learning_rate(cfg, saved, user_keys)
     cfg.checkpoint.dir = str(out)
 
-    keras.utils.set_random_seed(cfg.seed)
     from trainer.build import build_run, run_length
-    from trainer.checkpoint.checkpointer import RunCheckpointer
     from trainer.data import load_data
     from trainer.loop import LoopState
     from trainer.rescued_model import NAME as MODEL_NAME
@@ -439,21 +442,7 @@ def run(args: argparse.Namespace) -> int:
         batches_done=step % steps_per_epoch,
         epochs_completed=step // steps_per_epoch,
     )
-    try:
-        checkpointer = RunCheckpointer(
-            out,
-            cfg,
-            run,
-            info,
-            manifest_extra={"rescued_from": str(source.absolute())},
-            report=lambda line: print(line, file=sys.stderr),
-        )
-        checkpoint_path = checkpointer.save(state, {})
-        checkpointer.close()
-        checkpointer.write_run_config()
-    except BaseException:
-        shutil.rmtree(out, ignore_errors=True)  # it did not exist before
-        raise
+    checkpoint_path = write_rescued_run(out, cfg, run, info, state, source)
 
     imports = list(cfg.imports)
     resume = f"python train.py +resume={out}" + (
@@ -506,6 +495,43 @@ def run(args: argparse.Namespace) -> int:
     print(f"Checkpoint: {checkpoint_path}")
     print(f"Resume with: {resume}")
     return OK
+
+
+def write_rescued_run(out: Path, cfg, run, info, state, source: Path) -> Path:
+    """Create the run directory ``out`` and write the checkpoint and ``config.yaml`` into it,
+    holding its lock as training does; return the checkpoint. On any failure ``out`` is
+    removed again: it did not exist before."""
+    from trainer.checkpoint.checkpointer import RunCheckpointer
+    from trainer.checkpoint.run_dir import RunDirectory
+
+    with storage_errors(f"create OUT {str(out)!r}"):
+        try:
+            out.mkdir(parents=True)  # ours from here: created by this process
+        except FileExistsError:
+            raise UserError(
+                f"{str(out)!r} already exists; rescue writes a new run directory"
+            ) from None
+    try:
+        with RunDirectory(out, new=True, label="OUT").writing(report=_to_stderr):
+            checkpointer = RunCheckpointer(
+                out,
+                cfg,
+                run,
+                info,
+                manifest_extra={"rescued_from": str(source.absolute())},
+                report=_to_stderr,
+            )
+            checkpoint_path = checkpointer.save(state, {})
+            checkpointer.close()
+            checkpointer.write_run_config()
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    return checkpoint_path
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 def _first_line(error: BaseException) -> str:

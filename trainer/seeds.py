@@ -1,0 +1,149 @@
+"""Every random stream of a run, derived from the config's ``seed`` and its purpose alone.
+
+A stream never depends on what ran before it in the process (dataset
+preparation, imports, a tool that drew from ``random`` or ``numpy.random``):
+each consumer derives its own seed from ``seed`` when it needs it.
+
+The derivation, stable across versions (changing it changes every run's
+numbers, and the epoch order a resumed run of an older version continues with)::
+
+    derive_seed(seed, purpose, *index)
+        = SeedSequence(entropy=[seed, *index], spawn_key=PURPOSES[purpose])
+              .generate_state(1, uint32)[0] % (2**31 - 1)
+
+with NumPy's ``numpy.random.SeedSequence``. The result fits every consumer:
+``random.seed``, ``numpy.random.seed`` (< 2**32), TensorFlow and tf.data op
+seeds (which TensorFlow reduces modulo 2**31 - 1), Keras seed generators.
+
+Who draws with which purpose:
+
+- ``"init"``: weight initialisation. ``trainer.build.build_model_for`` seeds
+  Python's, NumPy's, TensorFlow's and Keras' global generators with
+  ``derive_seed(seed, "init")`` immediately before it builds the model.
+- ``"dropout"``: the model's seed generators (its dropout layers), the i-th in
+  the model's order from ``derive_seed(seed, "dropout", i)``; their states
+  then travel in every checkpoint (``trainer.checkpoint.state``).
+- ``"shuffle"``: the order of epoch ``e`` from ``derive_seed(seed, "shuffle",
+  e)`` (``trainer.data``). tf.data pairs each op seed with TensorFlow's global
+  seed, which the pipeline sets to ``seed`` when it is built. Its spawn key is
+  empty: the orders of earlier versions, whose epoch seed was
+  ``SeedSequence([seed, epoch])``.
+- ``"augment"``: data augmentation (reserved).
+
+A new stream gets a new purpose here (a new spawn key), never a reused one.
+This module imports neither TensorFlow nor Keras; :func:`derive_seed_tensor`
+imports TensorFlow when it is called.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Sequence
+from typing import Any
+
+# purpose -> SeedSequence spawn key. Never change or reuse one: add a purpose instead.
+PURPOSES: dict[str, tuple[int, ...]] = {
+    "shuffle": (),
+    "init": (1,),
+    "dropout": (2,),
+    "augment": (3,),
+}
+MAX_SEED = 2**32 - 1  # the config's seed: NumPy seeds with at most 32 bits
+_MODULUS = 2**31 - 1  # TensorFlow reduces op seeds modulo this
+
+
+def derive_seed(seed: int, purpose: str, *index: int) -> int:
+    """The seed of stream ``purpose`` (``index``: which one of them), in [0, 2**31 - 1).
+
+    >>> derive_seed(0, "shuffle", 0)
+    821328063
+    >>> derive_seed(0, "init") != derive_seed(1, "init")
+    True
+    """
+    import numpy as np  # here, not at the top: trainer.config (and --help) need only MAX_SEED
+
+    spawn_key = _spawn_key(purpose)
+    if any(not isinstance(v, int | np.integer) or v < 0 for v in (seed, *index)):
+        raise ValueError(f"seed and indexes must be integers >= 0, got {(seed, *index)}")
+    sequence = np.random.SeedSequence(entropy=[int(seed), *map(int, index)], spawn_key=spawn_key)
+    return int(sequence.generate_state(1, dtype=np.uint32)[0]) % _MODULUS
+
+
+def derive_seed_tensor(seed: int, purpose: str, index: Any) -> Any:
+    """:func:`derive_seed` ``(seed, purpose, index)`` computed by TensorFlow ops, for an
+    ``index`` tensor (int64, >= 0): an int64 tensor of the same shape.
+
+    For tf.data pipelines that draw a seed per element (an epoch) without
+    listing them in Python first. NumPy's SeedSequence cannot run inside a
+    graph, so its hash is written out once more in :func:`_first_state_word`
+    (uint32 arithmetic on uint64 tensors); tests hold it equal to NumPy's.
+    """
+    import tensorflow as tf
+
+    spawn_key = _spawn_key(purpose)
+    if not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be an integer in [0, {MAX_SEED}], got {seed!r}")
+    index = tf.cast(index, tf.uint64)
+    low = tf.bitwise.bitwise_and(index, tf.constant(_MASK32, tf.uint64))
+    high = tf.bitwise.right_shift(index, tf.constant(32, tf.uint64))
+    # SeedSequence's words of [seed, index]: one for the seed, one or two for the index.
+    # A zero high word is the same as none: the pool is padded with zero words.
+    words = [int(seed), low, high]
+    if spawn_key:  # SeedSequence pads [seed, index] to the pool's size before the spawn key
+        words = [*words, *([0] * (_POOL_SIZE - len(words))), *spawn_key]
+
+    def shift(value: Any, bits: int) -> Any:  # Python ints among the words become tensors here
+        value = tf.convert_to_tensor(value, tf.uint64)
+        return tf.bitwise.right_shift(value, tf.constant(bits, tf.uint64))
+
+    word = _first_state_word(words, shift)
+    return tf.math.floormod(tf.cast(word, tf.int64), _MODULUS)
+
+
+def _spawn_key(purpose: str) -> tuple[int, ...]:
+    if purpose not in PURPOSES:
+        raise ValueError(f"unknown seed purpose {purpose!r}; known: {', '.join(PURPOSES)}")
+    return PURPOSES[purpose]
+
+
+# NumPy's SeedSequence (numpy/random/bit_generator.pyx, after Melissa O'Neill's
+# seed_seq): its constants and the first output word of generate_state.
+_MASK32 = 0xFFFFFFFF
+_POOL_SIZE = 4
+_INIT_A, _MULT_A = 0x43B0D7E5, 0x931E8875
+_INIT_B, _MULT_B = 0x8B51F9DD, 0x58F38DED
+_MIX_MULT_L, _MIX_MULT_R = 0xCA01F9DD, 0x4973F715
+_XSHIFT = 16
+
+
+def _first_state_word(
+    words: Sequence[Any], shift: Callable[[Any, int], Any] = operator.rshift
+) -> Any:
+    """``SeedSequence`` with the assembled entropy ``words`` (uint32 values): the first word
+    of ``generate_state(1)``. ``words`` are Python ints, or uint64 tensors with ``shift``
+    their right shift: the arithmetic is modulo 2**32 by masking, so it is the same for both.
+    """
+    hash_const = _INIT_A
+
+    def hashmix(value: Any) -> Any:
+        nonlocal hash_const
+        value = value ^ hash_const
+        hash_const = (hash_const * _MULT_A) & _MASK32
+        value = (value * hash_const) & _MASK32
+        return value ^ shift(value, _XSHIFT)
+
+    def mix(x: Any, y: Any) -> Any:
+        result = (_MIX_MULT_L * x - _MIX_MULT_R * y) & _MASK32
+        return result ^ shift(result, _XSHIFT)
+
+    pool = [hashmix(words[i] if i < len(words) else 0) for i in range(_POOL_SIZE)]
+    for source in range(_POOL_SIZE):
+        for target in range(_POOL_SIZE):
+            if source != target:
+                pool[target] = mix(pool[target], hashmix(pool[source]))
+    for source in range(_POOL_SIZE, len(words)):
+        for target in range(_POOL_SIZE):
+            pool[target] = mix(pool[target], hashmix(words[source]))
+    value = pool[0] ^ _INIT_B
+    value = (value * ((_INIT_B * _MULT_B) & _MASK32)) & _MASK32
+    return value ^ shift(value, _XSHIFT)
