@@ -61,9 +61,22 @@ def hidden(run_dir: Path) -> list[str]:
     )
 
 
+def weights_file(step: int) -> bytes:
+    """A small HDF5 weights file (verify checks it as HDF5), different for each step."""
+    import io
+
+    import h5py
+    import numpy as np
+
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as handle:
+        handle["layers/dense/vars/0"] = np.full(50, step, np.float32)
+    return buffer.getvalue()
+
+
 def writer(step: int):
     def write_files(staging: Path) -> None:
-        (staging / "model.weights.h5").write_bytes(bytes([step % 256]) * 200)
+        (staging / "model.weights.h5").write_bytes(weights_file(step))
         (staging / "trainer_state.json").write_text(json.dumps({"step": step}))
 
     return write_files
