@@ -35,6 +35,7 @@ from typing import Any
 import keras
 
 from trainer.checkpoint.reading import FORBIDDEN_KEYS
+from trainer.config import ACTIVATIONS as CONFIG_ACTIVATIONS
 from trainer.errors import UserError
 from trainer.models import register_model
 
@@ -76,17 +77,11 @@ ALLOWED: dict[str, frozenset[str]] = {
     "keras.src.models.functional": frozenset({"Functional"}),
     "keras.src.models.sequential": frozenset({"Sequential"}),
 }
-MODELS = frozenset({"Sequential", "Functional", "Model"})  # "Model": older Keras 2 files
+MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})  # "Model": older Keras 2 files
 # Plain data markers of Keras' config format (a symbolic tensor reference, a tuple).
 MARKERS = frozenset({"__keras_tensor__", "__tuple__"})
-ACTIVATIONS = frozenset(
-    """
-    celu elu exponential gelu glu hard_shrink hard_sigmoid hard_silu hard_swish hard_tanh
-    leaky_relu linear log_sigmoid log_softmax mish relu relu6 selu sigmoid silu soft_shrink
-    softmax softplus softsign sparse_plus sparse_sigmoid sparsemax squareplus swish tanh
-    tanh_shrink threshold
-    """.split()  # noqa: SIM905 (a word list reads better than dozens of quoted names)
-)
+# Keras' built-in activation names: the list the config's model.activation is checked against.
+ACTIVATIONS = frozenset(CONFIG_ACTIVATIONS)
 _ANY_ALLOWED = frozenset().union(*ALLOWED.values())
 MAX_DEPTH = 64
 MAX_NODES = 200_000
@@ -100,33 +95,39 @@ def check_keras_config(config: Any) -> None:
     built-ins of some allowed module.
     """
     class_name = config.get("class_name") if isinstance(config, Mapping) else None
-    if not (isinstance(class_name, str) and class_name in MODELS):
+    if not (isinstance(class_name, str) and class_name in MODEL_CLASSES):
         found = repr(class_name)[:60] if isinstance(config, Mapping) else type(config).__name__
         raise UserError(
             f"the model is a {found}; only Keras Sequential or functional models "
             "of built-in layers can be rescued (a subclassed model's code is not in the file)"
         )
-    nodes = 0
+    _ConfigWalk().node(config, "", 0)
 
-    def walk(node: Any, where: str, depth: int) -> None:
-        nonlocal nodes
-        nodes += 1
-        if depth > MAX_DEPTH or nodes > MAX_NODES:
+
+class _ConfigWalk:
+    """Visits every node of a model config once, bounded in depth and count."""
+
+    def __init__(self) -> None:
+        self.nodes = 0
+
+    def node(self, node: Any, where: str, depth: int) -> None:
+        self.nodes += 1
+        if depth > MAX_DEPTH or self.nodes > MAX_NODES:
             raise UserError("the model config is nested too deeply or too large to be a model")
-        if isinstance(node, str):
+        if isinstance(node, Mapping):
+            self.mapping(node, where, depth)
+        elif isinstance(node, list):
+            for index, item in enumerate(node):
+                self.node(item, f"{where}[{index}]", depth + 1)
+        elif isinstance(node, str):
             if "${" in node:
                 raise UserError(
                     f"the model config holds an interpolation at {where}: {node[:60]!r}"
                 )
-            return
-        if isinstance(node, list):
-            for index, item in enumerate(node):
-                walk(item, f"{where}[{index}]", depth + 1)
-            return
-        if not isinstance(node, Mapping):
-            if node is not None and not isinstance(node, bool | int | float):
-                raise UserError(f"the model config holds a {type(node).__name__} at {where}")
-            return
+        elif node is not None and not isinstance(node, bool | int | float):
+            raise UserError(f"the model config holds a {type(node).__name__} at {where}")
+
+    def mapping(self, node: Mapping[str, Any], where: str, depth: int) -> None:
         if "class_name" in node:
             _check_object(node, where)
         for key, value in node.items():
@@ -139,9 +140,7 @@ def check_keras_config(config: Any) -> None:
                 raise UserError(
                     f"activation {value!r} at {where} is not a Keras built-in activation"
                 )
-            walk(value, f"{where}.{key}" if where else key, depth + 1)
-
-    walk(config, "", 0)
+            self.node(value, f"{where}.{key}" if where else key, depth + 1)
 
 
 def _check_object(node: Mapping[str, Any], where: str) -> None:
