@@ -138,6 +138,15 @@ def test_every_tripwire_of_the_canary_is_caught_and_a_safe_reader_trips_none(tmp
     assert verdict.executed == [] and verdict.outcomes[0].kind == UNCLEAR  # refused, no file named
 
 
+def test_every_payload_fills_in_the_canary(tmp_path, canary):
+    from trainer.fuzz.mutations import JSON_PAYLOADS
+
+    ctx = Context(fake_dirs(tmp_path), canary)
+    filled = [ctx.fill(payload.text) for payload in YAML_PAYLOADS + JSON_PAYLOADS]
+    assert all("{command}" not in text and "{module}" not in text for text in filled)
+    assert any(str(canary.markers) in text for text in filled)
+
+
 def test_a_reader_that_shows_a_secret_it_read_is_caught(tmp_path, canary):
     (tmp_path / "outside.txt").write_text(canary.file_secret)
     shows_file = Reader("cat", lambda: print((tmp_path / "outside.txt").read_text()), allowed=())
@@ -180,6 +189,7 @@ def test_a_refusal_is_one_line_naming_the_checkpoint_or_a_file():
     assert refusing("config.yaml is not valid\nsee line 3") == UNCLEAR
     assert refusing("something went wrong") == UNCLEAR
     assert refusing("checkpoint " + "x" * 5000) == UNCLEAR
+    assert refusing("checkpoint /x does not fit: Example error message for object <A>:") == UNCLEAR
 
 
 def test_a_refusal_of_a_benign_change_is_wrong():
@@ -273,6 +283,7 @@ def test_the_figure_counts_cases_per_category_and_names_the_others():
     tally.add(CaseResult(2, "two", Verdict([Outcome("a", OK)], changed=["changed /x"])))
     assert tally.figure() == "2 cases, 1 tracebacks, 1 executed, 1 files changed, 1 hung"
     assert not tally.ok and len(tally.classes) == 4
+    assert tally.classes["traceback KeyError at ?"].readers == {"a"}
 
 
 def test_the_fuzzer_imports_no_tensorflow():
@@ -287,7 +298,7 @@ def test_the_fuzzer_imports_no_tensorflow():
 # --------------------------------------------------------------------------- fuzzing a real run
 
 FUZZ = settings(
-    max_examples=15,
+    max_examples=10,
     deadline=None,
     derandomize=True,
     database=None,
@@ -315,8 +326,8 @@ def fuzz_case(session, case) -> None:
     except NotApplicable:
         assume(False)
         return
-    failures = "\n".join(f"  {c}: {signature}: {detail}" for c, signature, detail in
-                         result.verdict.failures())  # fmt: skip
+    failures = "\n".join(f"  {signature} [{reader}]: {detail}" for _, signature, detail, reader
+                         in result.verdict.failures())  # fmt: skip
     assert result.verdict.ok, f"{result.description}\n{failures}"
 
 
@@ -402,15 +413,14 @@ def _contents(root: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_the_command_fuzzes_a_given_run_and_ends_with_the_figure(fuzz_session, tmp_path):
-    process = subprocess.run(
-        [sys.executable, "-m", "trainer.fuzz", "--cases", "3", "--seed", "1",
-         "--source", str(fuzz_session.source.run_dir), "--work-dir", str(tmp_path)],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    last = process.stdout.strip().splitlines()[-1]
+def test_the_command_fuzzes_a_given_run_and_ends_with_the_figure(fuzz_session, tmp_path, capsys):
+    from trainer.fuzz.__main__ import main
+
+    source = str(fuzz_session.source.run_dir)
+    status = main(["--cases", "3", "--source", source, "--work-dir", str(tmp_path)])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
     match = FIGURE.match(last)
-    assert match, process.stdout[-2000:] + process.stderr[-2000:]
-    assert match.group(1) == "3"
+    assert match and match.group(1) == "3", last
     failed = any(int(n) for n in match.groups()[1:]) or "," in last.split("files changed")[1]
-    assert process.returncode == (1 if failed else 0)
+    assert status == (1 if failed else 0)
+    assert "FUZZ_CANARY_SECRET" in os.environ  # the session's canary is armed again

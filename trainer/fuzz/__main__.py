@@ -58,14 +58,15 @@ def fuzz(session: FuzzSession, cases: int, seed: int, progress_every: int) -> Ta
 
 
 def report(tally: Tally, show: int) -> None:
-    """The failure classes, most frequent first, each with its shortest case."""
+    """The failure classes, the most cases first, each with its readers and shortest case."""
     if not tally.classes:
         return
-    print(f"\n{len(tally.classes)} failure classes (reader, category, error, where):")
-    ranked = sorted(tally.classes.items(), key=lambda item: -len(item[1]))
-    for signature, examples in ranked[:show]:
-        print(f"  {len(examples)}x {signature}")
-        print(f"      e.g. {min(examples, key=len)[:400]}")
+    print(f"\n{len(tally.classes)} failure classes:")
+    ranked = sorted(tally.classes.items(), key=lambda item: -len(item[1].examples))
+    for signature, found in ranked[:show]:
+        readers = f" [{', '.join(sorted(found.readers))}]" if found.readers else ""
+        print(f"  {len(found.examples)}x {signature}{readers}")
+        print(f"      e.g. {min(found.examples, key=len)[:500]}")
     if len(ranked) > show:
         print(f"  ... and {len(ranked) - show} more classes (--show N lists more)")
     kept = [str(r.kept) for r in tally.failed if r.kept][:5]

@@ -79,41 +79,24 @@ class Canary:
         return f"open({str(self.markers / tag)!r}, 'w').close()"
 
     def install(self) -> None:
-        """Put the canary module on ``sys.path``, the secret in the environment, and
-        register the resolver."""
-        from omegaconf import OmegaConf
-
-        if str(self.directory) not in sys.path:
-            sys.path.insert(0, str(self.directory))
+        """Arm the tripwires: the module on ``sys.path``, the secret in the environment,
+        the resolvers registered. Canaries nest: the last one installed is the armed one,
+        and uninstalling it re-arms the one before."""
+        if not _ARMED:
+            _register_resolvers()
+        _ARMED.append(self)
+        sys.path.insert(0, str(self.directory))
         os.environ[SECRET_ENV] = self.secret
-        markers = self.markers
-
-        def tripped(tag: object = "resolver") -> str:
-            (markers / f"resolver-{tag}").touch()
-            return "resolved"
-
-        OmegaConf.register_new_resolver(RESOLVER, tripped, replace=True)
-        from omegaconf._utils import _DEFAULT_MARKER_
-        from omegaconf.resolvers import oc
-
-        def env(key: str, default: object = _DEFAULT_MARKER_) -> object:
-            # oc.env as OmegaConf defines it, plus a marker when it reads the secret.
-            if key == SECRET_ENV:
-                (markers / "oc.env").touch()
-            return oc.env(key, default)
-
-        OmegaConf.register_new_resolver("oc.env", env, replace=True)
 
     def uninstall(self) -> None:
-        from omegaconf import OmegaConf
-        from omegaconf.resolvers import oc
-
-        if str(self.directory) in sys.path:
-            sys.path.remove(str(self.directory))
-        os.environ.pop(SECRET_ENV, None)
-        OmegaConf.clear_resolver(RESOLVER)
-        OmegaConf.register_new_resolver("oc.env", oc.env, replace=True)
+        _ARMED.remove(self)
+        sys.path.remove(str(self.directory))
         sys.modules.pop(MODULE, None)
+        if _ARMED:
+            os.environ[SECRET_ENV] = _ARMED[-1].secret
+            return
+        os.environ.pop(SECRET_ENV, None)
+        _unregister_resolvers()
 
     def fired(self) -> list[str]:
         """The markers present (each one a tripwire that fired); remove them with :meth:`reset`."""
@@ -132,3 +115,33 @@ class Canary:
     def leaked(self, text: str) -> bool:
         """Whether ``text`` holds the secret: a value read from the environment."""
         return self.secret in text
+
+
+_ARMED: list[Canary] = []  # installed canaries, the armed one last
+
+
+def _register_resolvers() -> None:
+    from omegaconf import OmegaConf
+    from omegaconf._utils import _DEFAULT_MARKER_
+    from omegaconf.resolvers import oc
+
+    def tripped(tag: object = "resolver") -> str:
+        (_ARMED[-1].markers / f"resolver-{tag}").touch()
+        return "resolved"
+
+    def env(key: str, default: object = _DEFAULT_MARKER_) -> object:
+        # oc.env as OmegaConf defines it, plus a marker when it reads the secret.
+        if key == SECRET_ENV:
+            (_ARMED[-1].markers / "oc.env").touch()
+        return oc.env(key, default)
+
+    OmegaConf.register_new_resolver(RESOLVER, tripped, replace=True)
+    OmegaConf.register_new_resolver("oc.env", env, replace=True)
+
+
+def _unregister_resolvers() -> None:
+    from omegaconf import OmegaConf
+    from omegaconf.resolvers import oc
+
+    OmegaConf.clear_resolver(RESOLVER)
+    OmegaConf.register_new_resolver("oc.env", oc.env, replace=True)  # OmegaConf's own again

@@ -15,13 +15,14 @@ See ``trainer.fuzz.mutations`` for the protocol. No TensorFlow here.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from trainer.fuzz.mutations import Context, Mutation, NotApplicable, fifo, read_bytes
+from trainer.fuzz.mutations import Context, Mutation, NotApplicable, read_bytes
 
 H5_OPS = (
     "external_storage",
@@ -150,12 +151,15 @@ class EditH5(Mutation):
         if op.startswith("external_storage"):
             if data.size == 0 or data.ndim == 0:
                 raise NotApplicable("external storage needs a non-empty array")
-            raw = fifo(ctx) if op == "external_storage_fifo" else ctx.dirs.outside / f"{stem}.raw"
-            if op == "external_storage":
-                raw.write_bytes(np.ascontiguousarray(data).tobytes())
+            raw = ctx.dirs.outside / f"{stem}.raw"
+            raw.write_bytes(np.ascontiguousarray(data).tobytes())
             created = handle.create_dataset(
                 name, shape=data.shape, dtype=data.dtype, external=[(str(raw), 0, data.nbytes)]
             )
+            if op == "external_storage_fifo":  # swapped in after h5py wrote through the file
+                raw.unlink()
+                os.mkfifo(raw)
+                detail = " (a FIFO)"
         elif op.startswith("external_link"):
             folder = path.parent if op == "external_link_inside" else ctx.dirs.outside
             target = folder / f"linked-{stem}.h5"

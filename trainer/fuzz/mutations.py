@@ -148,7 +148,7 @@ JSON_PAYLOADS = (
     Raw("-0"),
     Raw("1" + "0" * 5000),
     Raw("[" * 100_000 + "]" * 100_000),
-    Raw('{"a": 1, "a": 2}'),
+    Raw('{{"a": 1, "a": 2}}'),
     Raw('"\\ud800"'),
     Raw('"' + "x" * 2_000_000 + '"'),
 )
@@ -610,6 +610,8 @@ class ChangeRun(Mutation):
     def apply(self, ctx: Context) -> str:
         run, newest = ctx.dirs.run_dir, ctx.dirs.newest
         bogus = run / "step-99999999"
+        if bogus.exists() or bogus.is_symlink() or newest.is_symlink():
+            raise NotApplicable("the run directory was already changed")
         if self.kind == "empty_step_dir":
             bogus.mkdir()
         elif self.kind == "garbage_step_dir":

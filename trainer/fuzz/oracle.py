@@ -121,9 +121,12 @@ class Outcome:
 
     @property
     def signature(self) -> str:
-        """The failure class: reader, category, exception type and place (not the values)."""
-        error = self.detail.split(":", 1)[0] if self.kind == TRACEBACK else ""
-        return " ".join(p for p in (self.reader, self.kind, error, self.where) if p)
+        """The failure class, without the values: a traceback's exception type and place
+        (whichever reader hit it), or the reader and the kind of what went wrong."""
+        if self.kind == TRACEBACK:
+            return f"traceback {self.detail.split(':', 1)[0]} at {self.where or '?'}"
+        gist = self.detail.split(" = ")[0].split(": ")[0][:70]
+        return f"{self.reader} {self.kind}" + (f": {gist}" if self.kind != HUNG else "")
 
 
 @dataclass
@@ -135,12 +138,17 @@ class Verdict:
     leaked: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
 
-    def failures(self) -> list[tuple[str, str, str]]:
-        """(category, failure class, one line) for everything wrong, in CATEGORIES order."""
-        found = [(o.kind, o.signature, o.detail) for o in self.outcomes if o.failed]
-        found += [(EXECUTED, f"{EXECUTED} {line}", line) for line in self.executed]
-        found += [(LEAKED, f"{LEAKED} {line.split(':')[0]}", line) for line in self.leaked]
-        found += [(CHANGED, f"{CHANGED} {line.split()[0]}", line) for line in self.changed]
+    def failures(self) -> list[tuple[str, str, str, str]]:
+        """(category, failure class, one line, reader) for everything wrong, in CATEGORIES
+        order."""
+        found = [(o.kind, o.signature, o.detail, o.reader) for o in self.outcomes if o.failed]
+        found += [(EXECUTED, f"{EXECUTED}: {line}", line, "") for line in self.executed]
+        for line in self.leaked:
+            reader = line.split(":")[0]
+            found.append((LEAKED, f"{reader} {LEAKED}", line, reader))
+        for line in self.changed:
+            what, path = line.split(" ", 1)
+            found.append((CHANGED, f"{CHANGED}: {what} {Path(path).name}", line, ""))
         return sorted(found, key=lambda f: CATEGORIES.index(f[0]))
 
     @property
@@ -148,7 +156,7 @@ class Verdict:
         return not self.failures()
 
     def categories(self) -> set[str]:
-        return {category for category, _, _ in self.failures()}
+        return {failure[0] for failure in self.failures()}
 
 
 def first_line(error: BaseException) -> str:
@@ -179,6 +187,8 @@ def unclear(message: str, names_file: bool) -> str | None:
         return f"{len(message)} characters"
     if names_file and not any(word in message.lower() for word in FILE_WORDS):
         return "names neither the checkpoint nor a file"
+    if message.rstrip().endswith(":"):
+        return "stops where its reason should start"
     return None
 
 

@@ -9,6 +9,8 @@ manifest mutations), runs every reader through the oracle and returns a
 
 from __future__ import annotations
 
+import contextlib
+import io
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
@@ -16,10 +18,11 @@ from pathlib import Path
 
 from trainer.fuzz.canary import Canary
 from trainer.fuzz.mutations import Context, Mutation, NotApplicable
-from trainer.fuzz.oracle import CATEGORIES, Verdict, check_case
+from trainer.fuzz.oracle import CATEGORIES, Hung, Verdict, check_case, time_limit
 from trainer.fuzz.source import SourceRun, copy_case, rehash_manifest
 
 READER_SECONDS = 5.0  # every reader answers a 70 KiB checkpoint in milliseconds
+MUTATION_SECONDS = 30.0
 RESUME_SECONDS = 15.0  # builds a model and restores it (well under a second)
 
 
@@ -74,7 +77,8 @@ class FuzzSession:
         self.count = 0
         # The reference: the pristine newest checkpoint resumed, restoring exactly its files.
         pristine = copy_case(source, self.work / "reference")
-        self.reference = self.resume_path.resume(pristine.newest)
+        with contextlib.redirect_stdout(io.StringIO()):  # "Resuming from ...": not news here
+            self.reference = self.resume_path.resume(pristine.newest)
         problem = differs_from_files(self.reference)
         if problem:
             raise RuntimeError(f"the pristine checkpoint does not resume exactly: {problem}")
@@ -113,12 +117,20 @@ class FuzzSession:
 
     @staticmethod
     def apply(case: Case, ctx: Context) -> str:
-        """Mutate ``ctx``'s copy as ``case`` says; a one-line description of what was done."""
-        done = [m.apply(ctx) for m in case.mutations if m.phase == "file"]
-        if case.rehash:
-            for checkpoint in (ctx.dirs.newest, ctx.dirs.older):
-                rehash_manifest(checkpoint)
-        done += [m.apply(ctx) for m in case.mutations if m.phase == "manifest"]
+        """Mutate ``ctx``'s copy as ``case`` says; a one-line description of what was done.
+
+        A mutation that blocks (h5py opening a FIFO an earlier one made) gives up after
+        MUTATION_SECONDS: NotApplicable, as if there were nothing to change.
+        """
+        try:
+            with time_limit(MUTATION_SECONDS):
+                done = [m.apply(ctx) for m in case.mutations if m.phase == "file"]
+                if case.rehash:
+                    for checkpoint in (ctx.dirs.newest, ctx.dirs.older):
+                        rehash_manifest(checkpoint)
+                done += [m.apply(ctx) for m in case.mutations if m.phase == "manifest"]
+        except Hung:
+            raise NotApplicable("a mutation blocked") from None
         rehashed = ", re-hashed" if case.rehash else ""
         return (
             f"[{case.kind}] {'; '.join(done)} ({case.expect()}{rehashed}, "
@@ -127,22 +139,34 @@ class FuzzSession:
 
 
 @dataclass
+class FailureClass:
+    """Every case that failed one way, and the readers that did."""
+
+    readers: set[str] = field(default_factory=set)
+    examples: list[str] = field(default_factory=list)
+
+
+@dataclass
 class Tally:
-    """Cases per failure category, and the failure classes with their first case."""
+    """Cases per failure category, and the failure classes with their cases."""
 
     cases: int = 0
     per_category: Counter = field(default_factory=Counter)
-    classes: dict[str, list[str]] = field(default_factory=dict)  # class -> examples
+    classes: dict[str, FailureClass] = field(default_factory=dict)  # by signature
     failed: list[CaseResult] = field(default_factory=list)
 
     def add(self, result: CaseResult) -> None:
         self.cases += 1
         failures = result.verdict.failures()
-        for category in {category for category, _, _ in failures}:
+        for category in {failure[0] for failure in failures}:
             self.per_category[category] += 1
-        for _, signature, detail in failures:
-            examples = self.classes.setdefault(signature, [])
-            examples.append(f"case {result.number}: {result.description} -> {detail}")
+        for _, signature, detail, reader in failures:
+            found = self.classes.setdefault(signature, FailureClass())
+            if reader:
+                found.readers.add(reader)
+            example = f"case {result.number}: {result.description} -> {detail}"
+            if not found.examples or found.examples[-1] != example:
+                found.examples.append(example)
         if failures:
             self.failed.append(result)
 

@@ -221,7 +221,6 @@ def benign_mutations():
             where=WHERE,
         ),
         st.just(Nothing()),
-        pointer_mutations(),
     )
 
 
