@@ -115,12 +115,15 @@ def main(argv: list[str] | None = None) -> int:
             reader_seconds=options.reader_seconds,
             resume_seconds=options.resume_seconds,
             keep_failures=options.work_dir is not None,
+            strict=False,
         )
         try:
             tally = fuzz(session, options.cases, options.seed, max(1, options.cases // 20))
         finally:
             session.close()
         report(tally, options.show)
+        for error, count in session.mutation_errors.most_common(5):
+            print(f"skipped {count} case(s): the fuzzer could not mutate ({error})")
         print(f"\n{tally.cases} cases in {time.monotonic() - started:.0f} s (seed {options.seed})")
     print(tally.figure())
     return 0 if tally.ok else 1

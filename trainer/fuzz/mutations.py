@@ -53,13 +53,17 @@ class Context:
     canary: Canary
 
     def fill(self, template: str) -> str:
-        """A payload template with the canary's tripwires filled in (``{command}``, ...)."""
+        """A payload template with the canary's tripwires (``{command}``, ...) and the big
+        values (``{long_string}``, ``{deep_list}``, ``{long_number}``) filled in."""
         return template.format(
             command=self.canary.command("os-system"),
             python=self.canary.python("exec"),
             module=MODULE,
             resolver=RESOLVER,
             secret_env=SECRET_ENV,
+            long_string="x" * 2_000_000,  # past every size limit
+            deep_list="[" * 100_000 + "]" * 100_000,  # past every recursion limit
+            long_number="1" + "0" * 5000,  # past Python's int-from-text limit
         )
 
 
@@ -90,8 +94,8 @@ def short(value: Any, limit: int = 60) -> str:
 
 @dataclass(frozen=True)
 class Raw:
-    """Text spliced verbatim into a JSON or YAML file where a value goes (a template:
-    ``{command}``, ``{python}``, ``{module}``, ``{resolver}``, ``{secret_env}``)."""
+    """Text spliced verbatim into a JSON or YAML file where a value goes (a template for
+    :meth:`Context.fill`)."""
 
     text: str
     executes: bool = False  # a payload that runs code if the reader constructs it
@@ -135,8 +139,8 @@ YAML_PAYLOADS = (
     Raw("{{<<: {{name: cnn}}, extra: 1}}"),
     Raw("!!str"),
     Raw("~"),
-    Raw('"' + "x" * 100_000 + '"'),
-    Raw("[" * 5000 + "]" * 5000),
+    Raw('"{long_string}"'),
+    Raw("{deep_list}"),
     Raw("!custom_tag value"),
     Raw("[{module}]"),
 )
@@ -146,11 +150,11 @@ JSON_PAYLOADS = (
     Raw("-Infinity"),
     Raw("1e999"),
     Raw("-0"),
-    Raw("1" + "0" * 5000),
-    Raw("[" * 100_000 + "]" * 100_000),
+    Raw("{long_number}"),
+    Raw("{deep_list}"),
     Raw('{{"a": 1, "a": 2}}'),
     Raw('"\\ud800"'),
-    Raw('"' + "x" * 2_000_000 + '"'),
+    Raw('"{long_string}"'),
 )
 
 
@@ -240,7 +244,10 @@ class EditDocument(Mutation):
     def apply(self, ctx: Context) -> str:
         path = ctx.dirs.checkpoint(self.where) / self.file
         doc = _load(path)
-        target = self._apply_to(doc)
+        try:
+            target = self._apply_to(doc)
+        except (TypeError, KeyError, IndexError):  # keys that collide (1 and True in YAML)
+            raise NotApplicable(f"{self.file}: no place for {self.op}") from None
         _dump(path, doc, ctx)
         return f"{self.where} {self.file}: {target}"
 
@@ -366,6 +373,33 @@ class ReplaceDocument(Mutation):
     def apply(self, ctx: Context) -> str:
         _dump(ctx.dirs.checkpoint(self.where) / self.file, self.value, ctx)
         return f"{self.where} {self.file}: replaced by {short(self.value)}"
+
+
+@dataclass(frozen=True)
+class LieInManifest(Mutation):
+    """One entry of the manifest's file list says something untrue: a size or a hash of
+    the wrong value or type, or a listed name that is not a plain file of the checkpoint."""
+
+    name: str
+    size: Any = 0
+    sha256: Any = "0" * 64
+    keep: str = ""  # "size" or "sha256": leave that field as the real one
+
+    phase = "manifest"
+
+    def apply(self, ctx: Context) -> str:
+        path = ctx.dirs.newest / MANIFEST
+        manifest = _load(path)
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+            raise NotApplicable("the manifest has no file list")
+        entry = dict(manifest["files"].get(self.name) or {})
+        if self.keep != "size":
+            entry["size"] = self.size
+        if self.keep != "sha256":
+            entry["sha256"] = self.sha256
+        manifest["files"][self.name] = entry
+        _dump(path, manifest, ctx)
+        return f"newest {MANIFEST}: files[{self.name!r}] = {short(entry)}"
 
 
 # --------------------------------------------------------------------------- raw text

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from trainer.fuzz.canary import Canary
 from trainer.fuzz.mutations import Context, Mutation, NotApplicable
-from trainer.fuzz.oracle import CATEGORIES, Hung, Verdict, check_case, time_limit
+from trainer.fuzz.oracle import CATEGORIES, Hung, Verdict, check_case, first_line, time_limit
 from trainer.fuzz.source import SourceRun, copy_case, rehash_manifest
 
 READER_SECONDS = 5.0  # every reader answers a 70 KiB checkpoint in milliseconds
@@ -54,7 +54,9 @@ class CaseResult:
 class FuzzSession:
     """Runs cases against copies of ``source``; ``work`` holds the copies and the canary.
 
-    ``keep_failures``: leave the directory of each failed case in place.
+    ``keep_failures``: leave the directory of each failed case in place; ``strict``:
+    an error of the fuzzer's own while mutating is raised (tests), else the case is
+    skipped and the error counted in ``mutation_errors`` (the command).
     """
 
     def __init__(
@@ -65,12 +67,14 @@ class FuzzSession:
         reader_seconds: float = READER_SECONDS,
         resume_seconds: float = RESUME_SECONDS,
         keep_failures: bool = False,
+        strict: bool = True,
     ) -> None:
         from trainer.fuzz.resume import ResumePath, differs_from_files
 
         self.source, self.work = source, Path(work)
         self.reader_seconds, self.resume_seconds = reader_seconds, resume_seconds
-        self.keep_failures = keep_failures
+        self.keep_failures, self.strict = keep_failures, strict
+        self.mutation_errors: Counter = Counter()
         self.canary = Canary.create(self.work / "canary")
         self.canary.install()
         self.resume_path = ResumePath(source, self.work / "scratch")
@@ -95,9 +99,12 @@ class FuzzSession:
         dirs = copy_case(self.source, self.work / "cases" / f"case-{self.count:05d}")
         try:
             description = self.apply(case, Context(dirs, self.canary))
-        except NotApplicable:
+        except Exception as error:
             shutil.rmtree(dirs.root, ignore_errors=True)
-            raise
+            if isinstance(error, NotApplicable) or self.strict:
+                raise
+            self.mutation_errors[first_line(error)] += 1
+            raise NotApplicable(f"the fuzzer failed to mutate: {first_line(error)}") from None
         target = dirs.newest if case.resume_via == "checkpoint" else dirs.run_dir
         readers = tf_free_readers(dirs, target)
         readers.append(

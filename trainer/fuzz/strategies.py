@@ -27,6 +27,7 @@ from trainer.checkpoint.layout import (
     MANIFEST,
     POINTERS,
     STATE_FILE,
+    STATE_FILES,
 )
 from trainer.checkpoint.reading import FORBIDDEN_KEYS
 from trainer.fuzz.h5 import H5_OPS, RAW_H5_KINDS, EditH5, RawH5, Repack
@@ -41,6 +42,7 @@ from trainer.fuzz.mutations import (
     ChangeRun,
     EditDocument,
     ExtraFile,
+    LieInManifest,
     Nothing,
     RawText,
     ReformatDocument,
@@ -82,7 +84,7 @@ TRICKY_STRINGS = (
     "\n",
     "NaN",
     "1e400",
-    "x" * 5000,
+    "x" * 300,
 )
 KNOWN_KEYS = (
     "files",
@@ -171,6 +173,20 @@ def document_mutations(file: str, values: st.SearchStrategy, raw_kinds: tuple[st
     )
 
 
+LISTED_NAMES = (*STATE_FILES, "../config.yaml", "a/b", ".", "..", "", "manifest.json", "x" * 300)
+
+
+def manifest_lies():
+    lie = st.one_of(st.sampled_from(BOUNDARY_NUMBERS), json_scalars)
+    return st.builds(
+        LieInManifest,
+        st.sampled_from(LISTED_NAMES) | TEXT,
+        lie,
+        st.sampled_from(("0" * 64, "")) | json_scalars,
+        st.sampled_from(("", "size", "sha256")),
+    )
+
+
 def h5_mutations():
     files = st.sampled_from(H5_FILES)
     return st.one_of(
@@ -225,7 +241,9 @@ def benign_mutations():
 
 
 MUTATIONS = {
-    "manifest": lambda: document_mutations(MANIFEST, json_with_payloads, JSON_RAW),
+    "manifest": lambda: (
+        document_mutations(MANIFEST, json_with_payloads, JSON_RAW) | manifest_lies()
+    ),
     "state": lambda: document_mutations(STATE_FILE, json_with_payloads, JSON_RAW),
     "config": lambda: document_mutations(CONFIG_FILE, yaml_values, YAML_RAW),
     "h5": h5_mutations,
