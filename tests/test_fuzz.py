@@ -21,13 +21,26 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, Phase, assume, given, settings
+from hypothesis import HealthCheck, Phase, assume, example, given, settings
 
 from tests.conftest import REPO
 from trainer.checkpoint import commit_checkpoint, verify
+from trainer.checkpoint.layout import CONFIG_FILE, MANIFEST, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE
 from trainer.errors import UserError
 from trainer.fuzz.canary import SECRET_ENV, Canary
-from trainer.fuzz.mutations import YAML_PAYLOADS, Context, NotApplicable
+from trainer.fuzz.h5 import EditH5, RawH5, Repack
+from trainer.fuzz.mutations import (
+    YAML_PAYLOADS,
+    Context,
+    EditDocument,
+    ExtraFile,
+    LieInManifest,
+    NotApplicable,
+    RawText,
+    ReformatDocument,
+    ReplaceFile,
+    WritePointer,
+)
 from trainer.fuzz.oracle import (
     EXECUTED,
     HUNG,
@@ -42,7 +55,7 @@ from trainer.fuzz.oracle import (
 )
 from trainer.fuzz.readers import judge_command
 from trainer.fuzz.resume import Restored, judge_resume, malformed_loop_state
-from trainer.fuzz.session import CaseResult, Tally
+from trainer.fuzz.session import Case, CaseResult, Tally
 from trainer.fuzz.source import CaseDirs, rehash_manifest, snapshot
 from trainer.fuzz.strategies import cases
 
@@ -269,7 +282,7 @@ def test_the_command_draws_the_same_cases_for_a_seed_and_prints_the_figure(capsy
     fuzz(second, 12, 7, 4)
     fuzz(other, 12, 8, 4)
     assert first.cases == second.cases != other.cases
-    assert {case.kind for case in first.cases} > {"benign"}
+    assert len({case.kind for case in first.cases}) >= 3  # drawn from every kind
     assert tally.figure() == "12 cases, 0 tracebacks, 0 executed, 0 files changed"
     assert "case 12/12" in capsys.readouterr().out
 
@@ -304,7 +317,27 @@ FUZZ = settings(
     database=None,
     phases=(Phase.explicit, Phase.generate),
     suppress_health_check=list(HealthCheck),
+    report_multiple_bugs=False,  # stop at the first hole: CI time
 )
+
+
+def examples(*cases):
+    """``@example(case=...)`` for each case: the holes found so far, one per failure class,
+    tried before any drawn case (``python -m trainer.fuzz`` lists the classes)."""
+
+    def decorate(test):
+        for case in reversed(cases):
+            test = example(case=case)(test)
+        return test
+
+    return decorate
+
+
+def one(kind: str, *mutations) -> Case:
+    return Case(kind, tuple(mutations))
+
+
+OUTSIDE_DATA = ("external_storage", "virtual", "external_link")
 
 
 @pytest.fixture(scope="session")
@@ -314,7 +347,8 @@ def fuzz_session(digits_dir, tmp_path_factory):
     from trainer.fuzz.source import train_source_run
 
     work = tmp_path_factory.mktemp("fuzz")
-    session = FuzzSession(train_source_run(work, digits_dir), work)
+    source = train_source_run(work, digits_dir)
+    session = FuzzSession(source, work, reader_seconds=2, resume_seconds=10)
     yield session
     session.close()
 
@@ -333,6 +367,12 @@ def fuzz_case(session, case) -> None:
 
 @pytest.mark.slow
 @FUZZ
+@examples(
+    one("benign", ReformatDocument(MANIFEST, 2), ReformatDocument(STATE_FILE, 3)),
+    one("benign", ReformatDocument(CONFIG_FILE, 0), Repack(MODEL_FILE, 0)),
+    one("benign", Repack(OPTIMIZER_FILE, 2), ExtraFile("notes.txt")),
+    one("benign", EditH5(MODEL_FILE, "external_link", where="older")),  # not the one resumed
+)
 @given(case=cases("benign"))
 def test_benign_changes_resume_exactly_as_the_pristine_checkpoint(fuzz_session, case):
     fuzz_case(fuzz_session, case)
@@ -341,6 +381,7 @@ def test_benign_changes_resume_exactly_as_the_pristine_checkpoint(fuzz_session, 
 @pytest.mark.slow
 @HOLES
 @FUZZ
+@examples(one("manifest", LieInManifest("x" * 300)))  # OSError in verify: name too long
 @given(case=cases("manifest"))
 def test_manifest_mutations_are_refused_or_resumed_correctly(fuzz_session, case):
     fuzz_case(fuzz_session, case)
@@ -349,6 +390,12 @@ def test_manifest_mutations_are_refused_or_resumed_correctly(fuzz_session, case)
 @pytest.mark.slow
 @HOLES
 @FUZZ
+@examples(
+    one("state", EditDocument(STATE_FILE, "set", "loop", None)),  # TypeError in LoopState
+    one("state", EditDocument(STATE_FILE, "set", "loop.epoch", "2")),  # TypeError describe_resume
+    one("state", EditDocument(STATE_FILE, "retype", "loop.best", "list")),  # resumed with it
+    one("state", EditDocument(STATE_FILE, "set", "rng.0.state", [[1], [2, 3]])),  # ValueError
+)
 @given(case=cases("state"))
 def test_trainer_state_mutations_are_refused_or_resumed_correctly(fuzz_session, case):
     fuzz_case(fuzz_session, case)
@@ -357,6 +404,16 @@ def test_trainer_state_mutations_are_refused_or_resumed_correctly(fuzz_session, 
 @pytest.mark.slow
 @HOLES
 @FUZZ
+@examples(
+    one("config", EditDocument(CONFIG_FILE, "set", "checkpoint.root", YAML_PAYLOADS[10])),  # ran
+    one("config", EditDocument(CONFIG_FILE, "set", "seed", "${oc.env:FUZZ_CANARY_SECRET}")),
+    one("config", RawText(CONFIG_FILE, "recursive_anchor")),  # RecursionError
+    one("config", EditDocument(CONFIG_FILE, "delete", "model.name")),  # ConfigKeyError
+    one("config", EditDocument(CONFIG_FILE, "set", "dataset.name", {})),  # TypeError
+    one("config", EditDocument(CONFIG_FILE, "add", "model.filters", {"": ""})),  # TypeError
+    one("config", EditDocument(CONFIG_FILE, "set", "model.filters.0", 0)),  # names no file
+    one("config", RawText(CONFIG_FILE, "billion_laughs", 5)),  # hangs
+)
 @given(case=cases("config"))
 def test_config_mutations_are_refused_or_resumed_correctly(fuzz_session, case):
     fuzz_case(fuzz_session, case)
@@ -365,6 +422,15 @@ def test_config_mutations_are_refused_or_resumed_correctly(fuzz_session, case):
 @pytest.mark.slow
 @HOLES
 @FUZZ
+@examples(
+    *(one("h5", EditH5(OPTIMIZER_FILE, op, 1)) for op in OUTSIDE_DATA),  # resumed from
+    one("h5", EditH5(OPTIMIZER_FILE, "rename", 1)),  # KeyError
+    one("h5", EditH5(OPTIMIZER_FILE, "group", 1)),  # AttributeError
+    one("h5", EditH5(OPTIMIZER_FILE, "soft_link_loop", 1)),  # RuntimeError
+    one("h5", RawH5(MODEL_FILE, "zero")),  # OSError from Keras' load_weights
+    one("h5", RawH5(OPTIMIZER_FILE, "text")),  # OSError from h5py
+    one("h5", EditH5(MODEL_FILE, "external_storage", 1)),  # refused, but the reason is cut off
+)  # fmt: skip
 @given(case=cases("h5"))
 def test_hdf5_mutations_are_refused_or_resumed_correctly(fuzz_session, case):
     fuzz_case(fuzz_session, case)
@@ -373,6 +439,11 @@ def test_hdf5_mutations_are_refused_or_resumed_correctly(fuzz_session, case):
 @pytest.mark.slow
 @HOLES
 @FUZZ
+@examples(
+    one("filesystem", ReplaceFile(CONFIG_FILE, "symlink_loop")),  # OSError ELOOP
+    one("filesystem", ReplaceFile(CONFIG_FILE, "fifo")),  # hangs: read_checkpoint_config
+    one("filesystem", ReplaceFile(OPTIMIZER_FILE, "fifo")),  # hangs: inspect
+)
 @given(case=cases("filesystem"))
 def test_file_system_mutations_are_refused_or_resumed_correctly(fuzz_session, case):
     fuzz_case(fuzz_session, case)
@@ -381,6 +452,12 @@ def test_file_system_mutations_are_refused_or_resumed_correctly(fuzz_session, ca
 @pytest.mark.slow
 @HOLES
 @FUZZ
+@examples(
+    one("pointer", WritePointer("latest", b"\xff")),  # UnicodeDecodeError in read_pointer
+    one("pointer", WritePointer("best", b"step-" + b"9" * 300)),  # OSError in verify
+    one("pointer", WritePointer("best", replacement="symlink_secret")),  # verify shows it
+    one("pointer", WritePointer("latest", replacement="fifo")),  # hangs: list, verify
+)
 @given(case=cases("pointer"))
 def test_pointer_mutations_leave_the_tools_and_the_resume_sound(fuzz_session, case):
     fuzz_case(fuzz_session, case)

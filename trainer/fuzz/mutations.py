@@ -4,14 +4,16 @@ Each mutation is plain data (so hypothesis can print and replay it) with
 ``apply(ctx) -> str``, which changes the case's copy and returns a one-line
 description of what it did (raising :class:`NotApplicable` when the copy
 offers nothing to change, e.g. an edit of a key that an earlier mutation
-deleted). Two class attributes say how a case is run:
+deleted). Three more members say how a case is run:
 
 - ``phase``: ``"file"`` mutations run before the manifest is re-hashed,
   ``"manifest"`` ones after it (so a lie in the manifest stays a lie);
 - :meth:`Mutation.expect`: what a resume of the newest checkpoint must do:
   ``"benign"`` (resume, restoring exactly the original arrays), ``"refuse"``
   (a one-line UserError, or a fallback to another checkpoint) or ``"either"``
-  (a refusal, or a resume that restores exactly what the files hold).
+  (a refusal, or a resume that restores exactly what the files hold);
+- :meth:`Mutation.touches_newest`: whether it changes the newest checkpoint at
+  all (a change elsewhere must leave its resume exact).
 
 This module covers JSON and YAML files (structure, types, values, raw text),
 the file system (symlinks, FIFOs, directories, large files), pointers and the
@@ -223,11 +225,12 @@ RETYPES = (
 @dataclass(frozen=True)
 class EditDocument(Mutation):
     """A structural edit of a JSON or YAML file: set, retype, delete or add a value.
-    ``pick`` chooses the node among the document's paths (modulo their number)."""
+    ``pick`` chooses the node among the document's paths (modulo their number), or
+    names it (``"loop.best"``; ``""`` is the document itself, for ``add``)."""
 
     file: str
     op: str  # set | retype | delete | add
-    pick: int = 0
+    pick: int | str = 0
     value: Any = None  # for set/add/replace: a value, or a Raw payload; for retype: a RETYPES kind
     key: Any = "extra"
     where: str = "newest"
@@ -255,16 +258,17 @@ class EditDocument(Mutation):
         paths = node_paths(doc)
         if self.op == "add":
             containers = [()] + [p for p in paths if isinstance(_get(doc, p), dict | list)]
-            where = containers[self.pick % len(containers)]
+            where = self._choose(containers)
             node = _get(doc, where)
             if isinstance(node, list):
-                node.insert(self.pick % (len(node) + 1), self.value)
+                at = self.pick if isinstance(self.pick, int) else 0
+                node.insert(at % (len(node) + 1), self.value)
             else:
                 node[self.key] = self.value
             return f"add {short(self.key)} = {short(self.value)} under {dotted(where)}"
         if not paths:
             raise NotApplicable("the document has no values")
-        where = paths[self.pick % len(paths)]
+        where = self._choose(paths)
         parent = _parent(doc, where)
         if self.op == "delete":
             del parent[where[-1]]
@@ -272,6 +276,14 @@ class EditDocument(Mutation):
         new = retyped(parent[where[-1]], self.value) if self.op == "retype" else self.value
         parent[where[-1]] = new
         return f"{self.op} {dotted(where)} to {short(new)}"
+
+    def _choose(self, paths: list[tuple]) -> tuple:
+        if isinstance(self.pick, int):
+            return paths[self.pick % len(paths)]
+        named = [p for p in paths if (dotted(p) if p else "") == self.pick]
+        if not named:
+            raise NotApplicable(f"{self.file} has no {self.pick!r}")
+        return named[0]
 
 
 def _get(doc: Any, path: tuple) -> Any:
@@ -399,7 +411,7 @@ class LieInManifest(Mutation):
             entry["sha256"] = self.sha256
         manifest["files"][self.name] = entry
         _dump(path, manifest, ctx)
-        return f"newest {MANIFEST}: files[{self.name!r}] = {short(entry)}"
+        return f"newest {MANIFEST}: files[{short(self.name, 30)}] = {short(entry)}"
 
 
 # --------------------------------------------------------------------------- raw text

@@ -43,6 +43,13 @@ class Case:
         return "benign" if expectations <= {"benign"} else "either"
 
 
+EXPECTED = {
+    "benign": "must resume exactly",
+    "refuse": "must be refused",
+    "either": "refused or resumed exactly",
+}
+
+
 @dataclass
 class CaseResult:
     number: int
@@ -138,10 +145,10 @@ class FuzzSession:
                 done += [m.apply(ctx) for m in case.mutations if m.phase == "manifest"]
         except Hung:
             raise NotApplicable("a mutation blocked") from None
-        rehashed = ", re-hashed" if case.rehash else ""
+        rehashed = "re-hashed" if case.rehash else "not re-hashed"
         return (
-            f"[{case.kind}] {'; '.join(done)} ({case.expect()}{rehashed}, "
-            f"resume via {case.resume_via})"
+            f"[{case.kind}] {'; '.join(done)} ({rehashed}; resume via {case.resume_via}, "
+            f"{EXPECTED[case.expect()]})"
         )
 
 
