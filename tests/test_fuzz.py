@@ -28,19 +28,17 @@ from trainer.checkpoint import commit_checkpoint, verify
 from trainer.checkpoint.layout import CONFIG_FILE, MANIFEST, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE
 from trainer.errors import UserError
 from trainer.fuzz.canary import SECRET_ENV, Canary
-from trainer.fuzz.h5 import EditH5, RawH5, Repack
-from trainer.fuzz.mutations import (
+from trainer.fuzz.documents import (
+    JSON_PAYLOADS,
     YAML_PAYLOADS,
-    Context,
     EditDocument,
-    ExtraFile,
     LieInManifest,
-    NotApplicable,
     RawText,
     ReformatDocument,
-    ReplaceFile,
-    WritePointer,
 )
+from trainer.fuzz.files import ExtraFile, Nothing, ReplaceFile, WritePointer
+from trainer.fuzz.h5 import EditH5, RawH5, Repack
+from trainer.fuzz.mutations import Context, NotApplicable
 from trainer.fuzz.oracle import (
     EXECUTED,
     HUNG,
@@ -152,8 +150,6 @@ def test_every_tripwire_of_the_canary_is_caught_and_a_safe_reader_trips_none(tmp
 
 
 def test_every_payload_fills_in_the_canary(tmp_path, canary):
-    from trainer.fuzz.mutations import JSON_PAYLOADS
-
     ctx = Context(fake_dirs(tmp_path), canary)
     filled = [ctx.fill(payload.text) for payload in YAML_PAYLOADS + JSON_PAYLOADS]
     assert all("{command}" not in text and "{module}" not in text for text in filled)
@@ -300,7 +296,8 @@ def test_the_figure_counts_cases_per_category_and_names_the_others():
 
 
 def test_the_fuzzer_imports_no_tensorflow():
-    modules = "source, canary, mutations, h5, strategies, oracle, readers, resume, session"
+    modules = "source, canary, mutations, documents, files, h5, strategies, oracle, readers"
+    modules += ", resume, session"
     code = (
         f"import sys; from trainer.fuzz import {modules}; import trainer.fuzz.__main__; "
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
@@ -468,7 +465,6 @@ def test_pointer_mutations_leave_the_tools_and_the_resume_sound(fuzz_session, ca
 @given(case=cases())
 def test_every_mutation_changes_the_copy(fuzz_session, case):
     """No mutation is a silent no-op: what the readers are judged on really differs."""
-    from trainer.fuzz.mutations import Nothing
     from trainer.fuzz.source import copy_case
 
     session = fuzz_session

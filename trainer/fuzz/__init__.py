@@ -16,7 +16,9 @@ module             what it holds
 =================  ==============================================================
 ``source``         the source run, a case's copy, snapshots, the re-hash
 ``canary``         the tripwires that fire if checkpoint content is executed
-``mutations``      JSON, YAML, file-system, pointer and run-directory mutations
+``mutations``      the protocol of a mutation: apply, phase, expectation
+``documents``      JSON and YAML mutations: structure, types, values, payloads, bytes
+``files``          symlinks, FIFOs, directories, large files; pointers; the run dir
 ``h5``             HDF5 mutations (links, external storage, dtypes, shapes, bytes)
 ``strategies``     hypothesis strategies: the cases, one strategy per kind of file
 ``oracle``         running a reader under a time limit; judging what it did

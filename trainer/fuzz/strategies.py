@@ -30,26 +30,28 @@ from trainer.checkpoint.layout import (
     STATE_FILES,
 )
 from trainer.checkpoint.reading import FORBIDDEN_KEYS
-from trainer.fuzz.h5 import H5_OPS, RAW_H5_KINDS, EditH5, RawH5, Repack
-from trainer.fuzz.mutations import (
-    CHECKPOINT_FILES,
+from trainer.fuzz.documents import (
     JSON_PAYLOADS,
-    POINTER_CONTENTS,
-    REPLACEMENTS,
     RETYPES,
-    RUN_CHANGES,
     YAML_PAYLOADS,
-    ChangeRun,
     EditDocument,
-    ExtraFile,
     LieInManifest,
-    Nothing,
     RawText,
     ReformatDocument,
     ReplaceDocument,
+)
+from trainer.fuzz.files import (
+    CHECKPOINT_FILES,
+    POINTER_CONTENTS,
+    REPLACEMENTS,
+    RUN_CHANGES,
+    ChangeRun,
+    ExtraFile,
+    Nothing,
     ReplaceFile,
     WritePointer,
 )
+from trainer.fuzz.h5 import H5_OPS, RAW_H5_KINDS, EditH5, RawH5, Repack
 from trainer.fuzz.session import Case
 
 KINDS = ("manifest", "state", "config", "h5", "filesystem", "pointer", "benign")
