@@ -149,6 +149,25 @@ def test_every_tripwire_of_the_canary_is_caught_and_a_safe_reader_trips_none(tmp
     assert verdict.executed == [] and verdict.outcomes[0].kind == UNCLEAR  # refused, no file named
 
 
+def test_no_mutation_writes_through_a_link_an_earlier_one_made(tmp_path, canary):
+    from trainer.fuzz.documents import ReplaceDocument
+    from trainer.fuzz.h5 import RawH5
+
+    dirs = fake_dirs(tmp_path)
+    ctx = Context(dirs, canary)
+    ReplaceFile(CONFIG_FILE, "symlink_other").apply(ctx)  # newest config.yaml -> older's
+    before = (dirs.older / CONFIG_FILE).read_bytes()
+    for mutation in (
+        RawText(CONFIG_FILE, "truncate"),
+        EditDocument(CONFIG_FILE, "set", 0, 1),
+        ReplaceDocument(CONFIG_FILE, {}),
+        RawH5(CONFIG_FILE, "zero"),
+    ):
+        with pytest.raises(NotApplicable):
+            mutation.apply(ctx)
+    assert (dirs.older / CONFIG_FILE).read_bytes() == before
+
+
 def test_every_payload_fills_in_the_canary(tmp_path, canary):
     ctx = Context(fake_dirs(tmp_path), canary)
     filled = [ctx.fill(payload.text) for payload in YAML_PAYLOADS + JSON_PAYLOADS]

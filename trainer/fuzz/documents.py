@@ -30,6 +30,7 @@ from trainer.fuzz.mutations import (
     Context,
     Mutation,
     NotApplicable,
+    editable,
     read_bytes,
     short,
 )
@@ -289,6 +290,7 @@ class _Document:
 
 
 def _dump(path: Path, doc: Any, ctx: Context) -> None:
+    editable(path)
     writer = _Document(ctx)
     plain = writer.plain(doc)
     if path.suffix == ".json":

@@ -81,9 +81,18 @@ def short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def editable(path: Path) -> Path:
+    """``path`` if it is a regular file and not a symlink; else NotApplicable.
+
+    Every mutation that changes a file in place checks this first: a FIFO is
+    never opened (that would block), and nothing is written through a link an
+    earlier mutation made (which could change the file of another checkpoint).
+    """
+    if path.is_symlink() or not path.is_file():
+        raise NotApplicable(f"{path.name} was replaced by an earlier mutation")
+    return path
+
+
 def read_bytes(path: Path) -> bytes:
-    """The bytes of a regular file; NotApplicable if an earlier mutation made it something
-    else (a FIFO is never opened: that would block)."""
-    if not path.is_file():
-        raise NotApplicable(f"{path.name} is no longer a regular file")
-    return path.read_bytes()
+    """The bytes of an :func:`editable` file."""
+    return editable(path).read_bytes()
