@@ -86,7 +86,8 @@ class ReplaceFile(Mutation):
         return f"{self.where} {self.file}: replaced by {self.replacement}"
 
 
-def _replace_path(path: Path, replacement: str, ctx: Context) -> None:
+def _replace_path(path: Path, replacement: str, ctx: Context) -> None:  # noqa: C901
+    # One branch per kind of replacement, read top to bottom like the list of kinds.
     if path.is_symlink() or (path.exists() and not path.is_file()):
         raise NotApplicable(f"{path.name} was already replaced")
     if replacement == "large":

@@ -220,7 +220,7 @@ def run_reader(reader: Reader, limit: float) -> Outcome:
         if problem:
             return Outcome(reader.name, UNCLEAR, f"{problem}: {message[:200]!r}", text=text)
         return Outcome(reader.name, REFUSED, message[:300], text=text)
-    except BaseException as error:  # noqa: BLE001 - every other escape is what we look for
+    except BaseException as error:
         text = out.getvalue() + err.getvalue() + str(error)
         return Outcome(reader.name, TRACEBACK, first_line(error), project_frame(error), text)
     text = out.getvalue() + err.getvalue() + _text_of(value)
