@@ -108,7 +108,7 @@ class EditH5(Mutation):
             raise NotApplicable(f"{self.op}: {error}") from None
         return f"{self.where} {self.file}: {self.op} of {name}{detail}"
 
-    def _edit(  # noqa: C901 (one branch per HDF5 edit, in the order of OPS)
+    def _edit(  # noqa: C901 (one branch per HDF5 edit, in the order of H5_OPS)
         self, handle: Any, name: str, other: str, ctx: Context, path: Path
     ) -> str:
         import h5py
