@@ -424,6 +424,10 @@ def _unknown_keys_message(
     return f"unknown {noun} {', '.join(keys)}; known keys of {where or path}: {known_text}"
 
 
+# Sections that name what builds them (a registry entry): the name is never defaulted.
+NAMED_SECTIONS = ("dataset", "model", "optimizer", "schedule")
+
+
 def typed_section(group: str, section: Mapping[str, Any]) -> DictConfig:
     """``section`` (e.g. read back from a checkpoint) checked against its group's schema:
     its keys (:func:`check_known_keys`' rule) and their types, missing keys filled in.
@@ -434,6 +438,11 @@ def typed_section(group: str, section: Mapping[str, Any]) -> DictConfig:
     choices come back as their Enum members (equal to their strings); use
     ``OmegaConf.to_container(..., enum_to_str=True)`` for plain data.
     """
+    name = section.get("name", "")
+    if group in NAMED_SECTIONS and not (isinstance(name, str) and name):
+        raise UserError(
+            f"{group} config is not valid: {group}.name must be a registered name, got {name!r}"
+        )
     schema = schema_node(group, section)
     if schema is None:
         return OmegaConf.create(dict(section))

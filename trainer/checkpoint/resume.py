@@ -23,6 +23,7 @@ from trainer.checkpoint.format import (
     verify,
 )
 from trainer.checkpoint.reading import SAVED_SECTIONS, read_checkpoint_config
+from trainer.config import validate
 from trainer.errors import UserError
 
 # Overrides a resumed run may take: they change how long or how it is
@@ -155,7 +156,7 @@ def plan_start(
     merged.trainer.restretch_schedule = bool(cfg.trainer.restretch_schedule)
     if fine_tune:
         merged.checkpoint.dir = cfg.checkpoint.dir  # rule 6
-        return StartPlan(cfg=merged, checkpoint=checkpoint, fine_tune=True)
+        return StartPlan(cfg=_checked(merged, checkpoint), checkpoint=checkpoint, fine_tune=True)
     run_dir = Path(checkpoint.path).parent.resolve()
     target = run_dir
     if "checkpoint.dir" in keys and cfg.checkpoint.dir:
@@ -176,12 +177,23 @@ def plan_start(
             )
     merged.checkpoint.dir = str(target)
     restretch = bool(merged.trainer.restretch_schedule)
+    _checked(merged, checkpoint)
     return StartPlan(
         cfg=merged,
         checkpoint=checkpoint,
         resolved_schedule=None if restretch else saved["resolved_schedule"],  # rule 5
         in_place=in_place,
     )
+
+
+def _checked(cfg: DictConfig, checkpoint: Checkpoint) -> DictConfig:
+    """``cfg`` (rule 3's config) checked as a fresh run's config is; a bad value is one line
+    that names the checkpoint it came from (or the override that changed it)."""
+    try:
+        validate(cfg)
+    except UserError as error:
+        raise UserError(f"resuming checkpoint {checkpoint.path}: {error}") from None
+    return cfg
 
 
 def describe_resume(plan: StartPlan, state: Any, step: int) -> None:

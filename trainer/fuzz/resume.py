@@ -208,7 +208,7 @@ def differs_from_files(restored: Restored) -> str | None:
             item = handle.get(str(index))
             if not isinstance(item, h5py.Dataset) or not _same(item[()], value):
                 return f"optimizer variable {index} is not what {OPTIMIZER_FILE} holds"
-    rng = json.loads((path / STATE_FILE).read_text()).get("rng", [])
+    rng = json.loads((path / STATE_FILE).read_bytes()).get("rng", [])  # bytes: a BOM, as the reader
     for index, value in enumerate(restored.rng):
         if not _same(np.asarray(rng[index]["state"]), value):
             return f"RNG state {index} is not what {STATE_FILE} holds"

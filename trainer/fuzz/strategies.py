@@ -51,7 +51,15 @@ from trainer.fuzz.files import (
     ReplaceFile,
     WritePointer,
 )
-from trainer.fuzz.h5 import H5_OPS, RAW_H5_KINDS, EditH5, RawH5, Repack
+from trainer.fuzz.h5 import (
+    FILTERED_STYLES,
+    H5_OPS,
+    RAW_H5_KINDS,
+    UNFILTERED_STYLE,
+    EditH5,
+    RawH5,
+    Repack,
+)
 from trainer.fuzz.session import Case
 
 KINDS = ("manifest", "state", "config", "h5", "filesystem", "pointer", "benign")
@@ -201,6 +209,8 @@ def h5_mutations():
             st.binary(min_size=1, max_size=64),
             where=WHERE,
         ),
+        # The same arrays, compressed or filtered: refused (reads stay bounded by the file).
+        st.builds(Repack, files, st.sampled_from(FILTERED_STYLES), where=WHERE),
     )
 
 
@@ -232,7 +242,7 @@ def benign_mutations():
             st.integers(0, 3),
             where=WHERE,
         ),
-        st.builds(Repack, st.sampled_from(H5_FILES), st.integers(0, 3), where=WHERE),
+        st.builds(Repack, st.sampled_from(H5_FILES), st.just(UNFILTERED_STYLE), where=WHERE),
         st.builds(
             ExtraFile,
             st.sampled_from(("notes.txt", ".hidden", "model.weights.h5.bak", "config.yml")),
