@@ -16,7 +16,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -112,9 +111,7 @@ def test_light_commands_never_import_tensorflow(sweep):
     root, runs = sweep
     checkpoint = sorted(runs[0].glob("step-*"))[-1]
     for args in (("list", root), ("inspect", checkpoint), ("verify", root), ("compare", root)):
-        started = time.perf_counter()
         process = tool(*map(str, args), importtime=True)
-        seconds = time.perf_counter() - started
         assert process.returncode == 0, process.stderr
         imported = {
             line.split("|")[-1].strip().split(".")[0]
@@ -122,7 +119,6 @@ def test_light_commands_never_import_tensorflow(sweep):
             if line.startswith("import time:")
         }
         assert not imported & {"tensorflow", "keras", "tensorflow_datasets", "matplotlib", "hydra"}
-        assert seconds < 10  # well under 1 s on an idle machine; generous under load
 
 
 # --------------------------------------------------------------------------- list, inspect, verify
