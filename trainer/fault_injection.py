@@ -30,15 +30,23 @@ from trainer.checkpoint import checkpoint_arrays, list_checkpoints
 TRAIN = Path(__file__).resolve().parent.parent / "train.py"
 
 
-def run_args(data_dir: Path, run_dir: Path, hydra_dir: Path) -> list[str]:
+def small_run_args(data_dir: Path, run_dir: Path, hydra_dir: Path, epochs: int) -> list[str]:
+    """Overrides of ``train.py`` for a small deterministic run (also the fuzzer's source)."""
     return [
         f"dataset.data_dir={data_dir}",
         f"checkpoint.dir={run_dir}",
         f"hydra.run.dir={hydra_dir}",
         "model.filters=[8]",
         "model.dense_units=[16]",
-        "trainer.epochs=3",
+        f"trainer.epochs={epochs}",
         "trainer.deterministic=true",
+    ]
+
+
+def run_args(data_dir: Path, run_dir: Path, hydra_dir: Path) -> list[str]:
+    """The run each trial kills: 3 epochs, a checkpoint every 4 steps, 2 kept."""
+    return [
+        *small_run_args(data_dir, run_dir, hydra_dir, epochs=3),
         "checkpoint.every_n_steps=4",
         "checkpoint.keep_last=2",
     ]

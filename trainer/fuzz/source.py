@@ -28,21 +28,12 @@ from typing import Any
 
 from trainer.checkpoint.format import list_checkpoints
 from trainer.checkpoint.layout import MANIFEST
-
-TRAIN = Path(__file__).resolve().parent.parent.parent / "train.py"
+from trainer.fault_injection import TRAIN, small_run_args
 
 
 def source_run_args(data_dir: Path, run_dir: Path, hydra_dir: Path) -> list[str]:
     """Overrides for a small deterministic run: 2 epochs, a checkpoint after each."""
-    return [
-        f"dataset.data_dir={data_dir}",
-        f"checkpoint.dir={run_dir}",
-        f"hydra.run.dir={hydra_dir}",
-        "model.filters=[8]",
-        "model.dense_units=[16]",
-        "trainer.epochs=2",
-        "trainer.deterministic=true",
-    ]
+    return small_run_args(data_dir, run_dir, hydra_dir, epochs=2)
 
 
 @dataclass(frozen=True)
