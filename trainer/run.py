@@ -24,7 +24,7 @@ from trainer.checkpoint.reading import to_json
 from trainer.checkpoint.resume import StartPlan, describe_resume, plan_start
 from trainer.checkpoint.run_dir import RunDirectory, run_directory
 from trainer.config import validate
-from trainer.errors import StopRequested, storage_errors
+from trainer.errors import StopRequested, UserError, storage_errors
 from trainer.startup import hydra_overrides, import_tensorflow, import_user_modules
 from trainer.sweep import current_job_subdir, plan_sweep_job
 
@@ -41,7 +41,6 @@ def train(cfg: DictConfig) -> float | None:
     plan, cfg, target = plan_and_import_tensorflow(sweep_job.cfg, own_dir=sweep_job.run_dir)
 
     # Imported once the run is planned: bad input is refused before TensorFlow starts.
-    from trainer.build import build_run
     from trainer.checkpoint.checkpointer import RunCheckpointer
     from trainer.data import load_data
     from trainer.distribute import start_distribution
@@ -53,9 +52,7 @@ def train(cfg: DictConfig) -> float | None:
     with target.writing(writer=distribution.is_chief) as run_dir:
         files_dir = distribution.files_dir(run_dir)  # only the chief writes into run_dir
         data = load_data(cfg.dataset, seed=cfg.seed)
-        run = build_run(
-            cfg, data.info, resolved_schedule=plan.resolved_schedule, distribution=distribution
-        )
+        run = build_planned_run(plan, data.info, distribution)
         state = restore(plan, run, distribution, cfg.trainer.scale_lr_with_replicas)
         checkpointer = RunCheckpointer(
             files_dir,
@@ -165,6 +162,21 @@ def plan_run(
     own = own_dir is not None and chosen and Path(chosen).expanduser().absolute() == own_dir
     in_place = plan.in_place or bool(own)
     return plan, plan.cfg, run_directory(plan.cfg, in_place=in_place)
+
+
+def build_planned_run(plan: StartPlan, info: Any, distribution: Any = None) -> Any:
+    """``trainer.build.build_run`` for the plan's config and schedule (the saved one when
+    resuming); a value a checkpoint saved that cannot be built is one line naming it."""
+    from trainer.build import build_run
+
+    try:
+        return build_run(
+            plan.cfg, info, resolved_schedule=plan.resolved_schedule, distribution=distribution
+        )
+    except UserError as error:
+        if plan.checkpoint is None:
+            raise
+        raise UserError(f"resuming checkpoint {plan.checkpoint.path}: {error}") from None
 
 
 def restore(plan: StartPlan, run: Any, distribution: Any, scale_lr_with_replicas: bool) -> Any:

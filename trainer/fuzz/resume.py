@@ -78,7 +78,6 @@ class ResumePath:
     def resume(self, target: Path) -> Restored:
         from omegaconf import OmegaConf
 
-        from trainer.build import build_run
         from trainer.checkpoint import verify
         from trainer.checkpoint.checkpointer import run_config_yaml
         from trainer.checkpoint.resume import plan_start
@@ -86,7 +85,7 @@ class ResumePath:
         from trainer.config import validate
         from trainer.distribute import Distribution
         from trainer.loop import LoopSettings
-        from trainer.run import restore
+        from trainer.run import build_planned_run, restore
 
         cfg = OmegaConf.create(OmegaConf.to_container(self.base_cfg))
         cfg.resume = str(target)
@@ -94,7 +93,7 @@ class ResumePath:
         if plan.checkpoint is not None and not verify(plan.checkpoint.path).valid:
             plan = plan_start(cfg, [], hashes=True)
         validate(plan.cfg)
-        run = build_run(plan.cfg, self.info, resolved_schedule=plan.resolved_schedule)
+        run = build_planned_run(plan, self.info)
         distribution = Distribution(strategy=None)
         state = restore(plan, run, distribution, bool(plan.cfg.trainer.scale_lr_with_replicas))
         LoopSettings.from_config(plan.cfg, run)
