@@ -166,8 +166,21 @@ RETYPES = (
 )
 
 
+class _DocumentMutation(Mutation):
+    """What the mutations of one JSON or YAML file (``file``, ``value``) share."""
+
+    @property
+    def phase(self) -> str:  # type: ignore[override]
+        return "manifest" if self.file == MANIFEST else "file"
+
+    def expect(self) -> str:
+        if self.file == CONFIG_FILE and isinstance(self.value, Raw) and self.value.executes:
+            return "refuse"  # a python tag fails safe YAML; a _target_ is refused wherever it is
+        return "either"
+
+
 @dataclass(frozen=True)
-class EditDocument(Mutation):
+class EditDocument(_DocumentMutation):
     """A structural edit of a JSON or YAML file: set, retype, delete or add a value.
     ``pick`` chooses the node among the document's paths (modulo their number), or
     names it (``"loop.best"``; ``""`` is the document itself, for ``add``)."""
@@ -178,15 +191,6 @@ class EditDocument(Mutation):
     value: Any = None  # for set/add/replace: a value, or a Raw payload; for retype: a RETYPES kind
     key: Any = "extra"
     where: str = "newest"
-
-    @property
-    def phase(self) -> str:  # type: ignore[override]
-        return "manifest" if self.file == MANIFEST else "file"
-
-    def expect(self) -> str:
-        if self.file == CONFIG_FILE and isinstance(self.value, Raw) and self.value.executes:
-            return "refuse"  # a python tag fails safe YAML; a _target_ is refused wherever it is
-        return "either"
 
     def apply(self, ctx: Context) -> str:
         path = ctx.dirs.checkpoint(self.where) / self.file
@@ -303,21 +307,12 @@ def _dump(path: Path, doc: Any, ctx: Context) -> None:
 
 
 @dataclass(frozen=True)
-class ReplaceDocument(Mutation):
+class ReplaceDocument(_DocumentMutation):
     """The whole file replaced by another document (any JSON/YAML value, or a payload)."""
 
     file: str
     value: Any
     where: str = "newest"
-
-    @property
-    def phase(self) -> str:  # type: ignore[override]
-        return "manifest" if self.file == MANIFEST else "file"
-
-    def expect(self) -> str:
-        if self.file == CONFIG_FILE and isinstance(self.value, Raw) and self.value.executes:
-            return "refuse"
-        return "either"
 
     def apply(self, ctx: Context) -> str:
         _dump(ctx.dirs.checkpoint(self.where) / self.file, self.value, ctx)
