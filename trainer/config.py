@@ -110,6 +110,33 @@ class DatasetConfig:
     download: bool = True  # catalog datasets only; digits never downloads
 
 
+@dataclass
+class FolderDatasetConfig(DatasetConfig):
+    """``dataset=folder``: one subfolder of images per class (``trainer.image_folder``)."""
+
+    name: str = "folder"
+    path: str | None = None  # the folder (required); on resume it may move, the files the same
+    image_size: list[int] = field(default_factory=lambda: [32, 32])  # [height, width]
+    channels: int | None = None  # 1 or 3; None: from the images (all must agree)
+    test_split: float = 0.2  # fraction held out as test when there is no test/ subfolder
+
+
+@dataclass
+class TfdsDatasetConfig(DatasetConfig):
+    """``dataset=tfds``: any TFDS image classification dataset, by its catalog name."""
+
+    name: str = "tfds"
+    tfds_name: str | None = None  # required: mnist, tf_flowers, oxford_flowers102, "name/config"
+    tfds_train_split: str = "train"  # TFDS split names; slices too: "train[:80%]"
+    tfds_test_split: str = "test"  # e.g. "train[80%:]" for a dataset with one split
+    image_key: str = "image"
+    label_key: str = "label"
+    image_size: list[int] | None = None  # [height, width]; None: the dataset's fixed size
+
+
+IMAGE_CHANNELS = (1, 3)
+
+
 # --------------------------------------------------------------------------- model
 
 
@@ -301,7 +328,8 @@ class CheckpointConfig:
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
-    "dataset": {"digits": DatasetConfig},
+    # Catalog datasets other than these (mnist, cifar10, ...) share DatasetConfig.
+    "dataset": {"digits": DatasetConfig, "folder": FolderDatasetConfig, "tfds": TfdsDatasetConfig},
     "model": {"cnn": CNNConfig},
     "optimizer": {
         "adam": AdamConfig,
@@ -368,8 +396,9 @@ def schema_node(group: str, section: Mapping[str, Any]) -> DictConfig | None:
     without one (a user's registered schedule or model), whose keys its builder checks."""
     if group == "checkpoint":
         return _checkpoint_node()
-    if group == "dataset":  # any registered dataset shares one schema
-        return OmegaConf.structured(DatasetConfig)
+    if group == "dataset":  # a dataset without a schema of its own shares DatasetConfig
+        schema = SCHEMAS["dataset"].get(_name_of(section), DatasetConfig)
+        return OmegaConf.structured(schema)
     options = SCHEMAS.get(group, {})
     schema = options.get("default") or options.get(_name_of(section))
     return None if schema is None else OmegaConf.structured(schema)
@@ -535,6 +564,54 @@ def validate_dataset(data: Mapping[str, Any]) -> None:
         "dataset.data_dir",
         data_dir,
         "a directory path or null (TFDS' default)",
+    )
+    _validate_dataset_source(data)
+
+
+def _validate_dataset_source(data: Mapping[str, Any]) -> None:
+    """The keys of ``dataset=folder`` and ``dataset=tfds``, checked where present; ``path``
+    (folder) and ``tfds_name`` (tfds) are required by their option."""
+    required = {"folder": "path", "tfds": "tfds_name"}.get(data.get("name"))
+    for key in (
+        "path",
+        "tfds_name",
+        "tfds_train_split",
+        "tfds_test_split",
+        "image_key",
+        "label_key",
+    ):
+        value = data.get(key)
+        if key in data and (value is not None or key == required):
+            _require(
+                isinstance(value, str | os.PathLike) and os.fspath(value).strip() != "",
+                f"dataset.{key}",
+                value,
+                "a non-empty string"
+                + (f" (dataset={data.get('name')} needs it)" if key == required else ""),
+            )
+    size = _plain(data.get("image_size"))
+    if size is not None or data.get("name") == "folder":
+        _require(
+            isinstance(size, list | tuple) and len(size) == 2 and all(map(_positive_int, size)),
+            "dataset.image_size",
+            size,
+            "[height, width]: two integers >= 1",
+        )
+    channels = data.get("channels")
+    _require(
+        channels is None or (_is_int(channels) and channels in IMAGE_CHANNELS),
+        "dataset.channels",
+        channels,
+        "1 (grayscale), 3 (RGB) or null (from the images)",
+    )
+    test = data.get("test_split", 0.0)
+    _require(_is_number(test) and 0 <= test < 1, "dataset.test_split", test, "in [0, 1)")
+    validation = data.get("validation_split", 0.0)
+    _require(
+        validation + test < 1,
+        "dataset.test_split",
+        test,
+        f"< 1 - dataset.validation_split ({validation}), to leave examples to train on",
     )
 
 
