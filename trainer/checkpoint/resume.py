@@ -25,6 +25,7 @@ from trainer.checkpoint.format import (
 from trainer.checkpoint.reading import SAVED_SECTIONS, read_checkpoint_config
 from trainer.config import validate
 from trainer.errors import UserError
+from trainer.image_folder import fingerprint
 
 # Overrides a resumed run may take: they change how long or how it is
 # recorded, not what is trained.
@@ -38,6 +39,7 @@ ALLOWED_PREFIXES = (
     "resume",
     "dataset.data_dir",
     "dataset.download",
+    "dataset.path",  # an image folder that moved; rule 7 checks it holds the same files
 )
 # Overrides that fine-tuning (trainer.fine_tune=true) allows on top.
 FINE_TUNE_PREFIXES = ("optimizer", "schedule")
@@ -118,6 +120,10 @@ def plan_start(
        ``checkpoint.dir`` is given (a branch); resuming an older checkpoint of a
        run in place is refused, as it would overwrite newer ones. A fine-tuned
        run starts a new directory.
+    7. The data is the checkpoint's: ``dataset.path`` (an image folder) may be given
+       anew when the images moved, but the files must be the same: a checkpoint
+       records the fingerprint of the folder's files (sorted relative paths and
+       sizes, ``trainer.image_folder``), and a folder that differs is refused.
 
     ``hashes=False`` verifies checkpoints by manifest and file sizes only; the
     caller must then confirm the chosen one with a full ``verify`` before
@@ -154,6 +160,7 @@ def plan_start(
     # One-off choices of this resume, never inherited from the checkpoint.
     merged.trainer.fine_tune = fine_tune
     merged.trainer.restretch_schedule = bool(cfg.trainer.restretch_schedule)
+    check_same_data(merged.dataset, checkpoint)  # rule 7
     if fine_tune:
         merged.checkpoint.dir = cfg.checkpoint.dir  # rule 6
         return StartPlan(cfg=_checked(merged, checkpoint), checkpoint=checkpoint, fine_tune=True)
@@ -184,6 +191,27 @@ def plan_start(
         resolved_schedule=None if restretch else saved["resolved_schedule"],  # rule 5
         in_place=in_place,
     )
+
+
+def check_same_data(dataset_cfg: Mapping[str, Any], checkpoint: Checkpoint) -> None:
+    """Rule 7: refuse, in one line, a dataset whose files differ from those ``checkpoint``
+    was trained on (when it recorded a fingerprint: image folders)."""
+    saved = (checkpoint.manifest or {}).get("data_fingerprint")
+    if saved is None:
+        return
+    try:
+        current = fingerprint(dataset_cfg)
+    except UserError as error:
+        raise UserError(
+            f"resuming checkpoint {checkpoint.path}: {error}; if its images moved, add "
+            "dataset.path=FOLDER"
+        ) from None
+    if current != saved:
+        raise UserError(
+            f"dataset.path {dataset_cfg.get('path')} does not hold the images checkpoint "
+            f"{checkpoint.path} was trained on (its files or their sizes differ); resume with "
+            "dataset.path=<a folder with exactly those files>"
+        )
 
 
 def _checked(cfg: DictConfig, checkpoint: Checkpoint) -> DictConfig:
