@@ -76,6 +76,7 @@ def draw_shape(
     elif shape == "square":
         draw.rectangle(box, fill=colour)
     else:
-        draw.polygon([(cx, cy - radius), (cx - radius, cy + radius), (cx + radius, cy + radius)],
-                     fill=colour)
+        draw.polygon(
+            [(cx, cy - radius), (cx - radius, cy + radius), (cx + radius, cy + radius)], fill=colour
+        )
     return image.convert("L") if channels == 1 else image
