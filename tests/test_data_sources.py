@@ -100,7 +100,7 @@ def test_a_folder_loads_with_its_classes_counts_and_shapes(images):
         assert np.bincount(labels).tolist() == [count // 3] * 3  # stratified
         for batch, _ in split:
             assert batch.dtype == np.float32 and batch.shape[1:] == (16, 20, 3)
-            assert 0.0 <= batch.min() and batch.max() <= 1.0
+            assert batch.min() >= 0.0 and batch.max() <= 1.0
 
 
 def test_images_reach_the_model_as_their_pixels_with_their_class_label(images):
@@ -370,7 +370,7 @@ def test_folder_and_tfds_have_closed_schemas_of_their_own(images):
 
     with pytest.raises(UserError, match=r"^unknown key dataset.pth; known keys of dataset: "):
         check_known_keys(compose_config(["dataset=folder", "+dataset.pth=x"]))
-    with pytest.raises(UserError, match="unknown key dataset.tfds_name"):  # not a folder's
+    with pytest.raises(UserError, match=r"unknown key dataset\.tfds_name"):  # not a folder's
         check_known_keys(compose_config(["dataset=folder", "+dataset.tfds_name=mnist"]))
     with pytest.raises(UserError, match="image_size"):
         compose_config(["dataset=folder", "dataset.image_size=big"])
