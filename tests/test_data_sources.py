@@ -443,6 +443,10 @@ def test_a_resume_may_give_a_new_dataset_path():
     assert refused_overrides(["dataset.image_size"], cfg, saved, fine_tune=False) == [
         "dataset.image_size"
     ]
+    # the run's own command again (`dataset=folder dataset.path=/new`): the group is the same
+    same = OmegaConf.create({"dataset": {"name": "folder", "path": "/new"}})
+    assert refused_overrides(["dataset", "dataset.path"], same, saved, fine_tune=False) == []
+    assert refused_overrides(["dataset"], cfg, saved, fine_tune=False) == ["dataset"]
 
 
 def test_the_manifest_records_the_fingerprint_and_its_schema_accepts_it(images):

@@ -77,18 +77,32 @@ def refused_overrides(
     saved_cfg = OmegaConf.create(dict(saved))
     refused = []
     for key in keys:
-        if any(key == p.rstrip(".") or key.startswith(p) for p in allowed):
+        if _is_allowed(key, allowed):
             continue
         ours = OmegaConf.select(cfg, key, default=None)
         theirs = OmegaConf.select(saved_cfg, key, default=None)
-        if _as_plain_data(ours) != _as_plain_data(theirs):
+        # A whole group (`dataset=folder`) is compared without its allowed keys
+        # (dataset.path): re-running the run's command with a new path is no change.
+        if _as_plain_data(ours, key, allowed) != _as_plain_data(theirs, key, allowed):
             refused.append(key)
     return refused
 
 
-def _as_plain_data(value: Any) -> Any:
+def _is_allowed(key: str, allowed: Iterable[str]) -> bool:
+    return any(key == p.rstrip(".") or key.startswith(p) for p in allowed)
+
+
+def _as_plain_data(value: Any, key: str, allowed: Iterable[str]) -> Any:
+    """``value`` (at ``key``) as plain data, leaving out the keys inside it that are
+    ``allowed`` to change."""
     if OmegaConf.is_config(value):
-        return OmegaConf.to_container(value, resolve=True)
+        value = OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, dict):
+        return {
+            k: _as_plain_data(v, f"{key}.{k}", allowed)
+            for k, v in value.items()
+            if not _is_allowed(f"{key}.{k}", allowed)
+        }
     return value
 
 
