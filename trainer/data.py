@@ -1,9 +1,22 @@
-"""The input pipeline: a TFDS dataset named in the config -> deterministic tf.data batches.
+"""The input pipeline: the dataset named in the config -> deterministic tf.data batches.
 
 Config (``dataset_cfg``, a Mapping such as the ``dataset`` node of the Hydra config):
 
 - ``name``: a name registered in ``DATASETS`` (``digits``, ``mnist``,
-  ``fashion_mnist``, ``cifar10``); an unknown name is refused with the known ones.
+  ``fashion_mnist``, ``cifar10``, ``tfds``, ``folder``); an unknown name is
+  refused with the known ones. Each names a source (``DatasetSource``) whose
+  ``splits`` hands over decoded uint8 examples in a fixed order; everything
+  below (``Data``, caching, the per-epoch order) is the same for all of them:
+
+  - a catalog dataset (``DatasetSpec``): its TFDS builder and split names;
+  - ``tfds``: the TFDS dataset ``tfds_name`` with ``tfds_train_split``,
+    ``tfds_test_split``, ``image_key``, ``label_key``, and ``image_size``
+    ([height, width], needed when the images vary in size) to resize to;
+  - ``folder``: the user's images under ``path`` (``trainer.image_folder``: the
+    layout, the split by ``validation_split`` and ``test_split``), decoded and
+    resized to ``image_size`` with ``channels``. Every image is decoded once up
+    front, so a file that is not an image is one line naming it, never an
+    error in the middle of an epoch.
 - ``data_dir``: the TFDS data directory; ``None`` means TFDS' default
   (``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``); ``~`` is expanded.
 - ``batch_size``: int > 0.
@@ -18,12 +31,12 @@ Config (``dataset_cfg``, a Mapping such as the ``dataset`` node of the Hydra con
   ``data_dir``. ``digits`` (``trainer.digits_builder``, the digits bundled with
   scikit-learn) never needs the network and is always prepared.
 
-``load_data(dataset_cfg, seed=...)`` prepares the dataset with
+``load_data(dataset_cfg, seed=...)`` prepares a TFDS dataset with
 ``builder.download_and_prepare()`` (TFDS shows its own progress bars) and
 returns a ``Data``:
 
-- ``Data.info`` (``DataInfo``): input shape and class count read from the TFDS
-  features, example counts, batch size and ``steps_per_epoch =
+- ``Data.info`` (``DataInfo``): input shape, class count and class names (the
+  TFDS ``ClassLabel``'s, or the folder's), example counts, batch size and ``steps_per_epoch =
   ceil(train_examples / batch_size)``: the last batch of an epoch may be
   smaller (``drop_remainder=False``), so no example is left out of an epoch.
 - ``Data.train_epoch(epoch, skip_batches=0)``: ``(image, label)`` batches,
