@@ -483,7 +483,7 @@ def test_a_resume_checks_the_folder_holds_the_same_files(images, tmp_path):
     )
     assert str(gone.value) == (
         f"resuming checkpoint {checkpoint.path}: dataset.path {tmp_path / 'gone'} does not exist; "
-        "if its images moved, add dataset.path=FOLDER"
+        "if its images moved, add dataset=folder dataset.path=FOLDER"
     )
 
 

@@ -99,6 +99,7 @@ def test_a_resume_on_changed_images_is_refused_and_writes_nothing(images, refere
     before = sorted(str(p.relative_to(run_copy)) for p in run_copy.rglob("*"))
 
     process = run_train(
+        "dataset=folder",  # the group whose keys the command line names
         f"dataset.path={changed}",
         f"+resume={run_copy}",
         "trainer.epochs=6",

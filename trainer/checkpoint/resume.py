@@ -218,7 +218,7 @@ def check_same_data(dataset_cfg: Mapping[str, Any], checkpoint: Checkpoint) -> N
     except UserError as error:
         raise UserError(
             f"resuming checkpoint {checkpoint.path}: {error}; if its images moved, add "
-            "dataset.path=FOLDER"
+            "dataset=folder dataset.path=FOLDER"
         ) from None
     if current != saved:
         raise UserError(
