@@ -98,14 +98,9 @@ def test_a_resume_on_changed_images_is_refused_and_writes_nothing(images, refere
     run_copy = shutil.copytree(reference, tmp_path / "run")
     before = sorted(str(p.relative_to(run_copy)) for p in run_copy.rglob("*"))
 
+    # the run's own command, on the changed folder
     process = run_train(
-        "dataset=folder",  # the group whose keys the command line names
-        f"dataset.path={changed}",
-        f"+resume={run_copy}",
-        "trainer.epochs=6",
-        f"hydra.run.dir={tmp_path / 'hydra'}",
-        cwd=tmp_path,
-        check=False,
+        *folder_run_args(changed, run_copy), f"+resume={run_copy}", cwd=tmp_path, check=False
     )
 
     assert process.returncode == 2
@@ -115,3 +110,24 @@ def test_a_resume_on_changed_images_is_refused_and_writes_nothing(images, refere
         "resume with dataset.path=<a folder with exactly those files>"
     ]
     assert sorted(str(p.relative_to(run_copy)) for p in run_copy.rglob("*")) == before
+
+
+@pytest.mark.slow
+def test_a_bad_folder_is_one_line_and_no_run_starts(images, tmp_path):
+    single = make_image_folder(tmp_path / "single", classes=1, per_class=2)
+    broken = shutil.copytree(images, tmp_path / "broken")
+    (broken / class_name(2) / "0007.png").write_text("not an image")
+
+    layout = run_train(*folder_run_args(single, tmp_path / "run1"), cwd=tmp_path, check=False)
+    image = run_train(*folder_run_args(broken, tmp_path / "run2"), cwd=tmp_path, check=False)
+
+    assert (layout.returncode, image.returncode) == (2, 2)
+    assert layout.stderr.strip().splitlines() == [
+        f"error: image folder {single} has 1 class subfolder ({class_name(0)}/); a classifier "
+        "needs at least 2"
+    ]
+    assert not (tmp_path / "run1").exists()  # refused before the run directory is made
+    lines = image.stderr.strip().splitlines()
+    assert lines[-1].startswith(f"error: {broken / class_name(2) / '0007.png'} is not an image")
+    assert "Traceback" not in image.stderr
+    assert not any((tmp_path / "run2").iterdir())  # nothing written into it
