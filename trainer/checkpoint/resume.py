@@ -83,9 +83,23 @@ def refused_overrides(
         theirs = OmegaConf.select(saved_cfg, key, default=None)
         # A whole group (`dataset=folder`) is compared without its allowed keys
         # (dataset.path): re-running the run's command with a new path is no change.
-        if _as_plain_data(ours, key, allowed) != _as_plain_data(theirs, key, allowed):
-            refused.append(key)
+        ours, theirs = _as_plain_data(ours, key, allowed), _as_plain_data(theirs, key, allowed)
+        if ours != theirs:
+            refused.extend(_differing_keys(key, ours, theirs))
     return refused
+
+
+def _differing_keys(key: str, ours: Any, theirs: Any) -> list[str]:
+    """``[key]``, or for two sections of the same option (``name``) the keys inside them
+    that differ: what to fix."""
+    sections = isinstance(ours, dict) and isinstance(theirs, dict)
+    if not sections or ours.get("name") != theirs.get("name"):
+        return [key]
+    inner = []
+    for name in sorted(set(ours) | set(theirs), key=str):
+        if ours.get(name) != theirs.get(name):
+            inner.extend(_differing_keys(f"{key}.{name}", ours.get(name), theirs.get(name)))
+    return inner
 
 
 def _is_allowed(key: str, allowed: Iterable[str]) -> bool:
