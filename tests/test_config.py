@@ -110,6 +110,7 @@ def test_resume_can_be_added_as_written():
         ("seed=-1", "seed must be an integer >= 0"),
         ("seed=99999999999", "seed must be an integer >= 0 and <= 4294967295 (2**32 - 1"),
         ("seed=4294967296", "got 4294967296"),
+        ("trainer.verbose=3", "trainer.verbose must be auto (a progress bar on a terminal"),
     ],
 )
 def test_invalid_values_give_one_line(override, message):

@@ -359,3 +359,15 @@ def test_callback_state_survives_a_resume(digits_dir, tmp_path):
         json.loads((run / "step-00000123" / "trainer_state.json").read_text())["loop"]["best"]
         == state["best"]
     )  # the first epoch's loss stays the best under mode=max
+
+
+def test_fault_injection_takes_any_config_after_the_small_cnns_defaults(tmp_path):
+    """Overrides after `--` reach every run; choosing another model drops the CNN's keys."""
+    small = fault_injection.run_args(tmp_path, tmp_path / "run", tmp_path / "hydra")
+    assert "model.filters=[8]" in small
+    other = fault_injection.run_args(
+        tmp_path, tmp_path / "run", tmp_path / "hydra", ["model=resnet", "augment=strong"]
+    )
+    assert not any(arg.startswith("model.filters") for arg in other)
+    assert other[-2:] == ["model=resnet", "augment=strong"]
+    assert "trainer.deterministic=true" in other

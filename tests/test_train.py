@@ -89,6 +89,10 @@ def test_default_run_prints_progress_and_how_to_resume(default_run):
     out = process.stdout
     assert "Epoch 15/15" in out
     assert "loss:" in out and "accuracy:" in out and "lr:" in out
+    # stdout is a pipe, not a terminal: one line per epoch, never a redrawn bar
+    assert "\x1b" not in out and "\r" not in out and "\b" not in out
+    epoch_lines = [line for line in out.splitlines() if line.startswith("41/41 - ")]
+    assert len(epoch_lines) == 15
     last_lines = out.strip().splitlines()[-2:]
     assert str(run_dir) in last_lines[0]
     assert last_lines[1] == f"Resume with: python train.py +resume={run_dir}"

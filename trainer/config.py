@@ -308,6 +308,12 @@ class TrainerConfig:
     strategy: Strategy = Strategy.default
     cpu_devices: int | None = None  # mirrored only: split the CPU into N logical devices
     scale_lr_with_replicas: bool = False  # linear rule: learning_rate * number of replicas
+    # Console progress, as Keras' `verbose`: auto, 0 (silent), 1 (bar), 2 (one line per epoch).
+    verbose: str = "auto"
+
+
+# trainer.verbose: Keras' values, as strings (an int 2 on the command line becomes "2").
+VERBOSITIES = ("auto", "0", "1", "2")
 
 
 # --------------------------------------------------------------------------- checkpoint
@@ -682,6 +688,13 @@ def validate_trainer(run: Mapping[str, Any]) -> None:
         _require(_positive_int(run[key]), f"trainer.{key}", run[key], "an integer >= 1")
     factor = run["reduce_on_plateau_factor"]
     _require(0 < factor < 1, "trainer.reduce_on_plateau_factor", factor, "in (0, 1)")
+    _require(
+        str(run.get("verbose", "auto")) in VERBOSITIES,
+        "trainer.verbose",
+        run.get("verbose"),
+        "auto (a progress bar on a terminal, one line per epoch otherwise), 0 (silent), "
+        "1 (a progress bar) or 2 (one line per epoch)",
+    )
     devices = run.get("cpu_devices")
     _require(_int_or_none(devices), "trainer.cpu_devices", devices, "null or an integer >= 1")
     _require(

@@ -305,6 +305,12 @@ def load_data(dataset_cfg: Mapping[str, Any], *, seed: int) -> Data:
     )
 
 
+def show_preparation_progress(show: bool) -> None:
+    """Show TFDS' progress bars while a dataset is prepared, or not (in a log file they
+    are escape codes; see ``trainer.reporting.progress_verbosity``)."""
+    tfds.display_progress_bar(show)
+
+
 # --------------------------------------------------------------------------- TFDS datasets
 
 

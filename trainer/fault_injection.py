@@ -9,6 +9,14 @@ it with ``+resume=RUN_DIR`` and repeats, then lets it finish. A restart is
 checkpoints exist but none can be resumed (what ``BackupAndRestore`` does to
 about half of its restarts). Every finished trial's final weights must equal
 an uninterrupted run's bit for bit. Prints ``N trials, N resumed, 0 lost``.
+
+Any config can be put through it: overrides after ``--`` are added to every
+run (the reference and each restart), e.g.::
+
+    python -m trainer.fault_injection --trials 5 -- model=resnet augment=strong \
+        trainer.precision=mixed_bfloat16 optimizer.ema=true
+
+Choosing another model (``model=...``) drops the small CNN's own overrides.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,26 +39,39 @@ from trainer.checkpoint import checkpoint_arrays, list_checkpoints
 TRAIN = Path(__file__).resolve().parent.parent / "train.py"
 
 
-def small_run_args(data_dir: Path, run_dir: Path, hydra_dir: Path, epochs: int) -> list[str]:
-    """Overrides of ``train.py`` for a small deterministic run (also the fuzzer's source)."""
+# The small CNN of every trial unless the extra overrides choose another model.
+SMALL_CNN = ("model.filters=[8]", "model.dense_units=[16]")
+
+
+def small_run_args(
+    data_dir: Path, run_dir: Path, hydra_dir: Path, epochs: int, extra: Sequence[str] = ()
+) -> list[str]:
+    """Overrides of ``train.py`` for a small deterministic run (also the fuzzer's source),
+    then ``extra``; a ``model=`` among ``extra`` replaces the small CNN."""
+    other_model = any(o.lstrip("+~").startswith("model=") for o in extra)
     return [
         f"dataset.data_dir={data_dir}",
         f"checkpoint.dir={run_dir}",
         f"hydra.run.dir={hydra_dir}",
-        "model.filters=[8]",
-        "model.dense_units=[16]",
+        *(() if other_model else SMALL_CNN),
         f"trainer.epochs={epochs}",
         "trainer.deterministic=true",
+        *extra,
     ]
 
 
-def run_args(data_dir: Path, run_dir: Path, hydra_dir: Path) -> list[str]:
-    """The run each trial kills: 3 epochs, a checkpoint every 4 steps, 2 kept."""
-    return [
-        *small_run_args(data_dir, run_dir, hydra_dir, epochs=3),
-        "checkpoint.every_n_steps=4",
-        "checkpoint.keep_last=2",
-    ]
+def run_args(
+    data_dir: Path, run_dir: Path, hydra_dir: Path, extra: Sequence[str] = ()
+) -> list[str]:
+    """The run each trial kills: 3 epochs, a checkpoint every 4 steps, 2 kept; ``extra``
+    overrides after those."""
+    return small_run_args(
+        data_dir,
+        run_dir,
+        hydra_dir,
+        epochs=3,
+        extra=("checkpoint.every_n_steps=4", "checkpoint.keep_last=2", *extra),
+    )
 
 
 def final_weights(run_dir: Path) -> dict[str, np.ndarray]:
@@ -107,12 +129,13 @@ def run_trial(
     kills: int,
     tally: Tally,
     max_delay: float,
+    extra: Sequence[str] = (),
 ) -> None:
     """One trial: up to ``kills`` SIGKILLs at random moments, each followed by a restart."""
     run_dir, hydra_dir = work / "run", work / "hydra"
     work.mkdir(parents=True, exist_ok=True)
     for attempt in range(kills + 1):
-        args = run_args(data_dir, run_dir, hydra_dir)
+        args = run_args(data_dir, run_dir, hydra_dir, extra)
         had_checkpoints = bool(list_checkpoints(run_dir))
         if had_checkpoints:
             args.append(f"+resume={run_dir}")
@@ -155,6 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--data-dir", type=Path, default=None, help="TFDS data_dir (default: temp)")
     parser.add_argument("--work-dir", type=Path, default=None)
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        help="train.py overrides added to every run, after `--` (e.g. -- model=resnet)",
+    )
     options = parser.parse_args(argv)
     rng = random.Random(options.seed)
     with tempfile.TemporaryDirectory() as scratch:
@@ -162,7 +190,10 @@ def main(argv: list[str] | None = None) -> int:
         work.mkdir(parents=True, exist_ok=True)
         data_dir = options.data_dir or work / "tfds"
         reference_dir = work / "reference"
-        process = _start(run_args(data_dir, reference_dir / "run", reference_dir / "hydra"), work)
+        reference_args = run_args(
+            data_dir, reference_dir / "run", reference_dir / "hydra", options.overrides
+        )
+        process = _start(reference_args, work)
         _, err = process.communicate()
         if process.returncode != 0:
             print(f"the reference run failed:\n{err}", file=sys.stderr)
@@ -179,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
                 options.kills,
                 tally,
                 options.max_delay,
+                options.overrides,
             )
             print(
                 f"trial {trial + 1}/{options.trials}: kills {tally.kills}, resumed "

@@ -1,6 +1,8 @@
 """What a run shows and records: progress bar, metrics CSV, TensorBoard scalars.
 
-- the console: a Keras ``Progbar`` per epoch with loss, accuracy and the lr;
+- the console: a Keras ``Progbar`` per epoch with loss, accuracy and the lr, or,
+  when stdout is not a terminal (a Slurm log, a sweep job, ``> file``), one line
+  per epoch with its metrics, Keras' ``verbose=2`` (see :func:`progress_verbosity`);
 - ``<run>/metrics.csv``: one row per epoch (Keras' ``CSVLogger``, appending on resume);
 - ``<run>/tensorboard/{train,validation}``: per-step loss, accuracy and lr, per-epoch
   metrics, so ``tensorboard --logdir checkpoints/`` shows the runs of a sweep side by side.
@@ -21,9 +23,11 @@ A write the machine refuses (disk full, read-only...) raises a one-line
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TextIO
 
 import keras
 import tensorflow as tf
@@ -63,9 +67,31 @@ class StepScalars:
         self.written_at = time.monotonic()
 
 
+def progress_verbosity(setting: str | int, stream: TextIO | None = None) -> int:
+    """Keras' ``verbose`` for ``trainer.verbose``: 0 silent, 1 a progress bar, 2 one line
+    per epoch. ``auto`` is 1 when ``stream`` (stdout) is a terminal and 2 otherwise: a
+    bar redrawn in a file is a stream of escape codes, which is what Keras' own "auto"
+    writes there.
+
+    >>> import io
+    >>> progress_verbosity("auto", io.StringIO()), progress_verbosity("1", io.StringIO())
+    (2, 1)
+    """
+    if str(setting) != "auto":
+        return int(setting)
+    stream = sys.stdout if stream is None else stream
+    return 1 if stream.isatty() else 2
+
+
 class RunReporter:
-    def __init__(self, run_dir: Path, steps_per_epoch: int, model: keras.Model) -> None:
+    """The console, ``metrics.csv`` and TensorBoard of one run; ``verbose`` as Keras'
+    (see :func:`progress_verbosity`)."""
+
+    def __init__(
+        self, run_dir: Path, steps_per_epoch: int, model: keras.Model, verbose: int = 1
+    ) -> None:
         self.steps_per_epoch = steps_per_epoch
+        self.verbose = verbose
         self.writing_csv = f"write metrics.csv in {run_dir}"
         self.writing_events = f"write TensorBoard events in {run_dir / 'tensorboard'}"
         with storage_errors(self.writing_csv):
@@ -83,9 +109,10 @@ class RunReporter:
         self.step_scalars = StepScalars(self.train_writer)
 
     def start_epoch(self, epoch: int, epochs: int, batches_done: int) -> None:
-        print(f"Epoch {epoch + 1}/{epochs}", flush=True)
+        if self.verbose:
+            print(f"Epoch {epoch + 1}/{epochs}", flush=True)
         self.bar = keras.utils.Progbar(
-            self.steps_per_epoch, stateful_metrics=["loss", "accuracy", "lr"]
+            self.steps_per_epoch, verbose=self.verbose, stateful_metrics=["loss", "accuracy", "lr"]
         )
         if batches_done:
             self.bar.update(batches_done)

@@ -43,15 +43,17 @@ def train(cfg: DictConfig) -> float | None:
 
     # Imported once the run is planned: bad input is refused before TensorFlow starts.
     from trainer.checkpoint.checkpointer import RunCheckpointer
-    from trainer.data import load_data
+    from trainer.data import load_data, show_preparation_progress
     from trainer.distribute import start_distribution
     from trainer.loop import LoopSettings, TrainingLoop
-    from trainer.reporting import RunReporter
+    from trainer.reporting import RunReporter, progress_verbosity
 
     distribution = start_distribution(cfg.trainer)  # before anything else starts TF's devices
     # From here on this process writes into the run: it holds the run's lock (one writer).
     with target.writing(writer=distribution.is_chief) as run_dir:
         files_dir = distribution.files_dir(run_dir)  # only the chief writes into run_dir
+        verbose = progress_verbosity(cfg.trainer.verbose)
+        show_preparation_progress(verbose == 1)
         data = load_data(cfg.dataset, seed=cfg.seed)
         run = build_planned_run(plan, data.info, distribution)
         state = restore(plan, run, distribution, cfg.trainer.scale_lr_with_replicas)
@@ -64,7 +66,7 @@ def train(cfg: DictConfig) -> float | None:
         )
         if not plan.in_place:
             checkpointer.write_run_config()
-        reporter = RunReporter(files_dir, run.steps_per_epoch, run.model)
+        reporter = RunReporter(files_dir, run.steps_per_epoch, run.model, verbose)
         settings = LoopSettings.from_config(cfg, run)
         loop = TrainingLoop(
             run, data, settings, state, reporter, checkpointer.save, distribution.strategy
@@ -75,6 +77,7 @@ def train(cfg: DictConfig) -> float | None:
                 state = loop.run()
         except StopRequested as stop:  # the checkpoint is committed before we say so
             stop.run_dir = run_dir
+            stop.resumes_itself = sweep_job.resumes_itself
             raise
 
         test = loop.evaluate(data.test())
