@@ -1,4 +1,4 @@
-"""``trainer export CHECKPOINT OUT``: a model file that plain Keras or TF Serving loads.
+"""``trainer export CHECKPOINT OUT``: a checkpoint's model for Keras, TF Serving, ONNX or LiteRT.
 
 The model is rebuilt from the checkpoint's config through the model registry
 (``trainer.models.build_model``) for the input shape and class count the
