@@ -394,6 +394,33 @@ def test_export_refuses_an_existing_out_and_a_suffix_the_format_does_not_write(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.tflite"]
 
 
+@pytest.mark.parametrize(
+    ("out", "given", "chosen"),
+    [
+        ("m.keras", None, "keras"),
+        ("m.onnx", None, "onnx"),
+        ("M.ONNX", None, "onnx"),
+        ("m.tflite", None, "litert"),
+        ("serving/1", None, "savedmodel"),
+        ("m.onnx", "savedmodel", "savedmodel"),  # a folder may have any name
+        ("m.tflite", "litert", "litert"),
+    ],
+)
+def test_export_format_follows_the_suffix_unless_given(out, given, chosen):
+    from trainer.tools.export import choose_format
+
+    assert choose_format(given, Path(out), out).name == chosen
+
+
+def test_export_format_refuses_a_suffix_it_does_not_write():
+    from trainer.errors import UserError
+    from trainer.tools.export import choose_format
+
+    for given, out in (("onnx", "m.tflite"), ("litert", "m.onnx"), ("keras", "serving")):
+        with pytest.raises(UserError, match=f"--format {given} writes a"):
+            choose_format(given, Path(out), out)
+
+
 def test_write_new_output_publishes_whole_results_and_never_replaces(tmp_path):
     from trainer.errors import UserError
     from trainer.tools.export import write_new_output
