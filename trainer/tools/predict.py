@@ -1,4 +1,4 @@
-"""``trainer predict CHECKPOINT IMAGE_OR_DIR...``: the top-k classes of images files.
+"""``trainer predict CHECKPOINT IMAGE_OR_DIR...``: the top-k classes of image files.
 
 The model is the one ``evaluate`` and ``export`` use
 (``trainer.tools.export.rebuild_model``), run through the same forward pass
