@@ -335,3 +335,12 @@ def test_predict_refuses_what_is_not_an_image_in_one_line(trained, digit_images,
         status, out, err = tool(capsys, "predict", checkpoint, *args)
         assert message in one_error_line(status, err) and out == ""
         assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+def test_a_path_that_holds_no_checkpoint_is_one_line(command, tmp_path, capsys):
+    images = [str(tmp_path)] if command == "predict" else []
+    status, out, err = tool(capsys, command, tmp_path / "nowhere", *images)
+    assert "does not exist" in one_error_line(status, err) and out == ""
+    status, out, err = tool(capsys, command, tmp_path, *images)
+    assert "is not a checkpoint" in one_error_line(status, err) and out == ""
