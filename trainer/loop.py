@@ -34,9 +34,13 @@ import keras
 import tensorflow as tf
 
 from trainer.build import BuiltRun
+from trainer.cluster import PREEMPTION_SIGNALS
 from trainer.distribute import distribute_dataset
 from trainer.errors import StopRequested
 from trainer.evaluation import Evaluation
+
+# Signals that make the loop save a checkpoint at the next step boundary, then stop.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, *PREEMPTION_SIGNALS)
 
 
 @dataclass
@@ -126,6 +130,7 @@ class TrainingLoop:
             self.train_loss = keras.metrics.Mean(name="loss")
             self.train_accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         self._signal: int | None = None
+        self._previous_handlers: dict[int, Any] = {}  # the signals' handlers before run()
         self._train_steps = self._make_train_function()
         # The evaluation `python -m trainer evaluate` runs too (trainer.evaluation).
         self.evaluation = Evaluation(
@@ -223,7 +228,8 @@ class TrainingLoop:
     def run(self) -> LoopState:
         """Train until ``epochs`` or ``total_steps`` is reached, or early stopping says stop."""
         settings, state = self.settings, self.state
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
+        self._previous_handlers = previous
         try:
             iterator = None  # one pipeline and iterator for all the epochs of this run
             while (
@@ -360,4 +366,6 @@ class TrainingLoop:
 
     def _stop(self, values: Mapping[str, float]) -> None:
         self.save(self.state, values)
-        raise StopRequested(self._signal)
+        raise StopRequested(
+            self._signal, previous_handler=self._previous_handlers.get(self._signal)
+        )

@@ -1,7 +1,8 @@
 """Where a run writes, and the rules that keep it from writing where it must not.
 
 1. The run directory is ``checkpoint.dir`` if set, else ``<checkpoint.root>/<date>/<time>``
-   after Hydra's run directory, or ``<root>/<date>/<time>/<job number>`` in a multirun.
+   after Hydra's run directory, or ``<root>/<date>/<time>/<job number>`` in a multirun;
+   under Slurm ``<root>/slurm-<job id>[/<job number>]`` (``trainer.cluster``).
 2. One writer: a process writes into a run directory only while it holds the
    run's lock (``trainer.checkpoint.lock``); a second one is refused with one
    line naming the holder. In a multi-worker run only the chief takes it (the
@@ -99,9 +100,11 @@ def run_directory(cfg: DictConfig, *, in_place: bool) -> RunDirectory:
     return RunDirectory(path, new=not in_place)
 
 
-def refuse_new_run_in(path: Path, label: str) -> None:
+def refuse_new_run_in(path: Path, label: str, *, leftovers_ok: bool = False) -> None:
     """A UserError if a new run may not write into ``path`` (rule 4); ``label`` names the
-    setting that chose it (``checkpoint.dir``, ``OUT``)."""
+    setting that chose it (``checkpoint.dir``, ``OUT``). ``leftovers_ok``: the run files
+    of rule 4e are allowed (a run starting again in its own directory, which it left
+    before its first checkpoint: ``+resume=auto``)."""
     shown = f"{label} {str(path)!r}"
     real = Path(path).expanduser().resolve()  # symlinks followed: where the files would go
     if real == Path(real.anchor):  # rule 4a
@@ -132,7 +135,7 @@ def refuse_new_run_in(path: Path, label: str) -> None:
             f"another {label}"
         )
     found = [name for name in RUN_FILES if (real / name).exists()]
-    if found:
+    if found and not leftovers_ok:
         raise UserError(
             f"{shown} already holds {', '.join(found)}, which a new run would overwrite; "
             f"choose another {label}"
@@ -154,14 +157,21 @@ def _is_sweep_dir(directory: Path) -> bool:
 
 
 def default_run_name() -> str:
-    """``<date>/<time>`` of Hydra's run directory (``<date>/<time>/<job>`` in a multirun)."""
+    """``<date>/<time>`` of Hydra's run directory (``<date>/<time>/<job>`` in a multirun);
+    under Slurm ``slurm-<job id>`` (``slurm-<job id>/<job>``), see ``trainer.cluster``."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from trainer.cluster import slurm_run_name
+
+    slurm = slurm_run_name()
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    if slurm is not None:
+        return str(Path(slurm) / str(HydraConfig.get().sweep.subdir)) if multirun else slurm
     if not HydraConfig.initialized():
         return time.strftime("%Y-%m-%d/%H-%M-%S")
     hydra_cfg = HydraConfig.get()
-    if hydra_cfg.mode == RunMode.MULTIRUN:
+    if multirun:
         sweep = Path(hydra_cfg.sweep.dir)
         return str(Path(sweep.parent.name) / sweep.name / str(hydra_cfg.sweep.subdir))
     run = Path(hydra_cfg.run.dir)
