@@ -37,6 +37,7 @@ from trainer.build import BuiltRun
 from trainer.cluster import PREEMPTION_SIGNALS
 from trainer.distribute import distribute_dataset
 from trainer.errors import StopRequested
+from trainer.evaluation import Evaluation
 
 # Signals that make the loop save a checkpoint at the next step boundary, then stop.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, *PREEMPTION_SIGNALS)
@@ -129,13 +130,13 @@ class TrainingLoop:
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
             self.train_loss = keras.metrics.Mean(name="loss")
             self.train_accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-            self.eval_loss = keras.metrics.Mean(name="loss")
-            self.eval_accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         self._signal: int | None = None
         self._previous_handlers: dict[int, Any] = {}  # the signals' handlers before run()
-        self._distributed: dict[int, tuple[Any, Any]] = {}  # see _evaluation_batches
         self._train_steps = self._make_train_function()
-        self._eval_step = self._make_eval_function()
+        # The evaluation `python -m trainer evaluate` runs too (trainer.evaluation).
+        self.evaluation = Evaluation(
+            self.model, strategy=strategy, jit_compile=settings.jit_compile
+        )
 
     # ------------------------------------------------------------------ compiled steps
 
@@ -229,43 +230,9 @@ class TrainingLoop:
 
         return step
 
-    def _eval_step_eager(self, images, labels) -> None:
-        logits = self.model(images, training=False)
-        self.eval_loss.update_state(self.loss_fn(labels, logits))
-        self.eval_accuracy.update_state(labels, logits)
-
-    def _replica_eval_step(self, images, labels) -> None:
-        logits = self.model(images, training=False)
-        self.eval_loss.update_state(self.per_example_loss_fn(labels, logits))
-        self.eval_accuracy.update_state(labels, logits)
-
-    def _make_eval_function(self):
-        if self.strategy is None:
-            return tf.function(self._eval_step_eager, jit_compile=self.settings.jit_compile)
-        return tf.function(self._on_replicas(self._replica_eval_step))
-
-    def _evaluation_batches(self, dataset):
-        """``dataset``, split across the replicas under a strategy.
-
-        Split once per dataset (kept alive here, so its id stays its own): a
-        split is a new pipeline, which would fill its in-memory cache again.
-        """
-        if self.strategy is None:
-            return dataset
-        if id(dataset) not in self._distributed:
-            self._distributed[id(dataset)] = (dataset, distribute_dataset(self.strategy, dataset))
-        return self._distributed[id(dataset)][1]
-
     def evaluate(self, dataset) -> dict[str, float]:
-        """Loss and accuracy of the model on ``dataset``."""
-        self.eval_loss.reset_state()
-        self.eval_accuracy.reset_state()
-        for images, labels in self._evaluation_batches(dataset):
-            self._eval_step(images, labels)
-        return {
-            "loss": float(self.eval_loss.result()),
-            "accuracy": float(self.eval_accuracy.result()),
-        }
+        """Loss and accuracy of the model on ``dataset`` (``trainer.evaluation.Evaluation``)."""
+        return self.evaluation.evaluate(dataset)
 
     # ------------------------------------------------------------------ the loop
 
