@@ -219,6 +219,7 @@ class KerasAppConfig:
     weights: KerasWeights | None = None  # None: random init; imagenet: from the Keras cache
     trainable_base: bool = True  # false: the application is frozen (BN in inference mode)
     image_size: int | None = None  # None: as they come, or the application's minimum side
+    bn_momentum: float | None = None  # None: the application's own (MobileNets: 0.999)
     dropout: float = 0.0  # before the logits layer; 0 disables
 
 
@@ -731,6 +732,13 @@ def validate_keras_app(model: Mapping[str, Any]) -> None:
     )
     size = model["image_size"]
     _require(_int_or_none(size), "model.image_size", size, "null or an integer >= 1")
+    momentum = model["bn_momentum"]
+    _require(
+        momentum is None or 0 <= momentum < 1,
+        "model.bn_momentum",
+        momentum,
+        "null (the application's own) or in [0, 1)",
+    )
     _validate_dropout(model)
 
 

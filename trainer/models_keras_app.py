@@ -9,6 +9,9 @@ What each application expects is made from what the dataset gives:
   (:data:`MIN_SIZE`, from each constructor's check in the Keras source), so
   smaller ones are resized up to it (bilinear); ``image_size`` resizes to a
   side of your choice instead (e.g. 224 for ImageNet weights).
+- **Batch norm**: ``bn_momentum`` replaces the momentum of every batch-norm layer
+  of the application; the MobileNets' 0.999 needs thousands of steps before the
+  statistics used at inference settle, too slow for a short run from scratch.
 - **Range and channels**: our images are float32 in [0, 1]; each application
   family expects what its ``keras.applications.<module>.preprocess_input`` makes
   of [0, 255] pixels (:data:`INPUT_SCALING`): [-1, 1] ("tf"), ImageNet-normalised
@@ -59,8 +62,9 @@ INPUT_SCALING = {
     "vgg19": "caffe",
     "xception": "tf",
 }
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])  # RGB, of pixels in [0, 1]
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])  # RGB, of pixels in [0, 1] ("torch")
 IMAGENET_STD = np.array([0.229, 0.224, 0.225])
+CAFFE_MEAN = np.array([123.68, 116.779, 103.939])  # RGB, of pixels in [0, 255] ("caffe")
 
 
 def build_keras_app(
@@ -84,6 +88,10 @@ def build_keras_app(
     weights = None if cfg["weights"] is None else str(cfg["weights"])
     with _cached_file_only(name):
         base = constructor(include_top=False, weights=weights, input_shape=(*size, 3), pooling="avg")
+    if cfg["bn_momentum"] is not None:
+        for layer in base.layers:  # the applications are flat functional models
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = float(cfg["bn_momentum"])
     base.trainable = bool(cfg["trainable_base"])
     # A frozen base keeps its batch norm in inference mode (Keras' fine-tuning guide).
     x = base(x, training=None if base.trainable else False)
@@ -113,7 +121,7 @@ def input_scaling(module: str, channels: int) -> tuple[np.ndarray, np.ndarray]:
     elif mode == "torch":
         scale, offset = 1.0 / IMAGENET_STD, -IMAGENET_MEAN / IMAGENET_STD
     else:  # caffe: BGR, each channel in [0, 255] minus its ImageNet mean, no scaling
-        scale, offset = np.full(3, 255.0), -255.0 * IMAGENET_MEAN
+        scale, offset = np.full(3, 255.0), -CAFFE_MEAN
     order = [2, 1, 0] if mode == "caffe" else [0, 1, 2]  # output channel <- input colour
     kernel = np.zeros((channels, 3))
     for out, colour in enumerate(order):
