@@ -106,7 +106,7 @@ class _Layers:
         )(x)
 
     def relu(self, x: Any, name: str) -> Any:
-        return keras.layers.ReLU(name=f"{name}_relu")(x)
+        return keras.layers.ReLU(name=name)(x)
 
     def shortcut(self, x: Any, filters: int, stride: int, name: str) -> Any:
         """The identity, or a 1x1 conv + batch norm when the shape changes (option B)."""
@@ -117,14 +117,14 @@ class _Layers:
 
 def _stem(layers: _Layers, x: Any, filters: int, kind: str) -> Any:
     if kind == "small":
-        return layers.relu(layers.conv_bn(x, filters, 3, 1, "stem"), "stem")
-    x = layers.relu(layers.conv_bn(x, filters, 7, 2, "stem"), "stem")
+        return layers.relu(layers.conv_bn(x, filters, 3, 1, "stem"), "stem_relu")
+    x = layers.relu(layers.conv_bn(x, filters, 7, 2, "stem"), "stem_relu")
     return keras.layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
 
 
 def _basic_block(layers: _Layers, x: Any, filters: int, stride: int, name: str) -> Any:
     shortcut = layers.shortcut(x, filters, stride, name)
-    y = layers.relu(layers.conv_bn(x, filters, 3, stride, f"{name}_1"), f"{name}_1")
+    y = layers.relu(layers.conv_bn(x, filters, 3, stride, f"{name}_1"), f"{name}_1_relu")
     y = layers.conv_bn(y, filters, 3, 1, f"{name}_2", last=True)
     return layers.relu(keras.layers.Add(name=f"{name}_add")([shortcut, y]), f"{name}_out")
 
@@ -132,7 +132,7 @@ def _basic_block(layers: _Layers, x: Any, filters: int, stride: int, name: str) 
 def _bottleneck_block(layers: _Layers, x: Any, filters: int, stride: int, name: str) -> Any:
     out = filters * BOTTLENECK_EXPANSION
     shortcut = layers.shortcut(x, out, stride, name)
-    y = layers.relu(layers.conv_bn(x, filters, 1, 1, f"{name}_1"), f"{name}_1")
-    y = layers.relu(layers.conv_bn(y, filters, 3, stride, f"{name}_2"), f"{name}_2")
+    y = layers.relu(layers.conv_bn(x, filters, 1, 1, f"{name}_1"), f"{name}_1_relu")
+    y = layers.relu(layers.conv_bn(y, filters, 3, stride, f"{name}_2"), f"{name}_2_relu")
     y = layers.conv_bn(y, out, 1, 1, f"{name}_3", last=True)
     return layers.relu(keras.layers.Add(name=f"{name}_add")([shortcut, y]), f"{name}_out")
