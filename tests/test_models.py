@@ -11,10 +11,8 @@ one line; a resnet run on digits resumes bitwise.
 from __future__ import annotations
 
 import json
-import os
-import shutil
+import subprocess
 import sys
-import textwrap
 import types
 from pathlib import Path
 
@@ -109,6 +107,121 @@ def built(family: str, shape, classes: int = CLASSES):
     from trainer.models import build_model
 
     return build_model(OmegaConf.create(FAMILIES[family]), shape, classes)
+
+
+# --------------------------------------------------------------------------- config
+
+ALL_APPLICATIONS = ", ".join(KERAS_APPLICATIONS)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["model.depth=17"],
+            "model.depth must be one of 18, 34, 50, 101, 152, or null with model.block and "
+            "model.stage_blocks, got 17",
+        ),
+        (["model.width=0"], "model.width must be an integer >= 1, got 0"),
+        (["model.dropout=1.0"], "model.dropout must be in [0, 1), got 1.0"),
+        (["model.dropout=-0.1"], "model.dropout must be in [0, 1), got -0.1"),
+        (["model.bn_momentum=1.0"], "model.bn_momentum must be in [0, 1), got 1.0"),
+        (["model.bn_epsilon=0"], "model.bn_epsilon must be > 0, got 0.0"),
+        (
+            ["model.block=basic"],
+            "model.block must be null when model.depth is set (18), got 'basic'",
+        ),
+        (
+            ["model.stage_blocks=[2,2]"],
+            "model.stage_blocks must be null when model.depth is set (18), got [2, 2]",
+        ),
+        (
+            ["model.depth=null", "model.stage_blocks=[2,2]"],
+            "model.block must be basic or bottleneck when model.depth is null, got None",
+        ),
+        (
+            ["model.depth=null", "model.block=basic", "model.stage_blocks=[2,0]"],
+            "model.stage_blocks must be a non-empty list of positive integers (residual blocks "
+            "per stage) when model.depth is null, got [2, 0]",
+        ),
+        (
+            ["model.depth=null", "model.block=basic"],
+            "model.stage_blocks must be a non-empty list of positive integers (residual blocks "
+            "per stage) when model.depth is null, got None",
+        ),
+    ],
+)
+def test_bad_resnet_values_are_one_line(overrides, message):
+    with pytest.raises(UserError) as error:
+        validate(composed("model=resnet", *overrides))
+    assert str(error.value) == message
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["model.application=ResNet18"],
+            f"model.application must be one of {ALL_APPLICATIONS}, got 'ResNet18'",
+        ),
+        (["model.image_size=0"], "model.image_size must be null or an integer >= 1, got 0"),
+        (
+            ["model.bn_momentum=1.5"],
+            "model.bn_momentum must be null (the application's own) or in [0, 1), got 1.5",
+        ),
+        (["model.dropout=1.5"], "model.dropout must be in [0, 1), got 1.5"),
+    ],
+)
+def test_bad_keras_app_values_are_one_line(overrides, message):
+    with pytest.raises(UserError) as error:
+        validate(composed("model=keras_app", *overrides))
+    assert str(error.value) == message
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["model=resnet", "model.stem=tiny"],
+        ["model=resnet", "model.block=wide"],
+        ["model=keras_app", "model.weights=random"],
+        ["model=resnet", "model.filters=[8]"],  # a cnn key
+    ],
+)
+def test_closed_model_choices_and_keys_fail_at_composition(overrides):
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException):
+        composed(*overrides)
+
+
+def test_a_custom_model_needs_its_name_and_takes_keys_of_its_own():
+    with pytest.raises(UserError) as error:
+        validate(composed("model=custom"))
+    assert str(error.value).startswith(
+        "no value given for model.name: add model.name=VALUE to the command line"
+    )
+    cfg = composed("model=custom", "model.name=my_net", "+model.units=[16]", "+model.depth=17")
+    validate(cfg)  # its builder checks its keys, not the resnet schema
+    assert OmegaConf.to_container(cfg.model) == {"name": "my_net", "units": [16], "depth": 17}
+
+
+@pytest.mark.parametrize("option", ["resnet", "keras_app"])
+def test_a_saved_model_section_reads_back_typed(option):
+    saved = OmegaConf.to_container(composed(f"model={option}").model, enum_to_str=True)
+    assert OmegaConf.to_container(typed_section("model", saved), enum_to_str=True) == saved
+    with pytest.raises(
+        UserError,
+        match=f"model config is not valid: unknown key model.units; known keys of model={option}",
+    ):
+        typed_section("model", {**saved, "units": 3})
+    with pytest.raises(UserError, match="model config is not valid"):
+        typed_section("model", {**saved, "dropout": "lots"})
+
+
+def test_the_readme_shows_the_custom_model_example():
+    readme = (REPO / "README.md").read_text()
+    assert MY_MODELS in readme
+    assert "model=custom model.name=my_net" in readme
 
 
 # --------------------------------------------------------------------------- building
@@ -258,14 +371,10 @@ def test_an_application_with_a_larger_minimum_gets_images_resized_to_it(keras):
     cfg = OmegaConf.structured(KerasAppConfig(application="Xception"))
     model = build_model(cfg, (8, 8, 1), 10)
     assert tuple(model.get_layer("resize").output.shape[1:3]) == (71, 71)
-    explicit = OmegaConf.structured(KerasAppConfig(image_size=48))
-    assert tuple(build_model(explicit, (8, 8, 1), 10).get_layer("resize").output.shape) == (
-        None,
-        48,
-        48,
-        1,
-    )
-    names = {layer.name for layer in build_model(OmegaConf.structured(KerasAppConfig()), (32, 32, 3), 10).layers}
+    explicit = build_model(OmegaConf.structured(KerasAppConfig(image_size=48)), (8, 8, 1), 10)
+    assert tuple(explicit.get_layer("resize").output.shape[1:3]) == (48, 48)
+    as_they_come = build_model(OmegaConf.structured(KerasAppConfig()), (32, 32, 3), 10)
+    names = {layer.name for layer in as_they_come.layers}
     assert "resize" not in names  # 32 px is MobileNetV3Small's minimum: no resizing
 
 
@@ -281,9 +390,7 @@ def test_an_image_size_below_the_applications_minimum_is_one_line(keras):
 
 
 @pytest.mark.parametrize("channels", [3, 1])
-def test_images_in_0_1_reach_each_application_as_its_preprocess_input_makes_them(
-    keras, channels
-):
+def test_images_in_0_1_reach_each_application_as_its_preprocess_input_makes_them(keras, channels):
     """Our fixed input map of x in [0, 1] equals keras.applications.<module>.preprocess_input
     of 255 x (identity for the applications that scale inside the model), grey as RGB."""
     from trainer.models_keras_app import INPUT_SCALING, input_scaling
@@ -304,9 +411,8 @@ def test_a_frozen_base_trains_only_the_head(keras):
     model = build_model(cfg, (32, 32, 3), 10)
     assert [v.path for v in model.trainable_weights] == ["logits/kernel", "logits/bias"]
     base = next(layer for layer in model.layers if isinstance(layer, keras.Model))
-    momenta = {
-        layer.momentum for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization)
-    }
+    norms = [layer for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = {layer.momentum for layer in norms}
     assert momenta == {0.5}
 
 
@@ -432,3 +538,145 @@ def test_a_keras_application_learns_which_channel_is_brightest(keras):
     cfg = KerasAppConfig(application="MobileNetV3Small", bn_momentum=0.9)
     model = build_model(OmegaConf.structured(cfg), (16, 16, 3), 3)
     assert _test_accuracy(keras, model, steps=100) >= 0.9  # chance: 1/3
+
+
+# --------------------------------------------------------------------------- train.py
+
+# A small deterministic ResNet with dropout on digits: 41 steps per epoch, a checkpoint
+# at the end of each epoch (step-00000041, step-00000082), all kept.
+RESNET_ARGS = (
+    "model=resnet",
+    "model.depth=null",
+    "model.block=basic",
+    "model.stage_blocks=[1,1]",
+    "model.width=8",
+    "model.dropout=0.2",
+    "trainer.deterministic=true",
+    "trainer.epochs=2",
+    "checkpoint.keep_last=5",
+)
+
+
+def resnet_args(digits_dir: Path, run_dir: Path, *extra: str) -> list[str]:
+    return [
+        f"dataset.data_dir={digits_dir}",
+        f"checkpoint.dir={run_dir}",
+        "hydra.run.dir=" + str(run_dir.parent / "hydra"),
+        *RESNET_ARGS,
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def resnet_run(digits_dir, tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("resnet")
+    run_train(*resnet_args(digits_dir, work / "run"), cwd=work)
+    return work / "run"
+
+
+@pytest.mark.slow
+def test_a_resnet_run_on_digits_resumed_from_epoch_1_ends_bitwise_equal(
+    resnet_run, digits_dir, tmp_path
+):
+    import yaml
+
+    from tests.test_resume import assert_bitwise_equal
+
+    summary = json.loads((resnet_run / "summary.json").read_text())
+    assert (summary["epochs_completed"], summary["global_step"]) == (2, 82)
+    assert summary["test_accuracy"] > 0.5  # ten classes: chance is 0.1
+    assert sorted(p.name for p in resnet_run.glob("step-*")) == ["step-00000041", "step-00000082"]
+    saved = yaml.safe_load((resnet_run / "step-00000082" / "config.yaml").read_text())["model"]
+    assert saved == {
+        "name": "resnet",
+        "depth": None,
+        "block": "basic",
+        "stage_blocks": [1, 1],
+        "width": 8,
+        "stem": "auto",
+        "bn_momentum": 0.9,
+        "bn_epsilon": 1e-05,
+        "zero_init_residual": False,
+        "dropout": 0.2,
+    }
+
+    branch = tmp_path / "branch"
+    process = run_train(
+        *resnet_args(digits_dir, branch), f"+resume={resnet_run / 'step-00000041'}", cwd=tmp_path
+    )
+    assert f"Resuming from {resnet_run / 'step-00000041'}: step 41, epoch 2" in process.stdout
+    assert sorted(p.name for p in branch.glob("step-*")) == ["step-00000082"]
+    assert_bitwise_equal(resnet_run / "step-00000082", branch / "step-00000082")
+
+
+@pytest.mark.slow
+def test_a_resnet_checkpoint_exports_to_a_file_plain_keras_loads(resnet_run, tmp_path, keras):
+    from trainer.checkpoint.reading import read_checkpoint_config
+    from trainer.tools import valid_checkpoint
+    from trainer.tools.export import rebuild_model
+
+    out = tmp_path / "model.keras"
+    process = subprocess.run(
+        [sys.executable, "-m", "trainer", "export", str(resnet_run), str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert process.returncode == 0, process.stderr
+    loaded = keras.saving.load_model(out, safe_mode=True)
+    checkpoint = valid_checkpoint(str(resnet_run))
+    rebuilt, _, _ = rebuild_model(checkpoint, read_checkpoint_config(checkpoint))
+    images = np.random.default_rng(0).uniform(size=(4, 8, 8, 1)).astype("float32")
+    np.testing.assert_array_equal(np.asarray(loaded(images)), np.asarray(rebuilt(images)))
+    assert loaded.name == "resnet6"
+
+
+@pytest.mark.slow
+def test_a_users_registered_model_trains_from_the_command_line(digits_dir, my_models):
+    run_dir = my_models / "run"
+    run_train(
+        f"dataset.data_dir={digits_dir}",
+        f"checkpoint.dir={run_dir}",
+        "hydra.run.dir=" + str(my_models / "hydra"),
+        "imports=[my_models]",
+        "model=custom",
+        "model.name=my_net",
+        "+model.units=[16]",
+        "trainer.epochs=1",
+        cwd=my_models,  # imports are searched for in the working directory first
+    )
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["epochs_completed"] == 1
+    import yaml
+
+    saved = yaml.safe_load((run_dir / summary["latest_checkpoint"] / "config.yaml").read_text())
+    assert saved["model"] == {"name": "my_net", "units": [16]}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("overrides", "line"),
+    [
+        (
+            ["model=resnet", "model.depth=17"],
+            "error: model.depth must be one of 18, 34, 50, 101, 152, or null with model.block "
+            "and model.stage_blocks, got 17",
+        ),
+        (
+            ["model=custom", "model.name=nope"],
+            "error: unknown model 'nope'; known: cnn, keras_app, keras_builtin, resnet",
+        ),
+    ],
+)
+def test_bad_model_choices_from_train_py_are_one_line_and_exit_2(tmp_path, overrides, line):
+    process = run_train(
+        *overrides,
+        f"checkpoint.dir={tmp_path / 'run'}",
+        "hydra.run.dir=" + str(tmp_path / "hydra"),
+        cwd=tmp_path,
+        check=False,
+    )
+    assert process.returncode == 2
+    assert process.stderr.strip() == line
+    assert not (tmp_path / "run" / "config.yaml").exists()

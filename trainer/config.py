@@ -590,6 +590,7 @@ def validate(cfg: DictConfig) -> None:
     Schedule parameters are checked by ``trainer.schedules.resolve_schedule``
     once the steps per epoch are known (still before training starts).
     """
+    check_given(cfg)
     check_known_keys(cfg)
     validate_seed(cfg.seed)
     validate_dataset(cfg.dataset)
@@ -597,6 +598,17 @@ def validate(cfg: DictConfig) -> None:
     validate_optimizer(cfg.optimizer)
     validate_trainer(cfg.trainer)
     validate_checkpoint(cfg.checkpoint, cfg.dataset)
+
+
+def check_given(cfg: DictConfig) -> None:
+    """Refuse, in one line, a config with mandatory values left out (``???``), such as
+    ``model.name`` of ``model=custom`` or ``schedule.name`` of ``schedule=custom``."""
+    missing = sorted(OmegaConf.missing_keys(cfg)) if OmegaConf.is_config(cfg) else []
+    if missing:
+        raise UserError(
+            f"no value given for {', '.join(missing)}: add {missing[0]}=VALUE to the command "
+            "line (for model=custom or schedule=custom, the name your module registered)"
+        )
 
 
 def validate_seed(seed: Any) -> None:
@@ -703,7 +715,7 @@ def validate_resnet(model: Mapping[str, Any]) -> None:
                 value is None, f"model.{key}", value, f"null when model.depth is set ({depth})"
             )
     else:
-        blocks = ", ".join(ResNetBlock)
+        blocks = " or ".join(ResNetBlock)
         _require(block is not None, "model.block", block, f"{blocks} when model.depth is null")
         _require(
             isinstance(stages, list) and len(stages) > 0 and all(map(_positive_int, stages)),

@@ -87,7 +87,9 @@ def build_keras_app(
 
     weights = None if cfg["weights"] is None else str(cfg["weights"])
     with _cached_file_only(name):
-        base = constructor(include_top=False, weights=weights, input_shape=(*size, 3), pooling="avg")
+        base = constructor(
+            include_top=False, weights=weights, input_shape=(*size, 3), pooling="avg"
+        )
     if cfg["bn_momentum"] is not None:
         for layer in base.layers:  # the applications are flat functional models
             if isinstance(layer, keras.layers.BatchNormalization):
