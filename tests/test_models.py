@@ -15,6 +15,7 @@ import subprocess
 import sys
 import types
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -33,6 +34,8 @@ from trainer.config import (
 from trainer.errors import UserError
 
 register_schemas()
+# MobileNetV3 with ImageNet weights warns that it loads the 224 px ones: right, for no top.
+pytestmark = pytest.mark.filterwarnings("ignore:`input_shape` is undefined or non-square")
 
 SHAPES = [(8, 8, 1), (32, 32, 3), (64, 64, 3)]
 CLASSES = 7
@@ -609,15 +612,16 @@ def test_a_resnet_run_on_digits_resumed_from_epoch_1_ends_bitwise_equal(
     assert_bitwise_equal(resnet_run / "step-00000082", branch / "step-00000082")
 
 
-@pytest.mark.slow
-def test_a_resnet_checkpoint_exports_to_a_file_plain_keras_loads(resnet_run, tmp_path, keras):
+def assert_exports_as_rebuilt(keras, run_dir: Path, out: Path) -> Any:
+    """``python -m trainer export RUN OUT`` writes a model plain Keras loads in safe mode, and
+    it predicts what the model rebuilt from the run's latest checkpoint predicts;
+    ``inspect`` reads the checkpoint's model section and counts its parameters."""
     from trainer.checkpoint.reading import read_checkpoint_config
     from trainer.tools import valid_checkpoint
     from trainer.tools.export import rebuild_model
 
-    out = tmp_path / "model.keras"
     process = subprocess.run(
-        [sys.executable, "-m", "trainer", "export", str(resnet_run), str(out)],
+        [sys.executable, "-m", "trainer", "export", str(run_dir), str(out)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -625,11 +629,45 @@ def test_a_resnet_checkpoint_exports_to_a_file_plain_keras_loads(resnet_run, tmp
     )
     assert process.returncode == 0, process.stderr
     loaded = keras.saving.load_model(out, safe_mode=True)
-    checkpoint = valid_checkpoint(str(resnet_run))
+    checkpoint = valid_checkpoint(str(run_dir))
     rebuilt, _, _ = rebuild_model(checkpoint, read_checkpoint_config(checkpoint))
     images = np.random.default_rng(0).uniform(size=(4, 8, 8, 1)).astype("float32")
     np.testing.assert_array_equal(np.asarray(loaded(images)), np.asarray(rebuilt(images)))
-    assert loaded.name == "resnet6"
+    inspected = subprocess.run(
+        [sys.executable, "-m", "trainer", "inspect", str(run_dir), "--json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    info = json.loads(inspected.stdout)
+    assert (inspected.returncode, info["problems"]) == (0, [])
+    assert info["config"]["model"]["name"] == read_checkpoint_config(checkpoint)["model"]["name"]
+    assert info["parameters"] == loaded.count_params()
+    return loaded
+
+
+@pytest.mark.slow
+def test_a_resnet_checkpoint_exports_to_a_file_plain_keras_loads(resnet_run, tmp_path, keras):
+    assert assert_exports_as_rebuilt(keras, resnet_run, tmp_path / "model.keras").name == "resnet6"
+
+
+@pytest.mark.slow
+def test_a_keras_app_run_checkpoints_and_exports(digits_dir, tmp_path, keras):
+    run_dir = tmp_path / "run"
+    run_train(
+        f"dataset.data_dir={digits_dir}",
+        f"checkpoint.dir={run_dir}",
+        "hydra.run.dir=" + str(tmp_path / "hydra"),
+        "model=keras_app",
+        "model.dropout=0.2",
+        "trainer.max_steps=3",
+        cwd=tmp_path,
+    )
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert (summary["global_step"], summary["latest_checkpoint"]) == (3, "step-00000003")
+    loaded = assert_exports_as_rebuilt(keras, run_dir, tmp_path / "model.keras")
+    assert loaded.name == "keras_app_MobileNetV3Small"
 
 
 @pytest.mark.slow
