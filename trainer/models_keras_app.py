@@ -86,10 +86,14 @@ def build_keras_app(
     scaling.set_weights(list(input_scaling(application_module(constructor), channels)))
 
     weights = None if cfg["weights"] is None else str(cfg["weights"])
-    with _cached_file_only(name):
-        base = constructor(
-            include_top=False, weights=weights, input_shape=(*size, 3), pooling="avg"
-        )
+    try:
+        with _cached_file_only(name):
+            base = constructor(
+                include_top=False, weights=weights, input_shape=(*size, 3), pooling="avg"
+            )
+    except ValueError as error:  # the application's own argument checks
+        reason = str(error).strip().splitlines()[0]
+        raise UserError(f"model.application={name} cannot be built: {reason}") from None
     if cfg["bn_momentum"] is not None:
         for layer in base.layers:  # the applications are flat functional models
             if isinstance(layer, keras.layers.BatchNormalization):
