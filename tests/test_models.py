@@ -87,7 +87,7 @@ def my_net(cfg, input_shape, num_classes):
 '''
 
 FAMILIES = {
-    "resnet": {"name": "resnet", **OmegaConf.to_container(OmegaConf.structured(ResNetConfig))},
+    "resnet": OmegaConf.to_container(OmegaConf.structured(ResNetConfig)),
     "resnet_dropout": {
         **OmegaConf.to_container(OmegaConf.structured(ResNetConfig)),
         "depth": None,
