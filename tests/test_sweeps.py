@@ -208,7 +208,7 @@ def compose(*overrides: str):
 
 @pytest.mark.parametrize(("mode", "direction"), [("max", "maximize"), ("min", "minimize")])
 def test_optuna_direction_follows_checkpoint_mode(mode, direction):
-    importlib.import_module("hydra_plugins.hydra_optuna_sweeper")  # a dev dependency: fail if missing
+    importlib.import_module("hydra_plugins.hydra_optuna_sweeper")  # dev dependency
     cfg = compose("+hparams_search=digits_optuna", f"checkpoint.mode={mode}")
     sweeper = cfg.hydra.sweeper
     assert sweeper._target_.endswith("OptunaSweeper")
@@ -259,7 +259,7 @@ def test_basic_sweep_gives_each_job_its_own_run_and_a_summary(digits_dir, tmp_pa
 
 @pytest.mark.slow
 def test_joblib_sweep_runs_jobs_in_processes_with_one_tf_thread(digits_dir, tmp_path):
-    importlib.import_module("hydra_plugins.hydra_joblib_launcher")  # a dev dependency: fail if missing
+    importlib.import_module("hydra_plugins.hydra_joblib_launcher")  # dev dependency
     (tmp_path / "record_env.py").write_text(
         "import json, os\n"
         "keys = ('TF_NUM_INTRAOP_THREADS', 'TF_NUM_INTEROP_THREADS')\n"
@@ -284,7 +284,7 @@ def test_joblib_sweep_runs_jobs_in_processes_with_one_tf_thread(digits_dir, tmp_
 
 @pytest.mark.slow
 def test_optuna_search_returns_the_monitored_metric(digits_dir, tmp_path):
-    importlib.import_module("hydra_plugins.hydra_optuna_sweeper")  # a dev dependency: fail if missing
+    importlib.import_module("hydra_plugins.hydra_optuna_sweeper")  # dev dependency
     process = run_train(
         *sweep_args(digits_dir, tmp_path, "trainer.max_steps=5", "trainer.epochs=1")[1:],  # no -m
         "+hparams_search=digits_optuna",
@@ -305,7 +305,7 @@ def test_optuna_search_returns_the_monitored_metric(digits_dir, tmp_path):
 
 @pytest.mark.slow
 def test_submitit_local_sweep(digits_dir, tmp_path):
-    importlib.import_module("hydra_plugins.hydra_submitit_launcher")  # a dev dependency: fail if missing
+    importlib.import_module("hydra_plugins.hydra_submitit_launcher")  # dev dependency
     run_train(
         *sweep_args(digits_dir, tmp_path, "trainer.max_steps=5", "trainer.epochs=1"),
         "hydra/launcher=submitit_local",
