@@ -40,7 +40,7 @@ def test_config_groups_are_the_documented_ones():
     assert groups["dataset"] == ["cifar10", "digits", "fashion_mnist", "folder", "mnist", "tfds"]
     assert groups["optimizer"] == ["adam", "adamw", "rmsprop", "sgd"]
     assert set(groups["schedule"]) == {*SCHEDULE_NAMES, "custom"}
-    assert groups["model"] == ["cnn"]
+    assert groups["model"] == ["cnn", "custom", "keras_app", "resnet"]
 
 
 # Groups that are not in the primary config's defaults; selected with `+group=option`.

@@ -86,6 +86,9 @@ def requeue_after_preemption(
     nothing for a signal that is not a preemption signal (SIGTERM, SIGINT)."""
     if stop.signum not in PREEMPTION_SIGNALS:
         return
+    environ = os.environ if environ is None else environ
+    if environ.get("SLURM_PROCID", "0") != "0":
+        return  # one task of a multi-task job: the first one requeues the job (as submitit does)
     handler = stop.previous_handler
     if callable(handler):  # 2a: submitit's handler requeues the job (or says why not) and exits
         handler(stop.signum, None)
