@@ -59,6 +59,14 @@ class Strategy(StrEnum):
     multi_worker = "multi_worker"
 
 
+class Precision(StrEnum):
+    """Keras dtype policies (``keras.mixed_precision``): variables always float32."""
+
+    float32 = "float32"
+    mixed_bfloat16 = "mixed_bfloat16"  # bfloat16 compute
+    mixed_float16 = "mixed_float16"  # float16 compute, dynamic loss scaling
+
+
 # The names keras.activations.get takes (keras 3 ALL_OBJECTS_DICT), kept here so the
 # config is checked without importing Keras; tests compare it with Keras' own.
 # "threshold" is left out: it needs arguments a name cannot give.
@@ -135,6 +143,9 @@ class OptimizerConfig:
     weight_decay: float | None = None
     clipnorm: float | None = None
     global_clipnorm: float | None = None
+    ema: bool = False  # keep an exponential moving average of the weights (Keras use_ema)
+    ema_momentum: float = 0.99  # average = momentum * average + (1 - momentum) * weights
+    gradient_accumulation_steps: int | None = None  # update once every N batches (null: 1)
 
 
 @dataclass
@@ -281,6 +292,8 @@ class TrainerConfig:
     strategy: Strategy = Strategy.default
     cpu_devices: int | None = None  # mirrored only: split the CPU into N logical devices
     scale_lr_with_replicas: bool = False  # linear rule: learning_rate * number of replicas
+    precision: Precision = Precision.float32  # a Keras dtype policy; fixed on resume
+    evaluate_with_ema: bool = True  # with optimizer.ema: validate, test and export the average
 
 
 # --------------------------------------------------------------------------- checkpoint
@@ -586,6 +599,19 @@ def validate_optimizer(opt: Mapping[str, Any]) -> None:
     for key in ("beta_1", "beta_2", "rho", "momentum"):
         value = opt.get(key)
         _require(value is None or 0 <= value < 1, f"optimizer.{key}", value, "in [0, 1)")
+    momentum = opt.get("ema_momentum")
+    _require(
+        momentum is None or (_is_number(momentum) and 0 <= momentum < 1),
+        "optimizer.ema_momentum",
+        momentum,
+        "in [0, 1)",
+    )
+    _require(
+        _int_or_none(opt.get("gradient_accumulation_steps")),
+        "optimizer.gradient_accumulation_steps",
+        opt.get("gradient_accumulation_steps"),
+        "null or an integer >= 1",
+    )
     _require(
         not (opt.get("clipnorm") and opt.get("global_clipnorm")),
         "optimizer.clipnorm",
