@@ -214,6 +214,39 @@ def test_evaluating_with_ema_is_evaluating_the_averaged_weights(digits_dir, data
     assert plain.evaluate(validation) == with_ema
 
 
+@pytest.mark.parametrize(
+    ("precision", "evaluate_with_ema"),
+    [("float32", True), ("mixed_float16", True), ("float32", False)],
+)
+def test_export_writes_the_average_when_evaluation_uses_it(
+    tmp_path, digits_dir, data, capsys, precision, evaluate_with_ema
+):
+    import keras
+
+    from trainer.__main__ import main
+
+    cfg = base_cfg(
+        digits_dir,
+        "optimizer.ema=true",
+        f"trainer.precision={precision}",
+        f"trainer.evaluate_with_ema={str(evaluate_with_ema).lower()}",
+    )
+    run, loop = make_loop(data, cfg, total_steps=4)
+    loop.run()
+    checkpoint = checkpoint_of(tmp_path, cfg, run, data, loop.state)
+    out = tmp_path / "model.keras"
+    assert main(["export", str(checkpoint.path), str(out)]) == 0
+    printed = capsys.readouterr().out
+    exported = keras.saving.load_model(out, safe_mode=True)
+    assert exported.get_layer("conv0").compute_dtype == "float32"  # exported in float32
+    inner = getattr(run.optimizer, "inner_optimizer", run.optimizer)
+    averages = [np.array(v) for v in inner._model_variables_moving_average]
+    trained = [np.array(v) for v in run.model.trainable_variables]
+    expected = averages if evaluate_with_ema else trained
+    assert ("moving average" in printed) == evaluate_with_ema
+    assert_bitwise_equal([np.array(v) for v in exported.trainable_variables], expected)
+
+
 # ----------------------------------------------------------------- gradient accumulation
 
 
@@ -318,3 +351,112 @@ def test_xla_compiled_steps_train_in_each_precision(digits_dir, data, precision)
     after = [np.array(v) for v in run.model.trainable_variables]
     assert all(np.isfinite(a).all() for a in after)
     assert any(not np.array_equal(a, b) for a, b in zip(after, before, strict=True))
+
+
+# ----------------------------------------------------------------- end to end (train.py)
+
+
+def _summary(run_dir) -> dict:
+    import json
+
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+@pytest.mark.slow
+def test_a_bfloat16_ema_run_killed_mid_epoch_resumes_bitwise_equal(digits_dir, tmp_path):
+    """SIGKILL mid-epoch (and mid-accumulation), ``+resume``: the same final checkpoint
+    (weights, averages, accumulators, step) as the run that was never interrupted."""
+    import random
+
+    from tests.conftest import run_train
+    from trainer import fault_injection
+
+    def args(name):
+        return [
+            *fault_injection.small_run_args(
+                digits_dir, tmp_path / name / "run", tmp_path / name / "hydra", epochs=2
+            ),
+            "checkpoint.every_n_steps=5",  # 41 batches per epoch: mid-epoch checkpoints
+            "trainer.precision=mixed_bfloat16",
+            "optimizer.ema=true",
+            "optimizer.gradient_accumulation_steps=3",  # 5 % 3: mid-accumulation too
+        ]
+
+    run_train(*args("reference"), cwd=tmp_path)
+    killed = fault_injection._start(args("killed"), tmp_path)
+    run_dir = tmp_path / "killed" / "run"
+    assert fault_injection.kill_while_training(killed, run_dir, random.Random(0), max_delay=0.0)
+    killed.communicate()
+    resumed = run_train(*args("killed"), f"+resume={run_dir}", cwd=tmp_path)
+    position = resumed.stdout.split("Resuming from", 1)[1].splitlines()[0]
+    assert "epoch 1," in position and "batch 0 of" not in position  # mid-epoch
+    reference = fault_injection.final_weights(tmp_path / "reference" / "run")
+    final = fault_injection.final_weights(run_dir)
+    assert final.keys() == reference.keys()
+    for key in reference:
+        np.testing.assert_array_equal(final[key], reference[key], err_msg=key)
+    assert _summary(run_dir)["global_step"] == 2 * 41
+
+
+@pytest.mark.slow
+def test_mixed_float16_trains_end_to_end_and_its_precision_is_fixed_on_resume(
+    digits_dir, tmp_path
+):
+    from tests.conftest import run_train, tiny_args
+
+    run_dir = tmp_path / "fp16"
+    run_train(
+        *tiny_args(digits_dir, run_dir, "trainer.precision=mixed_float16", "trainer.epochs=1"),
+        cwd=tmp_path,
+    )
+    summary = _summary(run_dir)
+    assert summary["global_step"] == 41 and summary["test_accuracy"] > 0.3  # it learned (chance: 0.1)
+
+    refused = run_train(
+        *tiny_args(digits_dir, run_dir, "trainer.precision=float32"),
+        f"+resume={run_dir}",
+        cwd=tmp_path,
+        check=False,
+    )
+    assert refused.returncode == 2
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot override trainer.precision when resuming" in lines[0]
+
+    # Fine-tuning starts a fresh optimizer: the precision may change.
+    tuned = tmp_path / "tuned"
+    run_train(
+        *tiny_args(digits_dir, tuned, "trainer.precision=float32", "trainer.max_steps=3"),
+        f"+resume={run_dir}",
+        "trainer.fine_tune=true",
+        cwd=tmp_path,
+    )
+    assert _summary(tuned)["global_step"] == 3
+
+
+@pytest.mark.slow
+def test_loss_scaling_ema_and_accumulation_under_a_mirrored_strategy(digits_dir, tmp_path):
+    from tests.conftest import run_train, tiny_args
+
+    run_dir = tmp_path / "mirrored"
+    process = run_train(
+        *tiny_args(
+            digits_dir,
+            run_dir,
+            "trainer.strategy=mirrored",
+            "trainer.cpu_devices=2",
+            "trainer.precision=mixed_float16",
+            "optimizer.ema=true",
+            "optimizer.gradient_accumulation_steps=2",
+            "trainer.max_steps=10",
+            "checkpoint.every_n_steps=5",
+        ),
+        cwd=tmp_path,
+    )
+    assert "2 replica(s)" in process.stdout
+    assert _summary(run_dir)["global_step"] == 10
+    resumed = run_train(
+        *tiny_args(digits_dir, run_dir, "trainer.max_steps=14"),
+        f"+resume={run_dir}",
+        cwd=tmp_path,
+    )
+    assert "step 10," in resumed.stdout and _summary(run_dir)["global_step"] == 14
