@@ -177,7 +177,9 @@ def test_a_mixed_precision_weights_file_loads_into_a_float32_model(tmp_path, dig
     plain = build_model(cfg.model, data.info.input_shape, data.info.num_classes)  # float32
     plain.load_weights(checkpoint.file(MODEL_FILE))
     assert plain.get_layer("conv0").compute_dtype == "float32"
-    assert_bitwise_equal([np.array(v) for v in plain.weights], [np.array(v) for v in run.model.weights])
+    assert_bitwise_equal(
+        [np.array(v) for v in plain.weights], [np.array(v) for v in run.model.weights]
+    )
 
 
 # ----------------------------------------------------------------- EMA
@@ -317,6 +319,26 @@ def test_bad_values_are_one_line(digits_dir, override, message):
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
+# ----------------------------------------------------------------- resume policy
+
+
+def test_precision_is_fixed_on_resume_unless_fine_tuning(tmp_path):
+    from tests.test_resume_policy import plan, write_checkpoint
+
+    run = tmp_path / "run"
+    write_checkpoint(run, 10, ("trainer.precision=mixed_bfloat16",))
+    with pytest.raises(UserError) as error:
+        plan([f"+resume={run}", "trainer.precision=float32"])
+    assert str(error.value).startswith("cannot override trainer.precision when resuming")
+    same = plan([f"+resume={run}", "trainer.precision=mixed_bfloat16", "trainer.epochs=30"])
+    assert same.cfg.trainer.precision == "mixed_bfloat16"  # its own value is no change
+    assert same.cfg.trainer.epochs == 30  # other trainer.* keys still may change
+    kept = plan([f"+resume={run}"])
+    assert kept.cfg.trainer.precision == "mixed_bfloat16"  # from the checkpoint
+    tuned = plan([f"+resume={run}", "trainer.precision=float32", "trainer.fine_tune=true"])
+    assert tuned.fine_tune and tuned.cfg.trainer.precision == "float32"
+
+
 # ----------------------------------------------------------------- all together
 
 
@@ -399,9 +421,7 @@ def test_a_bfloat16_ema_run_killed_mid_epoch_resumes_bitwise_equal(digits_dir, t
 
 
 @pytest.mark.slow
-def test_mixed_float16_trains_end_to_end_and_its_precision_is_fixed_on_resume(
-    digits_dir, tmp_path
-):
+def test_mixed_float16_trains_end_to_end_and_its_precision_is_fixed_on_resume(digits_dir, tmp_path):
     from tests.conftest import run_train, tiny_args
 
     run_dir = tmp_path / "fp16"
@@ -410,7 +430,8 @@ def test_mixed_float16_trains_end_to_end_and_its_precision_is_fixed_on_resume(
         cwd=tmp_path,
     )
     summary = _summary(run_dir)
-    assert summary["global_step"] == 41 and summary["test_accuracy"] > 0.3  # it learned (chance: 0.1)
+    assert summary["global_step"] == 41
+    assert summary["test_accuracy"] > 0.3  # it learned (chance: 0.1)
 
     refused = run_train(
         *tiny_args(digits_dir, run_dir, "trainer.precision=float32"),

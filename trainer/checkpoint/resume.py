@@ -111,9 +111,10 @@ def plan_start(
     3. The checkpoint's own config is what the run trains with: model,
        optimizer, schedule, dataset and seed come from it, not from conf/.
     4. Command-line overrides may change trainer.* and checkpoint.* (run length,
-       saving), but not :data:`TRAINER_KEYS_FIXED_ON_RESUME`; overrides that change the model, optimizer, schedule, dataset or
-       seed (a value other than the checkpoint's) are refused with the keys
-       named, unless ``trainer.fine_tune=true``, which
+       saving); overrides that change the model, optimizer, schedule, dataset,
+       seed or :data:`TRAINER_KEYS_FIXED_ON_RESUME` (a value other than the
+       checkpoint's) are refused with the keys named, unless
+       ``trainer.fine_tune=true``, which
        keeps the weights and starts a fresh optimizer and schedule from the
        command line (the model must still match; the precision may change).
     5. The schedule keeps the step counts resolved when the run started, so
