@@ -3,8 +3,9 @@
 Every option of a config group (``conf/optimizer/adam.yaml``, ...) extends a
 dataclass registered here in Hydra's ConfigStore under ``schema/<group>/<name>``,
 so a misspelt key, a wrong type or a value outside a closed choice (an Enum:
-``model.pooling``, ``checkpoint.mode``, ``trainer.strategy``) fails when Hydra
-composes the config, with OmegaConf's own message.
+``model.pooling``, ``checkpoint.mode``, ``trainer.strategy``,
+``trainer.precision``) fails when Hydra composes the config, with OmegaConf's
+own message.
 
 The schema is closed: :func:`check_known_keys` refuses any key the schema of
 its section does not know, anywhere in the tree, ``+key=value`` included (Hydra

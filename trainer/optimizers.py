@@ -99,7 +99,9 @@ def _base_arguments(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The config's EMA and accumulation keys as Keras' base optimizer arguments."""
     arguments: dict[str, Any] = {}
     if cfg.get("ema"):
-        arguments.update(use_ema=True, ema_momentum=float(cfg.get("ema_momentum", 0.99)))
+        arguments["use_ema"] = True
+        if cfg.get("ema_momentum") is not None:  # else Keras' default, 0.99
+            arguments["ema_momentum"] = float(cfg["ema_momentum"])
     steps = cfg.get("gradient_accumulation_steps")
     if steps is not None and int(steps) > 1:  # Keras takes >= 2; 1 means no accumulation
         arguments["gradient_accumulation_steps"] = int(steps)
