@@ -133,6 +133,36 @@ def test_the_policy_applies_to_the_model_only_while_it_is_built(digits_dir, data
     assert is_scaled == (precision == "mixed_float16")
 
 
+def _float16_head(cfg, input_shape, num_classes):
+    """A builder that breaks the convention: its logits come out in the compute dtype."""
+    import keras
+
+    inputs = keras.Input(shape=tuple(input_shape))
+    outputs = keras.layers.Dense(num_classes)(keras.layers.Flatten()(inputs))
+    return keras.Model(inputs, outputs)
+
+
+def test_logits_and_loss_are_float32_even_from_a_float16_head(digits_dir, data):
+    import tensorflow as tf
+
+    from trainer.models import MODELS
+
+    if "test_float16_head" not in MODELS:
+        MODELS.register("test_float16_head")(_float16_head)
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.to_container(base_cfg(digits_dir, "trainer.precision=mixed_float16"))
+    cfg = OmegaConf.create({**cfg, "model": {"name": "test_float16_head"}})
+    run, loop = make_loop(data, cfg, total_steps=2)
+    images, _ = next(iter(data.validation()))
+    assert run.model(images).dtype == "float16"
+    assert loop._logits(images, training=False).dtype == tf.float32
+    loop.run()
+    assert run.global_step == 2
+    assert loop.train_loss.result().dtype == tf.float32
+    assert np.isfinite(loop.evaluate(data.validation())["loss"])
+
+
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_a_resumed_loop_ends_bitwise_equal_for_each_precision(
     tmp_path, digits_dir, data, precision
@@ -309,13 +339,18 @@ def test_one_accumulation_step_is_no_accumulation(digits_dir, data):
         ("optimizer.gradient_accumulation_steps=0", "optimizer.gradient_accumulation_steps must"),
         ("optimizer.ema_momentum=1.0", "optimizer.ema_momentum must be in [0, 1), got 1.0"),
         ("optimizer.ema_momentum=-0.1", "optimizer.ema_momentum must be in [0, 1)"),
+        (
+            "optimizer.gradient_accumulation_steps=2 trainer.strategy=mirrored",
+            "optimizer.gradient_accumulation_steps must be null or 1 with "
+            "trainer.strategy=mirrored (Keras' accumulation cannot run under a tf.distribute",
+        ),
     ],
 )
 def test_bad_values_are_one_line(digits_dir, override, message):
     from trainer.config import validate
 
     with pytest.raises(UserError) as error:
-        validate(base_cfg(digits_dir, override))
+        validate(base_cfg(digits_dir, *override.split()))
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
@@ -465,7 +500,7 @@ def test_mixed_float16_trains_end_to_end_and_its_precision_is_fixed_on_resume(di
 
 
 @pytest.mark.slow
-def test_loss_scaling_ema_and_accumulation_under_a_mirrored_strategy(digits_dir, tmp_path):
+def test_loss_scaling_and_ema_under_a_mirrored_strategy_train_and_resume(digits_dir, tmp_path):
     from tests.conftest import run_train, tiny_args
 
     run_dir = tmp_path / "mirrored"
@@ -477,7 +512,6 @@ def test_loss_scaling_ema_and_accumulation_under_a_mirrored_strategy(digits_dir,
             "trainer.cpu_devices=2",
             "trainer.precision=mixed_float16",
             "optimizer.ema=true",
-            "optimizer.gradient_accumulation_steps=2",
             "trainer.max_steps=10",
             "checkpoint.every_n_steps=5",
         ),

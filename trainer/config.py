@@ -512,6 +512,7 @@ def validate(cfg: DictConfig) -> None:
     validate_model(cfg.model)
     validate_optimizer(cfg.optimizer)
     validate_trainer(cfg.trainer)
+    validate_accumulation(cfg.optimizer, cfg.trainer)
     validate_checkpoint(cfg.checkpoint, cfg.dataset)
 
 
@@ -647,6 +648,20 @@ def validate_trainer(run: Mapping[str, Any]) -> None:
         "trainer.jit_compile",
         run["jit_compile"],
         "false with trainer.cpu_devices > 1 (XLA cannot compile across logical CPUs)",
+    )
+
+
+def validate_accumulation(opt: Mapping[str, Any], run: Mapping[str, Any]) -> None:
+    """``optimizer.gradient_accumulation_steps`` > 1 needs the single-device path: Keras
+    applies the accumulated update inside a ``cond`` whose branch all-reduces, which a
+    ``tf.distribute`` strategy refuses ("merge_call called while defining a new graph")."""
+    steps = opt.get("gradient_accumulation_steps")
+    _require(
+        steps is None or steps <= 1 or run["strategy"] == Strategy.default,
+        "optimizer.gradient_accumulation_steps",
+        steps,
+        f"null or 1 with trainer.strategy={run['strategy']} (Keras' accumulation cannot "
+        "run under a tf.distribute strategy; grow dataset.batch_size instead)",
     )
 
 
