@@ -133,6 +133,18 @@ def test_the_policy_applies_to_the_model_only_while_it_is_built(digits_dir, data
     assert is_scaled == (precision == "mixed_float16")
 
 
+def test_the_policy_of_the_process_is_neither_used_nor_changed(digits_dir, data):
+    import keras
+
+    keras.config.set_dtype_policy("mixed_bfloat16")  # what some other code left behind
+    try:
+        run = build_run(base_cfg(digits_dir, "trainer.precision=float32"), data.info)
+        assert keras.config.dtype_policy().name == "mixed_bfloat16"
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert run.model.get_layer("conv0").compute_dtype == "float32"
+
+
 def _float16_head(cfg, input_shape, num_classes):
     """A builder that breaks the convention: its logits come out in the compute dtype."""
     import keras
@@ -144,12 +156,12 @@ def _float16_head(cfg, input_shape, num_classes):
 
 def test_logits_and_loss_are_float32_even_from_a_float16_head(digits_dir, data):
     import tensorflow as tf
+    from omegaconf import OmegaConf
 
     from trainer.models import MODELS
 
     if "test_float16_head" not in MODELS:
         MODELS.register("test_float16_head")(_float16_head)
-    from omegaconf import OmegaConf
 
     cfg = OmegaConf.to_container(base_cfg(digits_dir, "trainer.precision=mixed_float16"))
     cfg = OmegaConf.create({**cfg, "model": {"name": "test_float16_head"}})
