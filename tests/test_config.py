@@ -140,6 +140,7 @@ def test_val_monitors_need_a_validation_split():
         ("model.pooling=median", "[max, avg, none]"),
         ("checkpoint.mode=up", "[max, min]"),
         ("trainer.strategy=tpu", "[default, mirrored, multi_worker]"),
+        ("trainer.precision=float16", "[float32, mixed_bfloat16, mixed_float16]"),
     ],
 )
 def test_closed_choices_fail_at_composition(override, allowed):

@@ -13,7 +13,9 @@ all build through these functions, so a run is built the same way everywhere:
 The model is a function of the config alone (``trainer.seeds``): its initial
 weights come from global generators seeded with ``derive_seed(seed, "init")``
 just before it is built, and its seed generators (dropout) start from
-``derive_seed(seed, "dropout", i)``, whatever the process drew before.
+``derive_seed(seed, "dropout", i)``, whatever the process drew before. It is
+built under the Keras dtype policy ``trainer.precision`` names
+(:func:`dtype_policy`), which is set for the build only.
 
 ``cfg`` is any mapping with the config's sections (a ``DictConfig`` composed
 by Hydra, or a plain ``dict``). Importing this module does not import
@@ -22,7 +24,8 @@ TensorFlow; :func:`build_run` does.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,16 +74,45 @@ class BuiltRun:
 
     @property
     def global_step(self) -> int:
-        return int(self.optimizer.iterations.numpy())
+        """Batches trained on (``trainer.optimizers.step_counter``)."""
+        from trainer.optimizers import step_counter
+
+        return int(step_counter(self.optimizer).numpy())
 
     def learning_rate(self) -> float:
         """The optimizer's learning rate at its current step."""
         return float(self.optimizer.learning_rate.numpy())
 
 
+def precision_of(cfg: Mapping[str, Any]) -> str:
+    """``trainer.precision`` of ``cfg`` (float32 for a config that predates the key)."""
+    return str((cfg.get("trainer") or {}).get("precision") or "float32")
+
+
+@contextlib.contextmanager
+def dtype_policy(precision: str) -> Iterator[None]:
+    """Within the block, layers are created under the Keras dtype policy ``precision``
+    (``float32``, ``mixed_bfloat16``, ``mixed_float16``); after it, the policy is what it was.
+
+    A layer keeps the policy it was created with, so a model built here computes
+    in that precision (variables float32) while other models of the process
+    (tools, tests, an async checkpoint's twin built elsewhere) are not affected.
+    Keras' global policy is per thread.
+    """
+    import keras
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
 def build_model_for(cfg: Mapping[str, Any], info: Any) -> Any:
     """The model ``cfg.model`` names, for the input shape and classes of ``info`` (DataInfo),
-    its random state derived from ``cfg.seed`` alone (see the module docstring)."""
+    its random state derived from ``cfg.seed`` alone, under ``trainer.precision``'s dtype
+    policy (see the module docstring)."""
     import keras
 
     import trainer.rescued_model  # noqa: F401  (registers "keras_builtin", for rescued checkpoints)
@@ -93,7 +125,8 @@ def build_model_for(cfg: Mapping[str, Any], info: Any) -> Any:
     # created, and ops from TensorFlow's and Keras' generators: all are reset here, so
     # what ran before (dataset preparation, a tool) cannot shift the weights.
     keras.utils.set_random_seed(derive_seed(seed, "init"))
-    model = build_model(cfg["model"], tuple(info.input_shape), int(info.num_classes))
+    with dtype_policy(precision_of(cfg)):
+        model = build_model(cfg["model"], tuple(info.input_shape), int(info.num_classes))
     # By position, as checkpoints save them; whatever seeds the builder gave its layers.
     for index, state in enumerate(seed_generator_variables(model)):
         state.assign([derive_seed(seed, "dropout", index), 0])
@@ -133,7 +166,7 @@ def build_run(
         lr_scale = tf.Variable(1.0, trainable=False, dtype=tf.float32, name="lr_scale")
         if cfg["trainer"].get("reduce_on_plateau_patience"):
             schedule = ScaledSchedule(schedule, lr_scale)
-        optimizer = build_optimizer(cfg["optimizer"], schedule)
+        optimizer = build_optimizer(cfg["optimizer"], schedule, precision_of(cfg))
         optimizer.build(model.trainable_variables)
     return BuiltRun(
         steps_per_epoch=steps_per_epoch,

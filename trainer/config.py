@@ -3,8 +3,9 @@
 Every option of a config group (``conf/optimizer/adam.yaml``, ...) extends a
 dataclass registered here in Hydra's ConfigStore under ``schema/<group>/<name>``,
 so a misspelt key, a wrong type or a value outside a closed choice (an Enum:
-``model.pooling``, ``checkpoint.mode``, ``trainer.strategy``) fails when Hydra
-composes the config, with OmegaConf's own message.
+``model.pooling``, ``checkpoint.mode``, ``trainer.strategy``,
+``trainer.precision``) fails when Hydra composes the config, with OmegaConf's
+own message.
 
 The schema is closed: :func:`check_known_keys` refuses any key the schema of
 its section does not know, anywhere in the tree, ``+key=value`` included (Hydra
@@ -72,6 +73,14 @@ class Strategy(StrEnum):
     default = "default"
     mirrored = "mirrored"
     multi_worker = "multi_worker"
+
+
+class Precision(StrEnum):
+    """Keras dtype policies (``keras.mixed_precision``): variables always float32."""
+
+    float32 = "float32"
+    mixed_bfloat16 = "mixed_bfloat16"  # bfloat16 compute
+    mixed_float16 = "mixed_float16"  # float16 compute, dynamic loss scaling
 
 
 # The names keras.activations.get takes (keras 3 ALL_OBJECTS_DICT), kept here so the
@@ -260,6 +269,9 @@ class OptimizerConfig:
     weight_decay: float | None = None
     clipnorm: float | None = None
     global_clipnorm: float | None = None
+    ema: bool = False  # keep an exponential moving average of the weights (Keras use_ema)
+    ema_momentum: float = 0.99  # average = momentum * average + (1 - momentum) * weights
+    gradient_accumulation_steps: int | None = None  # update once every N batches (null: 1)
 
 
 @dataclass
@@ -406,6 +418,8 @@ class TrainerConfig:
     strategy: Strategy = Strategy.default
     cpu_devices: int | None = None  # mirrored only: split the CPU into N logical devices
     scale_lr_with_replicas: bool = False  # linear rule: learning_rate * number of replicas
+    precision: Precision = Precision.float32  # a Keras dtype policy; fixed on resume
+    evaluate_with_ema: bool = True  # with optimizer.ema: validate, test and export the average
     # Console progress, as Keras' `verbose`: auto, 0 (silent), 1 (bar), 2 (one line per epoch).
     verbose: str = "auto"
 
@@ -632,6 +646,7 @@ def validate(cfg: DictConfig) -> None:
     validate_model(cfg.model)
     validate_optimizer(cfg.optimizer)
     validate_trainer(cfg.trainer)
+    validate_accumulation(cfg.optimizer, cfg.trainer)
     validate_checkpoint(cfg.checkpoint, cfg.dataset)
 
 
@@ -852,6 +867,19 @@ def validate_optimizer(opt: Mapping[str, Any]) -> None:
     for key in ("beta_1", "beta_2", "rho", "momentum"):
         value = opt.get(key)
         _require(value is None or 0 <= value < 1, f"optimizer.{key}", value, "in [0, 1)")
+    momentum = opt.get("ema_momentum")
+    _require(
+        momentum is None or (_is_number(momentum) and 0 <= momentum < 1),
+        "optimizer.ema_momentum",
+        momentum,
+        "in [0, 1)",
+    )
+    _require(
+        _int_or_none(opt.get("gradient_accumulation_steps")),
+        "optimizer.gradient_accumulation_steps",
+        opt.get("gradient_accumulation_steps"),
+        "null or an integer >= 1",
+    )
     _require(
         not (opt.get("clipnorm") and opt.get("global_clipnorm")),
         "optimizer.clipnorm",
@@ -893,6 +921,20 @@ def validate_trainer(run: Mapping[str, Any]) -> None:
         "trainer.jit_compile",
         run["jit_compile"],
         "false with trainer.cpu_devices > 1 (XLA cannot compile across logical CPUs)",
+    )
+
+
+def validate_accumulation(opt: Mapping[str, Any], run: Mapping[str, Any]) -> None:
+    """``optimizer.gradient_accumulation_steps`` > 1 needs the single-device path: Keras
+    applies the accumulated update inside a ``cond`` whose branch all-reduces, which a
+    ``tf.distribute`` strategy refuses ("merge_call called while defining a new graph")."""
+    steps = opt.get("gradient_accumulation_steps")
+    _require(
+        steps is None or steps <= 1 or run["strategy"] == Strategy.default,
+        "optimizer.gradient_accumulation_steps",
+        steps,
+        f"null or 1 with trainer.strategy={run['strategy']} (Keras' accumulation cannot "
+        "run under a tf.distribute strategy; grow dataset.batch_size instead)",
     )
 
 

@@ -15,6 +15,14 @@ the replicas' parts of the global batch (TensorFlow's "Custom training with
 tf.distribute.Strategy" guide); without one, the single-device step is
 unchanged, so a deterministic run and its resumed copy stay bitwise equal.
 
+Under a mixed dtype policy (``trainer.precision``) the logits and the loss are
+float32 whatever the model's head computes in, and the loss is scaled with
+``optimizer.scale_loss`` (the identity unless the optimizer is a
+``LossScaleOptimizer``, whose ``apply_gradients`` unscales). With
+``optimizer.ema`` and ``trainer.evaluate_with_ema``, :meth:`TrainingLoop.evaluate`
+uses the moving average of the weights (``trainer.optimizers.averaged_weights``)
+and puts the trained weights back afterwards, bit for bit.
+
 Callback state (early stopping, reduce-on-plateau, best metric) lives in
 :class:`LoopState`, which is saved with every checkpoint.
 """
@@ -38,6 +46,7 @@ from trainer.cluster import PREEMPTION_SIGNALS
 from trainer.distribute import distribute_dataset
 from trainer.errors import StopRequested
 from trainer.evaluation import Evaluation
+from trainer.optimizers import averaged_weights, step_counter
 
 # Signals that make the loop save a checkpoint at the next step boundary, then stop.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, *PREEMPTION_SIGNALS)
@@ -85,6 +94,7 @@ class LoopSettings:
     early_stopping_patience: int | None = None
     reduce_on_plateau_patience: int | None = None
     reduce_on_plateau_factor: float = 0.5
+    evaluate_with_ema: bool = True  # only with an optimizer that keeps an average
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], run: BuiltRun) -> LoopSettings:
@@ -140,14 +150,22 @@ class TrainingLoop:
 
     # ------------------------------------------------------------------ compiled steps
 
+    def _logits(self, images, training: bool):
+        # float32 even if a builder's head is not (a no-op when it is).
+        return tf.cast(self.model(images, training=training), tf.float32)
+
+    def _regularization_loss(self):
+        return tf.cast(tf.add_n(self.model.losses), tf.float32)
+
     def _train_step(self, images, labels) -> None:
         with tf.GradientTape() as tape:
-            logits = self.model(images, training=True)
+            logits = self._logits(images, training=True)
             loss = self.loss_fn(labels, logits)
             if self.model.losses:
-                loss = loss + tf.add_n(self.model.losses)
+                loss = loss + self._regularization_loss()
+            scaled_loss = self.optimizer.scale_loss(loss)  # see the module docstring
         variables = self.model.trainable_variables
-        gradients = tape.gradient(loss, variables)
+        gradients = tape.gradient(scaled_loss, variables)
         self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
         self.train_loss.update_state(loss)
         self.train_accuracy.update_state(labels, logits)
@@ -168,13 +186,14 @@ class TrainingLoop:
             tf.distribute.ReduceOp.SUM, tf.shape(labels)[0]
         )
         with tf.GradientTape() as tape:
-            logits = self.model(images, training=True)
+            logits = self._logits(images, training=True)
             per_example_loss = self.per_example_loss_fn(labels, logits)
             loss = tf.nn.compute_average_loss(per_example_loss, global_batch_size=global_count)
             if self.model.losses:
-                loss = loss + tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))
+                loss = loss + tf.nn.scale_regularization_loss(self._regularization_loss())
+            scaled_loss = self.optimizer.scale_loss(loss)
         variables = self.model.trainable_variables
-        gradients = tape.gradient(loss, variables)
+        gradients = tape.gradient(scaled_loss, variables)
         self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
         self.train_loss.update_state(per_example_loss)
         self.train_accuracy.update_state(labels, logits)
@@ -231,14 +250,23 @@ class TrainingLoop:
         return step
 
     def evaluate(self, dataset) -> dict[str, float]:
-        """Loss and accuracy of the model on ``dataset`` (``trainer.evaluation.Evaluation``)."""
-        return self.evaluation.evaluate(dataset)
+        """Loss and accuracy of the model on ``dataset`` (``trainer.evaluation.Evaluation``):
+        of its moving average of the weights with ``optimizer.ema`` and
+        ``trainer.evaluate_with_ema`` (training is not changed)."""
+        with self._evaluated_weights():
+            return self.evaluation.evaluate(dataset)
+
+    def _evaluated_weights(self):
+        if not self.settings.evaluate_with_ema:
+            return contextlib.nullcontext()
+        return averaged_weights(self.optimizer, self.model.trainable_variables)
 
     # ------------------------------------------------------------------ the loop
 
     @property
     def global_step(self) -> int:
-        return int(self.optimizer.iterations.numpy())
+        """Batches trained on (``trainer.optimizers.step_counter``)."""
+        return int(step_counter(self.optimizer).numpy())
 
     def run(self) -> LoopState:
         """Train until ``epochs`` or ``total_steps`` is reached, or early stopping says stop."""

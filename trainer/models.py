@@ -69,7 +69,8 @@ def build_cnn(
         x = keras.layers.Dense(units, activation=cfg["activation"], name=f"dense{index}")(x)
     if cfg["dropout"]:
         x = keras.layers.Dropout(cfg["dropout"], name="dropout_head")(x)
-    outputs = keras.layers.Dense(num_classes, name="logits")(x)
+    # float32 logits under a mixed dtype policy too (the convention of every builder).
+    outputs = keras.layers.Dense(num_classes, name="logits", dtype="float32")(x)
     return keras.Model(inputs, outputs, name="cnn")
 
 

@@ -43,6 +43,10 @@ ALLOWED_PREFIXES = (
 )
 # Overrides that fine-tuning (trainer.fine_tune=true) allows on top.
 FINE_TUNE_PREFIXES = ("optimizer", "schedule")
+# trainer.* keys that change what a resumed run trains (refused like the model's), but
+# that fine-tuning may change: its optimizer is fresh, and the weights are float32 in
+# every precision (a loss-scale optimizer's variables are what would not fit).
+TRAINER_KEYS_FIXED_ON_RESUME = ("trainer.precision",)
 
 
 @dataclass
@@ -74,10 +78,11 @@ def refused_overrides(
     the run's own command with ``+resume=`` added is allowed.
     """
     allowed = ALLOWED_PREFIXES + (FINE_TUNE_PREFIXES if fine_tune else ())
+    fixed = () if fine_tune else TRAINER_KEYS_FIXED_ON_RESUME
     saved_cfg = OmegaConf.create(dict(saved))
     refused = []
     for key in keys:
-        if _is_allowed(key, allowed):
+        if key not in fixed and _is_allowed(key, allowed):
             continue
         ours = OmegaConf.select(cfg, key, default=None)
         theirs = OmegaConf.select(saved_cfg, key, default=None)
@@ -136,11 +141,12 @@ def plan_start(
     3. The checkpoint's own config is what the run trains with: model,
        optimizer, schedule, dataset and seed come from it, not from conf/.
     4. Command-line overrides may change trainer.* and checkpoint.* (run length,
-       saving); overrides that change the model, optimizer, schedule, dataset or
-       seed (a value other than the checkpoint's) are refused with the keys
-       named, unless ``trainer.fine_tune=true``, which
+       saving); overrides that change the model, optimizer, schedule, dataset,
+       seed or :data:`TRAINER_KEYS_FIXED_ON_RESUME` (a value other than the
+       checkpoint's) are refused with the keys named, unless
+       ``trainer.fine_tune=true``, which
        keeps the weights and starts a fresh optimizer and schedule from the
-       command line (the model must still match).
+       command line (the model must still match; the precision may change).
     5. The schedule keeps the step counts resolved when the run started, so
        extending ``trainer.epochs`` continues past its end as the schedule
        defines; ``trainer.restretch_schedule=true`` re-fits it to the new length.

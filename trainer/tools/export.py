@@ -29,6 +29,14 @@ The model maps float32 images scaled to [0, 1] to logits (no softmax); every
 format's input is named ``image``, with any batch size. OUT is written under a
 temporary name beside it and renamed into place once complete, so OUT is
 either absent or whole, and nothing already at OUT is ever replaced.
+
+The model is written in float32 whatever ``trainer.precision`` the run trained in (the
+weights are float32 in every precision; serving does not need a dtype policy).
+A checkpoint of a run with ``optimizer.ema`` and ``trainer.evaluate_with_ema``
+exports the moving average of the weights, as validation and test evaluated
+it: the checkpoint's optimizer is rebuilt from its config, its variables (the
+averages among them) restored by position as a resume restores them, and
+Keras' ``finalize_variable_values`` puts the averages into the model.
 """
 
 from __future__ import annotations
@@ -158,8 +166,32 @@ def rebuild_model(checkpoint, config: dict[str, Any]):
         info = load_data(dataset, seed=int(config.get("seed", 0))).info
         input_shape, num_classes = info.input_shape, info.num_classes
     model = build_model(config["model"], tuple(input_shape), int(num_classes))
-    restore_state(checkpoint, model, None)
+    if exports_average(config):
+        optimizer = _checkpoint_optimizer(config)
+        restore_state(checkpoint, model, optimizer)
+        optimizer.finalize_variable_values(model.trainable_variables)
+    else:
+        restore_state(checkpoint, model, None)
     return model, tuple(input_shape), int(num_classes)
+
+
+def exports_average(config: dict[str, Any]) -> bool:
+    """Whether the checkpoint's weights to export are its moving average (see the module
+    docstring); False for a checkpoint that predates ``optimizer.ema``."""
+    trainer = config.get("trainer") or {}
+    return bool(config["optimizer"].get("ema")) and bool(trainer.get("evaluate_with_ema", True))
+
+
+def _checkpoint_optimizer(config: dict[str, Any]):
+    """The optimizer of the checkpoint's run, built as training builds it (its variables in
+    the same order), on a placeholder schedule: no step is taken, only variables restored."""
+    import keras
+
+    from trainer.build import precision_of
+    from trainer.optimizers import build_optimizer
+
+    placeholder = keras.optimizers.schedules.ExponentialDecay(1.0, 1, 1.0)
+    return build_optimizer(config["optimizer"], placeholder, precision_of(config))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -195,11 +227,14 @@ def run(args: argparse.Namespace) -> int:
         "num_classes": num_classes,
         "outputs": "logits",
         "compiled": compiled,
+        "weights": "moving average" if exports_average(config) else "trained",
     }
     if args.json:
         print_json(result)
         return OK
     print(f"Exported {checkpoint.path} (step {checkpoint.global_step}) to {out}")
+    if exports_average(config):
+        print("Weights: the moving average (optimizer.ema with trainer.evaluate_with_ema)")
     print(
         f"Model: float32 images {input_shape} scaled to [0, 1] -> {num_classes} logits "
         "(apply softmax for probabilities)"
@@ -372,19 +407,17 @@ def _copy_optimizer_state(checkpoint, optimizer) -> str:
     schedule; this one, at a constant rate, also has a ``learning_rate`` variable.
     """
     from trainer.checkpoint.state import read_optimizer_values
+    from trainer.optimizers import step_counter
 
     saved = read_optimizer_values(checkpoint)  # checked: a bad file or step is a UserError
-    slots = [
-        v
-        for v in optimizer.variables
-        if v is not optimizer.iterations and v.name != "learning_rate"
-    ]
+    step = step_counter(optimizer)
+    slots = [v for v in optimizer.variables if v is not step and v.name != "learning_rate"]
     if len(saved) != len(slots) + 1 or any(
         tuple(s.shape) != tuple(v.shape) or s.dtype.kind != "f"
         for s, v in zip(saved[1:], slots, strict=True)
     ):
         return "fresh (the checkpoint's optimizer variables do not fit)"
-    optimizer.iterations.assign(saved[0])
+    step.assign(saved[0])
     for value, variable in zip(saved[1:], slots, strict=True):
         variable.assign(value)
     return f"step {int(saved[0])} and moments from the checkpoint"

@@ -566,6 +566,8 @@ def _restore_optimizer(optimizer, variables: list[Any] | None, step: int) -> str
     """Put the file's moments into the rebuilt optimizer when they fit; set the step."""
     import numpy as np
 
+    from trainer.optimizers import step_counter
+
     ours = optimizer.variables
     candidates = [variables] if variables else []
     if variables and len(variables) > 1 and np.shape(variables[1]) == ():
@@ -592,5 +594,5 @@ def _restore_optimizer(optimizer, variables: list[Any] | None, step: int) -> str
         )
     else:
         restored = "start fresh (the file holds no optimizer state)"
-    optimizer.iterations.assign(step)
+    step_counter(optimizer).assign(step)
     return restored
