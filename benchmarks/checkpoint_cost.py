@@ -103,18 +103,16 @@ def make_savers(model, optimizer, root: Path, model_cfg: dict[str, Any]) -> dict
     from trainer.checkpoint import KeepPolicy
     from trainer.checkpoint.manager import CheckpointManager
     from trainer.checkpoint.state import snapshot_state, write_state
-    from trainer.models import build_model
 
     config_yaml = "model: {}\n"  # the config text is a few kB in a real run: not what costs
     # Asynchronous saving as trainer.checkpoint.checkpointer wires it: files written
-    # from a snapshot, the weights file from a twin of the model. (The pieces, not
-    # RunCheckpointer itself: each save here names its own step.)
-    shadow = build_model(model_cfg, INPUT_SHAPE, 10)
+    # from a snapshot. (The pieces, not RunCheckpointer itself: each save here names
+    # its own step.)
 
     def write_files(staging: Path, asynchronous: bool):
         loop_state = {"loop": {"epoch": 0}}
         if asynchronous:
-            return snapshot_state(model, optimizer, loop_state, config_yaml, shadow=shadow)
+            return snapshot_state(model, optimizer, loop_state, config_yaml)
         return write_state(staging, model, optimizer, loop_state, config_yaml)
 
     def ours(asynchronous: bool):
