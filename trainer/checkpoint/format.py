@@ -190,9 +190,7 @@ def write_pieces_durably(path: Path, pieces: Iterable[bytes | memoryview]) -> Fi
                 while written < len(view):  # os.write may write less than asked
                     written += os.write(fd, view[written:])
                 size += len(view)
-                if len(hashed) > 4:  # bounds the pieces held by pending hashes
-                    hashed.pop(0).result()
-            os.fsync(fd)
+            os.fsync(fd)  # the hashes go on meanwhile: the disk's wait is the hasher's time
         finally:
             os.close(fd)
         for future in hashed:

@@ -140,9 +140,7 @@ class H5Layout:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def add(
-        self, group: Any, name: str, array: Any, attrs: Mapping[str, Any] | None = None
-    ) -> Any:
+    def add(self, group: Any, name: str, array: Any, attrs: Mapping[str, Any] | None = None) -> Any:
         """Create dataset ``name`` in ``group`` for ``array`` (its shape and dtype); the
         array is held, not copied, and must not change until the file is written."""
         import h5py

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import re
 import warnings
+import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -168,9 +169,8 @@ class _HeldStore(saving_lib.H5IOStore):
 
     def __setitem__(self, key: str, value: Any) -> None:
         group = self._group if self._group is not None else self._create(None)
-        held = _hold(value)
-        bfloat16 = keras.backend.standardize_dtype(held.dtype) == "bfloat16"
-        self.file.datasets.append((group, key, held, {"dtype": "bfloat16"} if bfloat16 else {}))
+        bfloat16 = keras.backend.standardize_dtype(value.dtype) == "bfloat16"
+        self.file.datasets.append((group, key, value, {"dtype": "bfloat16"} if bfloat16 else {}))
 
     def _own(self) -> list[str]:
         return [name for group, name, _, _ in self.file.datasets if group == self._group]
@@ -189,10 +189,40 @@ class _HeldStore(saving_lib.H5IOStore):
 
 
 def _held_weights_file(model: keras.Model) -> _HeldFile:
+    """The weights file of ``model`` as it is now (see :func:`_weights_plan`), values held."""
+    plan = _weights_plan(model)
+    held = _HeldFile(groups=plan.groups)
+    held.datasets = [(g, name, _hold(value), attrs) for g, name, value, attrs in plan.datasets]
+    return held
+
+
+# model -> (ids of its weights, the file Keras' writer made of them). Keras' traversal
+# costs tens of milliseconds per call (Keras 3.15 builds throw-away layers each time:
+# get_attr_skipset reads its cache under another name than it writes it), which an
+# asynchronous save would add to the time it blocks training.
+_PLANS: weakref.WeakKeyDictionary[keras.Model, tuple[tuple[int, ...], _HeldFile]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _weights_plan(model: keras.Model) -> _HeldFile:
+    """What Keras' own writer stores for ``model``, its values as Keras handed them.
+
+    Kept for the next call when every value is one of the model's variables (then
+    the same variables make the same file) and used while the model's weights are
+    the same objects; else (a layer that stores a computed tensor) made anew each time.
+    """
+    key = tuple(id(variable) for variable in model.weights)
+    cached = _PLANS.get(model)
+    if cached is not None and cached[0] == key:
+        return cached[1]
     store = _HeldStore()
     saving_lib._save_state(
         model, weights_store=store, assets_store=None, inner_path="", visited_saveables=set()
     )
+    ours = {id(variable) for variable in model.variables}
+    if all(id(value) in ours for _, _, value, _ in store.file.datasets):
+        _PLANS[model] = (key, store.file)
     return store.file
 
 
