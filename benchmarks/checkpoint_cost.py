@@ -96,8 +96,13 @@ def build(model_cfg: dict[str, Any]):
     return model, optimizer, train_step
 
 
-def make_savers(model, optimizer, root: Path, model_cfg: dict[str, Any]) -> dict[str, Any]:
-    """name -> ``save(step)``; ours also have ``save.wait()`` (until the commit is done)."""
+def make_savers(
+    model, optimizer, root: Path, model_cfg: dict[str, Any], *, keras: bool = True
+) -> dict[str, Any]:
+    """name -> ``save(step)``; ours also have ``save.wait()`` (until the commit is done).
+
+    ``keras=False`` leaves out ``keras_model_save`` (its compiled twin doubles the memory).
+    """
     import tensorflow as tf
 
     from trainer.checkpoint import KeepPolicy
@@ -109,8 +114,10 @@ def make_savers(model, optimizer, root: Path, model_cfg: dict[str, Any]) -> dict
     # from a snapshot. (The pieces, not RunCheckpointer itself: each save here names
     # its own step.)
 
+    from trainer.loop import LoopState
+
     def write_files(staging: Path, asynchronous: bool):
-        loop_state = {"loop": {"epoch": 0}}
+        loop_state = {"loop": LoopState().to_dict()}  # a real one: restores read it back
         if asynchronous:
             return snapshot_state(model, optimizer, loop_state, config_yaml)
         return write_state(staging, model, optimizer, loop_state, config_yaml)
@@ -140,6 +147,13 @@ def make_savers(model, optimizer, root: Path, model_cfg: dict[str, Any]) -> dict
     def tf_save(step: int) -> None:
         tf_manager.save(checkpoint_number=step)
 
+    savers = {
+        "ours_sync": ours(False),
+        "ours_async": ours(True),
+        "tf_checkpoint_manager": tf_save,
+    }
+    if not keras:
+        return savers
     # model.save() saves the optimizer of a compiled model only, and compiling changes
     # what save_weights writes (the optimizer too): a compiled twin of the same size.
     twin, twin_optimizer, _ = build(model_cfg)
@@ -153,12 +167,7 @@ def make_savers(model, optimizer, root: Path, model_cfg: dict[str, Any]) -> dict
         if len(saved) > 2:  # keep 2, like the others
             saved.pop(0).unlink()
 
-    return {
-        "ours_sync": ours(False),
-        "ours_async": ours(True),
-        "tf_checkpoint_manager": tf_save,
-        "keras_model_save": keras_save,
-    }
+    return {**savers, "keras_model_save": keras_save}
 
 
 def timed_save(save, step: int, train_step, steps_after: int) -> tuple[float, float]:
