@@ -16,8 +16,9 @@ in rotating order:
   as ``RunCheckpointer`` wires it (state files, hashes, manifest, rename,
   pointers, pruning), until ``save`` returns;
 - ``ours_async``: the same, asynchronous: ``blocked`` until ``save`` returns,
-  ``total`` until ``wait()`` returns; and the peak memory above the resident
-  size before it (``VmHWM`` after resetting it), against the state's size;
+  ``total`` until ``wait()`` returns; and what a save adds to the process'
+  peak memory (``VmHWM`` after resetting it) while a training step runs
+  beside its commit, against the state's size (see ``async_peak_memory``);
 - ``tf_checkpoint_manager``: ``tf.train.CheckpointManager.save``;
 - ``orbax``: ``orbax.checkpoint.StandardCheckpointer`` saving the variables as
   NumPy arrays (their ``.numpy()`` copies timed too), until it is finished;
@@ -179,16 +180,33 @@ def time_saves(savers, step, repeats: int, root: Path, state_bytes: int) -> dict
             elif saver == "ours_async":
                 save = savers[saver]
                 save.wait()
-                before = peak_memory_reset()
                 started = time.perf_counter()
                 save(number)
                 found["blocked"].append(time.perf_counter() - started)
                 save.wait()
                 found[saver].append(time.perf_counter() - started)
-                found["peak"].append((peak_memory() - before) / state_bytes)
+                found["peak"].append(async_peak_memory(save, step) / state_bytes)
             else:
                 found[saver].append(checkpoint_cost.total_save_time(savers[saver], number))
     return found
+
+
+def async_peak_memory(save, step) -> int:
+    """Bytes an asynchronous save adds to the process' peak while training goes on.
+
+    The peak of a training step during the commit (the step's update makes
+    TensorFlow copy each variable the snapshot still holds) minus the peak of
+    the same step without a save: gradients and activations are not the save's.
+    """
+    save.wait()
+    before = peak_memory_reset()
+    step()
+    alone = peak_memory() - before
+    before = peak_memory_reset()
+    save(step())
+    step()
+    save.wait()
+    return max(0, peak_memory() - before - alone)
 
 
 def time_restores(model, optimizer, repeats: int, root: Path) -> dict[str, list[float]]:
