@@ -95,8 +95,9 @@ def snapshot_state(
     """
     weights = _held_weights_file(model)
     slots = _HeldFile(groups=[])
-    for index, variable in enumerate(optimizer.variables):
-        slots.datasets.append(("", str(index), _hold(variable), {"path": variable.path}))
+    variables = optimizer.variables
+    for index, (variable, held) in enumerate(zip(variables, _hold_all(variables), strict=True)):
+        slots.datasets.append(("", str(index), held, {"path": variable.path}))
     state = _with_rng_state(model, loop_state)  # a few numbers: copied now
 
     def write(directory: Path) -> None:
@@ -192,7 +193,11 @@ def _held_weights_file(model: keras.Model) -> _HeldFile:
     """The weights file of ``model`` as it is now (see :func:`_weights_plan`), values held."""
     plan = _weights_plan(model)
     held = _HeldFile(groups=plan.groups)
-    held.datasets = [(g, name, _hold(value), attrs) for g, name, value, attrs in plan.datasets]
+    values = _hold_all([value for _, _, value, _ in plan.datasets])
+    held.datasets = [
+        (group, name, value, attrs)
+        for (group, name, _, attrs), value in zip(plan.datasets, values, strict=True)
+    ]
     return held
 
 
@@ -224,6 +229,21 @@ def _weights_plan(model: keras.Model) -> _HeldFile:
     if all(id(value) in ours for _, _, value, _ in store.file.datasets):
         _PLANS[model] = (key, store.file)
     return store.file
+
+
+def _hold_all(values: list[Any]) -> list[Any]:
+    """:func:`_hold` of each value; the variables' all in one ``tf.identity_n`` (one op
+    instead of one per variable: this is the time an asynchronous save blocks)."""
+    held = [None if isinstance(v, keras.Variable | tf.Variable) else _hold(v) for v in values]
+    variables = [i for i, value in enumerate(values) if held[i] is None]
+    if variables:
+        reads = [
+            values[i].value if isinstance(values[i], keras.Variable) else values[i]
+            for i in variables
+        ]
+        for index, tensor in zip(variables, tf.identity_n(reads), strict=True):
+            held[index] = tensor
+    return held
 
 
 def _hold(value: Any) -> Any:
