@@ -87,8 +87,8 @@ def snapshot_state(
 
     ``write`` writes the files of :func:`write_state` from the held values, on
     any thread, while training changes the live variables. Holding takes a few
-    milliseconds whatever the model's size: each value is held with
-    ``tf.identity``, which copies nothing; TensorFlow copies a variable's buffer
+    milliseconds whatever the model's size: the variables are held by one
+    ``tf.identity_n``, which copies nothing; TensorFlow copies a variable's buffer
     before updating it while another tensor still holds it, so the held values
     stay those of now (that copy is paid once, by the next optimizer step: at
     most one extra copy of the state, for as long as the write runs).
