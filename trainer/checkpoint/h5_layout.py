@@ -11,8 +11,9 @@ in-memory file: a few KB per dataset). Each dataset's offset is then known
 (``get_offset``), and :meth:`H5Layout.pieces` yields the whole file in order:
 metadata bytes, each array's own buffer at its offset, zeros in between.
 ``trainer.checkpoint.format.write_pieces_durably`` writes and hashes them in
-one pass. The result is an ordinary HDF5 file, byte for byte what HDF5
-would have written with the same layout (``tests/test_checkpoint_io.py``).
+one pass. The result is an ordinary HDF5 file: h5py and Keras read back
+every group, dataset, attribute and byte, and ``trainer.checkpoint.h5`` finds
+nothing to refuse (``tests/test_checkpoint_io.py``, ``tests/test_run_dir.py``).
 
 As with a BytesIO, no HDF5 write can fail (it is memory), so a full disk is
 a plain ``OSError`` of Python's own write, never HDF5's crash on a failed
