@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-from benchmarks import checkpoint_cost, common
+from benchmarks import checkpoint_cost, checkpoint_io, common
 
 PROCESS_BENCHMARKS = ("throughput", "memory", "resume_time", "startup")
 
@@ -152,6 +152,24 @@ def test_checkpoint_cost_times_every_saver(reports):
         for key in ("blocked_s", "total_s", "blocked_ratio_to_tf_checkpoint_manager"):
             assert_summary(case[key])
     assert isinstance(cases["ours_async"]["met"], bool)
+
+
+def test_checkpoint_io_times_every_saver_and_reader_against_the_disk(tmp_path):
+    # In this process, no train.py: the tiny model's saves, restores and their ratios.
+    report = checkpoint_io.main(["--quick", "--workdir", str(tmp_path)])
+    cases = {case["case"]: case for case in report["cases"]}
+    savers = {"disk_limit", "ours_sync", "ours_async", "tf_checkpoint_manager"}
+    assert savers | {"read_bytes", "ours_restore", "tf_restore", "orbax"} == set(cases)
+    for name in savers:
+        assert_summary(cases[name]["total_s"])
+        assert_summary(cases[name]["total_ratio_to_disk_limit"])
+    assert cases["disk_limit"]["total_ratio_to_disk_limit"]["median"] == 1
+    for name in ("ours_restore", "tf_restore"):
+        assert_summary(cases[name]["total_ratio_to_read_bytes"])
+    assert_summary(cases["ours_async"]["blocked_ratio_to_ours_sync"])
+    assert cases["ours_async"]["peak_memory_in_states"]["min"] >= 0
+    assert "skipped" in cases["orbax"] or positive(cases["orbax"]["total_s"]["median"])
+    assert all(isinstance(cases[n]["met"], bool) for n in ("ours_sync", "ours_restore"))
 
 
 # --------------------------------------------------------------------------- the harness

@@ -857,7 +857,7 @@ def test_a_failing_write_files_leaves_no_staging_dir(tmp_path, asynchronous):
 def test_the_checkpoint_modules_do_not_import_tensorflow():
     code = (
         "import sys, trainer.checkpoint, trainer.checkpoint.manager, trainer.checkpoint.reading, "
-        "trainer.checkpoint.h5, "
+        "trainer.checkpoint.h5, trainer.checkpoint.h5_layout, "
         "trainer.checkpoint.keep, trainer.checkpoint.run_dir, trainer.checkpoint.resume, "
         "trainer.build, trainer.startup, trainer.image_folder; "
         "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'; "

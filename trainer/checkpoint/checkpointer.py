@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from trainer.build import BuiltRun, build_model_for
+from trainer.build import BuiltRun
 from trainer.checkpoint.format import write_text_atomically
 from trainer.checkpoint.keep import KeepPolicy
 from trainer.checkpoint.layout import RUN_CONFIG
@@ -55,16 +55,13 @@ class RunCheckpointer:
         self.monitor = cfg["checkpoint"]["monitor"]
         self.manifest_extra = dict(manifest_extra or {})
         self.config_yaml = run_config_yaml(cfg, run.resolved_schedule)
-        asynchronous = bool(cfg["checkpoint"]["async"])
+        self.asynchronous = bool(cfg["checkpoint"]["async"])
         self.manager = CheckpointManager(
             self.files_dir,
             KeepPolicy.from_config(cfg["checkpoint"]),
-            asynchronous=asynchronous,
+            asynchronous=self.asynchronous,
             report=report,
         )
-        # Saving in the background writes the files from a snapshot; the weights file
-        # is written from this twin of the model (same config, so the same file layout).
-        self._twin = build_model_for(cfg, info) if asynchronous else None
 
     def write_run_config(self) -> None:
         """Write the run's ``config.yaml`` at the top of the run directory."""
@@ -78,11 +75,10 @@ class RunCheckpointer:
         state = {"loop": loop_state.to_dict()}
 
         def write_files(staging: Path):
-            if self._twin is None:
+            # Saving in the background writes the files from a snapshot.
+            if not self.asynchronous:
                 return write_state(staging, run.model, run.optimizer, state, self.config_yaml)
-            return snapshot_state(
-                run.model, run.optimizer, state, self.config_yaml, shadow=self._twin
-            )
+            return snapshot_state(run.model, run.optimizer, state, self.config_yaml)
 
         manifest = progress_manifest(
             step,

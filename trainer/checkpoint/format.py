@@ -30,6 +30,7 @@ import hashlib
 import os
 import re
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -140,6 +141,7 @@ def write_text_atomically(path: Path, text: str) -> None:
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         write_bytes_durably(temporary, text.encode())
+        _written_entry(temporary)  # not a checkpoint's file: nothing to remember
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -148,13 +150,83 @@ def write_text_atomically(path: Path, text: str) -> None:
     _fsync_dir(path.parent)
 
 
-def write_bytes_durably(path: Path, data: bytes | memoryview) -> None:
-    """Create ``path`` holding ``data``, fsynced. Python's own writes: a full disk is an
-    OSError with its errno (see ``trainer.checkpoint.state`` for why HDF5 files come here)."""
-    with open(path, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+def write_bytes_durably(path: Path, data: bytes | memoryview) -> FileEntry:
+    """Create ``path`` holding ``data``, fsynced; its size and sha256 (see
+    :func:`write_pieces_durably`)."""
+    return write_pieces_durably(path, [data])
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """A file's entry in a manifest: its size and the sha256 of its bytes."""
+
+    size: int
+    sha256: str
+
+
+def write_pieces_durably(path: Path, pieces: Iterable[bytes | memoryview]) -> FileEntry:
+    """Create ``path`` holding ``pieces`` one after the other, fsynced once at the end;
+    return its size and sha256, computed from the same buffers as they are written.
+
+    The file is hashed in the pass that writes it, never re-read: a second
+    thread hashes each piece while this one writes the next (both release the
+    GIL), and the fsync overlaps the last hashes. The entry is also remembered
+    for :func:`commit_checkpoint`, which then neither re-reads nor re-fsyncs the
+    file (it checks the file is still the one written: same inode, size and
+    mtime). Python's own writes: a full disk is an ``OSError`` with its errno
+    (see ``trainer.checkpoint.state`` for why HDF5 files come here).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    digest = hashlib.sha256()
+    size = 0
+    with ThreadPoolExecutor(1, thread_name_prefix="sha256") as hasher:
+        hashed = []
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            for piece in pieces:
+                view = memoryview(piece).cast("B")
+                hashed.append(hasher.submit(digest.update, view))  # in order: one thread
+                written = 0
+                while written < len(view):  # os.write may write less than asked
+                    written += os.write(fd, view[written:])
+                size += len(view)
+            os.fsync(fd)  # the hashes go on meanwhile: the disk's wait is the hasher's time
+        finally:
+            os.close(fd)
+        for future in hashed:
+            future.result()
+    entry = FileEntry(size, digest.hexdigest())
+    _remember(path, entry)
+    return entry
+
+
+# Files written by write_pieces_durably, with their entry, until commit_checkpoint
+# takes them: path -> (inode, size, mtime_ns, entry). Bounded: entries of staging
+# directories that never committed (a failed save) are dropped oldest first.
+_WRITTEN: dict[str, tuple[int, int, int, FileEntry]] = {}
+_WRITTEN_LOCK = threading.Lock()
+_MAX_WRITTEN = 256
+
+
+def _remember(path: Path, entry: FileEntry) -> None:
+    status = os.stat(path)
+    with _WRITTEN_LOCK:
+        _WRITTEN[str(path)] = (status.st_ino, status.st_size, status.st_mtime_ns, entry)
+        while len(_WRITTEN) > _MAX_WRITTEN:
+            del _WRITTEN[next(iter(_WRITTEN))]
+
+
+def _written_entry(path: Path) -> FileEntry | None:
+    """The entry :func:`write_pieces_durably` gave ``path``, if the file is still that one."""
+    with _WRITTEN_LOCK:
+        remembered = _WRITTEN.pop(str(path), None)
+    if remembered is None:
+        return None
+    status = os.lstat(path)
+    if (status.st_ino, status.st_size, status.st_mtime_ns) != remembered[:3]:
+        return None
+    return remembered[3]
 
 
 # --------------------------------------------------------------------------- reading
@@ -402,14 +474,19 @@ def resolve_resume_path(
 def commit_checkpoint(staging: Path, final: Path, manifest: Mapping[str, Any]) -> None:
     """Hash and fsync every file in ``staging``, write the manifest, rename to ``final``.
 
-    ``manifest`` gives everything but the file list, which is computed here.
+    ``manifest`` gives everything but the file list, which is computed here: a
+    file written by :func:`write_pieces_durably` (and unchanged since) was hashed
+    and fsynced as it was written, any other is read, hashed and fsynced now.
     """
     files = {}
     for file_path in sorted(staging.iterdir()):
         if file_path.name == MANIFEST:
             continue
-        _fsync_file(file_path)
-        files[file_path.name] = {"size": file_path.stat().st_size, "sha256": sha256_of(file_path)}
+        entry = _written_entry(file_path)
+        if entry is None:  # not written by write_pieces_durably: hashed and fsynced here
+            _fsync_file(file_path)
+            entry = FileEntry(file_path.stat().st_size, sha256_of(file_path))
+        files[file_path.name] = {"size": entry.size, "sha256": entry.sha256}
     full = {
         "format_version": FORMAT_VERSION,
         "project_version": __version__,

@@ -19,6 +19,7 @@ renaming it into place).
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 from collections.abc import Callable, Mapping
@@ -38,6 +39,19 @@ from trainer.checkpoint.format import (
 from trainer.checkpoint.keep import KeepPolicy
 from trainer.checkpoint.layout import checkpoint_name
 from trainer.errors import StorageError, storage_errors, storage_failure
+
+BACKGROUND_NICENESS = 10  # added to the commit thread's nice value: training goes first
+
+
+def _yield_to_training() -> None:
+    """Lower this thread's CPU priority (Linux: nice is per thread, and the threads it
+    starts inherit it), so that a background commit takes the cores training leaves
+    idle instead of slowing its steps. Where that is not possible it runs as it is."""
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), current + BACKGROUND_NICENESS)
+    except (AttributeError, OSError):  # not Linux, or not allowed: only slower for training
+        pass
 
 
 class CheckpointError(StorageError):
@@ -140,6 +154,7 @@ class CheckpointManager:
     def _commit_in_background(
         self, staging: Path, final: Path, manifest: dict, finish: Callable[[Path], None] | None
     ) -> None:
+        _yield_to_training()
         try:
             if finish is not None:
                 finish(staging)

@@ -18,34 +18,43 @@ shapes, dtypes) that ``save_weights`` of the rebuilt model writes, the
 optimizer file exactly one numeric dataset per optimizer variable, the step
 first (an integer scalar, the manifest's ``global_step``).
 
-The two HDF5 files are built in memory and written to disk by Python
-(``write_bytes_durably``), never by HDF5 itself. When a write fails under
+The two HDF5 files are never written by HDF5 itself. When a write fails under
 HDF5 (disk full, a file size limit, an I/O error), HDF5 1.14 frees part of
 the file's state while failing to close it, and h5py's close reaches that
 state again: a traceback from ``ObjectID.__dealloc__``, then a segmentation
 fault, in the close or at exit (reproduced with h5py 3.14 / HDF5 1.14.6 under
-RLIMIT_FSIZE; h5py issues #914 "bug-in-external-lib", #1775, PR #1642). In
-memory no HDF5 write can fail, and a failed write of the bytes is a plain
-``OSError`` with its errno, which the manager reports in one line. The cost:
-the file is held in memory once while it is written.
+RLIMIT_FSIZE; h5py issues #914 "bug-in-external-lib", #1775, PR #1642). So
+h5py lays out each file's metadata in memory (``trainer.checkpoint.h5_layout``:
+a few KB per dataset, where no HDF5 write can fail), and Python writes the
+file, streaming each variable's own buffer to its offset and hashing it in
+the same pass (``trainer.checkpoint.format.write_pieces_durably``): a failed
+write is a plain ``OSError`` with its errno, which the manager reports in one
+line. No copy of the state is made: variables are held as tensors
+(``tf.identity``, which copies nothing) and viewed through DLPack.
+
+What goes into ``model.weights.h5`` is what Keras' own writer stores
+(``saving_lib._save_state`` handed a :class:`_HeldStore`, which records the
+groups and values instead of writing them), so the file is the one
+``model.save_weights`` writes (``tests/test_run_dir.py`` compares them).
 """
 
 from __future__ import annotations
 
-import io
 import re
 import warnings
+import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import h5py
 import keras
 import numpy as np
 import tensorflow as tf
+from keras.src.saving import saving_lib  # Keras' weights writer: see _HeldStore
 
-from trainer.checkpoint.format import Checkpoint, write_bytes_durably
+from trainer.checkpoint.format import Checkpoint, write_bytes_durably, write_pieces_durably
 from trainer.checkpoint.h5 import Array, datasets, dtype_name, layout_problems, read_optimizer_file
+from trainer.checkpoint.h5_layout import H5Layout
 from trainer.checkpoint.layout import CONFIG_FILE, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE
 from trainer.checkpoint.reading import read_trainer_state, to_json
 from trainer.errors import UserError
@@ -65,9 +74,7 @@ def write_state(
     config_yaml: str,
 ) -> None:
     """Write the four state files of a checkpoint into ``directory``."""
-    save_weights(model, directory / MODEL_FILE)
-    _write_optimizer(directory, [(v.path, v) for v in optimizer.variables])
-    _write_small_files(directory, _with_rng_state(model, loop_state), config_yaml)
+    snapshot_state(model, optimizer, loop_state, config_yaml)(directory)
 
 
 def snapshot_state(
@@ -75,68 +82,196 @@ def snapshot_state(
     optimizer: keras.optimizers.Optimizer,
     loop_state: Mapping[str, Any],
     config_yaml: str,
-    *,
-    shadow: keras.Model,
 ) -> Callable[[Path], None]:
     """Hold the state as it is now; return ``write(directory)``, which writes it later.
 
     ``write`` writes the files of :func:`write_state` from the held values, on
     any thread, while training changes the live variables. Holding takes a few
-    milliseconds whatever the model's size: each value is held with
-    ``tf.identity``, which copies nothing; TensorFlow copies a variable's buffer
+    milliseconds whatever the model's size: the variables are held by one
+    ``tf.identity_n``, which copies nothing; TensorFlow copies a variable's buffer
     before updating it while another tensor still holds it, so the held values
-    stay those of now (that copy is paid once, by the next optimizer step).
-    ``shadow`` is a model of the same structure (built from the same config),
-    used by one ``write`` at a time: the weights file is written from it by
-    :func:`save_weights`, so it is the file ``write_state`` writes.
+    stay those of now (that copy is paid once, by the next optimizer step: at
+    most one extra copy of the state, for as long as the write runs).
     """
-    weights = [tf.identity(v.value) for v in model.weights]
-    slots = [(v.path, tf.identity(v.value)) for v in optimizer.variables]
+    weights = _held_weights_file(model)
+    slots = _HeldFile(groups=[])
+    variables = optimizer.variables
+    for index, (variable, held) in enumerate(zip(variables, _hold_all(variables), strict=True)):
+        slots.datasets.append(("", str(index), held, {"path": variable.path}))
     state = _with_rng_state(model, loop_state)  # a few numbers: copied now
 
     def write(directory: Path) -> None:
-        shadow.set_weights([value.numpy() for value in weights])
-        save_weights(shadow, directory / MODEL_FILE)
-        _write_optimizer(directory, slots)
+        weights.write(directory / MODEL_FILE)
+        slots.write(directory / OPTIMIZER_FILE)
         _write_small_files(directory, state, config_yaml)
 
     return write
 
 
 def save_weights(model: keras.Model, path: Path) -> None:
-    """Write ``model``'s weights file as ``model.save_weights(path)`` does, HDF5 in memory.
+    """Write ``model``'s weights file as ``model.save_weights(path)`` does (see the module)."""
+    _held_weights_file(model).write(path)
 
-    Keras' own writer of that file (``saving_lib.H5IOStore`` and ``_save_state``,
-    which ``save_weights`` runs) is handed a BytesIO instead of the path (Keras'
-    public API takes a path only; see the module docstring for why not a path).
-    The file holds the same groups, datasets and attributes as ``save_weights``'
-    (h5py's file-object driver lays out free space differently, so the bytes
-    differ); ``tests/test_run_dir.py`` checks that, so a Keras upgrade that
-    changes these names or what they write fails there.
+
+class _HeldFile:
+    """An HDF5 file to write: its groups (path, attributes) and its datasets (group
+    path, name, value held by :func:`_hold`, attributes), in the order made."""
+
+    def __init__(self, groups: list[tuple[str, dict[str, Any]]]) -> None:
+        self.groups = groups
+        self.datasets: list[tuple[str, str, Any, dict[str, Any]]] = []
+
+    def layout(self) -> dict[str, Array]:
+        """Dataset path -> shape and dtype, as h5py stores them (nothing written)."""
+        return {
+            f"{group}/{name}" if group else name: _array_of(value)
+            for group, name, value, _ in self.datasets
+        }
+
+    def write(self, path: Path) -> None:
+        with H5Layout() as layout:
+            for group, attrs in self.groups:
+                created = layout.root.create_group(group)
+                for key, value in attrs.items():
+                    created.attrs[key] = value
+            for group, name, value, attrs in self.datasets:
+                layout.add(layout.root[group] if group else layout.root, name, _view(value), attrs)
+        write_pieces_durably(path, layout.pieces())
+
+
+class _HeldStore(saving_lib.H5IOStore):
+    """The weights store Keras' ``_save_state`` writes into, recording instead of writing.
+
+    It mirrors ``H5IOStore``'s write mode (Keras 3.15): ``make(path, metadata)``
+    names the entry, whose group ``<path>/vars`` (root: ``vars``) is created with
+    ``metadata`` as attributes when given, else at the first value stored; a
+    bfloat16 value gets the attribute ``dtype="bfloat16"``.
     """
-    write_bytes_durably(path, _weights_file(model).getbuffer())
+
+    def __init__(self) -> None:  # no file: see the class docstring
+        self.mode = "w"
+        self.file = _HeldFile(groups=[])
+        self._entry: str = ""
+        self._group: str | None = None
+
+    def __bool__(self) -> bool:
+        return True
+
+    def make(self, path: str, metadata: dict | None = None) -> _HeldStore:
+        self._entry, self._group = path, None
+        if metadata:
+            self._create(metadata)
+        return self
+
+    def _create(self, metadata: dict | None) -> str:
+        self._group = f"{self._entry}/vars" if self._entry else "vars"
+        self.file.groups.append((self._group, dict(metadata or {})))
+        return self._group
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        group = self._group if self._group is not None else self._create(None)
+        bfloat16 = keras.backend.standardize_dtype(value.dtype) == "bfloat16"
+        self.file.datasets.append((group, key, value, {"dtype": "bfloat16"} if bfloat16 else {}))
+
+    def _own(self) -> list[str]:
+        return [name for group, name, _, _ in self.file.datasets if group == self._group]
+
+    def __len__(self) -> int:
+        return len(self._own())
+
+    def keys(self) -> list[str]:
+        return self._own()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._own()
+
+    def close(self) -> None:
+        pass
 
 
-def _weights_file(model: keras.Model) -> io.BytesIO:
-    """The file ``model.save_weights`` writes, in memory (see :func:`save_weights`)."""
-    from keras.src.saving import saving_lib
+def _held_weights_file(model: keras.Model) -> _HeldFile:
+    """The weights file of ``model`` as it is now (see :func:`_weights_plan`), values held."""
+    plan = _weights_plan(model)
+    held = _HeldFile(groups=plan.groups)
+    values = _hold_all([value for _, _, value, _ in plan.datasets])
+    held.datasets = [
+        (group, name, value, attrs)
+        for (group, name, _, attrs), value in zip(plan.datasets, values, strict=True)
+    ]
+    return held
 
-    buffer = io.BytesIO()
-    store = saving_lib.H5IOStore(buffer, mode="w")
+
+# model -> (ids of its weights, the file Keras' writer made of them). Keras' traversal
+# costs tens of milliseconds per call (Keras 3.15 builds throw-away layers each time:
+# get_attr_skipset reads its cache under another name than it writes it), which an
+# asynchronous save would add to the time it blocks training.
+_PLANS: weakref.WeakKeyDictionary[keras.Model, tuple[tuple[int, ...], _HeldFile]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _weights_plan(model: keras.Model) -> _HeldFile:
+    """What Keras' own writer stores for ``model``, its values as Keras handed them.
+
+    Kept for the next call when every value is one of the model's variables (then
+    the same variables make the same file) and used while the model's weights are
+    the same objects; else (a layer that stores a computed tensor) made anew each time.
+    """
+    key = tuple(id(variable) for variable in model.weights)
+    cached = _PLANS.get(model)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    store = _HeldStore()
     saving_lib._save_state(
         model, weights_store=store, assets_store=None, inner_path="", visited_saveables=set()
     )
-    store.close()
-    return buffer
+    ours = {id(variable) for variable in model.variables}
+    if all(id(value) in ours for _, _, value, _ in store.file.datasets):
+        _PLANS[model] = (key, store.file)
+    return store.file
 
 
-def _write_optimizer(directory: Path, variables: list[tuple[str, Any]]) -> None:
-    buffer = io.BytesIO()  # HDF5 in memory: see the module docstring
-    with h5py.File(buffer, "w") as handle:
-        for index, (path, value) in enumerate(variables):
-            dataset = handle.create_dataset(str(index), data=np.asarray(value))
-            dataset.attrs["path"] = path
-    write_bytes_durably(directory / OPTIMIZER_FILE, buffer.getbuffer())
+def _hold_all(values: list[Any]) -> list[Any]:
+    """:func:`_hold` of each value; the variables' all in one ``tf.identity_n`` (one op
+    instead of one per variable: this is the time an asynchronous save blocks)."""
+    held = [None if isinstance(v, keras.Variable | tf.Variable) else _hold(v) for v in values]
+    variables = [i for i, value in enumerate(values) if held[i] is None]
+    if variables:
+        reads = [
+            values[i].value if isinstance(values[i], keras.Variable) else values[i]
+            for i in variables
+        ]
+        for index, tensor in zip(variables, tf.identity_n(reads), strict=True):
+            held[index] = tensor
+    return held
+
+
+def _hold(value: Any) -> Any:
+    """``value`` as it is now, for writing later: a tensor (a variable's is held with
+    ``tf.identity``, which copies nothing), or a copy of anything else."""
+    if isinstance(value, keras.Variable):
+        return tf.identity(value.value)
+    if isinstance(value, tf.Variable):
+        return tf.identity(value)
+    if tf.is_tensor(value):
+        return value
+    return np.array(value)
+
+
+def _view(value: Any) -> np.ndarray:
+    """A held value as a NumPy array: a view of the tensor's own buffer where DLPack gives
+    one (CPU memory), else a copy (a GPU tensor, a dtype DLPack has not)."""
+    if isinstance(value, np.ndarray):
+        return value
+    try:
+        return np.from_dlpack(value)
+    except (TypeError, ValueError, BufferError, RuntimeError):
+        return keras.ops.convert_to_numpy(value)
+
+
+def _array_of(value: Any) -> Array:
+    dtype = np.dtype(value.dtype.as_numpy_dtype) if tf.is_tensor(value) else value.dtype
+    return Array(tuple(int(n) for n in value.shape), dtype_name(dtype))
 
 
 def _with_rng_state(model: keras.Model, loop_state: Mapping[str, Any]) -> dict[str, Any]:
@@ -150,8 +285,8 @@ def _with_rng_state(model: keras.Model, loop_state: Mapping[str, Any]) -> dict[s
 
 def _write_small_files(directory: Path, state: Mapping[str, Any], config_yaml: str) -> None:
     # A diverged run's NaN loss is written as null: the reader refuses NaN.
-    (directory / STATE_FILE).write_text(to_json(state, indent=2, sort_keys=True))
-    (directory / CONFIG_FILE).write_text(config_yaml)
+    write_bytes_durably(directory / STATE_FILE, to_json(state, indent=2, sort_keys=True).encode())
+    write_bytes_durably(directory / CONFIG_FILE, config_yaml.encode())
 
 
 def progress_manifest(
@@ -248,11 +383,11 @@ def keras_reason(error: BaseException) -> str:
 def weights_layout(model: keras.Model) -> dict[str, Array]:
     """The datasets (path -> shape and dtype) that ``model.save_weights`` writes.
 
-    Found by writing that file (in memory, by Keras' own writer): Keras' file
-    layout is its own, and this is the one way to get it right in every version.
+    Found by Keras' own writer of that file (recorded, nothing written or
+    copied): Keras' file layout is its own, and this is the one way to get it
+    right in every version.
     """
-    found = datasets(_weights_file(model).getvalue(), "expected weights")
-    return {dataset.path: dataset.array for dataset in found}
+    return _held_weights_file(model).layout()
 
 
 def _check_weights_file(checkpoint: Checkpoint, model: keras.Model) -> None:
