@@ -79,6 +79,7 @@ class LoopSettings:
     early_stopping_patience: int | None = None
     reduce_on_plateau_patience: int | None = None
     reduce_on_plateau_factor: float = 0.5
+    label_smoothing: float = 0.0  # of the training loss (trainer.label_smoothing)
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], run: BuiltRun) -> LoopSettings:
@@ -121,9 +122,21 @@ class TrainingLoop:
         self.per_example_loss_fn = keras.losses.SparseCategoricalCrossentropy(
             from_logits=True, reduction=None
         )
+        self.augmentation = run.augmentation
+        soft = self._use_soft_labels()
+        self.train_loss_fn, self.per_example_train_loss_fn = self.loss_fn, self.per_example_loss_fn
+        if soft:  # one-hot or mixed labels (trainer.augment); eval keeps the sparse loss
+            self.train_loss_fn, self.per_example_train_loss_fn = (
+                keras.losses.CategoricalCrossentropy(
+                    from_logits=True, label_smoothing=settings.label_smoothing, **reduction
+                )
+                for reduction in ({}, {"reduction": None})
+            )
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
             self.train_loss = keras.metrics.Mean(name="loss")
-            self.train_accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+            # On mixed labels: the argmax of the mixed label (Keras' CategoricalAccuracy).
+            accuracy = "CategoricalAccuracy" if soft else "SparseCategoricalAccuracy"
+            self.train_accuracy = getattr(keras.metrics, accuracy)(name="accuracy")
             self.eval_loss = keras.metrics.Mean(name="loss")
             self.eval_accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         self._signal: int | None = None
@@ -131,12 +144,22 @@ class TrainingLoop:
         self._train_steps = self._make_train_function()
         self._eval_step = self._make_eval_function()
 
+    def _use_soft_labels(self) -> bool:
+        """Whether the training batches carry one-hot (maybe mixed) labels."""
+        soft = self.augmentation is not None and self.augmentation.soft_labels
+        if self.settings.label_smoothing and not soft:
+            raise ValueError(
+                "label_smoothing needs one-hot labels: build the run with "
+                "trainer.build.build_run, whose augmentation makes them"
+            )
+        return soft
+
     # ------------------------------------------------------------------ compiled steps
 
     def _train_step(self, images, labels) -> None:
         with tf.GradientTape() as tape:
             logits = self.model(images, training=True)
-            loss = self.loss_fn(labels, logits)
+            loss = self.train_loss_fn(labels, logits)
             if self.model.losses:
                 loss = loss + tf.add_n(self.model.losses)
         variables = self.model.trainable_variables
@@ -162,7 +185,7 @@ class TrainingLoop:
         )
         with tf.GradientTape() as tape:
             logits = self.model(images, training=True)
-            per_example_loss = self.per_example_loss_fn(labels, logits)
+            per_example_loss = self.per_example_train_loss_fn(labels, logits)
             loss = tf.nn.compute_average_loss(per_example_loss, global_batch_size=global_count)
             if self.model.losses:
                 loss = loss + tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))
@@ -281,7 +304,10 @@ class TrainingLoop:
         """
         state = self.state
         batches = self.data.train_epochs(
-            state.epoch, self.settings.epochs, skip_batches=state.batches_done
+            state.epoch,
+            self.settings.epochs,
+            skip_batches=state.batches_done,
+            augment=self.augmentation,
         )
         if self.strategy is not None:
             batches = distribute_dataset(self.strategy, batches)

@@ -39,6 +39,9 @@ ALLOWED_PREFIXES = (
     "dataset.data_dir",
     "dataset.download",
 )
+# trainer.* keys that change what is trained: refused like a model override when they
+# change the checkpoint's value, despite the "trainer." prefix above.
+TRAINER_KEYS_FIXED_ON_RESUME = ("trainer.label_smoothing",)
 # Overrides that fine-tuning (trainer.fine_tune=true) allows on top.
 FINE_TUNE_PREFIXES = ("optimizer", "schedule")
 
@@ -75,7 +78,8 @@ def refused_overrides(
     saved_cfg = OmegaConf.create(dict(saved))
     refused = []
     for key in keys:
-        if any(key == p.rstrip(".") or key.startswith(p) for p in allowed):
+        fixed = key in TRAINER_KEYS_FIXED_ON_RESUME
+        if not fixed and any(key == p.rstrip(".") or key.startswith(p) for p in allowed):
             continue
         ours = OmegaConf.select(cfg, key, default=None)
         theirs = OmegaConf.select(saved_cfg, key, default=None)
@@ -106,9 +110,10 @@ def plan_start(
     3. The checkpoint's own config is what the run trains with: model,
        optimizer, schedule, dataset and seed come from it, not from conf/.
     4. Command-line overrides may change trainer.* and checkpoint.* (run length,
-       saving); overrides that change the model, optimizer, schedule, dataset or
-       seed (a value other than the checkpoint's) are refused with the keys
-       named, unless ``trainer.fine_tune=true``, which
+       saving); overrides that change the model, optimizer, schedule, dataset,
+       augment, seed or a trainer key of TRAINER_KEYS_FIXED_ON_RESUME (a value
+       other than the checkpoint's) are refused with the keys named, unless
+       ``trainer.fine_tune=true``, which
        keeps the weights and starts a fresh optimizer and schedule from the
        command line (the model must still match).
     5. The schedule keeps the step counts resolved when the run started, so

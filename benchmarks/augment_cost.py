@@ -1,0 +1,190 @@
+"""Augmentation cost: train-step time with ``augment=basic|strong`` as a ratio to ``none``,
+with the augmentation in the ``tf.data`` pipeline or in the compiled train step.
+
+    python -m benchmarks.augment_cost              # digits 8x8x1 and a 32x32x3 set, 3 rounds
+    python -m benchmarks.augment_cost --quick      # 1 round, 2 epochs: the harness only
+
+One process. Each case trains the default CNN (``conf/model/cnn.yaml``) with
+``trainer.TrainingLoop`` for a few epochs on one dataset and takes the median
+of the epochs' training time (``epoch_seconds``: the steps, not validation)
+after the first (which traces the step). The cases:
+
+- ``none``: no augmentation, the reference every ratio divides by;
+- ``basic`` / ``strong`` in the ``pipeline``: ``trainer.augment.Augmentation``
+  mapped over the batches by ``trainer.data`` (what the trainer does);
+- ``basic`` / ``strong`` ``in_step``: the same ``Augmentation`` called at the
+  top of the compiled train step instead (its batch position taken from the
+  optimizer's step), on the unaugmented pipeline.
+
+Each round measures every case once, in an order that rotates between rounds,
+and divides each case's time by that round's ``none``; reported: the median
+ratio over rounds (the machine is shared: absolute times drift). Datasets:
+``digits`` (the UCI digits, 8x8x1, 1293 training examples) and ``rgb32``: 2,048
+random 32x32x3 images (CIFAR-10's shape) made in memory, where RandAugment's
+colour operations do real work.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+from benchmarks import common
+
+PLACEMENTS = ("pipeline", "in_step")
+PRESETS = ("basic", "strong")
+
+
+def cases() -> list[tuple[str, str]]:
+    """(preset, placement) of every case; ``none`` has no placement."""
+    return [("none", "-")] + [(p, where) for p in PRESETS for where in PLACEMENTS]
+
+
+class _Silent:
+    """A reporter that keeps each epoch's training time."""
+
+    def __init__(self) -> None:
+        self.epoch_seconds: list[float] = []
+
+    def start_epoch(self, *args: Any) -> None:
+        pass
+
+    def step(self, *args: Any) -> None:
+        pass
+
+    def end_epoch(self, epoch: int, step: int, logs: dict[str, float]) -> None:
+        self.epoch_seconds.append(logs["epoch_seconds"])
+
+
+def _in_step_loop_class():
+    from trainer.loop import TrainingLoop
+
+    class InStepLoop(TrainingLoop):
+        """The loop with the augmentation moved from the pipeline into the train step."""
+
+        def _batches_from_here(self):
+            augmentation, self.augmentation = self.augmentation, None
+            try:
+                return super()._batches_from_here()
+            finally:
+                self.augmentation = augmentation
+
+        def _train_step(self, images, labels) -> None:
+            images, labels = self.augmentation(images, labels, self.optimizer.iterations)
+            super()._train_step(images, labels)
+
+    return InStepLoop
+
+
+def rgb32_data(seed: int, batch_size: int, examples: int = 2048):
+    """A ``trainer.data.Data`` of random 32x32x3 uint8 images, 10 classes, in memory."""
+    import math
+
+    import numpy as np
+    import tensorflow as tf
+
+    from trainer.data import Data, DataInfo
+
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (examples, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, examples).astype(np.int64)
+    train = tf.data.Dataset.from_tensor_slices((images, labels)).cache()
+    info = DataInfo(
+        name="rgb32",
+        input_shape=(32, 32, 3),
+        num_classes=10,
+        train_examples=examples,
+        validation_examples=0,
+        test_examples=examples,
+        batch_size=batch_size,
+        steps_per_epoch=math.ceil(examples / batch_size),
+    )
+    return Data(info, train=train, validation=None, test=train, shuffle_buffer=examples, seed=seed)
+
+
+def measure(cfg: Any, data: Any, preset: str, placement: str, epochs: int) -> float:
+    """Median training seconds per epoch (after the first) of one case."""
+    import dataclasses
+
+    from trainer.build import build_run
+    from trainer.loop import LoopSettings, LoopState, TrainingLoop
+    from trainer.startup import compose_config
+
+    case_cfg = copy.deepcopy(cfg)
+    case_cfg.augment = compose_config([f"augment={preset}"]).augment
+    case_cfg.trainer.epochs = epochs
+    run = build_run(case_cfg, data.info)
+    settings = dataclasses.replace(LoopSettings.from_config(case_cfg, run), every_n_epochs=None)
+    loop_class = _in_step_loop_class() if placement == "in_step" else TrainingLoop
+    reporter = _Silent()
+    loop_class(run, data, settings, LoopState(), reporter, lambda *_: None).run()
+    return common.median(reporter.epoch_seconds[1:])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = common.argument_parser(__doc__.split("\n\n")[0], repeats=3)
+    options = parser.parse_args(argv)
+    repeats = 1 if options.quick else options.repeats
+    epochs = 2 if options.quick else 6
+    common.prepare_datasets(options.data_dir, ["digits"])
+
+    from trainer.data import load_data
+    from trainer.startup import compose_config, import_tensorflow
+
+    import_tensorflow()
+    cfg = compose_config([f"dataset.data_dir={options.data_dir}"])
+    datasets = {
+        "digits": load_data(cfg.dataset, seed=cfg.seed),
+        "rgb32": rgb32_data(cfg.seed, cfg.dataset.batch_size, 256 if options.quick else 2048),
+    }
+    report = common.Report(
+        "augment_cost",
+        "python -m benchmarks.augment_cost" + (" --quick" if options.quick else ""),
+        repeats,
+    )
+    for name, data in datasets.items():
+        seconds: dict[tuple[str, str], list[float]] = {case: [] for case in cases()}
+        ratios: dict[tuple[str, str], list[float]] = {case: [] for case in cases()}
+        for round_index in range(repeats):
+            order = cases()
+            shift = round_index % len(order)
+            for case in order[shift:] + order[:shift]:
+                seconds[case].append(measure(cfg, data, *case, epochs))
+            for case in cases():
+                ratios[case].append(seconds[case][-1] / seconds[("none", "-")][-1])
+        steps = data.info.steps_per_epoch
+        for case in cases():
+            report.cases.append(
+                {
+                    "dataset": name,
+                    "augment": case[0],
+                    "where": case[1],
+                    "ms_per_step": 1000 * common.median(seconds[case]) / steps,
+                    "ratio_to_none": common.summary(ratios[case]),
+                }
+            )
+    report.notes.append(
+        f"{epochs} epochs per case, the median epoch after the first; batch "
+        f"{cfg.dataset.batch_size}, the default cnn; ratio: case / none in the same round"
+    )
+    report.print(
+        [
+            ("dataset", "dataset"),
+            ("augment", "augment"),
+            ("where", "where"),
+            ("ms_per_step", "ms/step"),
+            ("ratio_to_none.median", "x none (median)"),
+            ("ratio_to_none.min", "min"),
+            ("ratio_to_none.max", "max"),
+        ]
+    )
+    report.save(options.json)
+    return 0
+
+
+if __name__ == "__main__":
+    started = time.time()
+    code = main()
+    print(f"({time.time() - started:.0f} s)")
+    raise SystemExit(code)
