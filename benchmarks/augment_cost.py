@@ -10,11 +10,11 @@ of the epochs' training time (``epoch_seconds``: the steps, not validation)
 after the first (which traces the step). The cases:
 
 - ``none``: no augmentation, the reference every ratio divides by;
-- ``basic`` / ``strong`` in the ``pipeline``: ``trainer.augment.Augmentation``
-  mapped over the batches by ``trainer.data`` (what the trainer does);
-- ``basic`` / ``strong`` ``in_step``: the same ``Augmentation`` called at the
-  top of the compiled train step instead (its batch position taken from the
-  optimizer's step), on the unaugmented pipeline.
+- ``basic`` / ``strong`` ``in_step``: ``trainer.augment.Augmentation`` called
+  at the top of the compiled train step (what the trainer does);
+- ``basic`` / ``strong`` in the ``pipeline``: the same ``Augmentation`` mapped
+  over the batches of the ``tf.data`` pipeline instead (parallel, order kept,
+  each batch seeded by its position), the step left without it.
 
 Each round measures every case once, in an order that rotates between rounds,
 and divides each case's time by that round's ``none``; reported: the median
@@ -57,24 +57,31 @@ class _Silent:
         self.epoch_seconds.append(logs["epoch_seconds"])
 
 
-def _in_step_loop_class():
+def _pipeline_loop_class():
+    import tensorflow as tf
+
     from trainer.loop import TrainingLoop
 
-    class InStepLoop(TrainingLoop):
-        """The loop with the augmentation moved from the pipeline into the train step."""
+    class PipelineLoop(TrainingLoop):
+        """The loop with the augmentation moved from the train step into the pipeline: a
+        parallel, order-keeping map over the batches, each seeded by its position."""
+
+        def _augmented(self, images, labels, position):
+            return images, labels  # done by the pipeline below
 
         def _batches_from_here(self):
-            augmentation, self.augmentation = self.augmentation, None
-            try:
-                return super()._batches_from_here()
-            finally:
-                self.augmentation = augmentation
+            state, steps = self.state, self.settings.steps_per_epoch
+            batches = self.data.train_epochs(
+                state.epoch, self.settings.epochs, skip_batches=state.batches_done
+            )
+            batches = batches.enumerate(start=state.epoch * steps + state.batches_done).map(
+                lambda position, batch: self.augmentation(*batch, position),
+                num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True,
+            )
+            return iter(batches.prefetch(tf.data.AUTOTUNE))
 
-        def _train_step(self, images, labels) -> None:
-            images, labels = self.augmentation(images, labels, self.optimizer.iterations)
-            super()._train_step(images, labels)
-
-    return InStepLoop
+    return PipelineLoop
 
 
 def rgb32_data(seed: int, batch_size: int, examples: int = 2048):
@@ -116,7 +123,7 @@ def measure(cfg: Any, data: Any, preset: str, placement: str, epochs: int) -> fl
     case_cfg.trainer.epochs = epochs
     run = build_run(case_cfg, data.info)
     settings = dataclasses.replace(LoopSettings.from_config(case_cfg, run), every_n_epochs=None)
-    loop_class = _in_step_loop_class() if placement == "in_step" else TrainingLoop
+    loop_class = _pipeline_loop_class() if placement == "pipeline" else TrainingLoop
     reporter = _Silent()
     loop_class(run, data, settings, LoopState(), reporter, lambda *_: None).run()
     return common.median(reporter.epoch_seconds[1:])
@@ -151,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             shift = round_index % len(order)
             for case in order[shift:] + order[:shift]:
                 seconds[case].append(measure(cfg, data, *case, epochs))
+                print(f"{name} round {round_index + 1}: {case} {seconds[case][-1]:.3f} s/epoch")
             for case in cases():
                 ratios[case].append(seconds[case][-1] / seconds[("none", "-")][-1])
         steps = data.info.steps_per_epoch

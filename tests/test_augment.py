@@ -255,3 +255,175 @@ def test_mix_probability_zero_mixes_no_batch_and_one_mixes_every_batch():
     always = augmentation("augment=none", "augment.mixup_alpha=0.5", "augment.mix_probability=1.0")
     mixed = [augmented(always, images, labels, p)[1] for p in range(4)]
     assert all(not np.isin(m, (0.0, 1.0)).all() for m in mixed)
+
+
+# ----------------------------------------------------------------- the loss and the loop
+
+
+def test_the_soft_label_loss_equals_the_sparse_loss_when_mixing_and_smoothing_are_off():
+    import keras
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(64, 10)).astype(np.float32)
+    labels = rng.integers(0, 10, 64)
+    sparse = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(labels, logits)
+    soft = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.0)(
+        tf.one_hot(labels, 10), logits
+    )
+    np.testing.assert_allclose(float(soft), float(sparse), rtol=1e-6)
+    smoothed = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1)(
+        tf.one_hot(labels, 10), logits
+    )
+    assert float(smoothed) != pytest.approx(float(sparse))  # smoothing does change it
+
+
+class _Quiet:
+    def start_epoch(self, *args) -> None:
+        pass
+
+    def step(self, *args) -> None:
+        pass
+
+    def end_epoch(self, *args) -> None:
+        pass
+
+
+def colour_data(seed: int = 1, examples: int = 96, batch_size: int = 16):
+    """A tiny in-memory ``Data`` of 16x16x3 images (no TFDS: no colour set is offline)."""
+    import math
+
+    import tensorflow as tf
+
+    from trainer.data import Data, DataInfo
+
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (examples, 16, 16, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, examples).astype(np.int64)
+    train = tf.data.Dataset.from_tensor_slices((images[:80], labels[:80]))
+    held_out = tf.data.Dataset.from_tensor_slices((images[80:], labels[80:]))
+    info = DataInfo("colour", (16, 16, 3), 10, 80, 16, 16, batch_size, math.ceil(80 / batch_size))
+    return Data(info, train=train, validation=held_out, test=held_out, shuffle_buffer=80, seed=seed)
+
+
+def make_loop(data, overrides, **settings):
+    import dataclasses
+
+    from trainer.build import build_run
+    from trainer.loop import LoopSettings, LoopState, TrainingLoop
+
+    cfg = compose_config(["model.filters=[4]", "model.dense_units=[8]", *overrides])
+    run = build_run(cfg, data.info)
+    loop_settings = dataclasses.replace(LoopSettings.from_config(cfg, run), **settings)
+    loop = TrainingLoop(run, data, loop_settings, LoopState(), _Quiet(), lambda *_: None)
+    return run, loop
+
+
+def test_without_mixing_or_smoothing_the_loop_keeps_the_sparse_loss_and_accuracy():
+    import keras
+
+    data = colour_data()
+    for overrides in ([], ["augment=basic"]):
+        _, loop = make_loop(data, overrides)
+        assert loop.train_loss_fn is loop.loss_fn
+        assert isinstance(loop.loss_fn, keras.losses.SparseCategoricalCrossentropy)
+        assert isinstance(loop.train_accuracy, keras.metrics.SparseCategoricalAccuracy)
+    _, loop = make_loop(data, ["trainer.label_smoothing=0.1"])
+    assert isinstance(loop.train_loss_fn, keras.losses.CategoricalCrossentropy)
+    assert loop.train_loss_fn.get_config()["label_smoothing"] == 0.1
+    assert isinstance(loop.train_accuracy, keras.metrics.CategoricalAccuracy)
+    assert isinstance(loop.loss_fn, keras.losses.SparseCategoricalCrossentropy)  # evaluation
+
+
+def test_evaluation_never_augments_nor_smooths():
+    import keras
+
+    data = colour_data()
+    run, loop = make_loop(data, ["augment=strong", "trainer.label_smoothing=0.1"])
+    loop.run()
+    got = loop.evaluate(data.validation())
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    losses, correct, count = [], 0, 0
+    for images, labels in data.validation():
+        logits = run.model(images, training=False)
+        losses.append(float(loss(labels, logits)))
+        correct += int(np.sum(np.argmax(logits, axis=1) == labels.numpy()))
+        count += len(labels)
+    assert got["loss"] == pytest.approx(np.mean(losses), rel=1e-5)
+    assert got["accuracy"] == pytest.approx(correct / count)
+
+
+def test_a_loop_continued_mid_epoch_with_strong_augmentation_on_colour_ends_bitwise_equal():
+    """In one process (digits has one channel; this is RandAugment's colour path): the
+    second loop gets a freshly built Augmentation, so nothing carried over but the run."""
+    import copy
+
+    from trainer.augment import build_augmentation
+    from trainer.loop import TrainingLoop
+
+    data = colour_data()
+    strong = ["augment=strong", "trainer.label_smoothing=0.1", "trainer.epochs=3"]
+    uninterrupted, loop = make_loop(data, strong)
+    loop.run()
+    interrupted, first = make_loop(data, strong, total_steps=7)  # 5 steps per epoch
+    state = copy.deepcopy(first.run())
+    assert (state.epoch, state.batches_done) == (1, 2)
+    cfg = compose_config(strong)
+    interrupted.augmentation = build_augmentation(
+        cfg.augment, seed=cfg.seed, num_classes=10, label_smoothing=0.1
+    )
+    TrainingLoop(interrupted, data, loop.settings, state, _Quiet(), lambda *_: None).run()
+    assert interrupted.global_step == uninterrupted.global_step == 15
+    for ours, theirs in zip(
+        interrupted.model.weights + interrupted.optimizer.variables,
+        uninterrupted.model.weights + uninterrupted.optimizer.variables,
+        strict=True,
+    ):
+        np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
+
+
+# ----------------------------------------------------------------- end to end: SIGKILL
+
+
+@pytest.mark.slow
+def test_a_strong_run_killed_mid_epoch_and_resumed_ends_bitwise_equal(digits_dir, tmp_path):
+    import random
+    import subprocess
+    import sys
+
+    from tests.conftest import run_train
+    from trainer import fault_injection
+    from trainer.checkpoint import checkpoint_arrays
+
+    augmented = (
+        "augment=strong",
+        "trainer.label_smoothing=0.1",
+        "trainer.deterministic=true",
+        "checkpoint.every_n_steps=10",
+        "checkpoint.keep_last=20",
+    )
+    reference = tmp_path / "reference"
+    run_train(*tiny_args(digits_dir, reference, *augmented), cwd=tmp_path)
+
+    run = tmp_path / "killed"
+    killed = subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), *tiny_args(digits_dir, run, *augmented)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert fault_injection.kill_while_training(killed, run, random.Random(0), max_delay=0.0)
+    killed.communicate()
+    assert killed.returncode == -9  # SIGKILL: no handler ran, nothing was saved on the way out
+    resumed = run_train(f"+resume={run}", *augmented, cwd=tmp_path)
+    where = resumed.stdout.split("Resuming from ", 1)[1].splitlines()[0]
+    assert int(where.rsplit("batch ", 1)[1].split()[0]) > 0, where  # inside an epoch
+    final = "step-00000082"  # 2 epochs of 41 steps
+    ours, theirs = checkpoint_arrays(run / final), checkpoint_arrays(reference / final)
+    assert ours.keys() == theirs.keys()
+    assert not [k for k in ours if not np.array_equal(ours[k], theirs[k])]
+    rng = [json.loads((r / final / "trainer_state.json").read_text())["rng"] for r in (run, reference)]
+    assert rng[0] == rng[1]
+    saved = yaml.safe_load((run / final / "config.yaml").read_text())
+    assert saved["augment"]["name"] == "strong" and saved["trainer"]["label_smoothing"] == 0.1

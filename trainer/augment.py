@@ -31,15 +31,13 @@ then make the augmented batch a pure function of (seed, position, batch): no
 state to save in a checkpoint, and a run resumed mid-epoch augments each
 batch exactly as the uninterrupted run did.
 
-**Where it runs** (``trainer.data.Data.train_epochs``): in the ``tf.data``
-pipeline, on each batch after batching and scaling, in a parallel map that
-keeps the order (``deterministic=True``), never on validation or test batches
-and never inside the model (so an exported model has no augmentation in it).
-Measured by ``python -m benchmarks.augment_cost`` (BENCHMARKS.md, "Augmentation
-cost"): on the 2-core CPU machine the pipeline overlaps the augmentation with
-the train step, where the compiled step pays it serially, and it serves every
-``tf.distribute`` strategy unchanged (it augments the global batch before it
-is split, so batch k is augmented the same on any number of replicas).
+**Where it runs** (``trainer.loop.TrainingLoop``): at the top of the compiled
+train step, on the batch, training only: evaluation never augments, and the
+model never holds the layers (an exported model has no augmentation in it).
+Under a ``tf.distribute`` strategy each replica augments its part of the
+global batch, position ``position * replicas + replica``. Chosen by
+measurement, ``python -m benchmarks.augment_cost`` (BENCHMARKS.md,
+"Augmentation cost"): FIGURES.
 
 This module imports TensorFlow and Keras; ``trainer.config`` checks the section.
 """

@@ -63,7 +63,7 @@ import dataclasses
 import math
 import numbers
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -78,8 +78,6 @@ from trainer.registry import Registry
 from trainer.seeds import derive_seed, derive_seed_tensor
 
 AUTOTUNE = tf.data.AUTOTUNE
-# (images, labels, position in the run) -> (images, labels): trainer.augment.Augmentation
-Augment = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,17 +139,10 @@ class Data:
         (seed, epoch)."""
         return self.train_epochs(epoch, epoch + 1, skip_batches=skip_batches)
 
-    def train_epochs(
-        self, first: int, end: int, skip_batches: int = 0, augment: Augment | None = None
-    ) -> tf.data.Dataset:
+    def train_epochs(self, first: int, end: int, skip_batches: int = 0) -> tf.data.Dataset:
         """The batches of epochs ``first .. end - 1`` in turn, those of ``first`` from batch
         ``skip_batches`` on: exactly ``train_epoch(first, skip_batches)``, then
         ``train_epoch(first + 1)``, ... ``train_epoch(end - 1)``.
-
-        ``augment`` (``trainer.augment.Augmentation``): applied to every batch as
-        ``augment(images, labels, position)``, ``position`` the batch's index in the
-        run (``epoch * steps_per_epoch + batch``), so a pipeline started mid-epoch
-        augments each batch as the one started at epoch 0 does.
 
         One pipeline for many epochs, so the training loop builds it and makes its
         iterator once per run rather than once per epoch (about 30 ms each on
@@ -185,7 +176,7 @@ class Data:
                 ).batch(batch_size, drop_remainder=False)
             )
             batches = batches.concatenate(later)
-        return _scaled(batches, augment, first_position=first * steps + skip_batches)
+        return _scaled(batches)
 
     def _shuffled(self, seed: int | tf.Tensor) -> tf.data.Dataset:
         """The train examples in the order of shuffle ``seed`` (an int, or a tensor inside
@@ -372,20 +363,12 @@ def _batches(examples: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
     return _scaled(examples.batch(batch_size, drop_remainder=False))
 
 
-def _scaled(
-    batches: tf.data.Dataset, augment: Augment | None = None, first_position: int = 0
-) -> tf.data.Dataset:
-    """Batches of uint8 images -> float32 in [0, 1], augmented if ``augment`` is given
-    (the first batch is at ``first_position`` of the run), prefetched, deterministic."""
+def _scaled(batches: tf.data.Dataset) -> tf.data.Dataset:
+    """Batches of uint8 images -> float32 in [0, 1], prefetched, deterministic."""
     options = tf.data.Options()
     options.deterministic = True
-    batches = batches.map(_scale, num_parallel_calls=AUTOTUNE, deterministic=True)
-    if augment is not None:
-        # Each batch's augmentation is a function of its position alone (stateless seeds,
-        # trainer.augment), so the parallel map needs no state and keeps the order.
-        batches = batches.enumerate(start=first_position).map(
-            lambda position, batch: augment(*batch, position),
-            num_parallel_calls=AUTOTUNE,
-            deterministic=True,
-        )
-    return batches.prefetch(AUTOTUNE).with_options(options)
+    return (
+        batches.map(_scale, num_parallel_calls=AUTOTUNE, deterministic=True)
+        .prefetch(AUTOTUNE)
+        .with_options(options)
+    )

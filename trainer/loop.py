@@ -125,12 +125,13 @@ class TrainingLoop:
         self.augmentation = run.augmentation
         soft = self._use_soft_labels()
         self.train_loss_fn, self.per_example_train_loss_fn = self.loss_fn, self.per_example_loss_fn
-        if soft:  # one-hot or mixed labels (trainer.augment); eval keeps the sparse loss
-            self.train_loss_fn, self.per_example_train_loss_fn = (
-                keras.losses.CategoricalCrossentropy(
-                    from_logits=True, label_smoothing=settings.label_smoothing, **reduction
-                )
-                for reduction in ({}, {"reduction": None})
+        if soft:  # one-hot or mixed labels (trainer.augment); evaluation keeps the sparse loss
+            smoothing = settings.label_smoothing
+            self.train_loss_fn = keras.losses.CategoricalCrossentropy(
+                from_logits=True, label_smoothing=smoothing
+            )
+            self.per_example_train_loss_fn = keras.losses.CategoricalCrossentropy(
+                from_logits=True, label_smoothing=smoothing, reduction=None
             )
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
             self.train_loss = keras.metrics.Mean(name="loss")
@@ -156,7 +157,15 @@ class TrainingLoop:
 
     # ------------------------------------------------------------------ compiled steps
 
-    def _train_step(self, images, labels) -> None:
+    def _augmented(self, images, labels, position):
+        """The batch as trained on: augmented as ``trainer.augment`` says, where the run
+        augments (``position``: the batch's index in the run, its augmentation's seed)."""
+        if self.augmentation is None:
+            return images, labels
+        return self.augmentation(images, labels, position)
+
+    def _train_step(self, images, labels, position) -> None:
+        images, labels = self._augmented(images, labels, position)
         with tf.GradientTape() as tape:
             logits = self.model(images, training=True)
             loss = self.train_loss_fn(labels, logits)
@@ -168,7 +177,7 @@ class TrainingLoop:
         self.train_loss.update_state(loss)
         self.train_accuracy.update_state(labels, logits)
 
-    def _replica_train_step(self, images, labels) -> None:
+    def _replica_train_step(self, images, labels, position) -> None:
         """One replica's part of a step on the global batch (under a strategy).
 
         Each replica divides its examples' summed loss by the number of examples
@@ -179,9 +188,15 @@ class TrainingLoop:
         ``dataset.batch_size``, so the short last batch of an epoch is averaged
         over the examples it has, as on one device. The loss metric is the mean
         over examples (on one device: the mean of batch means).
+
+        Each replica augments its part of the global batch with a seed of its own
+        (position ``position * replicas + replica``); MixUp and CutMix mix within it.
         """
-        global_count = tf.distribute.get_replica_context().all_reduce(
-            tf.distribute.ReduceOp.SUM, tf.shape(labels)[0]
+        context = tf.distribute.get_replica_context()
+        global_count = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.shape(labels)[0])
+        replica = tf.cast(context.replica_id_in_sync_group, tf.int64)
+        images, labels = self._augmented(
+            images, labels, position * context.num_replicas_in_sync + replica
         )
         with tf.GradientTape() as tape:
             logits = self.model(images, training=True)
@@ -203,14 +218,15 @@ class TrainingLoop:
             step = self._on_replicas(self._replica_train_step)
 
         @tf.function
-        def train_steps(iterator, count):
+        def train_steps(iterator, count, position):
+            # position: the index in the run of the call's first batch (augmentation seeds)
             if self.settings.steps_per_execution == 1:  # one step, no loop (as fit does)
                 images, labels = next(iterator)
-                step(images, labels)
+                step(images, labels, position)
             else:
-                for _ in tf.range(count):
+                for offset in tf.range(tf.cast(count, tf.int64)):
                     images, labels = next(iterator)
-                    step(images, labels)
+                    step(images, labels, position + offset)
             # What the progress bar shows, computed here: one transfer per call instead
             # of a dozen eager ops (the schedule alone is most of them).
             return tf.stack(
@@ -227,8 +243,8 @@ class TrainingLoop:
         """``replica_step`` run by ``strategy.run`` on each replica's part of a batch."""
         compiled = tf.function(replica_step, jit_compile=self.settings.jit_compile)
 
-        def step(images, labels):
-            self.strategy.run(compiled, args=(images, labels))
+        def step(*args):
+            self.strategy.run(compiled, args=args)
 
         return step
 
@@ -304,10 +320,7 @@ class TrainingLoop:
         """
         state = self.state
         batches = self.data.train_epochs(
-            state.epoch,
-            self.settings.epochs,
-            skip_batches=state.batches_done,
-            augment=self.augmentation,
+            state.epoch, self.settings.epochs, skip_batches=state.batches_done
         )
         if self.strategy is not None:
             batches = distribute_dataset(self.strategy, batches)
@@ -329,7 +342,8 @@ class TrainingLoop:
                 settings.total_steps - step,
                 self._steps_to_next_step_checkpoint(step),
             )
-            shown = self._train_steps(iterator, tf.constant(count))
+            position = state.epoch * settings.steps_per_epoch + state.batches_done
+            shown = self._train_steps(iterator, tf.constant(count), tf.constant(position, tf.int64))
             loss, accuracy, lr = shown.numpy().tolist()
             state.batches_done += count
             step += count
