@@ -157,15 +157,7 @@ class TrainingLoop:
 
     # ------------------------------------------------------------------ compiled steps
 
-    def _augmented(self, images, labels, position):
-        """The batch as trained on: augmented as ``trainer.augment`` says, where the run
-        augments (``position``: the batch's index in the run, its augmentation's seed)."""
-        if self.augmentation is None:
-            return images, labels
-        return self.augmentation(images, labels, position)
-
-    def _train_step(self, images, labels, position) -> None:
-        images, labels = self._augmented(images, labels, position)
+    def _train_step(self, images, labels) -> None:
         with tf.GradientTape() as tape:
             logits = self.model(images, training=True)
             loss = self.train_loss_fn(labels, logits)
@@ -177,7 +169,7 @@ class TrainingLoop:
         self.train_loss.update_state(loss)
         self.train_accuracy.update_state(labels, logits)
 
-    def _replica_train_step(self, images, labels, position) -> None:
+    def _replica_train_step(self, images, labels) -> None:
         """One replica's part of a step on the global batch (under a strategy).
 
         Each replica divides its examples' summed loss by the number of examples
@@ -188,15 +180,9 @@ class TrainingLoop:
         ``dataset.batch_size``, so the short last batch of an epoch is averaged
         over the examples it has, as on one device. The loss metric is the mean
         over examples (on one device: the mean of batch means).
-
-        Each replica augments its part of the global batch with a seed of its own
-        (position ``position * replicas + replica``); MixUp and CutMix mix within it.
         """
-        context = tf.distribute.get_replica_context()
-        global_count = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.shape(labels)[0])
-        replica = tf.cast(context.replica_id_in_sync_group, tf.int64)
-        images, labels = self._augmented(
-            images, labels, position * context.num_replicas_in_sync + replica
+        global_count = tf.distribute.get_replica_context().all_reduce(
+            tf.distribute.ReduceOp.SUM, tf.shape(labels)[0]
         )
         with tf.GradientTape() as tape:
             logits = self.model(images, training=True)
@@ -210,23 +196,38 @@ class TrainingLoop:
         self.train_loss.update_state(per_example_loss)
         self.train_accuracy.update_state(labels, logits)
 
+    def _replica_augmented(self, images, labels, position):
+        """One replica's part of the global batch ``position``, augmented with a seed of its
+        own (position ``position * replicas + replica``); MixUp and CutMix mix within it."""
+        context = tf.distribute.get_replica_context()
+        replica = tf.cast(context.replica_id_in_sync_group, tf.int64)
+        return self.augmentation(images, labels, position * context.num_replicas_in_sync + replica)
+
     def _make_train_function(self):
-        # The step itself may be XLA-compiled; the loop over the iterator may not.
+        # The step itself may be XLA-compiled; the loop over the iterator may not, nor the
+        # augmentation (XLA has no kernel for the image transforms' ImageProjectiveTransformV3).
+        augment = self.augmentation  # (images, labels, position) -> (images, labels), or None
         if self.strategy is None:
             step = tf.function(self._train_step, jit_compile=self.settings.jit_compile)
         else:
             step = self._on_replicas(self._replica_train_step)
+            if augment is not None:
+                augment = self._on_replicas(self._replica_augmented, jit=False)
+
+        def train_batch(iterator, position):
+            images, labels = next(iterator)
+            if augment is not None:  # trainer.augment: training batches only, in the step
+                images, labels = augment(images, labels, position)
+            step(images, labels)
 
         @tf.function
         def train_steps(iterator, count, position):
             # position: the index in the run of the call's first batch (augmentation seeds)
             if self.settings.steps_per_execution == 1:  # one step, no loop (as fit does)
-                images, labels = next(iterator)
-                step(images, labels, position)
+                train_batch(iterator, position)
             else:
                 for offset in tf.range(tf.cast(count, tf.int64)):
-                    images, labels = next(iterator)
-                    step(images, labels, position + offset)
+                    train_batch(iterator, position + offset)
             # What the progress bar shows, computed here: one transfer per call instead
             # of a dozen eager ops (the schedule alone is most of them).
             return tf.stack(
@@ -239,12 +240,14 @@ class TrainingLoop:
 
         return train_steps
 
-    def _on_replicas(self, replica_step):
-        """``replica_step`` run by ``strategy.run`` on each replica's part of a batch."""
-        compiled = tf.function(replica_step, jit_compile=self.settings.jit_compile)
+    def _on_replicas(self, replica_step, jit: bool | None = None):
+        """``replica_step`` run by ``strategy.run`` on each replica's part of a batch
+        (XLA-compiled as ``trainer.jit_compile`` says, unless ``jit`` is given)."""
+        jit = self.settings.jit_compile if jit is None else jit
+        compiled = tf.function(replica_step, jit_compile=jit)
 
         def step(*args):
-            self.strategy.run(compiled, args=args)
+            return self.strategy.run(compiled, args=args)
 
         return step
 
