@@ -17,9 +17,9 @@ import sys
 
 import pytest
 
-from benchmarks import checkpoint_cost, common
+from benchmarks import augment_cost, checkpoint_cost, common
 
-PROCESS_BENCHMARKS = ("throughput", "memory", "resume_time", "startup")
+PROCESS_BENCHMARKS = ("throughput", "memory", "resume_time", "startup", "augment_cost")
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +152,18 @@ def test_checkpoint_cost_times_every_saver(reports):
         for key in ("blocked_s", "total_s", "blocked_ratio_to_tf_checkpoint_manager"):
             assert_summary(case[key])
     assert isinstance(cases["ours_async"]["met"], bool)
+
+
+@pytest.mark.slow  # the benchmarks' own training runs
+def test_augment_cost_reports_every_case_as_a_ratio_to_none(reports):
+    cases = {(c["dataset"], c["augment"], c["where"]): c for c in reports["augment_cost"]["cases"]}
+    assert set(cases) == {(d, *case) for d in ("digits", "rgb32") for case in augment_cost.cases()}
+    for case in cases.values():
+        assert_summary(case["ratio_to_none"])
+        assert positive(case["ms_per_step"])
+    assert all(
+        cases[(d, "none", "-")]["ratio_to_none"]["median"] == 1.0 for d in ("digits", "rgb32")
+    )
 
 
 # --------------------------------------------------------------------------- the harness

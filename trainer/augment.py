@@ -44,13 +44,18 @@ This module imports TensorFlow and Keras; ``trainer.config`` checks the section.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import keras
 import tensorflow as tf
 
 from trainer.seeds import derive_seed, derive_seed_tensor
+
+# The layers compute in float32 whatever the global dtype policy (mixed precision): the
+# model receives float32 images in [0, 1], and mixed labels stay float32.
+FLOAT32 = "float32"
 
 
 def uses_soft_labels(augment_cfg: Mapping[str, Any] | None, label_smoothing: float) -> bool:
@@ -82,7 +87,7 @@ class BatchSeeds(keras.random.SeedGenerator):
     variable this class exists to avoid.
     """
 
-    def __init__(self, seed: tf.Tensor) -> None:  # noqa: D107 (no super().__init__: see above)
+    def __init__(self, seed: tf.Tensor) -> None:  # no super().__init__(): see above
         self.name = "batch_seeds"
         self._seed = tf.cast(seed, tf.int64)
         self._draws = 0
@@ -140,7 +145,9 @@ class Augmentation:
     def _mix(self, images, labels, draws: BatchSeeds):
         """One of the mixers (even odds), on this batch with probability mix_probability."""
         choice = keras.random.uniform((2,), seed=draws)
-        mixed = [layer({"images": images, "labels": labels}, training=True) for layer in self.mixers]
+        mixed = [
+            layer({"images": images, "labels": labels}, training=True) for layer in self.mixers
+        ]
         chosen = mixed[0]
         if len(mixed) == 2:
             second = choice[1] >= 0.5
@@ -152,25 +159,21 @@ class Augmentation:
         )
 
 
-class _drawing_from:  # noqa: N801 (a context manager, named as the `with` reads)
+@contextlib.contextmanager
+def _drawing_from(draws: BatchSeeds, layers: list[keras.layers.Layer]) -> Iterator[None]:
     """Within the block, every layer (sub-layers included) that has a seed generator
     draws from ``draws`` instead; its own generator is put back afterwards."""
-
-    def __init__(self, draws: BatchSeeds, layers: list[keras.layers.Layer]) -> None:
-        self.draws = draws
-        self.owners = [
-            sub for layer in layers for sub in layer._flatten_layers() if hasattr(sub, "generator")
-        ]
-        self.saved: list[Any] = []
-
-    def __enter__(self) -> None:
-        self.saved = [owner.generator for owner in self.owners]
-        for owner in self.owners:
-            # object.__setattr__: Keras' attribute tracking would adopt the stand-in.
-            object.__setattr__(owner, "generator", self.draws)
-
-    def __exit__(self, *exc: object) -> None:
-        for owner, generator in zip(self.owners, self.saved, strict=True):
+    owners = [
+        sub for layer in layers for sub in layer._flatten_layers() if hasattr(sub, "generator")
+    ]
+    saved = [owner.generator for owner in owners]
+    # object.__setattr__: Keras' attribute tracking would adopt the stand-in as a new state.
+    for owner in owners:
+        object.__setattr__(owner, "generator", draws)
+    try:
+        yield
+    finally:
+        for owner, generator in zip(owners, saved, strict=True):
             object.__setattr__(owner, "generator", generator)
 
 
@@ -178,18 +181,22 @@ def image_layers(augment_cfg: Mapping[str, Any], seed: int) -> list[keras.layers
     """The per-image transforms the section turns on, in the order they run."""
     layers: list[keras.layers.Layer] = []
     if augment_cfg.get("flip"):
-        layers.append(keras.layers.RandomFlip(str(augment_cfg["flip"]), seed=seed))
+        layers.append(keras.layers.RandomFlip(str(augment_cfg["flip"]), seed=seed, dtype=FLOAT32))
     translate = float(augment_cfg.get("translate") or 0.0)
     if translate > 0:
-        layers.append(keras.layers.RandomTranslation(
-                translate, translate, fill_mode="constant", seed=seed
-            ))
+        layers.append(
+            keras.layers.RandomTranslation(
+                translate, translate, fill_mode="constant", seed=seed, dtype=FLOAT32
+            )
+        )
     rotate = float(augment_cfg.get("rotate") or 0.0)
     if rotate > 0:
-        layers.append(keras.layers.RandomRotation(rotate, fill_mode="constant", seed=seed))
+        layers.append(
+            keras.layers.RandomRotation(rotate, fill_mode="constant", seed=seed, dtype=FLOAT32)
+        )
     zoom = float(augment_cfg.get("zoom") or 0.0)
     if zoom > 0:
-        layers.append(keras.layers.RandomZoom(zoom, fill_mode="constant", seed=seed))
+        layers.append(keras.layers.RandomZoom(zoom, fill_mode="constant", seed=seed, dtype=FLOAT32))
     rand_augment = augment_cfg.get("rand_augment")
     if rand_augment:
         layers.append(
@@ -198,6 +205,7 @@ def image_layers(augment_cfg: Mapping[str, Any], seed: int) -> list[keras.layers
                 num_ops=int(rand_augment["num_ops"]),
                 factor=float(rand_augment["factor"]),
                 seed=seed,
+                dtype=FLOAT32,
             )
         )
     return layers
@@ -209,9 +217,13 @@ def mix_layers(augment_cfg: Mapping[str, Any], seed: int) -> list[keras.layers.L
         return []
     layers: list[keras.layers.Layer] = []
     if (augment_cfg.get("mixup_alpha") or 0) > 0:
-        layers.append(keras.layers.MixUp(alpha=float(augment_cfg["mixup_alpha"]), seed=seed))
+        layers.append(
+            keras.layers.MixUp(alpha=float(augment_cfg["mixup_alpha"]), seed=seed, dtype=FLOAT32)
+        )
     if (augment_cfg.get("cutmix_alpha") or 0) > 0:
-        layers.append(keras.layers.CutMix(factor=float(augment_cfg["cutmix_alpha"]), seed=seed))
+        layers.append(
+            keras.layers.CutMix(factor=float(augment_cfg["cutmix_alpha"]), seed=seed, dtype=FLOAT32)
+        )
     return layers
 
 

@@ -657,7 +657,10 @@ def validate_trainer(run: Mapping[str, Any]) -> None:
     )
     smoothing = run.get("label_smoothing", 0.0)
     _require(
-        _is_number(smoothing) and 0 <= smoothing < 1, "trainer.label_smoothing", smoothing, "in [0, 1)"
+        _is_number(smoothing) and 0 <= smoothing < 1,
+        "trainer.label_smoothing",
+        smoothing,
+        "in [0, 1)",
     )
 
 
@@ -722,7 +725,9 @@ def validate_augment(augment: Mapping[str, Any]) -> None:
         )
     for key in ("mixup_alpha", "cutmix_alpha"):  # the bounds Keras' MixUp and CutMix document
         value = augment.get(key, 0.0)
-        _require(_is_number(value) and 0 <= value <= 1, f"augment.{key}", value, "in [0, 1] (0: off)")
+        _require(
+            _is_number(value) and 0 <= value <= 1, f"augment.{key}", value, "in [0, 1] (0: off)"
+        )
     probability = augment.get("mix_probability", 1.0)
     _require(
         _is_number(probability) and 0 <= probability <= 1,
