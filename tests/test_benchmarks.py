@@ -160,6 +160,7 @@ def test_augment_cost_reports_every_case_as_a_ratio_to_none(reports):
     assert set(cases) == {(d, *case) for d in ("digits", "rgb32") for case in augment_cost.cases()}
     for case in cases.values():
         assert_summary(case["ratio_to_none"])
+        assert_summary(case["cpu_ratio_to_none"])
         assert positive(case["ms_per_step"])
     assert all(
         cases[(d, "none", "-")]["ratio_to_none"]["median"] == 1.0 for d in ("digits", "rgb32")

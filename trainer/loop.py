@@ -15,6 +15,10 @@ the replicas' parts of the global batch (TensorFlow's "Custom training with
 tf.distribute.Strategy" guide); without one, the single-device step is
 unchanged, so a deterministic run and its resumed copy stay bitwise equal.
 
+Training batches are augmented (``trainer.augment``) at the top of each step,
+outside its XLA-compiled part, each seeded by its position in the run;
+evaluation never augments, and its loss is never smoothed.
+
 Callback state (early stopping, reduce-on-plateau, best metric) lives in
 :class:`LoopState`, which is saved with every checkpoint.
 """
