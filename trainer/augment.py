@@ -21,7 +21,8 @@ Mixing makes soft labels: a mixed batch's labels are the mixed one-hot vectors
 
 **Seeds.** Keras' layers draw from a ``keras.random.SeedGenerator`` each, a
 variable whose state moves on with every draw: inside ``tf.data`` that is
-neither resumable nor deterministic under a parallel map. Here no layer ever
+neither resumable nor deterministic under a parallel map, and in the step
+that state would have to travel in every checkpoint. Here no layer ever
 draws from its own generator: for the duration of one call,
 :class:`Augmentation` points every layer's ``generator`` at a
 :class:`BatchSeeds`, whose n-th draw is ``[s, n]`` with ``s =
@@ -35,9 +36,17 @@ batch exactly as the uninterrupted run did.
 train step, on the batch, training only: evaluation never augments, and the
 model never holds the layers (an exported model has no augmentation in it).
 Under a ``tf.distribute`` strategy each replica augments its part of the
-global batch, position ``position * replicas + replica``. Chosen by
-measurement, ``python -m benchmarks.augment_cost`` (BENCHMARKS.md,
-"Augmentation cost"): FIGURES.
+global batch, position ``position * replicas + replica``. It runs outside the
+XLA-compiled part of the step: XLA has no kernel for the image transforms
+(``ImageProjectiveTransformV3``, on CPU at least).
+
+Why the step and not the ``tf.data`` pipeline, where the same stateless seeds
+would be exact too: measured by ``python -m benchmarks.augment_cost``
+(BENCHMARKS.md, "6. Augmentation cost"), the two cost the same on the 2-core
+CPU machine (process CPU per step within 3%: strong on 32x32x3 3.11x none in
+the step, 3.21x in the pipeline; wall-time ratios within each other's noise),
+so the step wins on what the CPU cannot show: on an accelerator it runs on the
+device, and the pipeline stays the one an unaugmented run has.
 
 This module imports TensorFlow and Keras; ``trainer.config`` checks the section.
 """
