@@ -489,3 +489,17 @@ def test_images_and_mixed_labels_stay_float32_under_a_mixed_precision_policy():
         keras.mixed_precision.set_global_policy("float32")
     images, labels = augmented(strong, *batch(), 2)
     assert images.dtype == np.float32 and labels.dtype == np.float32
+
+
+def test_several_steps_per_execution_augment_each_batch_by_its_own_position():
+    # Batch k gets position k whether it runs alone or third in a call of three steps: the
+    # runs train on the same augmented batches (the same updates, up to the loop's rounding).
+    data = colour_data()
+    strong = ["augment=strong", "augment.mix_probability=1.0", "trainer.epochs=2"]
+    one, loop = make_loop(data, strong)
+    loop.run()
+    three, loop = make_loop(data, [*strong, "trainer.steps_per_execution=3"])
+    loop.run()
+    assert one.global_step == three.global_step == 10
+    for ours, theirs in zip(one.model.weights, three.model.weights, strict=True):
+        np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), rtol=0, atol=1e-5)
