@@ -172,6 +172,8 @@ class Augmentation:
 def _drawing_from(draws: BatchSeeds, layers: list[keras.layers.Layer]) -> Iterator[None]:
     """Within the block, every layer (sub-layers included) that has a seed generator
     draws from ``draws`` instead; its own generator is put back afterwards."""
+    # _flatten_layers (Keras' own walk, the layer itself included): RandAugment draws
+    # through its sub-layers, each of which has a generator of its own.
     owners = [
         sub for layer in layers for sub in layer._flatten_layers() if hasattr(sub, "generator")
     ]
@@ -187,7 +189,11 @@ def _drawing_from(draws: BatchSeeds, layers: list[keras.layers.Layer]) -> Iterat
 
 
 def image_layers(augment_cfg: Mapping[str, Any], seed: int) -> list[keras.layers.Layer]:
-    """The per-image transforms the section turns on, in the order they run."""
+    """The per-image transforms the section turns on, in the order they run.
+
+    What a shift, turn or zoom uncovers is filled with 0 (black, the digits'
+    background), not Keras' default reflection, which mirrors strokes into view.
+    """
     layers: list[keras.layers.Layer] = []
     if augment_cfg.get("flip"):
         layers.append(keras.layers.RandomFlip(str(augment_cfg["flip"]), seed=seed, dtype=FLOAT32))
