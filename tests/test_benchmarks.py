@@ -17,9 +17,9 @@ import sys
 
 import pytest
 
-from benchmarks import checkpoint_cost, checkpoint_io, common
+from benchmarks import augment_cost, checkpoint_cost, checkpoint_io, common
 
-PROCESS_BENCHMARKS = ("throughput", "memory", "resume_time", "startup")
+PROCESS_BENCHMARKS = ("throughput", "memory", "resume_time", "startup", "augment_cost")
 
 
 @pytest.fixture(scope="module")
@@ -170,6 +170,19 @@ def test_checkpoint_io_times_every_saver_and_reader_against_the_disk(tmp_path):
     assert cases["ours_async"]["peak_memory_in_states"]["min"] >= 0
     assert "skipped" in cases["orbax"] or positive(cases["orbax"]["total_s"]["median"])
     assert all(isinstance(cases[n]["met"], bool) for n in ("ours_sync", "ours_restore"))
+
+
+@pytest.mark.slow  # the benchmarks' own training runs
+def test_augment_cost_reports_every_case_as_a_ratio_to_none(reports):
+    cases = {(c["dataset"], c["augment"], c["where"]): c for c in reports["augment_cost"]["cases"]}
+    assert set(cases) == {(d, *case) for d in ("digits", "rgb32") for case in augment_cost.cases()}
+    for case in cases.values():
+        assert_summary(case["ratio_to_none"])
+        assert_summary(case["cpu_ratio_to_none"])
+        assert positive(case["ms_per_step"])
+    assert all(
+        cases[(d, "none", "-")]["ratio_to_none"]["median"] == 1.0 for d in ("digits", "rgb32")
+    )
 
 
 # --------------------------------------------------------------------------- the harness

@@ -71,6 +71,7 @@ class BuiltRun:
     schedule: Any  # what the optimizer follows: the resolved schedule, maybe scaled
     optimizer: Any  # keras.optimizers.Optimizer, its variables built
     lr_scale: Any  # tf.Variable: reduce-on-plateau's factor on the schedule (loop state)
+    augmentation: Any = None  # trainer.augment.Augmentation of the training batches, or None
 
     @property
     def global_step(self) -> int:
@@ -151,6 +152,7 @@ def build_run(
 
     import tensorflow as tf
 
+    from trainer.augment import build_augmentation
     from trainer.optimizers import build_optimizer
     from trainer.schedules import ScaledSchedule, build_schedule
 
@@ -176,4 +178,10 @@ def build_run(
         schedule=schedule,
         optimizer=optimizer,
         lr_scale=lr_scale,
+        augmentation=build_augmentation(
+            cfg.get("augment"),
+            seed=int(cfg["seed"]),
+            num_classes=int(info.num_classes),
+            label_smoothing=float(cfg["trainer"].get("label_smoothing", 0.0)),
+        ),
     )

@@ -83,6 +83,12 @@ class Precision(StrEnum):
     mixed_float16 = "mixed_float16"  # float16 compute, dynamic loss scaling
 
 
+class Flip(StrEnum):  # keras.layers.RandomFlip's modes
+    horizontal = "horizontal"
+    vertical = "vertical"
+    horizontal_and_vertical = "horizontal_and_vertical"
+
+
 # The names keras.activations.get takes (keras 3 ALL_OBJECTS_DICT), kept here so the
 # config is checked without importing Keras; tests compare it with Keras' own.
 # "threshold" is left out: it needs arguments a name cannot give.
@@ -420,12 +426,37 @@ class TrainerConfig:
     scale_lr_with_replicas: bool = False  # linear rule: learning_rate * number of replicas
     precision: Precision = Precision.float32  # a Keras dtype policy; fixed on resume
     evaluate_with_ema: bool = True  # with optimizer.ema: validate, test and export the average
+    label_smoothing: float = 0.0  # in [0, 1): CategoricalCrossentropy's, training loss only
     # Console progress, as Keras' `verbose`: auto, 0 (silent), 1 (bar), 2 (one line per epoch).
     verbose: str = "auto"
 
 
 # trainer.verbose: Keras' values, as strings (an int 2 on the command line becomes "2").
 VERBOSITIES = ("auto", "0", "1", "2")
+
+
+# --------------------------------------------------------------------------- augment
+
+
+@dataclass
+class RandAugmentConfig:
+    num_ops: int = 2  # operations applied in turn to each batch
+    factor: float = 0.5  # strength in [0, 1]
+
+
+@dataclass
+class AugmentConfig:
+    """Training-time augmentation (trainer.augment); every transform is off at its zero."""
+
+    name: str = "none"
+    flip: Flip | None = None
+    translate: float = 0.0  # fraction of height and width, RandomTranslation
+    rotate: float = 0.0  # fraction of a full turn, RandomRotation
+    zoom: float = 0.0  # fraction of the size, RandomZoom
+    rand_augment: RandAugmentConfig | None = None
+    mixup_alpha: float = 0.0  # MixUp's Beta(alpha, alpha); 0: off
+    cutmix_alpha: float = 0.0  # CutMix's factor: its alpha is drawn from U(0, cutmix_alpha); 0: off
+    mix_probability: float = 1.0  # chance that a batch is mixed (MixUp or CutMix)
 
 
 # --------------------------------------------------------------------------- checkpoint
@@ -468,6 +499,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "one_cycle": OneCycleConfig,
     },
     "trainer": {"default": TrainerConfig},
+    "augment": {"default": AugmentConfig},
 }
 
 TOP_LEVEL_KEYS = (
@@ -477,6 +509,7 @@ TOP_LEVEL_KEYS = (
     "schedule",
     "trainer",
     "checkpoint",
+    "augment",
     "seed",
     "imports",
     "resume",
@@ -506,7 +539,7 @@ def register_schemas() -> None:
 # --------------------------------------------------------------------------- the closed schema
 
 # The config groups, each a section of the composed config checked against its schema.
-SECTIONS = ("dataset", "model", "optimizer", "schedule", "trainer", "checkpoint")
+SECTIONS = ("dataset", "model", "optimizer", "schedule", "trainer", "checkpoint", "augment")
 
 
 def schema_node(group: str, section: Mapping[str, Any]) -> DictConfig | None:
@@ -648,6 +681,7 @@ def validate(cfg: DictConfig) -> None:
     validate_trainer(cfg.trainer)
     validate_accumulation(cfg.optimizer, cfg.trainer)
     validate_checkpoint(cfg.checkpoint, cfg.dataset)
+    validate_augment(cfg.get("augment") or {})
 
 
 def check_given(cfg: DictConfig) -> None:
@@ -922,6 +956,13 @@ def validate_trainer(run: Mapping[str, Any]) -> None:
         run["jit_compile"],
         "false with trainer.cpu_devices > 1 (XLA cannot compile across logical CPUs)",
     )
+    smoothing = run.get("label_smoothing", 0.0)
+    _require(
+        _is_number(smoothing) and 0 <= smoothing < 1,
+        "trainer.label_smoothing",
+        smoothing,
+        "in [0, 1)",
+    )
 
 
 def validate_accumulation(opt: Mapping[str, Any], run: Mapping[str, Any]) -> None:
@@ -972,4 +1013,40 @@ def validate_checkpoint(ckpt: Mapping[str, Any], data: Mapping[str, Any]) -> Non
         "one of "
         + ", ".join(monitors)
         + ("" if validation else " (val_* needs dataset.validation_split > 0)"),
+    )
+
+
+def validate_augment(augment: Mapping[str, Any]) -> None:
+    """The ``augment`` section: fractions, RandAugment's parameters, mixing."""
+    for key in ("translate", "rotate", "zoom"):
+        value = augment.get(key, 0.0)
+        _require(
+            _is_number(value) and 0 <= value < 1, f"augment.{key}", value, "in [0, 1) (0: off)"
+        )
+    rand_augment = augment.get("rand_augment")
+    if rand_augment is not None:
+        _require(
+            _positive_int(rand_augment.get("num_ops")),
+            "augment.rand_augment.num_ops",
+            rand_augment.get("num_ops"),
+            "an integer >= 1",
+        )
+        factor = rand_augment.get("factor")
+        _require(
+            _is_number(factor) and 0 < factor <= 1,
+            "augment.rand_augment.factor",
+            factor,
+            "in (0, 1]",
+        )
+    for key in ("mixup_alpha", "cutmix_alpha"):  # the bounds Keras' MixUp and CutMix document
+        value = augment.get(key, 0.0)
+        _require(
+            _is_number(value) and 0 <= value <= 1, f"augment.{key}", value, "in [0, 1] (0: off)"
+        )
+    probability = augment.get("mix_probability", 1.0)
+    _require(
+        _is_number(probability) and 0 <= probability <= 1,
+        "augment.mix_probability",
+        probability,
+        "in [0, 1]",
     )

@@ -23,6 +23,10 @@ float32 whatever the model's head computes in, and the loss is scaled with
 uses the moving average of the weights (``trainer.optimizers.averaged_weights``)
 and puts the trained weights back afterwards, bit for bit.
 
+Training batches are augmented (``trainer.augment``) at the top of each step,
+outside its XLA-compiled part, each seeded by its position in the run;
+evaluation never augments, and its loss is never smoothed.
+
 Callback state (early stopping, reduce-on-plateau, best metric) lives in
 :class:`LoopState`, which is saved with every checkpoint.
 """
@@ -95,6 +99,7 @@ class LoopSettings:
     reduce_on_plateau_patience: int | None = None
     reduce_on_plateau_factor: float = 0.5
     evaluate_with_ema: bool = True  # only with an optimizer that keeps an average
+    label_smoothing: float = 0.0  # of the training loss (trainer.label_smoothing)
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], run: BuiltRun) -> LoopSettings:
@@ -137,9 +142,22 @@ class TrainingLoop:
         self.per_example_loss_fn = keras.losses.SparseCategoricalCrossentropy(
             from_logits=True, reduction=None
         )
+        self.augmentation = run.augmentation
+        soft = self._use_soft_labels()
+        self.train_loss_fn, self.per_example_train_loss_fn = self.loss_fn, self.per_example_loss_fn
+        if soft:  # one-hot or mixed labels (trainer.augment); evaluation keeps the sparse loss
+            smoothing = settings.label_smoothing
+            self.train_loss_fn = keras.losses.CategoricalCrossentropy(
+                from_logits=True, label_smoothing=smoothing
+            )
+            self.per_example_train_loss_fn = keras.losses.CategoricalCrossentropy(
+                from_logits=True, label_smoothing=smoothing, reduction=None
+            )
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
             self.train_loss = keras.metrics.Mean(name="loss")
-            self.train_accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+            # On mixed labels: the argmax of the mixed label (Keras' CategoricalAccuracy).
+            accuracy = "CategoricalAccuracy" if soft else "SparseCategoricalAccuracy"
+            self.train_accuracy = getattr(keras.metrics, accuracy)(name="accuracy")
         self._signal: int | None = None
         self._previous_handlers: dict[int, Any] = {}  # the signals' handlers before run()
         self._train_steps = self._make_train_function()
@@ -147,6 +165,16 @@ class TrainingLoop:
         self.evaluation = Evaluation(
             self.model, strategy=strategy, jit_compile=settings.jit_compile
         )
+
+    def _use_soft_labels(self) -> bool:
+        """Whether the training batches carry one-hot (maybe mixed) labels."""
+        soft = self.augmentation is not None and self.augmentation.soft_labels
+        if self.settings.label_smoothing and not soft:
+            raise ValueError(
+                "label_smoothing needs one-hot labels: build the run with "
+                "trainer.build.build_run, whose augmentation makes them"
+            )
+        return soft
 
     # ------------------------------------------------------------------ compiled steps
 
@@ -160,7 +188,7 @@ class TrainingLoop:
     def _train_step(self, images, labels) -> None:
         with tf.GradientTape() as tape:
             logits = self._logits(images, training=True)
-            loss = self.loss_fn(labels, logits)
+            loss = self.train_loss_fn(labels, logits)
             if self.model.losses:
                 loss = loss + self._regularization_loss()
             scaled_loss = self.optimizer.scale_loss(loss)  # see the module docstring
@@ -187,7 +215,7 @@ class TrainingLoop:
         )
         with tf.GradientTape() as tape:
             logits = self._logits(images, training=True)
-            per_example_loss = self.per_example_loss_fn(labels, logits)
+            per_example_loss = self.per_example_train_loss_fn(labels, logits)
             loss = tf.nn.compute_average_loss(per_example_loss, global_batch_size=global_count)
             if self.model.losses:
                 loss = loss + tf.nn.scale_regularization_loss(self._regularization_loss())
@@ -198,22 +226,38 @@ class TrainingLoop:
         self.train_loss.update_state(per_example_loss)
         self.train_accuracy.update_state(labels, logits)
 
+    def _replica_augmented(self, images, labels, position):
+        """One replica's part of the global batch ``position``, augmented with a seed of its
+        own (position ``position * replicas + replica``); MixUp and CutMix mix within it."""
+        context = tf.distribute.get_replica_context()
+        replica = tf.cast(context.replica_id_in_sync_group, tf.int64)
+        return self.augmentation(images, labels, position * context.num_replicas_in_sync + replica)
+
     def _make_train_function(self):
-        # The step itself may be XLA-compiled; the loop over the iterator may not.
+        # The step itself may be XLA-compiled; the loop over the iterator may not, nor the
+        # augmentation (XLA has no kernel for the image transforms' ImageProjectiveTransformV3).
+        augment = self.augmentation  # (images, labels, position) -> (images, labels), or None
         if self.strategy is None:
             step = tf.function(self._train_step, jit_compile=self.settings.jit_compile)
         else:
             step = self._on_replicas(self._replica_train_step)
+            if augment is not None:
+                augment = self._on_replicas(self._replica_augmented, jit=False)
+
+        def train_batch(iterator, position):
+            images, labels = next(iterator)
+            if augment is not None:  # trainer.augment: training batches only, in the step
+                images, labels = augment(images, labels, position)
+            step(images, labels)
 
         @tf.function
-        def train_steps(iterator, count, stop_signal):
+        def train_steps(iterator, count, position, stop_signal):
+            # position: the index in the run of the call's first batch (augmentation seeds)
             if self.settings.steps_per_execution == 1:  # one step, no loop (as fit does)
-                images, labels = next(iterator)
-                step(images, labels)
+                train_batch(iterator, position)
             else:
-                for _ in tf.range(count):
-                    images, labels = next(iterator)
-                    step(images, labels)
+                for offset in tf.range(tf.cast(count, tf.int64)):
+                    train_batch(iterator, position + offset)
             # What the progress bar shows, computed here: one transfer per call instead
             # of a dozen eager ops (the schedule alone is most of them); then the stop
             # signal, agreed by every replica under a strategy (see _agreed_stop).
@@ -240,12 +284,14 @@ class TrainingLoop:
         present = self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
         return tf.reduce_max(tf.where(present > 0, numbers, tf.zeros_like(numbers)))
 
-    def _on_replicas(self, replica_step):
-        """``replica_step`` run by ``strategy.run`` on each replica's part of a batch."""
-        compiled = tf.function(replica_step, jit_compile=self.settings.jit_compile)
+    def _on_replicas(self, replica_step, jit: bool | None = None):
+        """``replica_step`` run by ``strategy.run`` on each replica's part of a batch
+        (XLA-compiled as ``trainer.jit_compile`` says, unless ``jit`` is given)."""
+        jit = self.settings.jit_compile if jit is None else jit
+        compiled = tf.function(replica_step, jit_compile=jit)
 
-        def step(images, labels):
-            self.strategy.run(compiled, args=(images, labels))
+        def step(*args):
+            return self.strategy.run(compiled, args=args)
 
         return step
 
@@ -319,8 +365,11 @@ class TrainingLoop:
                 settings.total_steps - step,
                 self._steps_to_next_step_checkpoint(step),
             )
+            position = state.epoch * settings.steps_per_epoch + state.batches_done
             asked = tf.constant(float(self._signal or 0))
-            shown = self._train_steps(iterator, tf.constant(count), asked)
+            shown = self._train_steps(
+                iterator, tf.constant(count), tf.constant(position, tf.int64), asked
+            )
             loss, accuracy, lr, agreed = shown.numpy().tolist()
             state.batches_done += count
             step += count

@@ -52,7 +52,18 @@ MAX_POINTER_BYTES = 256  # a pointer holds one checkpoint name
 MAX_DEPTH = 100  # nesting of any JSON or YAML document read (a rescued Keras config: ~15)
 MAX_TEXT = 4096  # characters of a name, a path or a version string in a schema
 # The sections of the config a checkpoint saves: what a resumed run trains with.
-SAVED_SECTIONS = ("dataset", "model", "optimizer", "schedule", "trainer", "checkpoint")
+SAVED_SECTIONS = (
+    "dataset",
+    "model",
+    "optimizer",
+    "schedule",
+    "trainer",
+    "checkpoint",
+    "augment",
+)
+# Saved sections added after checkpoints were first written: what a checkpoint written
+# without one reads back as (the option that behaves as the trainer did then).
+SECTIONS_ADDED_LATER = {"augment": {"name": "none"}}
 
 # Hydra's instantiation keys: a config read from a checkpoint holding any of them
 # is refused, since nothing read from a checkpoint is ever instantiated.
@@ -563,6 +574,8 @@ def read_checkpoint_config(checkpoint: Checkpoint) -> dict[str, Any]:
     problem = config_problem(raw)
     if problem:
         raise UserError(f"{path} {problem}")
+    for section, before in SECTIONS_ADDED_LATER.items():
+        raw.setdefault(section, dict(before))
     missing = [s for s in SAVED_SECTIONS if not isinstance(raw.get(s), dict)]
     if missing:
         raise UserError(f"{path} lacks the config section(s) {', '.join(missing)}")

@@ -46,7 +46,7 @@ FINE_TUNE_PREFIXES = ("optimizer", "schedule")
 # trainer.* keys that change what a resumed run trains (refused like the model's), but
 # that fine-tuning may change: its optimizer is fresh, and the weights are float32 in
 # every precision (a loss-scale optimizer's variables are what would not fit).
-TRAINER_KEYS_FIXED_ON_RESUME = ("trainer.precision",)
+TRAINER_KEYS_FIXED_ON_RESUME = ("trainer.precision", "trainer.label_smoothing")
 
 
 @dataclass
@@ -142,11 +142,11 @@ def plan_start(
        optimizer, schedule, dataset and seed come from it, not from conf/.
     4. Command-line overrides may change trainer.* and checkpoint.* (run length,
        saving); overrides that change the model, optimizer, schedule, dataset,
-       seed or :data:`TRAINER_KEYS_FIXED_ON_RESUME` (a value other than the
-       checkpoint's) are refused with the keys named, unless
+       augment, seed or :data:`TRAINER_KEYS_FIXED_ON_RESUME` (a value other than
+       the checkpoint's) are refused with the keys named, unless
        ``trainer.fine_tune=true``, which
        keeps the weights and starts a fresh optimizer and schedule from the
-       command line (the model must still match; the precision may change).
+       command line (the model must still match; the precision and label smoothing may change).
     5. The schedule keeps the step counts resolved when the run started, so
        extending ``trainer.epochs`` continues past its end as the schedule
        defines; ``trainer.restretch_schedule=true`` re-fits it to the new length.
