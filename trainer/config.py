@@ -108,6 +108,7 @@ class DatasetConfig:
     shuffle_buffer: int | None = None  # None: shuffle the whole split; 0: no shuffling
     cache: bool = True
     download: bool = True  # catalog datasets only; digits never downloads
+    limit_train_examples: int | None = None  # the first N training examples only (debug=overfit)
 
 
 # --------------------------------------------------------------------------- model
@@ -534,6 +535,13 @@ def validate_dataset(data: Mapping[str, Any]) -> None:
         "dataset.shuffle_buffer",
         buffer,
         "null (whole split), 0 (no shuffling) or a positive integer",
+    )
+    limit = data.get("limit_train_examples")
+    _require(
+        _int_or_none(limit),
+        "dataset.limit_train_examples",
+        limit,
+        "null (every training example) or an integer >= 1",
     )
     data_dir = data.get("data_dir")
     _require(

@@ -12,6 +12,9 @@ Config (``dataset_cfg``, a Mapping such as the ``dataset`` node of the Hydra con
   file order. 0 means no validation set.
 - ``shuffle_buffer``: int >= 0; 0 disables shuffling, ``None`` or a buffer
   larger than the train set means a full shuffle.
+- ``limit_train_examples``: None, or train on the first N training examples
+  only (in file order, after the validation split is held out): a fixed small
+  set, e.g. to check that the model can overfit it (``+debug=overfit``).
 - ``cache``: keep the decoded examples of every split in memory after their
   first full pass.
 - ``download``: let TFDS download a catalog dataset that is not prepared in
@@ -238,8 +241,11 @@ def load_data(dataset_cfg: Mapping[str, Any], *, seed: int) -> Data:
             f"{num_validation} validation examples of {num_train_all}; both must be > 0 "
             "(use 0 for no validation set)"
         )
-    train = train_all.take(num_train)
     validation = train_all.skip(num_train) if num_validation else None
+    limit = dataset_cfg.get("limit_train_examples")
+    if limit is not None:  # before caching and shuffling: the same N examples every epoch
+        num_train = min(num_train, limit)
+    train = train_all.take(num_train)
     if cache:
         train = train.cache()
         test = test.cache()
