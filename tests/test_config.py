@@ -31,7 +31,7 @@ GROUP_OPTIONS = [
     (group, option)
     for group, options in config_groups().items()
     for option in options
-    if option != "custom"
+    if option != "custom" and group != "local"  # local: this machine's own file, if any
 ]
 
 
@@ -44,7 +44,7 @@ def test_config_groups_are_the_documented_ones():
 
 
 # Groups that are not in the primary config's defaults; selected with `+group=option`.
-ADDED_GROUPS = ("hparams_search",)
+ADDED_GROUPS = ("hparams_search", "experiment", "debug")
 
 
 @pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS)
