@@ -154,7 +154,7 @@ def test_closed_choices_fail_at_composition(override, allowed):
             "unknown key trainer.precison; known keys of trainer: epochs, max_steps, ",
         ),
         (["+model.x=1"], "unknown key model.x; known keys of model=cnn: name, filters, "),
-        (["+checkpoint.x=1"], "unknown key checkpoint.x; known keys of checkpoint: dir, root, "),
+        (["+checkpoint.x=1"], "unknown key checkpoint.x; known keys of checkpoint: dir, every_n_steps, "),
         (["+dataset.x=1"], "unknown key dataset.x; known keys of dataset: name, data_dir, "),
         (["+optimizer.x=1"], "unknown key optimizer.x; known keys of optimizer=adam: name, "),
         (
@@ -195,7 +195,7 @@ def test_a_checkpoint_config_reads_back_as_plain_strings(tmp_path):
     from trainer.checkpoint.reading import read_checkpoint_config
 
     cfg = composed("model.pooling=avg", "checkpoint.mode=min", "checkpoint.monitor=loss")
-    saved = OmegaConf.to_container(cfg)
+    saved = OmegaConf.to_container(cfg, resolve=True)  # as trainer.checkpoint.checkpointer
     saved["resolved_schedule"] = {"name": "cosine", "decay_steps": 10}
     text = OmegaConf.to_yaml(OmegaConf.create(saved))
     assert "pooling: avg" in text and "mode: min" in text  # what a checkpoint writes

@@ -1,10 +1,12 @@
 """Sweeps: where each job of a multirun writes, and how ``+resume=SWEEP_DIR`` continues it.
 
-Every job of a multirun writes its own run directory under the sweep's
-checkpoint directory::
+Every job of a multirun writes its own run directory, Hydra's job directory,
+under the sweep's (``trainer.checkpoint.run_dir`` rule 1)::
 
-    <checkpoint.root>/<date>/<time>/        the checkpoint sweep directory
-        0/  1/  2/ ...                      one run directory per job (hydra.sweep.subdir)
+    <paths.sweep_dir>/                      runs/<date>/<time>/: the sweep directory
+        multirun.yaml                       Hydra's record of the sweep
+        0/  1/  2/ ...                      one run directory per job (hydra.sweep.subdir),
+                                            with the job's .hydra/ and log
         summary.csv, summary.json           written when the sweep ends (trainer.sweep_summary)
 
 Re-running the same sweep command with ``+resume=<checkpoint sweep directory>``
@@ -66,16 +68,6 @@ def current_job_subdir() -> str | None:
     if hydra_cfg.mode != RunMode.MULTIRUN:
         return None
     return str(hydra_cfg.sweep.subdir)
-
-
-def checkpoint_sweep_dir(checkpoint_root: str | Path, hydra_sweep_dir: str | Path) -> Path:
-    """``<checkpoint.root>/<date>/<time>`` for the sweep whose Hydra directory is given.
-
-    Mirrors Hydra's ``hydra.sweep.dir`` (``multirun/<date>/<time>``) by its last
-    two names, as ``trainer.checkpoint.run_dir.default_run_name`` does for each job.
-    """
-    sweep = Path(hydra_sweep_dir)
-    return (Path(checkpoint_root) / sweep.parent.name / sweep.name).expanduser().absolute()
 
 
 def _is_run_dir(path: Path) -> bool:

@@ -2,9 +2,9 @@
 
 When a multirun ends, the Hydra callback :class:`SweepSummary` (enabled in
 ``conf/hydra/callbacks/sweep_summary.yaml``) writes ``summary.csv`` and
-``summary.json`` into the Hydra sweep directory (``hydra.sweep.dir``) and into
-the sweep's checkpoint directory (``<checkpoint.root>/<date>/<time>``, or the
-``+resume`` sweep directory). Each job's results come from the
+``summary.json`` into the Hydra sweep directory (``hydra.sweep.dir``), which
+holds the jobs' runs, and, for a resumed sweep, into the ``+resume`` sweep
+directory, which holds them then. Each job's results come from the
 ``summary.json`` its run wrote; a job that has none (it failed, or the sweep was
 interrupted) is listed as ``unfinished``. Jobs are ranked by the best value of
 ``checkpoint.monitor``, highest first for ``checkpoint.mode=max``.
@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 
 from trainer.checkpoint import write_text_atomically
 from trainer.checkpoint.reading import read_data
-from trainer.sweep import checkpoint_sweep_dir, is_sweep_dir, read_job_summary
+from trainer.sweep import is_sweep_dir, read_job_summary
 
 SUMMARY_CSV = "summary.csv"
 SUMMARY_JSON = "summary.json"
@@ -52,8 +52,8 @@ class SweepSummary(Callback):
         resume = config.get("resume")
         if resume is not None and is_sweep_dir(resume):
             runs_dir = Path(str(resume)).expanduser().absolute()
-        else:
-            runs_dir = checkpoint_sweep_dir(config.checkpoint.root, hydra_sweep_dir)
+        else:  # each job's run is its Hydra job directory (trainer.checkpoint.run_dir rule 1)
+            runs_dir = hydra_sweep_dir
         summary = write_sweep_summary(
             hydra_sweep_dir,
             runs_dir,

@@ -32,6 +32,7 @@ RUN_LENGTH_KEYS = ("trainer.epochs", "trainer.max_steps")
 ALLOWED_PREFIXES = (
     "trainer.",
     "checkpoint.",
+    "paths.",
     "hydra.",
     "hydra/",
     "imports",

@@ -1,7 +1,12 @@
 """Where a run writes, and the rules that keep it from writing where it must not.
 
-1. The run directory is ``checkpoint.dir`` if set, else ``<checkpoint.root>/<date>/<time>``
-   after Hydra's run directory, or ``<root>/<date>/<time>/<job number>`` in a multirun.
+1. The run directory is ``checkpoint.dir`` if set, else the job's Hydra output
+   directory (``hydra.runtime.output_dir``): ``paths.run_dir``, or
+   ``paths.sweep_dir/<job number>`` in a multirun (``conf/paths/default.yaml``:
+   ``runs/<date>/<time>[/<job>]``), so Hydra's ``.hydra/`` and log sit beside the
+   checkpoints in one folder per run. Outside a Hydra job (tools, tests) it is
+   ``paths.run_dir``. Hydra writes its files there before the run is planned;
+   none of them is a file rule 4e looks for, so they never make the folder "used".
 2. One writer: a process writes into a run directory only while it holds the
    run's lock (``trainer.checkpoint.lock``); a second one is refused with one
    line naming the holder. In a multi-worker run only the chief takes it (the
@@ -39,12 +44,11 @@ No TensorFlow here.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from trainer.checkpoint.format import list_checkpoints
 from trainer.checkpoint.layout import MANIFEST, RUN_FILES, is_checkpoint_name
@@ -85,10 +89,7 @@ def run_directory(cfg: DictConfig, *, in_place: bool) -> RunDirectory:
 
     A run continuing in place records the absolute path in ``cfg.checkpoint.dir``.
     """
-    if cfg.checkpoint.dir:
-        path = Path(cfg.checkpoint.dir)
-    else:
-        path = Path(cfg.checkpoint.root) / default_run_name()
+    path = Path(cfg.checkpoint.dir) if cfg.checkpoint.dir else default_run_dir(cfg)
     path = path.expanduser().absolute()
     if not in_place:
         refuse_new_run_in(path, "checkpoint.dir")
@@ -153,16 +154,16 @@ def _is_sweep_dir(directory: Path) -> bool:
         return False
 
 
-def default_run_name() -> str:
-    """``<date>/<time>`` of Hydra's run directory (``<date>/<time>/<job>`` in a multirun)."""
+def default_run_dir(cfg: DictConfig) -> Path:
+    """Where a run writes without ``checkpoint.dir`` (rule 1): this Hydra job's output
+    directory, or ``paths.run_dir`` outside one."""
     from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
 
-    if not HydraConfig.initialized():
-        return time.strftime("%Y-%m-%d/%H-%M-%S")
-    hydra_cfg = HydraConfig.get()
-    if hydra_cfg.mode == RunMode.MULTIRUN:
-        sweep = Path(hydra_cfg.sweep.dir)
-        return str(Path(sweep.parent.name) / sweep.name / str(hydra_cfg.sweep.subdir))
-    run = Path(hydra_cfg.run.dir)
-    return str(Path(run.parent.name) / run.name)
+    if HydraConfig.initialized():
+        output_dir = OmegaConf.select(HydraConfig.get(), "runtime.output_dir")
+        if output_dir:
+            return Path(output_dir)
+    run_dir = OmegaConf.select(cfg, "paths.run_dir")
+    if not run_dir:
+        raise UserError("paths.run_dir is not set: give checkpoint.dir=DIR or paths.run_dir=DIR")
+    return Path(run_dir)
