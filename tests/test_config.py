@@ -154,7 +154,7 @@ def test_closed_choices_fail_at_composition(override, allowed):
             "unknown key trainer.precison; known keys of trainer: epochs, max_steps, ",
         ),
         (["+model.x=1"], "unknown key model.x; known keys of model=cnn: name, filters, "),
-        (["+checkpoint.x=1"], "unknown key checkpoint.x; known keys of checkpoint: dir, every_n_steps, "),
+        (["+checkpoint.x=1"], "unknown key checkpoint.x; known keys of checkpoint: dir, every_n"),
         (["+dataset.x=1"], "unknown key dataset.x; known keys of dataset: name, data_dir, "),
         (["+optimizer.x=1"], "unknown key optimizer.x; known keys of optimizer=adam: name, "),
         (

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+
 from omegaconf import OmegaConf
 
 from trainer.errors import UserError

@@ -84,13 +84,15 @@ def is_sweep_dir(path: str | Path) -> bool:
     """Whether ``path`` is a sweep's checkpoint directory: no checkpoint of its own, runs inside.
 
     A run directory (which holds ``step-*`` checkpoints) or a checkpoint is not one.
+    Hidden folders are never runs: Hydra's ``.hydra/`` holds a config.yaml, and it is
+    in every run's folder (``trainer.checkpoint.run_dir`` rule 1).
     """
     path = Path(path).expanduser()
     if not path.is_dir() or (path / MANIFEST).exists() or is_checkpoint_name(path.name):
         return False
     if list_checkpoints(path):
         return False
-    return any(_is_run_dir(child) for child in path.iterdir())
+    return any(_is_run_dir(child) for child in path.iterdir() if not child.name.startswith("."))
 
 
 def job_resume_path(resume_path: str | Path, job_subdir: str) -> Path | None:
