@@ -245,7 +245,7 @@ def test_help_and_cfg_do_not_import_tensorflow(flag):
 
 def test_help_lists_groups_and_usage():
     process = _run("--help")
-    assert "+resume=checkpoints/<run>" in process.stdout
+    assert "+resume=runs/<date>/<time>" in process.stdout
     assert "one_cycle" in process.stdout
 
 

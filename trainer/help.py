@@ -32,14 +32,14 @@ are composed by Hydra from conf/, with checkpoints that resume exactly.
 Usage:
   python train.py [group=option ...] [+group=option ...] [key=value ...]
   python train.py schedule=cosine optimizer.learning_rate=3e-3
-  python train.py +experiment=sgd_step_decay       # a worked example (conf/experiment/)
-  python train.py +debug=fast                       # a few steps of everything
-  python train.py +resume=checkpoints/<run>          # newest valid checkpoint of a run
-  python train.py +resume=checkpoints/<run>/<ckpt>   # exactly that checkpoint
+  python train.py +experiment=sgd_step_decay         # a worked example (conf/experiment/)
+  python train.py +debug=fast                        # a few steps of everything
+  python train.py +resume=runs/<date>/<time>         # newest valid checkpoint of a run
+  python train.py +resume=runs/<date>/<time>/<ckpt>  # exactly that checkpoint
   python train.py -m schedule=cosine,exponential optimizer.learning_rate=1e-3,3e-3
-  python train.py -m '+experiment=glob(*)'          # every experiment, one job each
-  python train.py --cfg job                           # print the composed config
-  python train.py --hydra-help                        # Hydra's own options
+  python train.py -m '+experiment=glob(*)'           # every experiment, one job each
+  python train.py --cfg job                          # print the composed config
+  python train.py --hydra-help                       # Hydra's own options
 """
 
 

@@ -40,9 +40,9 @@ outputs: logits. CHECKPOINT is a checkpoint, or a run (its newest valid one).
 OUT must not exist.
 
 examples:
-  python -m trainer export checkpoints/<run>/step-00000450 model.keras
-  python -m trainer export checkpoints/<run> --format savedmodel serving/digits/1
-  python -m trainer export checkpoints/<run> model.keras --compile"""
+  python -m trainer export runs/<run>/step-00000450 model.keras
+  python -m trainer export runs/<run> --format savedmodel serving/digits/1
+  python -m trainer export runs/<run> model.keras --compile"""
 
 FORMATS = ("keras", "savedmodel")
 
