@@ -208,3 +208,63 @@ def test_invalid_strategy_settings_give_one_line(overrides, message):
         validate(cfg)
     assert message in str(error.value)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.slow
+def test_a_signal_to_one_worker_stops_every_worker_after_the_same_step(digits_dir, tmp_path):
+    """SIGTERM (or a preemption signal) to one worker: all of them save the same step and
+    exit; the chief's checkpoint continues on one device."""
+    import signal
+    import time
+
+    from trainer.checkpoint import list_checkpoints
+
+    workers = [f"localhost:{port}" for port in free_ports(2)]
+    run = tmp_path / "run"
+    processes = []
+    for index in range(2):
+        (tmp_path / f"tmp{index}").mkdir()
+        args = [
+            *(a for a in tiny_args(digits_dir, run) if not a.startswith("hydra.run.dir")),
+            f"hydra.run.dir={tmp_path / f'hydra{index}'}",
+            "trainer.strategy=multi_worker",
+            "trainer.epochs=50",  # far longer than the test waits
+            "checkpoint.every_n_steps=10",
+        ]
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        env = {
+            **os.environ,
+            "TF_CONFIG": json.dumps(tf_config),
+            "TMPDIR": str(tmp_path / f"tmp{index}"),
+        }
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, str(REPO / "train.py"), *args],
+                cwd=tmp_path,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    try:
+        deadline = time.monotonic() + 240
+        while not list_checkpoints(run):
+            assert all(p.poll() is None for p in processes), processes[0].communicate()
+            assert time.monotonic() < deadline, "the workers wrote no checkpoint"
+            time.sleep(0.05)
+        processes[1].send_signal(signal.SIGTERM)  # the worker that is not the chief, only
+        outputs = [p.communicate(timeout=240) for p in processes]
+    finally:
+        for process in processes:
+            process.kill()
+    for process, (out, err) in zip(processes, outputs, strict=True):
+        assert process.returncode == 128 + signal.SIGTERM, f"{out[-2000:]}\n{err[-2000:]}"
+        assert "Stopped by SIGTERM" in err
+    assert "SIGTERM received" in outputs[1][1] and "SIGTERM received" not in outputs[0][1]
+    step = manifest(list_checkpoints(run)[-1])["global_step"]
+
+    process = run_train(
+        f"+resume={run}", f"trainer.max_steps={step + 5}", *SINGLE_DEVICE[:1], cwd=tmp_path
+    )
+    assert f"Resuming from {run / f'step-{step:08d}'}: step {step}" in process.stdout

@@ -316,6 +316,153 @@ def test_export_keras_and_savedmodel_predict_like_the_checkpoint(sweep, tmp_path
     assert "already exists" in assert_one_error_line(err, status)  # never overwritten
 
 
+def _onnx_logits(path: Path, images: np.ndarray) -> np.ndarray:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {"image": images})
+    return logits
+
+
+def _litert_logits(path: Path, images: np.ndarray) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_path=str(path)).get_signature_runner()
+    (logits,) = runner(image=images).values()
+    return logits
+
+
+def assert_same_predictions(logits: np.ndarray, expected: np.ndarray) -> None:
+    assert logits.shape == expected.shape
+    np.testing.assert_array_equal(logits.argmax(axis=-1), expected.argmax(axis=-1))
+    np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_export_onnx_and_litert_predict_like_the_checkpoint(sweep, tmp_path, capsys):
+    _, runs = sweep
+    checkpoint = runs[1] / "step-00000082"
+    images = np.random.default_rng(1).random((16, 8, 8, 1), dtype=np.float32)
+    expected = np.asarray(_checkpoint_model(checkpoint)(images, training=False))
+
+    # The suffix chooses the format; any batch size, input named "image".
+    status, out, _ = tool_in_process(capsys, "export", checkpoint, tmp_path / "m.onnx", "--json")
+    assert status == 0
+    assert json.loads(out)["format"] == "onnx" and json.loads(out)["input"] == "image"
+    assert_same_predictions(_onnx_logits(tmp_path / "m.onnx", images), expected)
+    assert_same_predictions(_onnx_logits(tmp_path / "m.onnx", images[:1]), expected[:1])
+
+    status, out, _ = tool_in_process(
+        capsys, "export", checkpoint, "--format", "litert", tmp_path / "m.tflite"
+    )
+    assert status == 0 and "ai_edge_litert" in out
+    assert_same_predictions(_litert_logits(tmp_path / "m.tflite", images), expected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.tflite"]  # no temporaries
+
+
+@pytest.mark.slow
+def test_export_onnx_without_its_package_names_the_extra_and_writes_nothing(
+    sweep, tmp_path, capsys, monkeypatch
+):
+    _, runs = sweep
+    monkeypatch.setitem(sys.modules, "tf2onnx", None)  # `import tf2onnx` fails, as uninstalled
+    status, out, err = tool_in_process(
+        capsys, "export", runs[0] / "step-00000082", tmp_path / "model.onnx"
+    )
+    line = assert_one_error_line(err, status)
+    assert "'tf2onnx'" in line and 'pip install "keras-hydra-trainer[export]"' in line
+    assert out == "" and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_export_refuses_an_existing_out_and_a_suffix_the_format_does_not_write(
+    sweep, tmp_path, capsys
+):
+    _, runs = sweep
+    checkpoint = runs[0] / "step-00000082"
+    for name in ("model.onnx", "model.tflite"):
+        (tmp_path / name).write_text("precious")
+        status, _, err = tool_in_process(capsys, "export", checkpoint, tmp_path / name)
+        assert "already exists" in assert_one_error_line(err, status)
+        assert (tmp_path / name).read_text() == "precious"
+    for export_format, suffix in (("onnx", ".onnx"), ("litert", ".tflite"), ("keras", ".keras")):
+        status, _, err = tool_in_process(
+            capsys, "export", checkpoint, "--format", export_format, tmp_path / "model.bin"
+        )
+        assert f"OUT must end in {suffix}" in assert_one_error_line(err, status)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.tflite"]
+
+
+@pytest.mark.parametrize(
+    ("out", "given", "chosen"),
+    [
+        ("m.keras", None, "keras"),
+        ("m.onnx", None, "onnx"),
+        ("M.ONNX", None, "onnx"),
+        ("m.tflite", None, "litert"),
+        ("serving/1", None, "savedmodel"),
+        ("m.onnx", "savedmodel", "savedmodel"),  # a folder may have any name
+        ("m.tflite", "litert", "litert"),
+    ],
+)
+def test_export_format_follows_the_suffix_unless_given(out, given, chosen):
+    from trainer.tools.export import choose_format
+
+    assert choose_format(given, Path(out), out).name == chosen
+
+
+def test_export_format_refuses_a_suffix_it_does_not_write():
+    from trainer.errors import UserError
+    from trainer.tools.export import choose_format
+
+    for given, out in (("onnx", "m.tflite"), ("litert", "m.onnx"), ("keras", "serving")):
+        with pytest.raises(UserError, match=f"--format {given} writes a"):
+            choose_format(given, Path(out), out)
+
+
+def test_write_new_output_publishes_whole_results_and_never_replaces(tmp_path):
+    from trainer.errors import UserError
+    from trainer.tools.export import write_new_output
+
+    def write_file(path: Path) -> None:
+        assert path.parent == tmp_path and path.name.startswith(".") and path.suffix == ".onnx"
+        path.write_bytes(b"model")
+
+    write_new_output(tmp_path / "a.onnx", ".onnx", write_file)
+    assert (tmp_path / "a.onnx").read_bytes() == b"model"
+
+    def write_folder(path: Path) -> None:
+        (path / "variables").mkdir(parents=True)
+        (path / "saved_model.pb").write_bytes(b"graph")
+
+    write_new_output(tmp_path / "serving", "", write_folder)
+    assert (tmp_path / "serving" / "saved_model.pb").read_bytes() == b"graph"
+    assert (tmp_path / "serving" / "variables").is_dir()
+
+    def fail_halfway(path: Path) -> None:
+        path.write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        write_new_output(tmp_path / "b.onnx", ".onnx", fail_halfway)
+
+    # Something appears at OUT while the model is written (another process): it stays.
+    def their_file_first(path: Path) -> None:
+        (tmp_path / "c.onnx").write_text("theirs")
+        write_file(path)
+
+    def their_folder_first(path: Path) -> None:
+        (tmp_path / "d").mkdir()
+        write_folder(path)
+
+    with pytest.raises(UserError, match="already exists"):
+        write_new_output(tmp_path / "c.onnx", ".onnx", their_file_first)
+    with pytest.raises(UserError, match="already exists"):
+        write_new_output(tmp_path / "d", "", their_folder_first)
+    assert (tmp_path / "c.onnx").read_text() == "theirs" and list((tmp_path / "d").iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.onnx", "c.onnx", "d", "serving"]
+
+
 # --------------------------------------------------------------------------- rescue
 
 

@@ -12,11 +12,10 @@
   process' place in it come from ``TF_CONFIG``; under Slurm (``SLURM_JOB_ID``
   set and ``TF_CONFIG`` not) from ``SlurmClusterResolver``, one task per node.
 
-Signals are per process: under ``multi_worker`` send SIGTERM to every worker
-(Slurm does, at the time limit or on ``scancel``). Workers that notice it at
-different step boundaries do not agree on where to stop: the chief's
-checkpoint is complete either way, but another worker may then fail waiting
-for a collective the chief no longer joins.
+Signals are per process, and the workers agree on them: a stop signal
+(SIGTERM, SIGINT, SIGUSR1, SIGUSR2) that any worker has when a step starts is
+all-reduced within that step (``trainer.loop``), so every worker saves the
+same step and stops after it, however many of them got the signal and when.
 
 ``dataset.batch_size`` is the *global* batch: each batch of the pipeline is
 split across the replicas, so step k trains on the same examples whatever

@@ -35,13 +35,21 @@ class StopRequested(Exception):
     """A signal asked the run to stop; a checkpoint of ``run_dir`` has been saved.
 
     The exit status is the shell's for that signal: ``128 + signum``.
+    ``previous_handler``: what handled the signal before the training loop took it
+    (submitit's requeue handler, say); ``resumes_itself``: the run was started with
+    ``+resume=auto``, so running its command again continues it. Both decide
+    whether the job is requeued (``trainer.cluster.requeue_after_preemption``).
     """
 
-    def __init__(self, signum: int, run_dir: object = None) -> None:
+    def __init__(
+        self, signum: int, run_dir: object = None, previous_handler: object = None
+    ) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
         self.exit_code = 128 + signum
         self.run_dir = run_dir
+        self.previous_handler = previous_handler
+        self.resumes_itself = False
 
 
 # Failures of the machine that a write can meet, and the text the C library gives each:
@@ -102,8 +110,9 @@ def storage_errors(what: str, intact: str = "") -> Iterator[None]:
 @contextlib.contextmanager
 def exit_on_user_error() -> Iterator[None]:
     """A UserError becomes ``error: <message>`` on stderr and exit status 2, a StorageError
-    the same with status 1; a StopRequested says where its checkpoint is and exits with
-    the signal's status."""
+    the same with status 1; a StopRequested says where its checkpoint is, asks for the job
+    to be requeued after a preemption signal (``trainer.cluster``), and exits with the
+    signal's status."""
     try:
         yield
     except UserError as error:
@@ -115,4 +124,7 @@ def exit_on_user_error() -> Iterator[None]:
     except StopRequested as stop:
         print(f"Stopped by {stop}; checkpoint saved in {stop.run_dir}", file=sys.stderr)
         print(f"Resume with: python train.py +resume={stop.run_dir}", file=sys.stderr)
+        from trainer.cluster import requeue_after_preemption
+
+        requeue_after_preemption(stop, report=lambda line: print(line, file=sys.stderr))
         sys.exit(stop.exit_code)

@@ -34,8 +34,14 @@ import keras
 import tensorflow as tf
 
 from trainer.build import BuiltRun
+from trainer.cluster import PREEMPTION_SIGNALS
 from trainer.distribute import distribute_dataset
 from trainer.errors import StopRequested
+from trainer.evaluation import Evaluation
+
+# Signals that make the loop save a checkpoint at the next step boundary, then stop.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, *PREEMPTION_SIGNALS)
+_SIGNAL_SLOTS = max(STOP_SIGNALS) + 1  # signal numbers 0 (none) .. the largest one taken
 
 
 @dataclass
@@ -124,12 +130,13 @@ class TrainingLoop:
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
             self.train_loss = keras.metrics.Mean(name="loss")
             self.train_accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-            self.eval_loss = keras.metrics.Mean(name="loss")
-            self.eval_accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         self._signal: int | None = None
-        self._distributed: dict[int, tuple[Any, Any]] = {}  # see _evaluation_batches
+        self._previous_handlers: dict[int, Any] = {}  # the signals' handlers before run()
         self._train_steps = self._make_train_function()
-        self._eval_step = self._make_eval_function()
+        # The evaluation `python -m trainer evaluate` runs too (trainer.evaluation).
+        self.evaluation = Evaluation(
+            self.model, strategy=strategy, jit_compile=settings.jit_compile
+        )
 
     # ------------------------------------------------------------------ compiled steps
 
@@ -180,7 +187,7 @@ class TrainingLoop:
             step = self._on_replicas(self._replica_train_step)
 
         @tf.function
-        def train_steps(iterator, count):
+        def train_steps(iterator, count, stop_signal):
             if self.settings.steps_per_execution == 1:  # one step, no loop (as fit does)
                 images, labels = next(iterator)
                 step(images, labels)
@@ -189,16 +196,30 @@ class TrainingLoop:
                     images, labels = next(iterator)
                     step(images, labels)
             # What the progress bar shows, computed here: one transfer per call instead
-            # of a dozen eager ops (the schedule alone is most of them).
+            # of a dozen eager ops (the schedule alone is most of them); then the stop
+            # signal, agreed by every replica under a strategy (see _agreed_stop).
             return tf.stack(
                 [
                     tf.cast(self.train_loss.result(), tf.float32),
                     tf.cast(self.train_accuracy.result(), tf.float32),
                     tf.cast(self.optimizer.learning_rate, tf.float32),
+                    stop_signal if self.strategy is None else self._any_replica(stop_signal),
                 ]
             )
 
         return train_steps
+
+    def _any_replica(self, signum):
+        """The largest signal number ``signum`` (0: none) of all replicas, of every worker:
+        an all-reduce in the step. tf.distribute reduces by SUM or MEAN only, so each
+        replica's number becomes a one-hot vector and the numbers present are those
+        whose sum is positive."""
+        numbers = tf.range(_SIGNAL_SLOTS, dtype=tf.float32)
+        per_replica = self.strategy.run(
+            lambda: tf.one_hot(tf.cast(signum, tf.int32), _SIGNAL_SLOTS, dtype=tf.float32)
+        )
+        present = self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+        return tf.reduce_max(tf.where(present > 0, numbers, tf.zeros_like(numbers)))
 
     def _on_replicas(self, replica_step):
         """``replica_step`` run by ``strategy.run`` on each replica's part of a batch."""
@@ -209,43 +230,9 @@ class TrainingLoop:
 
         return step
 
-    def _eval_step_eager(self, images, labels) -> None:
-        logits = self.model(images, training=False)
-        self.eval_loss.update_state(self.loss_fn(labels, logits))
-        self.eval_accuracy.update_state(labels, logits)
-
-    def _replica_eval_step(self, images, labels) -> None:
-        logits = self.model(images, training=False)
-        self.eval_loss.update_state(self.per_example_loss_fn(labels, logits))
-        self.eval_accuracy.update_state(labels, logits)
-
-    def _make_eval_function(self):
-        if self.strategy is None:
-            return tf.function(self._eval_step_eager, jit_compile=self.settings.jit_compile)
-        return tf.function(self._on_replicas(self._replica_eval_step))
-
-    def _evaluation_batches(self, dataset):
-        """``dataset``, split across the replicas under a strategy.
-
-        Split once per dataset (kept alive here, so its id stays its own): a
-        split is a new pipeline, which would fill its in-memory cache again.
-        """
-        if self.strategy is None:
-            return dataset
-        if id(dataset) not in self._distributed:
-            self._distributed[id(dataset)] = (dataset, distribute_dataset(self.strategy, dataset))
-        return self._distributed[id(dataset)][1]
-
     def evaluate(self, dataset) -> dict[str, float]:
-        """Loss and accuracy of the model on ``dataset``."""
-        self.eval_loss.reset_state()
-        self.eval_accuracy.reset_state()
-        for images, labels in self._evaluation_batches(dataset):
-            self._eval_step(images, labels)
-        return {
-            "loss": float(self.eval_loss.result()),
-            "accuracy": float(self.eval_accuracy.result()),
-        }
+        """Loss and accuracy of the model on ``dataset`` (``trainer.evaluation.Evaluation``)."""
+        return self.evaluation.evaluate(dataset)
 
     # ------------------------------------------------------------------ the loop
 
@@ -256,7 +243,8 @@ class TrainingLoop:
     def run(self) -> LoopState:
         """Train until ``epochs`` or ``total_steps`` is reached, or early stopping says stop."""
         settings, state = self.settings, self.state
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
+        self._previous_handlers = previous
         try:
             iterator = None  # one pipeline and iterator for all the epochs of this run
             while (
@@ -303,8 +291,9 @@ class TrainingLoop:
                 settings.total_steps - step,
                 self._steps_to_next_step_checkpoint(step),
             )
-            shown = self._train_steps(iterator, tf.constant(count))
-            loss, accuracy, lr = shown.numpy().tolist()
+            asked = tf.constant(float(self._signal or 0))
+            shown = self._train_steps(iterator, tf.constant(count), asked)
+            loss, accuracy, lr, agreed = shown.numpy().tolist()
             state.batches_done += count
             step += count
             values = {"loss": loss, "accuracy": accuracy, "lr": lr}
@@ -312,7 +301,7 @@ class TrainingLoop:
             self.reporter.step(state.batches_done, step, values, log_now)
             if settings.every_n_steps and step % settings.every_n_steps == 0:
                 self.save(state, values)
-            if self._signal is not None:
+            if self._agreed_stop(int(agreed)):
                 self._stop(values)
         self._end_epoch(time.perf_counter() - started)
 
@@ -378,6 +367,21 @@ class TrainingLoop:
 
     # ------------------------------------------------------------------ signals
 
+    def _agreed_stop(self, agreed: int) -> bool:
+        """Whether to save and stop after this call.
+
+        On one device: when a signal came. Under a strategy: when any worker had one
+        as the call started (``agreed``, the largest signal number of all of them), so
+        every worker saves and stops after the same step; the save's collectives
+        need all of them, and a worker whose signal came during the call stops
+        after the next one, with the others.
+        """
+        if self.strategy is None:
+            return self._signal is not None
+        if agreed and self._signal is None:
+            self._signal = agreed  # another worker's: stop with it
+        return bool(agreed)
+
     def _on_signal(self, signum: int, frame: object) -> None:
         if self._signal is not None:  # a second signal: abort at once
             signal.signal(signum, signal.SIG_DFL)
@@ -393,4 +397,6 @@ class TrainingLoop:
 
     def _stop(self, values: Mapping[str, float]) -> None:
         self.save(self.state, values)
-        raise StopRequested(self._signal)
+        raise StopRequested(
+            self._signal, previous_handler=self._previous_handlers.get(self._signal)
+        )

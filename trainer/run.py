@@ -76,6 +76,7 @@ def train(cfg: DictConfig) -> float | None:
                 state = loop.run()
         except StopRequested as stop:  # the checkpoint is committed before we say so
             stop.run_dir = run_dir
+            stop.resumes_itself = sweep_job.resumes_itself
             raise
 
         test = loop.evaluate(data.test())

@@ -1,4 +1,10 @@
-"""Sweeps: where each job of a multirun writes, and how ``+resume=SWEEP_DIR`` continues it.
+"""Runs that continue in their own directory: a sweep's jobs, and ``+resume=auto``.
+
+``+resume=auto`` (with ``checkpoint.dir=DIR``, or under Slurm with none: see
+``trainer.cluster``) makes the same command start a run and continue it: DIR
+is the run's own directory, and rules 1-3 below apply to it, so a job that a
+scheduler runs again after a preemption continues where it stopped. In a
+multirun DIR is the sweep's directory and each job's run is ``DIR/<job>``.
 
 Every job of a multirun writes its own run directory, Hydra's job directory,
 under the sweep's (``trainer.checkpoint.run_dir`` rule 1)::
@@ -55,6 +61,10 @@ class SweepJob:
     run_dir: Path | None = None  # None: not a sweep resume, cfg unchanged
     finished: bool = False
     best: float | None = None  # the finished job's saved best metric
+    resumes_itself: bool = False  # +resume=auto: the same command continues the run
+
+
+AUTO = "auto"  # +resume=auto: continue checkpoint.dir's run, or start it
 
 
 def current_job_subdir() -> str | None:
@@ -68,6 +78,24 @@ def current_job_subdir() -> str | None:
     if hydra_cfg.mode != RunMode.MULTIRUN:
         return None
     return str(hydra_cfg.sweep.subdir)
+
+
+def sweep_runs_dir(config: DictConfig) -> Path:
+    """The directory holding one run per job of the multirun ``config`` describes: the
+    ``+resume`` sweep directory, ``checkpoint.dir`` with ``+resume=auto``, under Slurm
+    ``<paths.root>/slurm-<job id>``, else Hydra's sweep directory, which holds each job's
+    run in its job directory (``trainer.checkpoint.run_dir`` rule 1)."""
+    from trainer.cluster import slurm_run_name
+
+    resume = config.get("resume")
+    if resume == AUTO:
+        return auto_run_dir(config, None)
+    if resume is not None and is_sweep_dir(resume):
+        return Path(str(resume)).expanduser().absolute()
+    slurm = slurm_run_name()
+    if slurm is not None:
+        return (Path(config.paths.root) / slurm).expanduser().absolute()
+    return Path(str(config.hydra.sweep.dir)).expanduser().absolute()
 
 
 def _is_run_dir(path: Path) -> bool:
@@ -130,13 +158,38 @@ def finished_job_metric(run_dir: str | Path) -> float | None:
     return float(best) if isinstance(best, (int, float)) else None
 
 
+def auto_run_dir(cfg: DictConfig, job_subdir: str | None) -> Path:
+    """The run ``+resume=auto`` continues, or starts when it holds no checkpoint.
+
+    ``checkpoint.dir`` (in a multirun, the sweep's directory: the job's run is
+    ``<checkpoint.dir>/<job>``), else, under Slurm, the job's default run
+    directory (``trainer.cluster``: ``<paths.root>/slurm-<job id>[/<job>]``).
+    """
+    from trainer.cluster import slurm_run_name
+
+    if cfg.checkpoint.dir:
+        path = Path(cfg.checkpoint.dir)
+    else:
+        name = slurm_run_name()
+        if name is None:
+            raise UserError(
+                "+resume=auto needs checkpoint.dir=DIR: the run to continue, or to start there "
+                "when DIR holds no checkpoint (under Slurm the job id names it by default)"
+            )
+        path = Path(cfg.paths.root) / name
+    if job_subdir is not None:
+        path = path / job_subdir
+    return path.expanduser().absolute()
+
+
 def plan_sweep_job(
     cfg: DictConfig,
     job_subdir: str | None,
     overrides: list[str],
     report: Callable[[str], None] = print,
 ) -> SweepJob:
-    """Point a job of a resumed sweep at its own run directory; see the module docstring.
+    """Point a job of a resumed sweep, or a run with ``+resume=auto``, at its own run
+    directory; see the module docstring.
 
     ``job_subdir``: :func:`current_job_subdir`; ``overrides``: the job's
     command-line overrides. A finished job's overrides are checked against its
@@ -149,6 +202,19 @@ def plan_sweep_job(
     resume = cfg.get("resume")
     if resume is None:
         return SweepJob(cfg)
+    if resume == AUTO:
+        if cfg.trainer.fine_tune:
+            raise UserError(
+                "trainer.fine_tune=true needs +resume=CHECKPOINT (the weights to start from), "
+                "not +resume=auto"
+            )
+        run_dir = auto_run_dir(cfg, job_subdir)
+        from trainer.checkpoint.run_dir import refuse_new_run_in
+
+        if not list_checkpoints(run_dir):  # rules 4a-4d still hold for a run started here
+            refuse_new_run_in(run_dir, "checkpoint.dir", leftovers_ok=True)
+        who = "+resume=auto" if job_subdir is None else f"Sweep job {job_subdir} (+resume=auto)"
+        return _own_run(cfg, run_dir, overrides, report, who, resumes_itself=True)
     if job_subdir is None:
         if is_sweep_dir(resume):
             raise UserError(
@@ -160,23 +226,36 @@ def plan_sweep_job(
     run_dir = job_resume_path(resume, job_subdir)
     if run_dir is None:
         return SweepJob(cfg)
+    return _own_run(cfg, run_dir, overrides, report, f"Sweep job {job_subdir}")
+
+
+def _own_run(
+    cfg: DictConfig,
+    run_dir: Path,
+    overrides: list[str],
+    report: Callable[[str], None],
+    who: str,
+    resumes_itself: bool = False,
+) -> SweepJob:
+    """Rules 1-3 of the module docstring for the run in ``run_dir``."""
     cfg = copy.deepcopy(cfg)
     if not list_checkpoints(run_dir):  # rule 3: never started, or died before its first checkpoint
         with open_dict(cfg):
             cfg.resume = None
             cfg.checkpoint.dir = str(run_dir)
-        report(f"Sweep job {job_subdir}: no checkpoint in {run_dir}; starting it there")
-        return SweepJob(cfg, run_dir=run_dir)
-    with open_dict(cfg):  # rules 1 and 2: the job's own run
+        report(f"{who}: no checkpoint in {run_dir}; starting it there")
+        return SweepJob(cfg, run_dir=run_dir, resumes_itself=resumes_itself)
+    with open_dict(cfg):  # rules 1 and 2: the job's own run, continued in place
         cfg.resume = str(run_dir)
+        cfg.checkpoint.dir = str(run_dir)  # not the sweep's (checkpoint.dir with +resume=auto)
     summary = read_job_summary(run_dir)
     if summary is None or not reached_length(summary, cfg.trainer.epochs, cfg.trainer.max_steps):
-        report(f"Sweep job {job_subdir}: resuming its run {run_dir}")
-        return SweepJob(cfg, run_dir=run_dir)
+        report(f"{who}: resuming its run {run_dir}")
+        return SweepJob(cfg, run_dir=run_dir, resumes_itself=resumes_itself)
     plan_start(cfg, overrides, report=lambda _: None)  # refuses overrides the job did not run with
     best = finished_job_metric(run_dir)
     report(
-        f"Sweep job {job_subdir} finished before ({run_dir / SUMMARY}): "
+        f"{who}: finished before ({run_dir / SUMMARY}): "
         f"{summary.get('monitor', 'best')} {best}; not training it again"
     )
-    return SweepJob(cfg, run_dir=run_dir, finished=True, best=best)
+    return SweepJob(cfg, run_dir=run_dir, finished=True, best=best, resumes_itself=resumes_itself)

@@ -2,9 +2,10 @@
 
 When a multirun ends, the Hydra callback :class:`SweepSummary` (enabled in
 ``conf/hydra/callbacks/sweep_summary.yaml``) writes ``summary.csv`` and
-``summary.json`` into the Hydra sweep directory (``hydra.sweep.dir``), which
-holds the jobs' runs, and, for a resumed sweep, into the ``+resume`` sweep
-directory, which holds them then. Each job's results come from the
+``summary.json`` into the Hydra sweep directory (``hydra.sweep.dir``) and into
+the directory holding the jobs' runs (``trainer.sweep.sweep_runs_dir``: the
+Hydra sweep directory itself, the ``+resume`` sweep directory, or
+``checkpoint.dir`` with ``+resume=auto``). Each job's results come from the
 ``summary.json`` its run wrote; a job that has none (it failed, or the sweep was
 interrupted) is listed as ``unfinished``. Jobs are ranked by the best value of
 ``checkpoint.monitor``, highest first for ``checkpoint.mode=max``.
@@ -28,7 +29,7 @@ from omegaconf import DictConfig
 
 from trainer.checkpoint import write_text_atomically
 from trainer.checkpoint.reading import read_data
-from trainer.sweep import is_sweep_dir, read_job_summary
+from trainer.sweep import read_job_summary, sweep_runs_dir
 
 SUMMARY_CSV = "summary.csv"
 SUMMARY_JSON = "summary.json"
@@ -49,11 +50,7 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         hydra_sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
-        resume = config.get("resume")
-        if resume is not None and is_sweep_dir(resume):
-            runs_dir = Path(str(resume)).expanduser().absolute()
-        else:  # each job's run is its Hydra job directory (trainer.checkpoint.run_dir rule 1)
-            runs_dir = hydra_sweep_dir
+        runs_dir = sweep_runs_dir(config)
         summary = write_sweep_summary(
             hydra_sweep_dir,
             runs_dir,

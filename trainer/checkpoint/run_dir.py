@@ -7,6 +7,8 @@
    checkpoints in one folder per run. Outside a Hydra job (tools, tests) it is
    ``paths.run_dir``. Hydra writes its files there before the run is planned;
    none of them is a file rule 4e looks for, so they never make the folder "used".
+   Under Slurm it is ``<paths.root>/slurm-<job id>[/<job number>]``
+   (``trainer.cluster``), so that a requeued job finds its run again.
 2. One writer: a process writes into a run directory only while it holds the
    run's lock (``trainer.checkpoint.lock``); a second one is refused with one
    line naming the holder. In a multi-worker run only the chief takes it (the
@@ -100,9 +102,11 @@ def run_directory(cfg: DictConfig, *, in_place: bool) -> RunDirectory:
     return RunDirectory(path, new=not in_place)
 
 
-def refuse_new_run_in(path: Path, label: str) -> None:
+def refuse_new_run_in(path: Path, label: str, *, leftovers_ok: bool = False) -> None:
     """A UserError if a new run may not write into ``path`` (rule 4); ``label`` names the
-    setting that chose it (``checkpoint.dir``, ``OUT``)."""
+    setting that chose it (``checkpoint.dir``, ``OUT``). ``leftovers_ok``: the run files
+    of rule 4e are allowed (a run starting again in its own directory, which it left
+    before its first checkpoint: ``+resume=auto``)."""
     shown = f"{label} {str(path)!r}"
     real = Path(path).expanduser().resolve()  # symlinks followed: where the files would go
     if real == Path(real.anchor):  # rule 4a
@@ -133,7 +137,7 @@ def refuse_new_run_in(path: Path, label: str) -> None:
             f"another {label}"
         )
     found = [name for name in RUN_FILES if (real / name).exists()]
-    if found:
+    if found and not leftovers_ok:
         raise UserError(
             f"{shown} already holds {', '.join(found)}, which a new run would overwrite; "
             f"choose another {label}"
@@ -155,10 +159,19 @@ def _is_sweep_dir(directory: Path) -> bool:
 
 
 def default_run_dir(cfg: DictConfig) -> Path:
-    """Where a run writes without ``checkpoint.dir`` (rule 1): this Hydra job's output
-    directory, or ``paths.run_dir`` outside one."""
+    """Where a run writes without ``checkpoint.dir`` (rule 1): under Slurm the job's
+    name under ``paths.root``; else this Hydra job's output directory, or
+    ``paths.run_dir`` outside one."""
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
+    from trainer.cluster import slurm_run_name
+
+    slurm = slurm_run_name()
+    if slurm is not None:
+        multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+        name = Path(slurm) / str(HydraConfig.get().sweep.subdir) if multirun else Path(slurm)
+        return Path(OmegaConf.select(cfg, "paths.root", default="runs")) / name
     if HydraConfig.initialized():
         output_dir = OmegaConf.select(HydraConfig.get(), "runtime.output_dir")
         if output_dir:

@@ -44,6 +44,8 @@ COMMAND_MODULES = (
     "export",
     "rescue",
     "plot_schedule",
+    "evaluate",
+    "predict",
 )
 
 # Exit statuses of every command.

@@ -1,4 +1,4 @@
-"""``trainer export CHECKPOINT OUT``: a model file that plain Keras or TF Serving loads.
+"""``trainer export CHECKPOINT OUT``: a checkpoint's model for Keras, TF Serving, ONNX or LiteRT.
 
 The model is rebuilt from the checkpoint's config through the model registry
 (``trainer.models.build_model``) for the input shape and class count the
@@ -14,15 +14,34 @@ manifest records, and its weights are restored with
   still loadable without custom objects, and ready for ``fit``.
 - ``--format savedmodel``: ``model.export(OUT)``, a TensorFlow SavedModel with
   a ``serve`` endpoint, for TF Serving or ``tf.saved_model.load``.
+- ``--format onnx``: ``model.export(OUT.onnx, format="onnx")`` (Keras converts
+  through ``tf2onnx``), for ONNX Runtime.
+- ``--format litert``: ``model.export(OUT.tflite, format="litert")`` (Keras
+  converts through TensorFlow's own ``tf.lite`` converter), for the LiteRT
+  interpreter (``ai-edge-litert``).
 
-The model maps float32 images scaled to [0, 1] to logits (no softmax).
+Without ``--format`` the suffix of OUT chooses: ``.keras``, ``.onnx``,
+``.tflite``, anything else a SavedModel folder. The packages ``onnx`` needs
+come with the ``export`` extra (``pip install "keras-hydra-trainer[export]"``);
+without them the command says so in one line and writes nothing.
+
+The model maps float32 images scaled to [0, 1] to logits (no softmax); every
+format's input is named ``image``, with any batch size. OUT is written under a
+temporary name beside it and renamed into place once complete, so OUT is
+either absent or whole, and nothing already at OUT is ever replaced.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
+import os
 import shutil
 import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,30 +49,85 @@ from trainer.errors import UserError, storage_errors
 from trainer.tools import OK, add_import_argument, new_output_path, print_json, valid_checkpoint
 
 NAME = "export"
-HELP = "write a checkpoint's model as a .keras file or a SavedModel"
+HELP = "write a checkpoint's model as a .keras file, a SavedModel, ONNX or LiteRT"
 DESCRIPTION = """\
 Rebuild the model of a checkpoint from its config, restore its weights, and
 write it for use outside this project: a .keras file that plain
-keras.saving.load_model(path, safe_mode=True) loads with no custom objects, or
-a TensorFlow SavedModel for serving. Inputs: float32 images scaled to [0, 1];
-outputs: logits. CHECKPOINT is a checkpoint, or a run (its newest valid one).
-OUT must not exist.
+keras.saving.load_model(path, safe_mode=True) loads with no custom objects, a
+TensorFlow SavedModel for serving, an .onnx file for ONNX Runtime, or a .tflite
+file for the LiteRT interpreter. Inputs: float32 images scaled to [0, 1], named
+"image"; outputs: logits. CHECKPOINT is a checkpoint, or a run (its newest
+valid one). OUT must not exist; it appears only once complete.
 
 examples:
   python -m trainer export runs/<run>/step-00000450 model.keras
   python -m trainer export runs/<run> --format savedmodel serving/digits/1
-  python -m trainer export runs/<run> model.keras --compile"""
+  python -m trainer export runs/<run> model.keras --compile
+  python -m trainer export runs/<run> model.onnx      # needs the export extra
+  python -m trainer export runs/<run> model.tflite"""
 
-FORMATS = ("keras", "savedmodel")
+EXTRA = 'pip install "keras-hydra-trainer[export]"'
+INPUT_NAME = "image"  # the input of every format (trainer.models names its input so too)
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """What ``--format NAME`` writes, how, and what it needs."""
+
+    name: str
+    suffix: str  # the suffix OUT must have; "" for a folder of any name
+    keras_format: str | None  # ``model.export(format=...)``; None: ``model.save``
+    packages: tuple[str, ...]  # modules the conversion imports, from the export extra
+    usage: str  # the line that says how to load it: a template of {out} and {input}
+
+
+FORMATS = {
+    f.name: f
+    for f in (
+        ExportFormat(
+            "keras",
+            ".keras",
+            None,
+            (),
+            "Load with: keras.saving.load_model({out!r})  # no custom objects needed",
+        ),
+        ExportFormat(
+            "savedmodel",
+            "",
+            "tf_saved_model",
+            (),
+            "Serve with TF Serving, or: tf.saved_model.load({out!r}).serve(images)",
+        ),
+        ExportFormat(
+            "onnx",
+            ".onnx",
+            "onnx",
+            ("tf2onnx", "onnx"),
+            "Run with: onnxruntime.InferenceSession({out!r}).run(None, {{{input!r}: images}})",
+        ),
+        # Keras converts through TensorFlow's own tf.lite: nothing to install to write the
+        # file; ai-edge-litert (in the extra) is the interpreter that runs it.
+        ExportFormat(
+            "litert",
+            ".tflite",
+            "litert",
+            (),
+            "Run with: ai_edge_litert.interpreter.Interpreter({out!r}).get_signature_runner()"
+            "({input}=images)",
+        ),
+    )
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint or run directory")
-    parser.add_argument("out", metavar="OUT", help="the .keras file or SavedModel folder to write")
+    parser.add_argument(
+        "out", metavar="OUT", help="the .keras, .onnx or .tflite file, or SavedModel folder"
+    )
     parser.add_argument(
         "--format",
-        choices=FORMATS,
-        help="keras or savedmodel (default: keras if OUT ends in .keras, else savedmodel)",
+        choices=tuple(FORMATS),
+        help="default: from OUT's suffix (.keras, .onnx, .tflite; anything else savedmodel)",
     )
     parser.add_argument(
         "--compile",
@@ -94,33 +168,29 @@ def run(args: argparse.Namespace) -> int:
 
     checkpoint = valid_checkpoint(args.checkpoint)
     out = new_output_path(args.out)
-    export_format = args.format or ("keras" if out.suffix == ".keras" else "savedmodel")
-    if export_format == "keras" and out.suffix != ".keras":
-        raise UserError(
-            f"--format keras writes a .keras file; OUT must end in .keras, got {args.out!r}"
-        )
-    if args.compile and export_format != "keras":
+    export_format = choose_format(args.format, out, args.out)
+    if args.compile and export_format.name != "keras":
         raise UserError("--compile applies to --format keras only")
     config = read_checkpoint_config(checkpoint)
     import_user_modules(args.imports)
-    _, keras = import_tensorflow()
+    tf, keras = import_tensorflow()
+    require_packages(export_format)
     model, input_shape, num_classes = rebuild_model(checkpoint, config)
     compiled = None
-    if export_format == "keras" and args.compile:
+    if export_format.name == "keras" and args.compile:
         compiled = _compile(keras, model, config, checkpoint)
-    try:
-        with storage_errors(f"write {str(out)!r}"):
-            _write(model, out, export_format)
-    except BaseException:  # OUT did not exist before: what was written of it goes
-        if out.is_dir() and not out.is_symlink():
-            shutil.rmtree(out, ignore_errors=True)
-        else:
-            out.unlink(missing_ok=True)
-        raise
+    # The tool's contract, stated rather than inferred from the model: float32 images of the
+    # checkpoint's input shape, any batch size (ONNX export refuses an uncalled model without it).
+    signature = [tf.TensorSpec((None, *input_shape), tf.float32, name=INPUT_NAME)]
+    with storage_errors(f"write {str(out)!r}"):
+        write_new_output(
+            out, export_format.suffix, lambda path: _write(model, path, export_format, signature)
+        )
     result = {
         "checkpoint": str(checkpoint.path),
         "out": str(out),
-        "format": export_format,
+        "format": export_format.name,
+        "input": INPUT_NAME,
         "input_shape": list(input_shape),
         "num_classes": num_classes,
         "outputs": "logits",
@@ -134,32 +204,145 @@ def run(args: argparse.Namespace) -> int:
         f"Model: float32 images {input_shape} scaled to [0, 1] -> {num_classes} logits "
         "(apply softmax for probabilities)"
     )
-    if export_format == "keras":
-        if compiled:
-            print(
-                f"Compiled with {compiled['optimizer']} at a constant learning rate "
-                f"{compiled['learning_rate']:.4g} (the rate at the saved step; no schedule), "
-                f"optimizer state: {compiled['state']}; sparse categorical cross-entropy on "
-                "logits, accuracy"
-            )
-        else:
-            print(
-                "Not compiled: no optimizer or schedule in the file (add --compile to include one)"
-            )
-        print(f"Load with: keras.saving.load_model({str(out)!r})  # no custom objects needed")
-    else:
-        print(f"Serve with TF Serving, or: tf.saved_model.load({str(out)!r}).serve(images)")
+    if export_format.name == "keras":
+        print(_compiled_line(compiled))
+    print(export_format.usage.format(out=str(out), input=INPUT_NAME))
     return OK
 
 
-def _write(model, out: Path, export_format: str) -> None:
-    if export_format == "keras":
-        model.save(out)
-        return
+def choose_format(name: str | None, out: Path, text: str) -> ExportFormat:
+    """``--format NAME``, or else the format OUT's suffix names (any other: a SavedModel).
+
+    A UserError if the format writes a file of a suffix OUT does not end in.
+    """
+    if name is None:
+        by_suffix = {f.suffix: f for f in FORMATS.values() if f.suffix}
+        export_format = by_suffix.get(out.suffix.lower(), FORMATS["savedmodel"])
+    else:
+        export_format = FORMATS[name]
+    suffix = export_format.suffix
+    if suffix and out.suffix.lower() != suffix:
+        raise UserError(
+            f"--format {export_format.name} writes a {suffix} file; OUT must end in {suffix}, "
+            f"got {text!r}"
+        )
+    return export_format
+
+
+def require_packages(export_format: ExportFormat) -> None:
+    """A UserError naming the extra to install if a module the format needs does not import."""
+    from trainer.startup import quiet_stderr
+
+    for module in export_format.packages:
+        with quiet_stderr():  # importing a converter may log to fd 2
+            error = _import_error(module)
+        if error is not None:
+            reason = (str(error).splitlines() or [type(error).__name__])[0]
+            raise UserError(
+                f"--format {export_format.name} needs the package {module!r}, which cannot be "
+                f"imported ({reason}); install it with: {EXTRA}"
+            )
+
+
+def _import_error(module: str) -> ImportError | None:
     try:
-        model.export(str(out), format="tf_saved_model", verbose=False)
-    except TypeError:  # a Keras without the verbose argument
-        model.export(str(out), format="tf_saved_model")
+        importlib.import_module(module)
+    except ImportError as error:
+        return error
+    return None
+
+
+def _compiled_line(compiled: dict[str, Any] | None) -> str:
+    if not compiled:
+        return "Not compiled: no optimizer or schedule in the file (add --compile to include one)"
+    return (
+        f"Compiled with {compiled['optimizer']} at a constant learning rate "
+        f"{compiled['learning_rate']:.4g} (the rate at the saved step; no schedule), "
+        f"optimizer state: {compiled['state']}; sparse categorical cross-entropy on "
+        "logits, accuracy"
+    )
+
+
+def _write(model, path: Path, export_format: ExportFormat, signature: list) -> None:
+    if export_format.keras_format is None:
+        model.save(path)
+        return
+    from trainer.startup import quiet_stderr
+
+    # The converters log their passes to fd 2 (MLIR, tf2onnx): kept off the console, and
+    # shown if the conversion fails.
+    with quiet_stderr():
+        model.export(
+            str(path),
+            format=export_format.keras_format,
+            input_signature=signature,
+            verbose=False,
+        )
+
+
+def write_new_output(out: Path, suffix: str, write: Callable[[Path], None]) -> None:
+    """``write(path)`` to a temporary ``path`` beside ``out``, then name the result ``out``.
+
+    ``path`` ends in ``suffix`` (Keras' writers check it). Until the rename nothing is at
+    ``out``, and a failure (of ``write`` or later) removes what was written: ``out`` is
+    absent or whole. Nothing already at ``out`` is replaced, even if it appeared after the
+    tool checked: the name is claimed first by an exclusive create (a file) or ``mkdir`` (a
+    folder), which fail if anything is there, and the result is renamed onto that empty
+    placeholder, which is all a rename can replace then. (Python exposes no
+    rename-without-replace: ``renameat2(RENAME_NOREPLACE)`` is Linux-only and not in ``os``.)
+    """
+    temporary = out.with_name(f".{out.name}.tmp-{os.getpid()}-{time.time_ns()}{suffix}")
+    placeholder = False
+    try:
+        write(temporary)
+        _fsync_tree(temporary)
+        try:
+            if temporary.is_dir():
+                out.mkdir()
+            else:
+                os.close(os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        except FileExistsError:
+            raise UserError(f"{str(out)!r} already exists; choose a new output path") from None
+        placeholder = True
+        os.replace(temporary, out)
+        placeholder = False
+        _fsync(out.parent)
+    except BaseException:
+        _remove(temporary)
+        if placeholder:  # the rename failed: the empty placeholder goes, nothing else
+            with contextlib.suppress(OSError):
+                if out.is_dir():
+                    out.rmdir()  # refuses a folder someone has written into
+                elif out.stat().st_size == 0:
+                    out.unlink()
+        raise
+
+
+def _fsync_tree(path: Path) -> None:
+    """Flush a written file, or every file and folder of a written folder, to the disk."""
+    if not path.is_dir():
+        _fsync(path)
+        return
+    for directory, _, files in os.walk(path):
+        for name in files:
+            _fsync(Path(directory) / name)
+        _fsync(Path(directory))
+
+
+def _fsync(path: Path) -> None:
+    """fsync a file or a folder (opened read-only, which Linux allows for both)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _compile(keras, model, config: dict[str, Any], checkpoint) -> dict[str, Any]:
