@@ -359,7 +359,7 @@ def test_sweep_resumes_the_killed_job_and_skips_the_finished_one(digits_dir, tmp
     resumed = run_train(
         *args, f"+resume={runs}", f"hydra.sweep.dir={tmp_path / 'multirun-resumed'}", cwd=tmp_path
     )
-    assert "Sweep job 0 finished before" in resumed.stdout
+    assert "Sweep job 0: finished before" in resumed.stdout
     assert f"Resuming from {killed_job / f'step-{saved_step:08d}'}: step {saved_step}," in (
         resumed.stdout
     )
