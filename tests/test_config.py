@@ -37,14 +37,16 @@ GROUP_OPTIONS = [
 
 def test_config_groups_are_the_documented_ones():
     groups = config_groups()
-    assert groups["dataset"] == ["cifar10", "digits", "fashion_mnist", "mnist"]
+    assert groups["dataset"] == ["cifar10", "digits", "fashion_mnist", "folder", "mnist", "tfds"]
     assert groups["optimizer"] == ["adam", "adamw", "rmsprop", "sgd"]
     assert set(groups["schedule"]) == {*SCHEDULE_NAMES, "custom"}
-    assert groups["model"] == ["cnn"]
+    assert groups["model"] == ["cnn", "custom", "keras_app", "resnet"]
 
 
 # Groups that are not in the primary config's defaults; selected with `+group=option`.
 ADDED_GROUPS = ("hparams_search", "experiment", "debug")
+# Options with a value the user must give (validate refuses them without it).
+REQUIRED = {"folder": ("dataset.path=images",), "tfds": ("dataset.tfds_name=mnist",)}
 
 
 @pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS)
@@ -52,7 +54,7 @@ def test_every_option_composes_and_validates(group, option):
     if group in ADDED_GROUPS:
         validate(composed(f"+{group}={option}"))
         return
-    cfg = composed(f"{group}={option}")
+    cfg = composed(f"{group}={option}", *REQUIRED.get(option, ()))
     validate(cfg)
     section = cfg[group]
     if "name" in section:

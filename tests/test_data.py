@@ -161,6 +161,7 @@ def test_load_data_info_comes_from_the_tfds_dataset(offline_digits_dir):
         test_examples=DIGITS_TEST,
         batch_size=100,
         steps_per_epoch=13,  # ceil(1294 / 100): the short last batch is kept
+        class_names=tuple(str(digit) for digit in range(10)),  # the ClassLabel's names
     )
     with pytest.raises(AttributeError):
         data.info.batch_size = 1  # frozen
@@ -377,7 +378,8 @@ def test_train_epoch_refuses_positions_outside_the_epoch(offline_digits_dir, epo
     [
         (
             {"name": "imagenet"},
-            "unknown dataset 'imagenet'; known: cifar10, digits, fashion_mnist, mnist",
+            "unknown dataset 'imagenet'; known: cifar10, digits, fashion_mnist, folder, mnist, "
+            "tfds",
         ),
         # The config's own checks (trainer.config.validate_dataset), worded as train.py words them.
         ({"batch_size": 0}, "dataset.batch_size must be an integer >= 1, got 0"),

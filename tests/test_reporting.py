@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import tensorflow as tf
 
-tf = pytest.importorskip("tensorflow")
-
-from trainer import reporting  # noqa: E402
+from trainer import reporting
 
 
 def read_scalars(log_dir) -> dict[str, list[tuple[int, float]]]:

@@ -53,6 +53,21 @@ class MonitorMode(StrEnum):
     min = "min"
 
 
+class ResNetBlock(StrEnum):
+    basic = "basic"  # two 3x3 convs (ResNet-18/34)
+    bottleneck = "bottleneck"  # 1x1 -> 3x3 -> 1x1 with 4x expansion (ResNet-50 and deeper)
+
+
+class ResNetStem(StrEnum):
+    auto = "auto"  # small for inputs of at most RESNET_SMALL_STEM_MAX_SIZE pixels, else imagenet
+    small = "small"  # 3x3 conv, stride 1, no pooling (CIFAR-style)
+    imagenet = "imagenet"  # 7x7 conv, stride 2, then 3x3 max-pool, stride 2
+
+
+class KerasWeights(StrEnum):
+    imagenet = "imagenet"  # from the Keras cache only: never downloaded by a run
+
+
 class Strategy(StrEnum):
     default = "default"
     mirrored = "mirrored"
@@ -96,6 +111,61 @@ ACTIVATIONS = (
     "tanh_shrink",
 )
 
+# The ResNet depths of He et al. (2016), Table 1: depth -> (block, blocks per stage).
+RESNET_DEPTHS = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+}
+RESNET_SMALL_STEM_MAX_SIZE = 64  # stem=auto: inputs up to this side (CIFAR's 32) keep their size
+
+# The constructors of keras.applications (Keras 3.15), kept here so the config is checked
+# without importing Keras; tests compare it with Keras' own.
+KERAS_APPLICATIONS = (
+    "ConvNeXtBase",
+    "ConvNeXtLarge",
+    "ConvNeXtSmall",
+    "ConvNeXtTiny",
+    "ConvNeXtXLarge",
+    "DenseNet121",
+    "DenseNet169",
+    "DenseNet201",
+    "EfficientNetB0",
+    "EfficientNetB1",
+    "EfficientNetB2",
+    "EfficientNetB3",
+    "EfficientNetB4",
+    "EfficientNetB5",
+    "EfficientNetB6",
+    "EfficientNetB7",
+    "EfficientNetV2B0",
+    "EfficientNetV2B1",
+    "EfficientNetV2B2",
+    "EfficientNetV2B3",
+    "EfficientNetV2L",
+    "EfficientNetV2M",
+    "EfficientNetV2S",
+    "InceptionResNetV2",
+    "InceptionV3",
+    "MobileNet",
+    "MobileNetV2",
+    "MobileNetV3Large",
+    "MobileNetV3Small",
+    "NASNetLarge",
+    "NASNetMobile",
+    "ResNet101",
+    "ResNet101V2",
+    "ResNet152",
+    "ResNet152V2",
+    "ResNet50",
+    "ResNet50V2",
+    "VGG16",
+    "VGG19",
+    "Xception",
+)
+
 # --------------------------------------------------------------------------- dataset
 
 
@@ -111,6 +181,33 @@ class DatasetConfig:
     limit_train_examples: int | None = None  # the first N training examples only (debug=overfit)
 
 
+@dataclass
+class FolderDatasetConfig(DatasetConfig):
+    """``dataset=folder``: one subfolder of images per class (``trainer.image_folder``)."""
+
+    name: str = "folder"
+    path: str | None = None  # the folder (required); on resume it may move, the files the same
+    image_size: list[int] = field(default_factory=lambda: [32, 32])  # [height, width]
+    channels: int | None = None  # 1 or 3; None: from the images (all must agree)
+    test_split: float = 0.2  # fraction held out as test when there is no test/ subfolder
+
+
+@dataclass
+class TfdsDatasetConfig(DatasetConfig):
+    """``dataset=tfds``: any TFDS image classification dataset, by its catalog name."""
+
+    name: str = "tfds"
+    tfds_name: str | None = None  # required: mnist, tf_flowers, oxford_flowers102, "name/config"
+    tfds_train_split: str = "train"  # TFDS split names; slices too: "train[:80%]"
+    tfds_test_split: str = "test"  # e.g. "train[80%:]" for a dataset with one split
+    image_key: str = "image"
+    label_key: str = "label"
+    image_size: list[int] | None = None  # [height, width]; None: the dataset's fixed size
+
+
+IMAGE_CHANNELS = (1, 3)
+
+
 # --------------------------------------------------------------------------- model
 
 
@@ -124,6 +221,34 @@ class CNNConfig:
     activation: str = "relu"  # one of ACTIVATIONS
     dropout: float = 0.25
     dense_units: list[int] = field(default_factory=lambda: [128])
+
+
+@dataclass
+class ResNetConfig:
+    """Either ``depth`` (one of RESNET_DEPTHS) or, with ``depth: null``, both ``block`` and
+    ``stage_blocks``; stage i has ``width * 2**i`` filters (x4 out of a bottleneck)."""
+
+    name: str = "resnet"
+    depth: int | None = 18
+    block: ResNetBlock | None = None
+    stage_blocks: list[int] | None = None
+    width: int = 16
+    stem: ResNetStem = ResNetStem.auto
+    bn_momentum: float = 0.9
+    bn_epsilon: float = 1e-5
+    zero_init_residual: bool = False  # last BN gamma of each block starts at 0
+    dropout: float = 0.0  # before the logits layer; 0 disables
+
+
+@dataclass
+class KerasAppConfig:
+    name: str = "keras_app"
+    application: str = "MobileNetV3Small"  # one of KERAS_APPLICATIONS
+    weights: KerasWeights | None = None  # None: random init; imagenet: from the Keras cache
+    trainable_base: bool = True  # false: the application is frozen (BN in inference mode)
+    image_size: int | None = None  # None: as they come, or the application's minimum side
+    bn_momentum: float | None = None  # None: the application's own (MobileNets: 0.999)
+    dropout: float = 0.0  # before the logits layer; 0 disables
 
 
 # --------------------------------------------------------------------------- optimizer
@@ -323,8 +448,9 @@ class PathsConfig:
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
-    "dataset": {"digits": DatasetConfig},
-    "model": {"cnn": CNNConfig},
+    # Catalog datasets other than these (mnist, cifar10, ...) share DatasetConfig.
+    "dataset": {"digits": DatasetConfig, "folder": FolderDatasetConfig, "tfds": TfdsDatasetConfig},
+    "model": {"cnn": CNNConfig, "resnet": ResNetConfig, "keras_app": KerasAppConfig},
     "optimizer": {
         "adam": AdamConfig,
         "adamw": AdamWConfig,
@@ -392,8 +518,9 @@ def schema_node(group: str, section: Mapping[str, Any]) -> DictConfig | None:
     without one (a user's registered schedule or model), whose keys its builder checks."""
     if group == "checkpoint":
         return _checkpoint_node()
-    if group == "dataset":  # any registered dataset shares one schema
-        return OmegaConf.structured(DatasetConfig)
+    if group == "dataset":  # a dataset without a schema of its own shares DatasetConfig
+        schema = SCHEMAS["dataset"].get(_name_of(section), DatasetConfig)
+        return OmegaConf.structured(schema)
     options = SCHEMAS.get(group, {})
     schema = options.get("default") or options.get(_name_of(section))
     return None if schema is None else OmegaConf.structured(schema)
@@ -523,6 +650,7 @@ def validate(cfg: DictConfig) -> None:
     Schedule parameters are checked by ``trainer.schedules.resolve_schedule``
     once the steps per epoch are known (still before training starts).
     """
+    check_given(cfg)
     check_known_keys(cfg)
     validate_seed(cfg.seed)
     validate_dataset(cfg.dataset)
@@ -530,6 +658,17 @@ def validate(cfg: DictConfig) -> None:
     validate_optimizer(cfg.optimizer)
     validate_trainer(cfg.trainer)
     validate_checkpoint(cfg.checkpoint, cfg.dataset)
+
+
+def check_given(cfg: DictConfig) -> None:
+    """Refuse, in one line, a config with mandatory values left out (``???``), such as
+    ``model.name`` of ``model=custom`` or ``schedule.name`` of ``schedule=custom``."""
+    missing = sorted(OmegaConf.missing_keys(cfg)) if OmegaConf.is_config(cfg) else []
+    if missing:
+        raise UserError(
+            f"no value given for {', '.join(missing)}: add {missing[0]}=VALUE to the command "
+            "line (for model=custom or schedule=custom, the name your module registered)"
+        )
 
 
 def validate_seed(seed: Any) -> None:
@@ -574,10 +713,71 @@ def validate_dataset(data: Mapping[str, Any]) -> None:
         data_dir,
         "a directory path or null (TFDS' default)",
     )
+    _validate_dataset_source(data)
+
+
+def _validate_dataset_source(data: Mapping[str, Any]) -> None:
+    """The keys of ``dataset=folder`` and ``dataset=tfds``, checked where present; ``path``
+    (folder) and ``tfds_name`` (tfds) are required by their option."""
+    required = {"folder": "path", "tfds": "tfds_name"}.get(data.get("name"))
+    for key in (
+        "path",
+        "tfds_name",
+        "tfds_train_split",
+        "tfds_test_split",
+        "image_key",
+        "label_key",
+    ):
+        value = data.get(key)
+        if key in data and (value is not None or key == required):
+            _require(
+                isinstance(value, str | os.PathLike) and os.fspath(value).strip() != "",
+                f"dataset.{key}",
+                value,
+                "a non-empty string"
+                + (f" (dataset={data.get('name')} needs it)" if key == required else ""),
+            )
+    size = _plain(data.get("image_size"))
+    if size is not None or data.get("name") == "folder":
+        _require(
+            isinstance(size, list | tuple) and len(size) == 2 and all(map(_positive_int, size)),
+            "dataset.image_size",
+            size,
+            "[height, width]: two integers >= 1",
+        )
+    channels = data.get("channels")
+    _require(
+        channels is None or (_is_int(channels) and channels in IMAGE_CHANNELS),
+        "dataset.channels",
+        channels,
+        "1 (grayscale), 3 (RGB) or null (from the images)",
+    )
+    test = data.get("test_split", 0.0)
+    _require(_is_number(test) and 0 <= test < 1, "dataset.test_split", test, "in [0, 1)")
+    validation = data.get("validation_split", 0.0)
+    _require(
+        validation + test < 1,
+        "dataset.test_split",
+        test,
+        f"< 1 - dataset.validation_split ({validation}), to leave examples to train on",
+    )
 
 
 def validate_model(model: Mapping[str, Any]) -> None:
-    """The ``model`` section's keys the cnn schema declares (other models check their own)."""
+    """The ``model`` section, checked by the family its name picks (:data:`MODEL_CHECKS`);
+    a model of the user's own (``model=custom``) is checked by its builder."""
+    check = MODEL_CHECKS.get(_name_of(model))
+    if check is not None:
+        check(model)
+
+
+def _validate_dropout(model: Mapping[str, Any]) -> None:
+    dropout = model.get("dropout")
+    _require(_is_number(dropout) and 0 <= dropout < 1, "model.dropout", dropout, "in [0, 1)")
+
+
+def validate_cnn(model: Mapping[str, Any]) -> None:
+    """``model=cnn``: filters, kernel size, dropout, dense units, activation."""
     if "filters" in model:
         filters = _plain(model["filters"])
         _require(
@@ -594,8 +794,7 @@ def validate_model(model: Mapping[str, Any]) -> None:
             "an integer >= 1",
         )
     if "dropout" in model:
-        dropout = model["dropout"]
-        _require(_is_number(dropout) and 0 <= dropout < 1, "model.dropout", dropout, "in [0, 1)")
+        _validate_dropout(model)
     if "dense_units" in model:
         units = _plain(model["dense_units"])
         _require(
@@ -611,6 +810,67 @@ def validate_model(model: Mapping[str, Any]) -> None:
             model["activation"],
             "one of " + ", ".join(ACTIVATIONS),
         )
+
+
+def validate_resnet(model: Mapping[str, Any]) -> None:
+    """``model=resnet``: a standard ``depth``, or ``depth: null`` with ``block`` and
+    ``stage_blocks``; width, batch norm and dropout."""
+    depth, stages = model["depth"], _plain(model["stage_blocks"])
+    block = None if model["block"] is None else str(model["block"])  # the name, not the Enum
+    depths = ", ".join(map(str, RESNET_DEPTHS))
+    _require(
+        depth is None or (_is_int(depth) and depth in RESNET_DEPTHS),
+        "model.depth",
+        depth,
+        f"one of {depths}, or null with model.block and model.stage_blocks",
+    )
+    if depth is not None:
+        for key, value in (("block", block), ("stage_blocks", stages)):
+            _require(
+                value is None, f"model.{key}", value, f"null when model.depth is set ({depth})"
+            )
+    else:
+        blocks = " or ".join(ResNetBlock)
+        _require(block is not None, "model.block", block, f"{blocks} when model.depth is null")
+        _require(
+            isinstance(stages, list) and len(stages) > 0 and all(map(_positive_int, stages)),
+            "model.stage_blocks",
+            stages,
+            "a non-empty list of positive integers (residual blocks per stage) when "
+            "model.depth is null",
+        )
+    _require(_positive_int(model["width"]), "model.width", model["width"], "an integer >= 1")
+    momentum, epsilon = model["bn_momentum"], model["bn_epsilon"]
+    _require(0 <= momentum < 1, "model.bn_momentum", momentum, "in [0, 1)")
+    _require(epsilon > 0, "model.bn_epsilon", epsilon, "> 0")
+    _validate_dropout(model)
+
+
+def validate_keras_app(model: Mapping[str, Any]) -> None:
+    """``model=keras_app``: a constructor of keras.applications, image size and dropout
+    (whether the application takes that size, and whether its ImageNet weights are in the
+    Keras cache, is checked when it is built)."""
+    application = model["application"]
+    _require(
+        application in KERAS_APPLICATIONS,
+        "model.application",
+        application,
+        "one of " + ", ".join(KERAS_APPLICATIONS),
+    )
+    size = model["image_size"]
+    _require(_int_or_none(size), "model.image_size", size, "null or an integer >= 1")
+    momentum = model["bn_momentum"]
+    _require(
+        momentum is None or 0 <= momentum < 1,
+        "model.bn_momentum",
+        momentum,
+        "null (the application's own) or in [0, 1)",
+    )
+    _validate_dropout(model)
+
+
+# The value checks of each model family that has a schema, by model.name.
+MODEL_CHECKS = {"cnn": validate_cnn, "resnet": validate_resnet, "keras_app": validate_keras_app}
 
 
 def validate_optimizer(opt: Mapping[str, Any]) -> None:

@@ -3,7 +3,11 @@
 A builder takes the model section of the config, the input shape and the
 number of classes (both from the dataset's info) and returns an unbuilt-free
 ``keras.Model`` whose variables are created, so weights can be restored into
-it at once. Register your own with ``@register_model("name")``.
+it at once. Register your own with ``@register_model("name")`` and select it
+with ``model=custom model.name=<name>`` (README, "Your own model").
+
+A builder takes images as float32 in [0, 1], NHWC, and returns logits (no
+softmax), best from a float32 layer named ``logits`` whatever the dtype policy.
 """
 
 from __future__ import annotations
@@ -13,10 +17,16 @@ from typing import Any
 
 import keras
 
+from trainer.models_keras_app import build_keras_app
+from trainer.models_resnet import build_resnet
 from trainer.registry import Registry
 
 MODELS: Registry = Registry("model")
 register_model = MODELS.register
+# The families of their own modules (one each), registered here so that importing this
+# module is what makes every built-in name known.
+register_model("resnet")(build_resnet)
+register_model("keras_app")(build_keras_app)
 
 
 @register_model("cnn")

@@ -25,6 +25,7 @@ from trainer.checkpoint.resume import StartPlan, describe_resume, plan_start
 from trainer.checkpoint.run_dir import RunDirectory, run_directory
 from trainer.config import validate
 from trainer.errors import StopRequested, UserError, storage_errors
+from trainer.image_folder import fingerprint as folder_fingerprint
 from trainer.startup import hydra_overrides, import_tensorflow, import_user_modules
 from trainer.sweep import current_job_subdir, plan_sweep_job
 
@@ -161,6 +162,9 @@ def plan_run(
     """
     plan = plan_start(cfg, hydra_overrides(), hashes=hashes)
     validate(plan.cfg)
+    # An image folder's layout is checked before the run directory is created and
+    # TensorFlow starts (its images are decoded by load_data).
+    folder_fingerprint(plan.cfg.dataset)
     chosen = plan.cfg.checkpoint.dir
     own = own_dir is not None and chosen and Path(chosen).expanduser().absolute() == own_dir
     in_place = plan.in_place or bool(own)

@@ -99,6 +99,7 @@ MANIFEST_SCHEMA = Record(
         "input_shape": ListOf(Integer(1, 1 << 31), max_length=8),
         "num_classes": Integer(1, 1 << 31),
         "num_replicas": Integer(1, 1 << 20),
+        "data_fingerprint": Text(64, pattern="[0-9a-f]{64}"),  # trainer.image_folder
         "rescued_from": Text(),
     },
     required=("format_version", "global_step", "files"),

@@ -25,6 +25,7 @@ from trainer.checkpoint.format import (
 from trainer.checkpoint.reading import SAVED_SECTIONS, read_checkpoint_config
 from trainer.config import validate
 from trainer.errors import UserError
+from trainer.image_folder import fingerprint
 
 # Overrides a resumed run may take: they change how long or how it is
 # recorded, not what is trained.
@@ -39,6 +40,7 @@ ALLOWED_PREFIXES = (
     "resume",
     "dataset.data_dir",
     "dataset.download",
+    "dataset.path",  # an image folder that moved; rule 7 checks it holds the same files
 )
 # Overrides that fine-tuning (trainer.fine_tune=true) allows on top.
 FINE_TUNE_PREFIXES = ("optimizer", "schedule")
@@ -76,18 +78,46 @@ def refused_overrides(
     saved_cfg = OmegaConf.create(dict(saved))
     refused = []
     for key in keys:
-        if any(key == p.rstrip(".") or key.startswith(p) for p in allowed):
+        if _is_allowed(key, allowed):
             continue
         ours = OmegaConf.select(cfg, key, default=None)
         theirs = OmegaConf.select(saved_cfg, key, default=None)
-        if _as_plain_data(ours) != _as_plain_data(theirs):
-            refused.append(key)
+        # A whole group (`dataset=folder`) is compared without its allowed keys
+        # (dataset.path): re-running the run's command with a new path is no change.
+        ours, theirs = _as_plain_data(ours, key, allowed), _as_plain_data(theirs, key, allowed)
+        if ours != theirs:
+            refused.extend(_differing_keys(key, ours, theirs))
     return refused
 
 
-def _as_plain_data(value: Any) -> Any:
+def _differing_keys(key: str, ours: Any, theirs: Any) -> list[str]:
+    """``[key]``, or for two sections of the same option (``name``) the keys inside them
+    that differ: what to fix."""
+    sections = isinstance(ours, dict) and isinstance(theirs, dict)
+    if not sections or ours.get("name") != theirs.get("name"):
+        return [key]
+    inner = []
+    for name in sorted(set(ours) | set(theirs), key=str):
+        if ours.get(name) != theirs.get(name):
+            inner.extend(_differing_keys(f"{key}.{name}", ours.get(name), theirs.get(name)))
+    return inner
+
+
+def _is_allowed(key: str, allowed: Iterable[str]) -> bool:
+    return any(key == p.rstrip(".") or key.startswith(p) for p in allowed)
+
+
+def _as_plain_data(value: Any, key: str, allowed: Iterable[str]) -> Any:
+    """``value`` (at ``key``) as plain data, leaving out the keys inside it that are
+    ``allowed`` to change."""
     if OmegaConf.is_config(value):
-        return OmegaConf.to_container(value, resolve=True)
+        value = OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, dict):
+        return {
+            k: _as_plain_data(v, f"{key}.{k}", allowed)
+            for k, v in value.items()
+            if not _is_allowed(f"{key}.{k}", allowed)
+        }
     return value
 
 
@@ -119,6 +149,10 @@ def plan_start(
        ``checkpoint.dir`` is given (a branch); resuming an older checkpoint of a
        run in place is refused, as it would overwrite newer ones. A fine-tuned
        run starts a new directory.
+    7. The data is the checkpoint's: ``dataset.path`` (an image folder) may be given
+       anew when the images moved, but the files must be the same: a checkpoint
+       records the fingerprint of the folder's files (sorted relative paths and
+       sizes, ``trainer.image_folder``), and a folder that differs is refused.
 
     ``hashes=False`` verifies checkpoints by manifest and file sizes only; the
     caller must then confirm the chosen one with a full ``verify`` before
@@ -157,6 +191,7 @@ def plan_start(
     # One-off choices of this resume, never inherited from the checkpoint.
     merged.trainer.fine_tune = fine_tune
     merged.trainer.restretch_schedule = bool(cfg.trainer.restretch_schedule)
+    check_same_data(merged.dataset, checkpoint)  # rule 7
     if fine_tune:
         merged.checkpoint.dir = cfg.checkpoint.dir  # rule 6
         return StartPlan(cfg=_checked(merged, checkpoint), checkpoint=checkpoint, fine_tune=True)
@@ -187,6 +222,27 @@ def plan_start(
         resolved_schedule=None if restretch else saved["resolved_schedule"],  # rule 5
         in_place=in_place,
     )
+
+
+def check_same_data(dataset_cfg: Mapping[str, Any], checkpoint: Checkpoint) -> None:
+    """Rule 7: refuse, in one line, a dataset whose files differ from those ``checkpoint``
+    was trained on (when it recorded a fingerprint: image folders)."""
+    saved = (checkpoint.manifest or {}).get("data_fingerprint")
+    if saved is None:
+        return
+    try:
+        current = fingerprint(dataset_cfg)
+    except UserError as error:
+        raise UserError(
+            f"resuming checkpoint {checkpoint.path}: {error}; if its images moved, add "
+            "dataset=folder dataset.path=FOLDER"
+        ) from None
+    if current != saved:
+        raise UserError(
+            f"dataset.path {dataset_cfg.get('path')} does not hold the images checkpoint "
+            f"{checkpoint.path} was trained on (its files or their sizes differ); resume with "
+            "dataset.path=<a folder with exactly those files>"
+        )
 
 
 def _checked(cfg: DictConfig, checkpoint: Checkpoint) -> DictConfig:

@@ -167,8 +167,10 @@ def progress_manifest(
     """What a checkpoint's manifest says about the run besides its files.
 
     ``loop_state`` is a ``LoopState.to_dict()``; ``info`` the dataset's
-    ``DataInfo`` (input shape and classes let tools rebuild the model).
+    ``DataInfo`` (input shape and classes let tools rebuild the model; the fingerprint
+    of an image folder's files lets a resume check it trains on the same images).
     """
+    fingerprint = getattr(info, "fingerprint", None)
     return {
         "global_step": step,
         "epoch": loop_state["epoch"],
@@ -180,6 +182,7 @@ def progress_manifest(
         "monitor": monitor,
         "input_shape": list(info.input_shape),
         "num_classes": info.num_classes,
+        **({"data_fingerprint": fingerprint} if fingerprint is not None else {}),
         **extra,
     }
 
