@@ -91,6 +91,10 @@ def test_debug_presets_compose_to_what_their_comments_promise():
     validate(overfit)
     assert overfit.model.dropout == 0 and overfit.optimizer.weight_decay is None
     assert overfit.schedule.name == "constant" and overfit.dataset.validation_split == 0
+    for model in config_groups()["model"]:  # fast leaves the model alone; overfit sets dropout
+        if model != "custom":
+            validate(composed("+debug=fast", f"model={model}"))
+            assert composed("+debug=overfit", f"model={model}").model.dropout == 0
     # A preset's choice still yields to the command line.
     assert composed("+debug=fast", "trainer.epochs=5").trainer.epochs == 5
 
