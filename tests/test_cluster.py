@@ -57,15 +57,13 @@ def test_a_job_id_that_is_not_a_number_is_refused(value):
 # --------------------------------------------------------------------------- unit: +resume=auto
 
 
-def auto_cfg(checkpoint_dir, root="checkpoints", **trainer):
+def auto_cfg(checkpoint_dir, root="runs", **trainer):
     cfg = OmegaConf.create(
         {
             "resume": "auto",
             "trainer": {"epochs": 2, "max_steps": None, "fine_tune": False, **trainer},
-            "checkpoint": {
-                "dir": None if checkpoint_dir is None else str(checkpoint_dir),
-                "root": str(root),
-            },
+            "checkpoint": {"dir": None if checkpoint_dir is None else str(checkpoint_dir)},
+            "paths": {"root": str(root)},
         }
     )
     OmegaConf.set_struct(cfg, True)
@@ -264,7 +262,7 @@ def test_sigusr1_under_slurm_saves_requeues_and_the_requeued_job_ends_bitwise_eq
         for arg in auto_args(digits_dir, tmp_path / "unused")
         if not arg.startswith("checkpoint.dir=")  # under Slurm the job id names the run
     ]
-    run = tmp_path / "checkpoints" / "slurm-4242"
+    run = tmp_path / "runs" / "slurm-4242"  # under paths.root, the default runs/
 
     process = start(args, tmp_path, env=slurm)
     wait_for_checkpoint(process, run)

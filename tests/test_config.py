@@ -31,7 +31,7 @@ GROUP_OPTIONS = [
     (group, option)
     for group, options in config_groups().items()
     for option in options
-    if option != "custom"
+    if option != "custom" and group != "local"  # local: this machine's own file, if any
 ]
 
 
@@ -44,7 +44,7 @@ def test_config_groups_are_the_documented_ones():
 
 
 # Groups that are not in the primary config's defaults; selected with `+group=option`.
-ADDED_GROUPS = ("hparams_search",)
+ADDED_GROUPS = ("hparams_search", "experiment", "debug")
 # Options with a value the user must give (validate refuses them without it).
 REQUIRED = {"folder": ("dataset.path=images",), "tfds": ("dataset.tfds_name=mnist",)}
 
@@ -157,7 +157,7 @@ def test_closed_choices_fail_at_composition(override, allowed):
             "unknown key trainer.precison; known keys of trainer: epochs, max_steps, ",
         ),
         (["+model.x=1"], "unknown key model.x; known keys of model=cnn: name, filters, "),
-        (["+checkpoint.x=1"], "unknown key checkpoint.x; known keys of checkpoint: dir, root, "),
+        (["+checkpoint.x=1"], "unknown key checkpoint.x; known keys of checkpoint: dir, every_n"),
         (["+dataset.x=1"], "unknown key dataset.x; known keys of dataset: name, data_dir, "),
         (["+optimizer.x=1"], "unknown key optimizer.x; known keys of optimizer=adam: name, "),
         (
@@ -198,7 +198,7 @@ def test_a_checkpoint_config_reads_back_as_plain_strings(tmp_path):
     from trainer.checkpoint.reading import read_checkpoint_config
 
     cfg = composed("model.pooling=avg", "checkpoint.mode=min", "checkpoint.monitor=loss")
-    saved = OmegaConf.to_container(cfg)
+    saved = OmegaConf.to_container(cfg, resolve=True)  # as trainer.checkpoint.checkpointer
     saved["resolved_schedule"] = {"name": "cosine", "decay_steps": 10}
     text = OmegaConf.to_yaml(OmegaConf.create(saved))
     assert "pooling: avg" in text and "mode: min" in text  # what a checkpoint writes
@@ -248,7 +248,7 @@ def test_help_and_cfg_do_not_import_tensorflow(flag):
 
 def test_help_lists_groups_and_usage():
     process = _run("--help")
-    assert "+resume=checkpoints/<run>" in process.stdout
+    assert "+resume=runs/<date>/<time>" in process.stdout
     assert "one_cycle" in process.stdout
 
 

@@ -30,7 +30,6 @@ from trainer.checkpoint.lock import Holder, read_holder, run_lock
 from trainer.checkpoint.manager import CheckpointError, CheckpointManager
 from trainer.checkpoint.run_dir import (
     RunDirectory,
-    default_run_name,
     refuse_new_run_in,
     run_directory,
 )
@@ -113,13 +112,11 @@ def kill(process: subprocess.Popen) -> None:
     process.wait()
 
 
-def new_run_cfg(checkpoint_dir: Path | None, root: Path | None = None):
+def new_run_cfg(checkpoint_dir: Path | None, run_dir: Path | None = None):
     return OmegaConf.create(
         {
-            "checkpoint": {
-                "dir": None if checkpoint_dir is None else str(checkpoint_dir),
-                "root": str(root or "checkpoints"),
-            }
+            "checkpoint": {"dir": None if checkpoint_dir is None else str(checkpoint_dir)},
+            "paths": {"run_dir": str(run_dir or "runs/day/time")},
         }
     )
 
@@ -280,9 +277,11 @@ def test_where_a_new_run_may_write(tmp_path):
     (tmp_path / "notes" / "README").write_text("mine\n")  # files a run does not write
     run_directory(new_run_cfg(tmp_path / "notes"), in_place=False)
     # The default layout: a second run of the day beside the first.
-    make_run(tmp_path / "root" / Path(default_run_name()).parent / "00-00-00")
-    made = run_directory(new_run_cfg(None, root=tmp_path / "root"), in_place=False)
-    assert made.path.parent.parent == tmp_path / "root" and made.path.is_dir() and made.new
+    make_run(tmp_path / "root" / "day" / "00-00-00")
+    made = run_directory(
+        new_run_cfg(None, run_dir=tmp_path / "root" / "day" / "10-00-00"), in_place=False
+    )
+    assert made.path == tmp_path / "root" / "day" / "10-00-00" and made.path.is_dir() and made.new
     # A run continuing in place writes into its own directory.
     own = run_directory(new_run_cfg(tmp_path / "runs" / "a"), in_place=True)
     assert own.path == tmp_path / "runs" / "a" and not own.new

@@ -1,7 +1,7 @@
 """Sweeps: launchers, the Optuna search preset, the sweep summary, and resuming a sweep.
 
 The end-to-end tests run ``train.py -m`` on tiny configs in a temp dir, as a
-user would; a sweep's jobs write ``<checkpoint.root>/<tmp name>/multirun/<job>``.
+user would; a sweep's jobs write their runs into Hydra's job directories, ``<tmp>/multirun/<job>``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from omegaconf import OmegaConf
 from tests.conftest import REPO, run_train, tiny_args
 from trainer.errors import UserError
 from trainer.sweep import (
-    checkpoint_sweep_dir,
     is_sweep_dir,
     job_resume_path,
     plan_sweep_job,
@@ -46,7 +45,6 @@ def sweep_args(digits_dir: Path, tmp_path: Path, *extra: str) -> list[str]:
     return [
         "-m",
         *tiny,
-        f"checkpoint.root={tmp_path / 'checkpoints'}",
         f"hydra.sweep.dir={tmp_path / 'multirun'}",
         SUMMARY_ON,
         *extra,
@@ -54,7 +52,7 @@ def sweep_args(digits_dir: Path, tmp_path: Path, *extra: str) -> list[str]:
 
 
 def runs_dir(tmp_path: Path) -> Path:
-    return checkpoint_sweep_dir(tmp_path / "checkpoints", tmp_path / "multirun")
+    return tmp_path / "multirun"  # the sweep dir holds each job's run
 
 
 def read_json(path: Path) -> dict:
@@ -348,7 +346,7 @@ def test_sweep_resumes_the_killed_job_and_skips_the_finished_one(digits_dir, tmp
     resumed = run_train(
         *args, f"+resume={runs}", f"hydra.sweep.dir={tmp_path / 'multirun-resumed'}", cwd=tmp_path
     )
-    assert "Sweep job 0 finished before" in resumed.stdout
+    assert "Sweep job 0: finished before" in resumed.stdout
     assert f"Resuming from {killed_job / f'step-{saved_step:08d}'}: step {saved_step}," in (
         resumed.stdout
     )

@@ -34,12 +34,11 @@ def sweep(digits_dir, tmp_path_factory):
     run_train(
         "-m",
         f"dataset.data_dir={digits_dir}",
-        f"checkpoint.root={work / 'checkpoints'}",
         "model.filters=[8]",
         "model.dense_units=[16]",
         "trainer.epochs=2",
         "schedule=cosine,one_cycle",
-        f"hydra.sweep.dir={work / 'multirun' / 'sweep'}",
+        f"hydra.sweep.dir={work / 'checkpoints' / 'sweep'}",  # each job's run: its job dir
         cwd=work,
     )
     root = work / "checkpoints"

@@ -186,18 +186,18 @@ def test_multirun_runs_each_job_in_its_own_directory(digits_dir, tmp_path):
         "schedule=cosine,exponential",
         "optimizer.learning_rate=1e-3",
         f"dataset.data_dir={digits_dir}",
-        f"checkpoint.root={tmp_path / 'ckpt'}",
         "model.filters=[8]",
         "model.dense_units=[16]",
         "trainer.max_steps=10",
         f"hydra.sweep.dir={tmp_path / 'sweep' / 'day' / 'time'}",
         cwd=tmp_path,
     )
-    summaries = sorted((tmp_path / "ckpt").glob("*/*/*/summary.json"))  # one per job
-    assert [p.parent.relative_to(tmp_path / "ckpt").as_posix() for p in summaries] == [
+    summaries = sorted((tmp_path / "sweep").glob("*/*/*/summary.json"))  # one per job
+    assert [p.parent.relative_to(tmp_path / "sweep").as_posix() for p in summaries] == [
         "day/time/0",
         "day/time/1",
     ]
+    assert all((p.parent / ".hydra" / "overrides.yaml").is_file() for p in summaries)
     names = [
         "cosine" if "name: cosine" in (p.parent / "config.yaml").read_text() else "exponential"
         for p in summaries

@@ -1,7 +1,7 @@
 """Running under a scheduler: Slurm's job names, and what a preempted run does after saving.
 
 1. Under Slurm (``SLURM_JOB_ID`` set) a run's default directory is named after its
-   job: ``<checkpoint.root>/slurm-<job id>``, or ``slurm-<array job id>_<task id>``
+   job: ``<paths.root>/slurm-<job id>``, or ``slurm-<array job id>_<task id>``
    for a task of an array (Slurm's own ``%A_%a``), plus ``/<job number>`` in a
    multirun. A requeued job keeps its ids, so with ``+resume=auto`` it finds its
    own run again without any argument (``trainer.sweep.auto_run_dir``).

@@ -193,6 +193,7 @@ class DatasetConfig:
     shuffle_buffer: int | None = None  # None: shuffle the whole split; 0: no shuffling
     cache: bool = True
     download: bool = True  # catalog datasets only; digits never downloads
+    limit_train_examples: int | None = None  # the first N training examples only (debug=overfit)
 
 
 @dataclass
@@ -464,8 +465,7 @@ class AugmentConfig:
 
 @dataclass
 class CheckpointConfig:
-    dir: str | None = None  # None: <root>/<date>/<time>[/<job number>], mirroring Hydra's
-    root: str = "checkpoints"
+    dir: str | None = None  # None: the run's folder, Hydra's output dir (see PathsConfig)
     every_n_steps: int | None = None
     every_n_epochs: int | None = 1
     keep_last: int = 3  # newest checkpoints kept
@@ -474,6 +474,22 @@ class CheckpointConfig:
     monitor: str = "val_accuracy"  # a metric of the epoch summary (val_* needs a validation split)
     mode: MonitorMode = MonitorMode.max
     # `async` (a Python keyword, so not a dataclass field) is added in _checkpoint_node().
+
+
+# --------------------------------------------------------------------------- paths
+
+
+@dataclass
+class PathsConfig:
+    """One folder per run: Hydra's output directory (``hydra.run.dir: ${paths.run_dir}``,
+    ``hydra.sweep.dir: ${paths.sweep_dir}``) is where the run writes everything, its
+    checkpoints included, unless ``checkpoint.dir`` is given."""
+
+    # The values, interpolations of root and the time, are in conf/paths/default.yaml: a
+    # schema node is also used on its own (check_known_keys), where ${paths.root} is not.
+    root: str = "runs"
+    run_dir: str | None = None  # runs/<date>/<time>
+    sweep_dir: str | None = None  # runs/<date>/<time>, one <job number>/ per job
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
@@ -500,6 +516,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
     },
     "trainer": {"default": TrainerConfig},
     "augment": {"default": AugmentConfig},
+    "paths": {"default": PathsConfig},
 }
 
 TOP_LEVEL_KEYS = (
@@ -510,6 +527,7 @@ TOP_LEVEL_KEYS = (
     "trainer",
     "checkpoint",
     "augment",
+    "paths",
     "seed",
     "imports",
     "resume",
@@ -539,7 +557,16 @@ def register_schemas() -> None:
 # --------------------------------------------------------------------------- the closed schema
 
 # The config groups, each a section of the composed config checked against its schema.
-SECTIONS = ("dataset", "model", "optimizer", "schedule", "trainer", "checkpoint", "augment")
+SECTIONS = (
+    "dataset",
+    "model",
+    "optimizer",
+    "schedule",
+    "trainer",
+    "checkpoint",
+    "augment",
+    "paths",
+)
 
 
 def schema_node(group: str, section: Mapping[str, Any]) -> DictConfig | None:
@@ -604,6 +631,10 @@ def _unknown_keys_message(
     return f"unknown {noun} {', '.join(keys)}; known keys of {where or path}: {known_text}"
 
 
+# Keys an older version wrote into a checkpoint's config that no longer mean anything:
+# dropped when the section is read back, so those checkpoints still resume.
+RETIRED_KEYS = {"checkpoint": ("root",)}  # checkpoint.root: where runs went; now paths.root
+
 # Sections that name what builds them (a registry entry): the name is never defaulted.
 NAMED_SECTIONS = ("dataset", "model", "optimizer", "schedule")
 
@@ -616,8 +647,11 @@ def typed_section(group: str, section: Mapping[str, Any]) -> DictConfig:
     section whose name has no schema (a user's own registered schedule) is
     returned as an untyped config, to be checked by its builder. Closed
     choices come back as their Enum members (equal to their strings); use
-    ``OmegaConf.to_container(..., enum_to_str=True)`` for plain data.
+    ``OmegaConf.to_container(..., enum_to_str=True)`` for plain data. Keys of
+    :data:`RETIRED_KEYS` are dropped.
     """
+    retired = RETIRED_KEYS.get(group, ())
+    section = {key: value for key, value in section.items() if key not in retired}
     name = section.get("name", "")
     if group in NAMED_SECTIONS and not (isinstance(name, str) and name):
         raise UserError(
@@ -722,6 +756,13 @@ def validate_dataset(data: Mapping[str, Any]) -> None:
         "dataset.shuffle_buffer",
         buffer,
         "null (whole split), 0 (no shuffling) or a positive integer",
+    )
+    limit = data.get("limit_train_examples")
+    _require(
+        _int_or_none(limit),
+        "dataset.limit_train_examples",
+        limit,
+        "null (every training example) or an integer >= 1",
     )
     data_dir = data.get("data_dir")
     _require(

@@ -25,6 +25,10 @@ Config (``dataset_cfg``, a Mapping such as the ``dataset`` node of the Hydra con
   file order. 0 means no validation set.
 - ``shuffle_buffer``: int >= 0; 0 disables shuffling, ``None`` or a buffer
   larger than the train set means a full shuffle.
+- ``limit_train_examples``: None, or train on the first N training examples
+  only (in the source's fixed order, after the validation split is held out):
+  a fixed small set, e.g. to check that the model can overfit it
+  (``+debug=overfit``); applied here, once, whatever the source.
 - ``cache``: keep the decoded examples of every split in memory after their
   first full pass.
 - ``download``: let TFDS download a catalog dataset that is not prepared in
@@ -277,11 +281,15 @@ def load_data(dataset_cfg: Mapping[str, Any], *, seed: int) -> Data:
     shuffle_buffer = dataset_cfg.get("shuffle_buffer")
     splits = source.splits(dataset_cfg)
     train, validation, test = splits.train, splits.validation, splits.test
+    num_train, num_validation, num_test = splits.counts
+    limit = dataset_cfg.get("limit_train_examples")
+    if limit is not None:  # before caching and shuffling: the same N examples every epoch
+        num_train = min(num_train, limit)
+        train = train.take(num_train)
     if dataset_cfg.get("cache", True):
         train = train.cache()
         test = test.cache()
         validation = None if validation is None else validation.cache()
-    num_train, num_validation, num_test = splits.counts
     info = DataInfo(
         name=dataset_cfg.get("name"),
         input_shape=splits.input_shape,

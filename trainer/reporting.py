@@ -5,7 +5,7 @@
   per epoch with its metrics, Keras' ``verbose=2`` (see :func:`progress_verbosity`);
 - ``<run>/metrics.csv``: one row per epoch (Keras' ``CSVLogger``, appending on resume);
 - ``<run>/tensorboard/{train,validation}``: per-step loss, accuracy and lr, per-epoch
-  metrics, so ``tensorboard --logdir checkpoints/`` shows the runs of a sweep side by side.
+  metrics, so ``tensorboard --logdir runs/`` shows the runs of a sweep side by side.
 
 Per-step scalars are held in memory and written together at the end of every
 epoch, on ``close()``, and whenever ``STEP_SCALARS_EVERY_S`` seconds have passed

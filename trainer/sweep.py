@@ -6,11 +6,13 @@ is the run's own directory, and rules 1-3 below apply to it, so a job that a
 scheduler runs again after a preemption continues where it stopped. In a
 multirun DIR is the sweep's directory and each job's run is ``DIR/<job>``.
 
-Every job of a multirun writes its own run directory under the sweep's
-checkpoint directory::
+Every job of a multirun writes its own run directory, Hydra's job directory,
+under the sweep's (``trainer.checkpoint.run_dir`` rule 1)::
 
-    <checkpoint.root>/<date>/<time>/        the checkpoint sweep directory
-        0/  1/  2/ ...                      one run directory per job (hydra.sweep.subdir)
+    <paths.sweep_dir>/                      runs/<date>/<time>/: the sweep directory
+        multirun.yaml                       Hydra's record of the sweep
+        0/  1/  2/ ...                      one run directory per job (hydra.sweep.subdir),
+                                            with the job's .hydra/ and log
         summary.csv, summary.json           written when the sweep ends (trainer.sweep_summary)
 
 Re-running the same sweep command with ``+resume=<checkpoint sweep directory>``
@@ -78,20 +80,11 @@ def current_job_subdir() -> str | None:
     return str(hydra_cfg.sweep.subdir)
 
 
-def checkpoint_sweep_dir(checkpoint_root: str | Path, hydra_sweep_dir: str | Path) -> Path:
-    """``<checkpoint.root>/<date>/<time>`` for the sweep whose Hydra directory is given.
-
-    Mirrors Hydra's ``hydra.sweep.dir`` (``multirun/<date>/<time>``) by its last
-    two names, as ``trainer.checkpoint.run_dir.default_run_name`` does for each job.
-    """
-    sweep = Path(hydra_sweep_dir)
-    return (Path(checkpoint_root) / sweep.parent.name / sweep.name).expanduser().absolute()
-
-
 def sweep_runs_dir(config: DictConfig) -> Path:
     """The directory holding one run per job of the multirun ``config`` describes: the
     ``+resume`` sweep directory, ``checkpoint.dir`` with ``+resume=auto``, under Slurm
-    ``<checkpoint.root>/slurm-<job id>``, else :func:`checkpoint_sweep_dir`."""
+    ``<paths.root>/slurm-<job id>``, else Hydra's sweep directory, which holds each job's
+    run in its job directory (``trainer.checkpoint.run_dir`` rule 1)."""
     from trainer.cluster import slurm_run_name
 
     resume = config.get("resume")
@@ -101,8 +94,8 @@ def sweep_runs_dir(config: DictConfig) -> Path:
         return Path(str(resume)).expanduser().absolute()
     slurm = slurm_run_name()
     if slurm is not None:
-        return (Path(config.checkpoint.root) / slurm).expanduser().absolute()
-    return checkpoint_sweep_dir(config.checkpoint.root, config.hydra.sweep.dir)
+        return (Path(config.paths.root) / slurm).expanduser().absolute()
+    return Path(str(config.hydra.sweep.dir)).expanduser().absolute()
 
 
 def _is_run_dir(path: Path) -> bool:
@@ -119,13 +112,15 @@ def is_sweep_dir(path: str | Path) -> bool:
     """Whether ``path`` is a sweep's checkpoint directory: no checkpoint of its own, runs inside.
 
     A run directory (which holds ``step-*`` checkpoints) or a checkpoint is not one.
+    Hidden folders are never runs: Hydra's ``.hydra/`` holds a config.yaml, and it is
+    in every run's folder (``trainer.checkpoint.run_dir`` rule 1).
     """
     path = Path(path).expanduser()
     if not path.is_dir() or (path / MANIFEST).exists() or is_checkpoint_name(path.name):
         return False
     if list_checkpoints(path):
         return False
-    return any(_is_run_dir(child) for child in path.iterdir())
+    return any(_is_run_dir(child) for child in path.iterdir() if not child.name.startswith("."))
 
 
 def job_resume_path(resume_path: str | Path, job_subdir: str) -> Path | None:
@@ -168,7 +163,7 @@ def auto_run_dir(cfg: DictConfig, job_subdir: str | None) -> Path:
 
     ``checkpoint.dir`` (in a multirun, the sweep's directory: the job's run is
     ``<checkpoint.dir>/<job>``), else, under Slurm, the job's default run
-    directory (``trainer.cluster``: ``<checkpoint.root>/slurm-<job id>[/<job>]``).
+    directory (``trainer.cluster``: ``<paths.root>/slurm-<job id>[/<job>]``).
     """
     from trainer.cluster import slurm_run_name
 
@@ -181,7 +176,7 @@ def auto_run_dir(cfg: DictConfig, job_subdir: str | None) -> Path:
                 "+resume=auto needs checkpoint.dir=DIR: the run to continue, or to start there "
                 "when DIR holds no checkpoint (under Slurm the job id names it by default)"
             )
-        path = Path(cfg.checkpoint.root) / name
+        path = Path(cfg.paths.root) / name
     if job_subdir is not None:
         path = path / job_subdir
     return path.expanduser().absolute()

@@ -3,8 +3,8 @@
 When a multirun ends, the Hydra callback :class:`SweepSummary` (enabled in
 ``conf/hydra/callbacks/sweep_summary.yaml``) writes ``summary.csv`` and
 ``summary.json`` into the Hydra sweep directory (``hydra.sweep.dir``) and into
-the sweep's checkpoint directory (``trainer.sweep.sweep_runs_dir``:
-``<checkpoint.root>/<date>/<time>``, the ``+resume`` sweep directory, or
+the directory holding the jobs' runs (``trainer.sweep.sweep_runs_dir``: the
+Hydra sweep directory itself, the ``+resume`` sweep directory, or
 ``checkpoint.dir`` with ``+resume=auto``). Each job's results come from the
 ``summary.json`` its run wrote; a job that has none (it failed, or the sweep was
 interrupted) is listed as ``unfinished``. Jobs are ranked by the best value of

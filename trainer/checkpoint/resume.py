@@ -33,6 +33,7 @@ RUN_LENGTH_KEYS = ("trainer.epochs", "trainer.max_steps")
 ALLOWED_PREFIXES = (
     "trainer.",
     "checkpoint.",
+    "paths.",
     "hydra.",
     "hydra/",
     "imports",
@@ -184,6 +185,8 @@ def plan_start(
     merged = OmegaConf.create({k: saved[k] for k in SAVED_SECTIONS})  # rule 3
     merged.seed = saved.get("seed", cfg.seed)
     merged.imports = list(cfg.imports)  # never from the checkpoint
+    if cfg.get("paths") is not None:  # where this command writes: never from the checkpoint
+        merged.paths = cfg.paths
     merged.resume = str(checkpoint.path)
     if fine_tune:
         merged.optimizer = cfg.optimizer

@@ -1,8 +1,14 @@
 """Where a run writes, and the rules that keep it from writing where it must not.
 
-1. The run directory is ``checkpoint.dir`` if set, else ``<checkpoint.root>/<date>/<time>``
-   after Hydra's run directory, or ``<root>/<date>/<time>/<job number>`` in a multirun;
-   under Slurm ``<root>/slurm-<job id>[/<job number>]`` (``trainer.cluster``).
+1. The run directory is ``checkpoint.dir`` if set, else the job's Hydra output
+   directory (``hydra.runtime.output_dir``): ``paths.run_dir``, or
+   ``paths.sweep_dir/<job number>`` in a multirun (``conf/paths/default.yaml``:
+   ``runs/<date>/<time>[/<job>]``), so Hydra's ``.hydra/`` and log sit beside the
+   checkpoints in one folder per run. Outside a Hydra job (tools, tests) it is
+   ``paths.run_dir``. Hydra writes its files there before the run is planned;
+   none of them is a file rule 4e looks for, so they never make the folder "used".
+   Under Slurm it is ``<paths.root>/slurm-<job id>[/<job number>]``
+   (``trainer.cluster``), so that a requeued job finds its run again.
 2. One writer: a process writes into a run directory only while it holds the
    run's lock (``trainer.checkpoint.lock``); a second one is refused with one
    line naming the holder. In a multi-worker run only the chief takes it (the
@@ -40,12 +46,11 @@ No TensorFlow here.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from trainer.checkpoint.format import list_checkpoints
 from trainer.checkpoint.layout import MANIFEST, RUN_FILES, is_checkpoint_name
@@ -86,10 +91,7 @@ def run_directory(cfg: DictConfig, *, in_place: bool) -> RunDirectory:
 
     A run continuing in place records the absolute path in ``cfg.checkpoint.dir``.
     """
-    if cfg.checkpoint.dir:
-        path = Path(cfg.checkpoint.dir)
-    else:
-        path = Path(cfg.checkpoint.root) / default_run_name()
+    path = Path(cfg.checkpoint.dir) if cfg.checkpoint.dir else default_run_dir(cfg)
     path = path.expanduser().absolute()
     if not in_place:
         refuse_new_run_in(path, "checkpoint.dir")
@@ -156,23 +158,25 @@ def _is_sweep_dir(directory: Path) -> bool:
         return False
 
 
-def default_run_name() -> str:
-    """``<date>/<time>`` of Hydra's run directory (``<date>/<time>/<job>`` in a multirun);
-    under Slurm ``slurm-<job id>`` (``slurm-<job id>/<job>``), see ``trainer.cluster``."""
+def default_run_dir(cfg: DictConfig) -> Path:
+    """Where a run writes without ``checkpoint.dir`` (rule 1): under Slurm the job's
+    name under ``paths.root``; else this Hydra job's output directory, or
+    ``paths.run_dir`` outside one."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     from trainer.cluster import slurm_run_name
 
     slurm = slurm_run_name()
-    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     if slurm is not None:
-        return str(Path(slurm) / str(HydraConfig.get().sweep.subdir)) if multirun else slurm
-    if not HydraConfig.initialized():
-        return time.strftime("%Y-%m-%d/%H-%M-%S")
-    hydra_cfg = HydraConfig.get()
-    if multirun:
-        sweep = Path(hydra_cfg.sweep.dir)
-        return str(Path(sweep.parent.name) / sweep.name / str(hydra_cfg.sweep.subdir))
-    run = Path(hydra_cfg.run.dir)
-    return str(Path(run.parent.name) / run.name)
+        multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+        name = Path(slurm) / str(HydraConfig.get().sweep.subdir) if multirun else Path(slurm)
+        return Path(OmegaConf.select(cfg, "paths.root", default="runs")) / name
+    if HydraConfig.initialized():
+        output_dir = OmegaConf.select(HydraConfig.get(), "runtime.output_dir")
+        if output_dir:
+            return Path(output_dir)
+    run_dir = OmegaConf.select(cfg, "paths.run_dir")
+    if not run_dir:
+        raise UserError("paths.run_dir is not set: give checkpoint.dir=DIR or paths.run_dir=DIR")
+    return Path(run_dir)

@@ -40,18 +40,19 @@ HELP = "compare the final metrics and hyperparameters of runs or a sweep"
 DESCRIPTION = """\
 Compare runs: final metrics (summary.json) and key hyperparameters
 (config.yaml), best first by the monitored metric. Give run directories, or a
-folder that holds runs (a sweep, or checkpoints/).
+folder that holds runs (a sweep, or runs/).
 
 examples:
-  python -m trainer compare checkpoints/multirun/2026-11-26/10-00-00
-  python -m trainer compare checkpoints/2026-11-26/10-00-00 checkpoints/2026-11-26/11-30-00
-  python -m trainer compare checkpoints/ --plot runs.png --show dataset.batch_size"""
+  python -m trainer compare runs/2026-11-26/10-00-00
+  python -m trainer compare runs/2026-11-26/10-00-00 runs/2026-11-26/11-30-00
+  python -m trainer compare runs/ --plot runs.png --show dataset.batch_size"""
 
 MAX_FILE_BYTES = 1 << 20
 ALWAYS_SHOWN = ("optimizer.name", "optimizer.learning_rate", "schedule.name")
 # Keys that say where or how a run was recorded, not what it trained.
 NOT_HYPERPARAMETERS = (
     "checkpoint.",
+    "paths.",
     "dataset.data_dir",
     "dataset.download",
     "dataset.cache",

@@ -55,9 +55,9 @@ batched, never the examples: dataset.data_dir, dataset.download,
 dataset.batch_size, dataset.cache, dataset.path (an image folder that moved).
 
 examples:
-  python -m trainer evaluate checkpoints/<run>
-  python -m trainer evaluate checkpoints/<run>/step-00000450 --split validation --json
-  python -m trainer evaluate checkpoints/<run> dataset.data_dir=/data/tfds \\
+  python -m trainer evaluate runs/<run>
+  python -m trainer evaluate runs/<run>/step-00000450 --split validation --json
+  python -m trainer evaluate runs/<run> dataset.data_dir=/data/tfds \\
       --confusion-matrix confusion.png --top-k 3"""
 
 SPLITS = ("test", "validation")

@@ -68,11 +68,11 @@ file for the LiteRT interpreter. Inputs: float32 images scaled to [0, 1], named
 valid one). OUT must not exist; it appears only once complete.
 
 examples:
-  python -m trainer export checkpoints/<run>/step-00000450 model.keras
-  python -m trainer export checkpoints/<run> --format savedmodel serving/digits/1
-  python -m trainer export checkpoints/<run> model.keras --compile
-  python -m trainer export checkpoints/<run> model.onnx      # needs the export extra
-  python -m trainer export checkpoints/<run> model.tflite"""
+  python -m trainer export runs/<run>/step-00000450 model.keras
+  python -m trainer export runs/<run> --format savedmodel serving/digits/1
+  python -m trainer export runs/<run> model.keras --compile
+  python -m trainer export runs/<run> model.onnx      # needs the export extra
+  python -m trainer export runs/<run> model.tflite"""
 
 EXTRA = 'pip install "keras-hydra-trainer[export]"'
 INPUT_NAME = "image"  # the input of every format (trainer.models names its input so too)

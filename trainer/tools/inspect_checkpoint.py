@@ -33,8 +33,8 @@ with, and the name and shape of every model and optimizer variable.
 CHECKPOINT is a checkpoint directory, or a run directory (its newest valid one).
 
 examples:
-  python -m trainer inspect checkpoints/2026-11-26/10-00-00/step-00000450
-  python -m trainer inspect checkpoints/2026-11-26/10-00-00 --json
+  python -m trainer inspect runs/2026-11-26/10-00-00/step-00000450
+  python -m trainer inspect runs/2026-11-26/10-00-00 --json
 
 Exit status 1 if the checkpoint does not verify (what can be read is still shown)."""
 

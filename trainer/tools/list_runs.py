@@ -27,12 +27,12 @@ NAME = "list"
 HELP = "list the runs and checkpoints under a directory"
 DESCRIPTION = """\
 List the runs and checkpoints under PATH: a run directory, a folder of runs
-(e.g. checkpoints/ or a sweep), or one checkpoint.
+(e.g. runs/ or a sweep), or one checkpoint.
 
 examples:
-  python -m trainer list checkpoints/
-  python -m trainer list checkpoints/2026-11-26/10-00-00 --json
-  python -m trainer list checkpoints/ --no-verify      # skip re-hashing the files
+  python -m trainer list runs/
+  python -m trainer list runs/2026-11-26/10-00-00 --json
+  python -m trainer list runs/ --no-verify      # skip re-hashing the files
 
 The exit status is 0 even when a checkpoint does not verify (its status says
 why); use 'trainer verify' to check."""

@@ -42,7 +42,7 @@ examples:
   python -m trainer plot-schedule schedule=one_cycle trainer.epochs=30 --steps-per-epoch 100
   python -m trainer plot-schedule trainer.epochs=20 --out lr.png \\
       --compare schedule=cosine schedule=one_cycle "schedule=step schedule.every_epochs=5"
-  python -m trainer plot-schedule --checkpoint checkpoints/<run>/step-00000450
+  python -m trainer plot-schedule --checkpoint runs/<run>/step-00000450
 
 Overrides before --compare apply to every variant; each --compare item (one
 argument, several overrides separated by spaces) is one curve."""

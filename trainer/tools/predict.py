@@ -48,8 +48,8 @@ with one line naming it. CHECKPOINT is a checkpoint, or a run (its newest
 valid one).
 
 examples:
-  python -m trainer predict checkpoints/<run> digit.png
-  python -m trainer predict checkpoints/<run>/step-00000450 photos/ --top-k 3 --json"""
+  python -m trainer predict runs/<run> digit.png
+  python -m trainer predict runs/<run>/step-00000450 photos/ --top-k 3 --json"""
 
 # What tf.io.decode_image reads, by file name; in a directory, other files are not images.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp")

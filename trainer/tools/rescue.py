@@ -62,14 +62,14 @@ class, hyperparameters, step and moments come from the file when they fit.
 dataset the model was trained on, the run length, the schedule's parameters.
 
 examples:
-  python -m trainer rescue old_model.keras checkpoints/rescued --schedule cosine \\
+  python -m trainer rescue old_model.keras runs/rescued --schedule cosine \\
       --set trainer.epochs=30 --set schedule.warmup_epochs=1
-  python -m trainer rescue old_model.h5 checkpoints/rescued --schedule one_cycle \\
+  python -m trainer rescue old_model.h5 runs/rescued --schedule one_cycle \\
       --set dataset=mnist --set optimizer.learning_rate=3e-3
   python -m trainer rescue old.keras out --schedule triangle --import my_schedules \\
       --set +schedule.period_epochs=2
 
-then: python train.py +resume=checkpoints/rescued 'imports=[trainer.rescued_model]'"""
+then: python train.py +resume=runs/rescued 'imports=[trainer.rescued_model]'"""
 
 MAX_CONFIG_BYTES = 16 << 20  # config.json of a .keras file
 MAX_METADATA_BYTES = 1 << 20  # metadata.json: a version and a date

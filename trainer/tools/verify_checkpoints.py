@@ -29,8 +29,8 @@ the run's latest/best pointers name existing checkpoints. Prints what is
 wrong, and which checkpoint a resume of the run would use.
 
 examples:
-  python -m trainer verify checkpoints/2026-11-26/10-00-00
-  python -m trainer verify checkpoints/ --json
+  python -m trainer verify runs/2026-11-26/10-00-00
+  python -m trainer verify runs/ --json
 
 exit status: 0 all verify, 1 something does not, 2 bad input."""
 
