@@ -30,6 +30,7 @@ DIGITS = {
     "shuffle_buffer": None,
     "cache": True,
     "download": True,
+    "limit_train_examples": None,
 }
 
 
