@@ -10,7 +10,10 @@ the composed config (``--cfg job --resolve``; single device), are trained by
 ``trainer.loop.TrainingLoop`` (with ``trainer.reporting.RunReporter`` and the
 config's ``log_every_n_steps``, as train.py wires them; checkpoints off) and,
 in turn, by ``model.fit`` on the same pipeline (``compile`` with the same
-loss, metrics, ``jit_compile`` and ``steps_per_execution``).
+loss, metrics, ``jit_compile`` and ``steps_per_execution``). The model is
+built in the run's ``trainer.precision``, so fit trains in it too; with
+``augment`` on, fit's batches get the same augmentation mapped over the
+pipeline (where a Keras user puts it), ours in the step.
 
 Ours: each epoch's ``epoch_seconds`` from the run's ``metrics.csv``; fit: first
 ``on_train_batch_begin`` to last ``on_train_batch_end``, as in
@@ -43,6 +46,7 @@ def main() -> None:
     import dataclasses
 
     import keras
+    import tensorflow as tf
 
     from trainer.loop import LoopSettings, LoopState, TrainingLoop
     from trainer.reporting import RunReporter
@@ -72,9 +76,15 @@ def main() -> None:
         RunReporter(run_dir, info.steps_per_epoch, model),
         lambda state, logs: None,  # no checkpoints: not what is compared
     )
+    augmentation = run.augmentation
+    soft = bool(augmentation) and augmentation.soft_labels
     model.compile(
         optimizer=optimizer,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        loss=keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=trainer_cfg.get("label_smoothing") or 0.0
+        )
+        if soft
+        else keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
         jit_compile=trainer_cfg["jit_compile"],
         steps_per_execution=trainer_cfg["steps_per_execution"],
@@ -93,6 +103,14 @@ def main() -> None:
 
     timer = EpochTimer()
     fit_data = data.train_epoch(0)
+    if augmentation:
+        # The same augmentation (trainer.augment) where a Keras user puts it for fit: mapped
+        # over the batches of the pipeline, each batch seeded by its position as ours is.
+        fit_data = fit_data.enumerate().map(
+            lambda position, batch: augmentation(*batch, position),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
     ours: list[float] = []
     fit: list[float] = []
     for round_index in range(args.rounds + 1):

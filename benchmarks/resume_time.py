@@ -38,7 +38,14 @@ def measure_case(
     name: str, repeats: int, root: Path, data_dir: Path, quick: bool = False
 ) -> dict[str, Any]:
     """``repeats`` rounds of (fresh, resumed); ``quick``: the base run is the fresh sample."""
-    base_overrides = ["dataset=digits", f"dataset.data_dir={data_dir}", *MODEL_CASES[name]]
+    base_overrides = [
+        "dataset=digits",
+        f"dataset.data_dir={data_dir}",
+        *MODEL_CASES[name],
+        # The progress bar marks the first step (common.after_epoch_line); its output is a
+        # pipe, where trainer.verbose=auto would print one line per epoch instead.
+        "trainer.verbose=1",
+    ]
     case_root = root / name
     case_root.mkdir(parents=True)
     base = case_root / "base"

@@ -4,6 +4,8 @@
     python -m benchmarks.throughput --datasets digits --steps-per-execution 1 --jit off
     python -m benchmarks.throughput --mode in-process  # only the low-noise variant
     python -m benchmarks.throughput --quick            # seconds: checks the harness only
+    python -m benchmarks.throughput --datasets shapes --steps-per-execution 1 \
+        --workloads resnet,resnet_bf16 --mode in-process   # a ResNet, augmentation, bfloat16
 
 Ours is ``python train.py`` itself, run as a subprocess with the overrides of
 the case: its per-epoch ``epoch_seconds`` column of ``metrics.csv`` (the
@@ -72,13 +74,43 @@ DATASETS = {
         "data": ["synthetic_mnist_tiny"],
         "jit": "off",
     },
+    # Your own images: 3 classes x 400 coloured shapes, 32x32 RGB (tests/image_folder.py),
+    # written under the data directory on first use.
+    "shapes": {
+        "overrides": ["dataset=folder", "dataset.test_split=0.1"],
+        "epochs": 3,
+        "rounds": 8,
+        "data": [],
+        "jit": "off",
+    },
 }
 QUICK_MODEL = ["model.filters=[8]", "model.dense_units=[16]"]
+# What is trained: the default CNN, or a real workload (a ResNet with augmentation and
+# mixed precision). Workloads other than `default` run in-process only: the fit script
+# of the process mode has no augmentation.
+WORKLOADS = {
+    "default": [],
+    "resnet": ["model=resnet", "augment=basic"],
+    "resnet_bf16": ["model=resnet", "augment=basic", "trainer.precision=mixed_bfloat16"],
+}
+
+
+def shapes_dir(data_dir: Path) -> Path:
+    """The generated image folder of the ``shapes`` dataset, written once."""
+    from tests.image_folder import make_image_folder
+
+    folder = Path(data_dir) / "shapes-3x400-32px"
+    if not folder.is_dir():
+        make_image_folder(folder.with_suffix(".tmp"), classes=3, per_class=400, size=(32, 32))
+        folder.with_suffix(".tmp").rename(folder)
+    return folder
 
 
 def case_overrides(dataset: str, epochs: int, spe: int, jit: bool, data_dir: Path) -> list[str]:
+    folder = [f"dataset.path={shapes_dir(data_dir)}"] if dataset == "shapes" else []
     return [
         *DATASETS[dataset]["overrides"],
+        *folder,
         f"dataset.data_dir={data_dir}",
         f"trainer.epochs={epochs}",
         f"trainer.steps_per_execution={spe}",
@@ -192,10 +224,12 @@ def measure_case_in_process(
     root: Path,
     data_dir: Path,
     extra: list[str] = (),
+    workload: str = "default",
 ) -> dict[str, Any]:
-    """Ours and fit alternating epoch by epoch in one process (``alternating_epochs.py``)."""
-    overrides = [*case_overrides(dataset, 1, spe, jit, data_dir), *extra]
-    name = f"{dataset}-spe{spe}-jit{int(jit)}"
+    """Ours and fit alternating epoch by epoch in one process (``alternating_epochs.py``),
+    training ``workload`` (:data:`WORKLOADS`)."""
+    overrides = [*case_overrides(dataset, 1, spe, jit, data_dir), *extra, *WORKLOADS[workload]]
+    name = f"{dataset}-spe{spe}-jit{int(jit)}" + ("" if workload == "default" else f"-{workload}")
     where = root / f"{name}-in-process"
     where.mkdir(parents=True)
     config = common.composed_config(overrides, root)
@@ -208,6 +242,7 @@ def measure_case_in_process(
         "case": name,
         "mode": "in-process",
         "dataset": dataset,
+        "workload": workload,
         "steps_per_execution": spe,
         "jit_compile": jit,
         "rounds": rounds,
@@ -240,13 +275,20 @@ def _progress(case: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = common.argument_parser(__doc__.splitlines()[0], repeats=3)
     parser.add_argument(
-        "--datasets", default="digits,mnist", help="comma-separated: digits, mnist, mnist_tiny"
+        "--datasets",
+        default="digits,mnist",
+        help="comma-separated: digits, mnist, mnist_tiny, shapes",
     )
     parser.add_argument("--steps-per-execution", default="1,8", help="comma-separated")
     parser.add_argument(
         "--jit", help="comma-separated: off, on (default: off,on on digits, off on MNIST-sized)"
     )
     parser.add_argument("--epochs", type=int, help="override the per-dataset epoch count")
+    parser.add_argument(
+        "--workloads",
+        default="default",
+        help="comma-separated: " + ", ".join(WORKLOADS) + " (not default: in-process only)",
+    )
     parser.add_argument(
         "--mode",
         choices=("process", "in-process", "both"),
@@ -277,8 +319,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     common.prepare_datasets(args.data_dir, [d for name in datasets for d in DATASETS[name]["data"]])
     with common.workdir(args.workdir) as root:
         cases = [(d, spe, jit) for d in datasets for spe in spes for jit in jits(d)]
+        workloads = args.workloads.split(",")
         for dataset, spe, jit in cases:
             epochs = args.epochs or DATASETS[dataset]["epochs"]
+            for workload in [w for w in workloads if w != "default"]:
+                rounds = args.rounds or DATASETS[dataset]["rounds"]
+                report.cases.append(
+                    measure_case_in_process(
+                        dataset, spe, jit, rounds, root, args.data_dir, [], workload
+                    )
+                )
+                _progress(report.cases[-1])
+            if "default" not in workloads:
+                continue
             if args.mode in ("process", "both"):
                 report.cases.append(
                     measure_case(
