@@ -90,6 +90,7 @@ QUICK_MODEL = ["model.filters=[8]", "model.dense_units=[16]"]
 # of the process mode has no augmentation.
 WORKLOADS = {
     "default": [],
+    "resnet_plain": ["model=resnet"],  # no augmentation: what the other two add
     "resnet": ["model=resnet", "augment=basic"],
     "resnet_bf16": ["model=resnet", "augment=basic", "trainer.precision=mixed_bfloat16"],
 }

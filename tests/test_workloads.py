@@ -28,9 +28,10 @@ def shapes(tmp_path_factory) -> Path:
     )
 
 
-# Each family, small enough to train in seconds on a CPU, and the test accuracy it reaches.
+# Each family, small enough to train in seconds on a CPU, and the test accuracy it must reach
+# (each reached 1.0 on 2026-12-02; the floors leave room for another machine's rounding).
 FAMILIES = {
-    "cnn": (["model=cnn", "model.filters=[16,32]", "model.dense_units=[32]"], 0.9),
+    "cnn": (["model=cnn", "model.filters=[16,32]", "model.dense_units=[32]"], 0.95),
     "resnet": (
         [
             "model=resnet",
@@ -39,11 +40,11 @@ FAMILIES = {
             "model.block=basic",
             "model.stage_blocks=[1,1]",
         ],
-        0.9,
+        0.95,
     ),
     "keras_app": (
         ["model=keras_app", "model.application=MobileNetV3Small", "model.bn_momentum=0.9"],
-        0.6,
+        0.8,
     ),
 }
 
