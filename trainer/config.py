@@ -519,7 +519,8 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "paths": {"default": PathsConfig},
 }
 
-TOP_LEVEL_KEYS = (
+# The config groups, each a section of the composed config checked against its schema.
+SECTIONS = (
     "dataset",
     "model",
     "optimizer",
@@ -528,10 +529,11 @@ TOP_LEVEL_KEYS = (
     "checkpoint",
     "augment",
     "paths",
-    "seed",
-    "imports",
-    "resume",
 )
+
+
+# The top level: the sections, then the keys of conf/config.yaml itself.
+TOP_LEVEL_KEYS = (*SECTIONS, "seed", "imports", "resume")
 
 
 def _checkpoint_node() -> DictConfig:
@@ -555,18 +557,6 @@ def register_schemas() -> None:
 
 
 # --------------------------------------------------------------------------- the closed schema
-
-# The config groups, each a section of the composed config checked against its schema.
-SECTIONS = (
-    "dataset",
-    "model",
-    "optimizer",
-    "schedule",
-    "trainer",
-    "checkpoint",
-    "augment",
-    "paths",
-)
 
 
 def schema_node(group: str, section: Mapping[str, Any]) -> DictConfig | None:
