@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from tests.image_folder import class_name, make_image_folder
+from tests.test_data import as_arrays, assert_same_batches
 from trainer.checkpoint.format import MANIFEST_SCHEMA, Checkpoint
 from trainer.checkpoint.resume import check_same_data, refused_overrides
 from trainer.checkpoint.state import progress_manifest
@@ -52,17 +53,6 @@ def folder_cfg(root, **overrides):
     }
     values.update(overrides)
     return OmegaConf.create(values)
-
-
-def as_arrays(dataset):
-    return [(images.numpy(), labels.numpy()) for images, labels in dataset]
-
-
-def assert_same_batches(actual, expected):
-    assert len(actual) == len(expected)
-    for (images, labels), (expected_images, expected_labels) in zip(actual, expected, strict=True):
-        np.testing.assert_array_equal(images, expected_images)
-        np.testing.assert_array_equal(labels, expected_labels)
 
 
 def relative_files(folder, split, root):
