@@ -99,28 +99,25 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
-@pytest.mark.slow
-def test_two_workers_train_together_and_only_the_chief_writes(digits_dir, tmp_path):
+def start_workers(
+    digits_dir: Path, tmp_path: Path, run_dirs: list[Path], *extra: str
+) -> list[subprocess.Popen]:
+    """Two multi_worker train.py processes on localhost (worker ``i`` writes ``run_dirs[i]``),
+    each with its own Hydra directory and scratch TMPDIR (``tmp_path/tmp<i>``)."""
     workers = [f"localhost:{port}" for port in free_ports(2)]
-    run = tmp_path / "run"
-    # On a cluster every worker names the same (shared) checkpoint.dir; here the
-    # second worker names its own, so that anything it wrote there would show.
-    dirs = [run, tmp_path / "worker1"]
-    scratch = [tmp_path / "tmp0", tmp_path / "tmp1"]
     processes = []
     for index in range(2):
-        scratch[index].mkdir()
+        scratch = tmp_path / f"tmp{index}"
+        scratch.mkdir()
+        tiny = tiny_args(digits_dir, run_dirs[index])
         args = [
-            *(a for a in tiny_args(digits_dir, dirs[index]) if not a.startswith("hydra.run.dir")),
+            *(a for a in tiny if not a.startswith("hydra.run.dir")),
             f"hydra.run.dir={tmp_path / f'hydra{index}'}",  # Hydra's own log, one per worker
             "trainer.strategy=multi_worker",
-            "trainer.max_steps=20",
-            "checkpoint.every_n_steps=10",
-            "schedule=constant",
-            "trainer.scale_lr_with_replicas=true",
+            *extra,
         ]
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "TMPDIR": str(scratch[index])}
+        env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "TMPDIR": str(scratch)}
         processes.append(
             subprocess.Popen(
                 [sys.executable, str(REPO / "train.py"), *args],
@@ -131,6 +128,25 @@ def test_two_workers_train_together_and_only_the_chief_writes(digits_dir, tmp_pa
                 text=True,
             )
         )
+    return processes
+
+
+@pytest.mark.slow
+def test_two_workers_train_together_and_only_the_chief_writes(digits_dir, tmp_path):
+    run = tmp_path / "run"
+    # On a cluster every worker names the same (shared) checkpoint.dir; here the
+    # second worker names its own, so that anything it wrote there would show.
+    dirs = [run, tmp_path / "worker1"]
+    scratch = [tmp_path / "tmp0", tmp_path / "tmp1"]
+    processes = start_workers(
+        digits_dir,
+        tmp_path,
+        dirs,
+        "trainer.max_steps=20",
+        "checkpoint.every_n_steps=10",
+        "schedule=constant",
+        "trainer.scale_lr_with_replicas=true",
+    )
     outputs = []
     for process in processes:
         try:
@@ -219,34 +235,14 @@ def test_a_signal_to_one_worker_stops_every_worker_after_the_same_step(digits_di
 
     from trainer.checkpoint import list_checkpoints
 
-    workers = [f"localhost:{port}" for port in free_ports(2)]
     run = tmp_path / "run"
-    processes = []
-    for index in range(2):
-        (tmp_path / f"tmp{index}").mkdir()
-        args = [
-            *(a for a in tiny_args(digits_dir, run) if not a.startswith("hydra.run.dir")),
-            f"hydra.run.dir={tmp_path / f'hydra{index}'}",
-            "trainer.strategy=multi_worker",
-            "trainer.epochs=50",  # far longer than the test waits
-            "checkpoint.every_n_steps=10",
-        ]
-        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        env = {
-            **os.environ,
-            "TF_CONFIG": json.dumps(tf_config),
-            "TMPDIR": str(tmp_path / f"tmp{index}"),
-        }
-        processes.append(
-            subprocess.Popen(
-                [sys.executable, str(REPO / "train.py"), *args],
-                cwd=tmp_path,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
+    processes = start_workers(
+        digits_dir,
+        tmp_path,
+        [run, run],
+        "trainer.epochs=50",  # far longer than the test waits
+        "checkpoint.every_n_steps=10",
+    )
     try:
         deadline = time.monotonic() + 240
         while not list_checkpoints(run):
