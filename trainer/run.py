@@ -18,6 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from trainer.callbacks import build_callbacks, callback_specs, check_callbacks
 from trainer.checkpoint import verify_in_background, write_text_atomically
 from trainer.checkpoint.layout import SUMMARY
 from trainer.checkpoint.reading import to_json
@@ -68,8 +69,16 @@ def train(cfg: DictConfig) -> float | None:
             checkpointer.write_run_config()
         reporter = RunReporter(files_dir, run.steps_per_epoch, run.model, verbose)
         settings = LoopSettings.from_config(cfg, run)
+        names = [name for name, _ in callback_specs(cfg.get("callbacks"))]
         loop = TrainingLoop(
-            run, data, settings, state, reporter, checkpointer.save, distribution.strategy
+            run,
+            data,
+            settings,
+            state,
+            reporter,
+            checkpointer.save,
+            distribution.strategy,
+            callbacks=list(zip(names, build_callbacks(cfg.get("callbacks")), strict=True)),
         )
         try:
             # On every way out, an error included: buffered scalars, the last commit.
@@ -162,6 +171,7 @@ def plan_run(
     """
     plan = plan_start(cfg, hydra_overrides(), hashes=hashes)
     validate(plan.cfg)
+    check_callbacks(plan.cfg.get("callbacks"))  # registered names taking those arguments
     # An image folder's layout is checked before the run directory is created and
     # TensorFlow starts (its images are decoded by load_data).
     folder_fingerprint(plan.cfg.dataset)
