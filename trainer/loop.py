@@ -95,6 +95,9 @@ class LoopState:
     stopped_early: bool = False  # by early stopping or a callback's model.stop_training
     history: list[dict[str, float]] = field(default_factory=list)
     callbacks: list[dict[str, Any]] = field(default_factory=list)  # users' get_state()s
+    # The variables (totals, counts) of the epoch's running loss and accuracy, so an epoch
+    # resumed mid-way reports (and its callbacks see) what the uninterrupted one does.
+    epoch_metrics: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -396,10 +399,29 @@ class TrainingLoop:
         callback_states(self.callback_names, self.callbacks)
 
     def _save(self, logs: Mapping[str, float]) -> None:
-        """Checkpoint now (``save``), the users' callbacks' states taken first."""
+        """Checkpoint now (``save``), the users' callbacks' states and the epoch's running
+        metrics taken first."""
         if self.callbacks:
             self.state.callbacks = callback_states(self.callback_names, self.callbacks)
+        self.state.epoch_metrics = [float(v.numpy()) for v in self._metric_variables()]
         self.save(self.state, logs)
+
+    def _metric_variables(self) -> list[Any]:
+        """The running metrics' variables; none under a strategy, whose per-replica
+        variables cannot be assigned from outside a replica (those restart at a resume)."""
+        if self.strategy is not None:
+            return []
+        return [*self.train_loss.variables, *self.train_accuracy.variables]
+
+    def _start_epoch_metrics(self) -> None:
+        """Reset the running metrics, or, in an epoch resumed mid-way, set them back to what
+        they were when it was saved."""
+        self.train_loss.reset_state()
+        self.train_accuracy.reset_state()
+        saved, variables = self.state.epoch_metrics, self._metric_variables()
+        if self.state.batches_done > 0 and variables and len(saved) == len(variables):
+            for variable, value in zip(variables, saved, strict=True):
+                variable.assign(value)
 
     def _batches_from_here(self):
         """An iterator over the batches of every epoch left, from the current position on.
@@ -418,8 +440,7 @@ class TrainingLoop:
 
     def _run_epoch(self, iterator) -> None:
         settings, state = self.settings, self.state
-        self.train_loss.reset_state()
-        self.train_accuracy.reset_state()
+        self._start_epoch_metrics()
         self.reporter.start_epoch(state.epoch, settings.epochs, state.batches_done)
         hooks = self.hooks
         if hooks is not None and state.batches_done == 0:  # a resumed epoch began before

@@ -491,6 +491,7 @@ LOOP_STATE = Record(
             ),
             max_length=1000,
         ),
+        "epoch_metrics": ListOf(Number(), max_length=64),
     },
     required=("epoch", "batches_done", "epochs_completed"),
 )
