@@ -429,3 +429,145 @@ def test_terminate_on_nan_works_unchanged(data_and_cfg):
     state = loop.run()
     assert state.stopped_early and run.global_step < data.info.steps_per_epoch
     assert not np.isfinite(state.history[-1]["loss"])
+
+
+# --------------------------------------------------------------------------- end to end
+
+USER_MODULE = '''
+import os
+import signal
+
+import keras
+
+from trainer.callbacks import register_callback
+
+
+@register_callback("recorder")
+class Recorder(keras.callbacks.Callback):
+    """Records hooks with what they were given; SIGKILLs its own process after the
+    KILL_AT_STEP-th batch when that variable is set (the test's kill, mid-epoch)."""
+
+    def __init__(self, every: int = 1):
+        super().__init__()
+        self.every, self.events, self.batches = every, [], 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.events.append(["epoch_begin", epoch])
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches += 1
+        if self.batches % self.every == 0:
+            self.events.append(["batch_end", batch, logs["loss"], logs["accuracy"]])
+        if self.batches == int(os.environ.get("KILL_AT_STEP", "0")):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.events.append(["epoch_end", epoch, logs["loss"], logs["val_loss"]])
+
+    def get_state(self):
+        return {"events": self.events, "batches": self.batches}
+
+    def set_state(self, state):
+        self.events, self.batches = state["events"], state["batches"]
+'''
+
+
+def _final_state(run_dir):
+    import json
+
+    from trainer.checkpoint import list_checkpoints
+
+    newest = list_checkpoints(run_dir)[-1]
+    return newest, json.loads((newest / "trainer_state.json").read_text())["loop"]
+
+
+@pytest.mark.slow
+def test_a_user_callback_with_state_resumes_bitwise_after_a_sigkill_mid_epoch(
+    digits_dir, tmp_path
+):
+    import signal
+
+    from tests.conftest import run_train, tiny_args
+    from trainer.checkpoint import checkpoint_arrays
+
+    (tmp_path / "recording_callbacks.py").write_text(USER_MODULE)
+    common = (
+        "trainer.deterministic=true",
+        "checkpoint.every_n_steps=4",
+        "imports=[recording_callbacks]",
+        "callbacks=[{name:recorder,every:2}]",
+    )
+    reference, run = tmp_path / "reference", tmp_path / "run"
+    run_train(*tiny_args(digits_dir, reference, *common), cwd=tmp_path)
+    killed = run_train(
+        *tiny_args(digits_dir, run, *common),
+        cwd=tmp_path,
+        env={"KILL_AT_STEP": "50"},  # batch 9 of the second epoch; last save at step 48
+        check=False,
+    )
+    assert killed.returncode == -signal.SIGKILL
+    resumed = run_train(*tiny_args(digits_dir, run, *common), f"+resume={run}", cwd=tmp_path)
+    assert "step 48, epoch 2, batch 7 of that epoch" in resumed.stdout
+
+    (theirs, their_state), (ours, our_state) = _final_state(reference), _final_state(run)
+    assert ours.name == theirs.name == "step-00000082"
+    assert our_state["callbacks"] == their_state["callbacks"]  # every hook, every value
+    assert len(our_state["callbacks"][0]["state"]["events"]) == 2 + 41 + 2  # 82 batches / 2
+    assert our_state["epoch_metrics"] == their_state["epoch_metrics"]
+    expected, actual = checkpoint_arrays(theirs), checkpoint_arrays(ours)
+    assert expected.keys() == actual.keys()
+    for key, value in expected.items():
+        np.testing.assert_array_equal(actual[key], value, err_msg=key)
+
+
+@pytest.mark.slow
+def test_a_checkpoint_written_by_the_previous_format_resumes_with_its_callbacks(
+    digits_dir, tmp_path
+):
+    """tests/data/main_format_run: written by main before this change (flat
+    trainer.early_stopping_patience=2, reduce_on_plateau_patience=1, factor 0.5 on
+    checkpoint.monitor=loss, mode=max: every epoch after the first is "no improvement")."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from tests.conftest import run_train
+
+    run = tmp_path / "run"
+    shutil.copytree(Path(__file__).parent / "data" / "main_format_run", run)
+    process = run_train(
+        f"+resume={run}",
+        f"dataset.data_dir={digits_dir}",
+        "trainer.epochs=4",
+        "hydra.run.dir=" + str(tmp_path / "hydra"),
+        cwd=tmp_path,
+    )
+    assert "step 82, epoch 3, batch 0 of that epoch" in process.stdout
+    # Epoch 3: a second epoch without improvement: the rate is halved again, and early
+    # stopping (patience 2, one epoch counted before) stops the run a whole epoch early.
+    assert "Reducing the learning rate: scale now 0.25" in process.stdout
+    assert "Early stopping: loss did not improve for 2 epochs" in process.stdout
+    newest, state = _final_state(run)
+    assert newest.name == "step-00000123" and state["stopped_early"]
+    assert state["lr_scale"] == 0.25 and state["epochs_completed"] == 3
+    saved = json.loads((run / "step-00000082" / "trainer_state.json").read_text())["loop"]
+    assert state["best"] == state["early_stopping_best"] == saved["best"]
+    config = (newest / "config.yaml").read_text()
+    assert "early_stopping_patience" not in config and "patience: 2" in config
+
+
+@pytest.mark.slow
+def test_bad_callbacks_and_retired_keys_are_one_line_from_train_py(digits_dir, tmp_path):
+    from tests.conftest import run_train, tiny_args
+
+    for override, message in (
+        ("callbacks=[nope]", "error: unknown callback 'nope'; known: none yet (register"),
+        ("trainer.early_stopping_patience=3", "error: trainer.early_stopping_patience is "
+         "retired: use trainer.early_stopping.patience instead"),
+    ):  # fmt: skip
+        run = tmp_path / override.split("=")[0]
+        process = run_train(*tiny_args(digits_dir, run, override), cwd=tmp_path, check=False)
+        assert process.returncode == 2
+        assert process.stderr.strip().startswith(message)
+        assert len(process.stderr.strip().splitlines()) == 1
+        assert not run.exists()  # refused before the run directory is made
