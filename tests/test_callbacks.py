@@ -482,9 +482,7 @@ def _final_state(run_dir):
 
 
 @pytest.mark.slow
-def test_a_user_callback_with_state_resumes_bitwise_after_a_sigkill_mid_epoch(
-    digits_dir, tmp_path
-):
+def test_a_user_callback_with_state_resumes_bitwise_after_a_sigkill_mid_epoch(digits_dir, tmp_path):
     import signal
 
     from tests.conftest import run_train, tiny_args
@@ -571,3 +569,68 @@ def test_bad_callbacks_and_retired_keys_are_one_line_from_train_py(digits_dir, t
         assert process.stderr.strip().startswith(message)
         assert len(process.stderr.strip().splitlines()) == 1
         assert not run.exists()  # refused before the run directory is made
+
+
+@register_callback("test_weights_at_epoch_end")
+def weights_at_epoch_end():
+    import keras
+
+    class WeightsAtEpochEnd(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weights: list = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.weights.append(self.model.get_weights())
+
+    return WeightsAtEpochEnd()
+
+
+def test_restore_best_weights_ends_the_run_with_the_best_epochs_weights(data_and_cfg):
+    data, cfg = data_and_cfg
+    # mode=max on the training loss, which falls: the first epoch stays the best.
+    stopping = EarlyStopping(patience=5, monitor="loss", mode="max", restore_best_weights=True)
+    (seen,) = build_callbacks(["test_weights_at_epoch_end"])
+    run, loop, _ = _loop(data, cfg, [("w", seen)], early_stopping=stopping)
+    best_weights_saved = []
+    save = loop.save
+    loop.save = lambda state, logs, **extra: (
+        best_weights_saved.append(extra.get("best_weights")),
+        save(state, logs),
+    )
+    state = loop.run()
+    assert state.epochs_completed == 2 and state.early_stopping_best_epoch == 0
+    for ours, first_epoch in zip(run.model.get_weights(), seen.weights[0], strict=True):
+        np.testing.assert_array_equal(ours, first_epoch)
+    assert any(not np.array_equal(a, b) for a, b in zip(*seen.weights, strict=True))
+    assert all(w is not None for w in best_weights_saved[2:])  # from the first epoch's end on
+    for saved, first_epoch in zip(best_weights_saved[-1], seen.weights[0], strict=True):
+        np.testing.assert_array_equal(saved, first_epoch)
+
+
+def test_best_weights_are_written_with_the_checkpoint_and_read_back_exactly(
+    data_and_cfg, tmp_path
+):
+    from trainer.build import build_run
+    from trainer.checkpoint import verify
+    from trainer.checkpoint.checkpointer import RunCheckpointer
+    from trainer.checkpoint.layout import BEST_WEIGHTS_FILE
+    from trainer.checkpoint.state import read_best_weights
+    from trainer.loop import LoopState
+
+    data, cfg = data_and_cfg
+    run = build_run(cfg, data.info)
+    best = [np.full(w.shape, index + 0.5, w.dtype) for index, w in enumerate(run.model.weights)]
+    before = run.model.get_weights()
+    checkpointer = RunCheckpointer(tmp_path, cfg, run, data.info, report=lambda _: None)
+    path = checkpointer.save(LoopState(), {"val_accuracy": 0.5}, best_weights=best)
+    checkpointer.close()
+    checkpoint = verify(path)
+    assert checkpoint.valid and BEST_WEIGHTS_FILE in checkpoint.manifest["files"]
+    read = read_best_weights(checkpoint, run.model)
+    for ours, theirs in zip(read, best, strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    for ours, theirs in zip(run.model.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(ours, theirs)  # the live weights are put back
+    without = checkpointer.save(LoopState(), {"val_accuracy": 0.5})
+    assert read_best_weights(verify(without), run.model) is None

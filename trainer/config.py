@@ -702,6 +702,7 @@ def _move_retired_keys(group: str, section: Mapping[str, Any]) -> dict[str, Any]
             moved[parent] = inner
     return moved
 
+
 # Sections that name what builds them (a registry entry): the name is never defaulted.
 NAMED_SECTIONS = ("dataset", "model", "optimizer", "schedule")
 

@@ -157,7 +157,11 @@ class TrainingLoop:
     checkpoint of the live objects and this state. ``strategy``: the
     ``tf.distribute`` strategy the run was built under, or None for the
     single-device path. ``callbacks``: (registered name, ``keras.callbacks.Callback``)
-    pairs, driven as the module docstring says.
+    pairs, driven as the module docstring says. With
+    ``trainer.early_stopping.restore_best_weights``, ``best_weights`` are those a
+    checkpoint saved (``get_weights()`` order), and ``save`` is also given the best
+    epoch's weights (``best_weights=``); the run ends with them set, as Keras'
+    ``on_train_end`` does, after its last checkpoint (which holds both).
     """
 
     def __init__(
@@ -170,11 +174,13 @@ class TrainingLoop:
         save: Callable[[LoopState, Mapping[str, float]], Any],
         strategy: tf.distribute.Strategy | None = None,
         callbacks: Sequence[tuple[str, Any]] = (),
+        best_weights: list[Any] | None = None,
     ) -> None:
         self.model, self.optimizer, self.data = run.model, run.optimizer, data
         self.settings, self.state, self.reporter = settings, state, reporter
         self.save, self.learning_rate, self.lr_scale = save, run.learning_rate, run.lr_scale
         self.strategy = strategy
+        self.best_weights = best_weights
         self.callback_names = [name for name, _ in callbacks]
         self.callbacks = [callback for _, callback in callbacks]
         # None without callbacks: the step loop then makes no hook call at all.
@@ -381,6 +387,7 @@ class TrainingLoop:
                 if iterator is None:
                     iterator = self._batches_from_here()
                 self._run_epoch(iterator)
+            self._restore_best_weights()
             if self.hooks is not None:
                 self.hooks.on_train_end(dict(state.history[-1]) if state.history else None)
         finally:
@@ -398,13 +405,24 @@ class TrainingLoop:
         restore_callback_states(self.callback_names, self.callbacks, self.state.callbacks)
         callback_states(self.callback_names, self.callbacks)
 
+    def _restore_best_weights(self) -> None:
+        stopping = self.settings.early_stopping
+        if stopping is None or not stopping.restore_best_weights or self.best_weights is None:
+            return
+        self.model.set_weights(self.best_weights)
+        epoch = self.state.early_stopping_best_epoch + 1
+        print(f"Restoring the weights of epoch {epoch}, the best by {stopping.monitor}", flush=True)
+
     def _save(self, logs: Mapping[str, float]) -> None:
         """Checkpoint now (``save``), the users' callbacks' states and the epoch's running
         metrics taken first."""
         if self.callbacks:
             self.state.callbacks = callback_states(self.callback_names, self.callbacks)
         self.state.epoch_metrics = [float(v.numpy()) for v in self._metric_variables()]
-        self.save(self.state, logs)
+        if self.best_weights is None:
+            self.save(self.state, logs)
+        else:
+            self.save(self.state, logs, best_weights=self.best_weights)
 
     def _metric_variables(self) -> list[Any]:
         """The running metrics' variables; none under a strategy, whose per-replica
@@ -530,7 +548,12 @@ class TrainingLoop:
             self.lr_scale.assign(state.lr_scale)
             print(f"Reducing the learning rate: scale now {state.lr_scale:g}", flush=True)
         stopping = settings.early_stopping
-        if stopping is not None and stopping.update(state, epoch, logs) == "stop":
+        decision = "skip" if stopping is None else stopping.update(state, epoch, logs)
+        # Keras keeps the weights of the best epoch, or of the first one watched.
+        keep = decision == "best" or (decision != "skip" and self.best_weights is None)
+        if keep and stopping.restore_best_weights:
+            self.best_weights = self.model.get_weights()  # copies: a new list at each best
+        if decision == "stop":
             print(
                 f"Early stopping: {stopping.monitor} did not improve for "
                 f"{state.epochs_without_improvement} epochs",

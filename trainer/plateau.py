@@ -93,11 +93,12 @@ class EarlyStopping:
     start_from_epoch: int = 0
 
     def update(self, state: EarlyStoppingState, epoch: int, logs: Mapping[str, Any]) -> str:
-        """Take epoch ``epoch``'s (0-based) ``logs``; returns ``"best"`` when it is the best
-        so far, ``"stop"`` when training stops after it, ``""`` otherwise."""
+        """Take epoch ``epoch``'s (0-based) ``logs``; returns ``"skip"`` when the epoch is not
+        watched (no value, or before ``start_from_epoch``), ``"best"`` when it is the best so
+        far, ``"stop"`` when training stops after it, ``""`` otherwise."""
         value = _monitored(logs, self.monitor)
         if value is None or epoch < self.start_from_epoch:
-            return ""
+            return "skip"
         state.epochs_without_improvement += 1
         if is_improvement(value, state.early_stopping_best, self.mode, self.min_delta):
             state.early_stopping_best = value

@@ -79,6 +79,7 @@ def train(cfg: DictConfig) -> float | None:
             checkpointer.save,
             distribution.strategy,
             callbacks=list(zip(names, build_callbacks(cfg.get("callbacks")), strict=True)),
+            best_weights=restored_best_weights(plan, run),
         )
         try:
             # On every way out, an error included: buffered scalars, the last commit.
@@ -212,6 +213,15 @@ def restore(plan: StartPlan, run: Any, distribution: Any, scale_lr_with_replicas
     describe_resume(plan, state, run.global_step)
     distribution.describe_resume(plan.checkpoint.manifest, scale_lr_with_replicas)
     return state
+
+
+def restored_best_weights(plan: StartPlan, run: Any) -> Any:
+    """Early stopping's best weights as the plan's checkpoint saved them, or None."""
+    from trainer.checkpoint.state import read_best_weights
+
+    if plan.checkpoint is None or plan.fine_tune:
+        return None
+    return read_best_weights(plan.checkpoint, run.model)
 
 
 def _last(state: Any, monitor: str) -> float | None:
