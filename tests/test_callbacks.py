@@ -634,3 +634,16 @@ def test_best_weights_are_written_with_the_checkpoint_and_read_back_exactly(
         np.testing.assert_array_equal(ours, theirs)  # the live weights are put back
     without = checkpointer.save(LoopState(), {"val_accuracy": 0.5})
     assert read_best_weights(verify(without), run.model) is None
+
+
+def test_the_callback_modules_do_not_import_tensorflow():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, trainer.plateau, trainer.callbacks, trainer.config, trainer.run; "
+        "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'; "
+        "assert 'keras' not in sys.modules, 'keras was imported'"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
