@@ -41,7 +41,9 @@ saved. Each hook is called once per event of the whole run, an interrupted and
 resumed one included (an epoch resumed mid-way does not begin again), except
 ``on_train_begin``/``end``, once per process; a resumed run gives each callback
 its saved state (``set_state``) after ``on_train_begin``. With no callback the
-step loop makes no hook call at all.
+step loop makes no hook call at all. Under ``multi_worker`` every worker runs the
+callbacks on the same (all-reduced) logs; one that sets ``stop_training`` must
+decide the same on every worker, or the others wait in the next collective.
 """
 
 from __future__ import annotations
