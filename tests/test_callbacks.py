@@ -608,9 +608,7 @@ def test_restore_best_weights_ends_the_run_with_the_best_epochs_weights(data_and
         np.testing.assert_array_equal(saved, first_epoch)
 
 
-def test_best_weights_are_written_with_the_checkpoint_and_read_back_exactly(
-    data_and_cfg, tmp_path
-):
+def test_best_weights_are_written_with_the_checkpoint_and_read_back_exactly(data_and_cfg, tmp_path):
     from trainer.build import build_run
     from trainer.checkpoint import verify
     from trainer.checkpoint.checkpointer import RunCheckpointer
