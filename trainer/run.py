@@ -18,6 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from trainer.callbacks import build_callbacks, callback_specs, check_callbacks
 from trainer.checkpoint import verify_in_background, write_text_atomically
 from trainer.checkpoint.layout import SUMMARY
 from trainer.checkpoint.reading import to_json
@@ -68,8 +69,17 @@ def train(cfg: DictConfig) -> float | None:
             checkpointer.write_run_config()
         reporter = RunReporter(files_dir, run.steps_per_epoch, run.model, verbose)
         settings = LoopSettings.from_config(cfg, run)
+        names = [name for name, _ in callback_specs(cfg.get("callbacks"))]
         loop = TrainingLoop(
-            run, data, settings, state, reporter, checkpointer.save, distribution.strategy
+            run,
+            data,
+            settings,
+            state,
+            reporter,
+            checkpointer.save,
+            distribution.strategy,
+            callbacks=list(zip(names, build_callbacks(cfg.get("callbacks")), strict=True)),
+            best_weights=restored_best_weights(plan, run),
         )
         try:
             # On every way out, an error included: buffered scalars, the last commit.
@@ -162,6 +172,7 @@ def plan_run(
     """
     plan = plan_start(cfg, hydra_overrides(), hashes=hashes)
     validate(plan.cfg)
+    check_callbacks(plan.cfg.get("callbacks"))  # registered names taking those arguments
     # An image folder's layout is checked before the run directory is created and
     # TensorFlow starts (its images are decoded by load_data).
     folder_fingerprint(plan.cfg.dataset)
@@ -202,6 +213,15 @@ def restore(plan: StartPlan, run: Any, distribution: Any, scale_lr_with_replicas
     describe_resume(plan, state, run.global_step)
     distribution.describe_resume(plan.checkpoint.manifest, scale_lr_with_replicas)
     return state
+
+
+def restored_best_weights(plan: StartPlan, run: Any) -> Any:
+    """Early stopping's best weights as the plan's checkpoint saved them, or None."""
+    from trainer.checkpoint.state import read_best_weights
+
+    if plan.checkpoint is None or plan.fine_tune:
+        return None
+    return read_best_weights(plan.checkpoint, run.model)
 
 
 def _last(state: Any, monitor: str) -> float | None:

@@ -68,17 +68,19 @@ class RunCheckpointer:
         with storage_errors(f"write {RUN_CONFIG} in {self.files_dir}"):
             write_text_atomically(self.files_dir / RUN_CONFIG, self.config_yaml)
 
-    def save(self, loop_state: Any, metrics: Mapping[str, float]) -> Path:
-        """Checkpoint the run now; ``loop_state`` is the loop's ``LoopState``."""
+    def save(self, loop_state: Any, metrics: Mapping[str, float], best_weights: Any = None) -> Path:
+        """Checkpoint the run now; ``loop_state`` is the loop's ``LoopState``;
+        ``best_weights``: early stopping's, to restore (``trainer.checkpoint.state``)."""
         run = self.run
         step = run.global_step
         state = {"loop": loop_state.to_dict()}
+        files = (run.model, run.optimizer, state, self.config_yaml, best_weights)
 
         def write_files(staging: Path):
             # Saving in the background writes the files from a snapshot.
             if not self.asynchronous:
-                return write_state(staging, run.model, run.optimizer, state, self.config_yaml)
-            return snapshot_state(run.model, run.optimizer, state, self.config_yaml)
+                return write_state(staging, *files)
+            return snapshot_state(*files)
 
         manifest = progress_manifest(
             step,

@@ -40,6 +40,10 @@ STATE_FILE = "trainer_state.json"
 CONFIG_FILE = "config.yaml"
 STATE_FILES = (MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, CONFIG_FILE)
 H5_FILES = (MODEL_FILE, OPTIMIZER_FILE)
+# Only with trainer.early_stopping.restore_best_weights: the best epoch's weights, in the
+# layout of MODEL_FILE (plain Keras loads it); checked as the files above when present.
+BEST_WEIGHTS_FILE = "early_stopping_best.weights.h5"
+CHECKED_H5_FILES = (*H5_FILES, BEST_WEIGHTS_FILE)
 
 POINTERS = ("latest", "best")
 RUN_CONFIG = "config.yaml"
