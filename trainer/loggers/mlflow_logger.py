@@ -56,9 +56,9 @@ class MlflowLogger(Logger):
         from mlflow import MlflowClient
 
         uri = settings.get("tracking_uri")
-        self.client = MlflowClient(tracking_uri=uri)
         self.resumed = False
         try:
+            self.client = MlflowClient(tracking_uri=uri)
             saved = (run.saved.get("mlflow") or {}).get("run_id")
             self.run_id = self._continued(saved) if saved else None
             if self.run_id is None:
@@ -66,7 +66,7 @@ class MlflowLogger(Logger):
         except UserError:
             raise
         except Exception as error:  # the store refused: a wrong URI, a database it cannot open
-            shown = uri or self.client.tracking_uri
+            shown = uri or "MLflow's default"
             raise UserError(
                 f"logger.mlflow: cannot use the tracking store {shown}: {_first_line(error)}"
             ) from None
