@@ -248,10 +248,11 @@ def job_hparams(cfg: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, A
     """The values a sweep job's overrides set, as the config has them (a group choice
     ``schedule=cosine`` by its ``name``), without the keys of :data:`NOT_HPARAMS`.
 
-    >>> job_hparams(OmegaConf.create({"optimizer": {"learning_rate": 0.003},
-    ...     "schedule": {"name": "cosine"}, "checkpoint": {"dir": "x"}}),
-    ...     ["optimizer.learning_rate=3e-3", "schedule=cosine", "checkpoint.dir=x"])
-    {'optimizer.learning_rate': 0.003, 'schedule': 'cosine'}
+    >>> cfg = OmegaConf.create({"optimizer": {"learning_rate": 0.003}, "schedule":
+    ...     {"name": "cosine"}, "model": {"filters": [8]}, "checkpoint": {"dir": "x"}})
+    >>> job_hparams(cfg, ["optimizer.learning_rate=3e-3", "schedule=cosine",
+    ...     "model.filters=[8]", "checkpoint.dir=x"])
+    {'optimizer.learning_rate': 0.003, 'schedule': 'cosine', 'model.filters': '[8]'}
     """
     hparams: dict[str, Any] = {}
     for override in overrides:
@@ -259,8 +260,10 @@ def job_hparams(cfg: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, A
         if any(key == p or key.startswith(f"{p}.") or key.startswith(f"{p}/") for p in NOT_HPARAMS):
             continue
         value = OmegaConf.select(cfg, key, default=None)
-        if OmegaConf.is_config(value):
-            value = value.get("name", str(OmegaConf.to_container(value)))
+        if OmegaConf.is_dict(value) and "name" in value:
+            value = value.name
+        elif OmegaConf.is_config(value):  # a list (model.filters=[8,16]): shown as written
+            value = OmegaConf.to_container(value)
         if value is None or not isinstance(value, bool | int | float | str):
             value = str(value)
         hparams[key] = value
