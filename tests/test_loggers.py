@@ -422,13 +422,13 @@ def test_the_csv_logger_appends_rows_and_a_resume_starts_after_its_last_one(tmp_
     from trainer.loggers.csv_logger import CsvLogger
 
     run = TrackedRun(tmp_path, "run", PARAMS)
-    with Loggers([CsvLogger({"file": "steps.csv"}, run)], run) as loggers:
+    with Loggers([CsvLogger({}, run)], run) as loggers:
         for step in (1, 2, 3):
             loggers.step(step, {"loss": float(step), "lr": 0.5})
     with open(tmp_path / "steps.csv", "a") as handle:
         handle.write("4,4.0")  # a row a SIGKILL cut short
     resumed = TrackedRun(tmp_path, "run", PARAMS, resumed_step=2)
-    with Loggers([CsvLogger({"file": "steps.csv"}, resumed)], resumed) as loggers:
+    with Loggers([CsvLogger({}, resumed)], resumed) as loggers:
         for step in (3, 4, 5):
             loggers.step(step, {"loss": float(step), "lr": 0.25})
     assert (tmp_path / "steps.csv").read_text().splitlines() == [

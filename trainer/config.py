@@ -506,9 +506,8 @@ class TensorBoardLoggerConfig:
 @dataclass
 class CsvLoggerConfig:
     """``logger=csv``: ``<run>/steps.csv``, one row per logged step (metrics.csv, one row
-    per epoch, is written by every run)."""
-
-    file: str = "steps.csv"  # relative to the run directory
+    per epoch, is written by every run). No settings: the file is one of the run's own
+    (``trainer.checkpoint.layout.RUN_FILES``), which a fresh run never writes over."""
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""``logger=csv``: per-step metrics in ``<run>/steps.csv`` (``logger.csv.file``).
+"""``logger=csv``: per-step metrics in ``<run>/steps.csv``.
 
 One row per logged step (``trainer.log_every_n_steps``): ``step`` and the values the
 loop logs (``loss``, ``accuracy``, ``lr``), appended as the run goes and by a resumed
@@ -17,6 +17,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from trainer.checkpoint.layout import STEPS_CSV
 from trainer.errors import storage_errors
 from trainer.loggers.base import Logger, StepPoint, TrackedRun
 
@@ -30,7 +31,7 @@ class CsvLogger(Logger):
     name = "csv"
 
     def __init__(self, settings: Mapping[str, Any], run: TrackedRun) -> None:
-        self.path = run.run_dir / settings.get("file", "steps.csv")
+        self.path = run.run_dir / STEPS_CSV
         self.writing = f"write {self.path.name} in {self.path.parent}"
         with storage_errors(self.writing):
             self._drop_torn_row()
