@@ -454,9 +454,18 @@ LOGGED = (
 
 @pytest.mark.slow
 def test_a_run_killed_and_resumed_logs_each_step_once_into_one_mlflow_run(digits_dir, tmp_path):
+    import numpy as np
     from mlflow import MlflowClient
 
     from trainer import fault_injection
+    from trainer.checkpoint import checkpoint_arrays
+
+    # An uninterrupted run, logging into a store of its own: what each step's values are.
+    alone = tmp_path / "uninterrupted"
+    alone.mkdir()
+    reference = alone / "run"
+    alone_uri = f"logger.mlflow.tracking_uri={mlflow_uri(alone)}"
+    run_train(*tiny_args(digits_dir, reference, *LOGGED, alone_uri), cwd=alone)
 
     uri = f"logger.mlflow.tracking_uri={mlflow_uri(tmp_path)}"
     run = tmp_path / "run"
@@ -471,7 +480,8 @@ def test_a_run_killed_and_resumed_logs_each_step_once_into_one_mlflow_run(digits
     killed.communicate()
     assert killed.returncode == -9
     resumed = run_train(f"+resume={run}", *LOGGED, uri, cwd=tmp_path)
-    assert "Resuming from" in resumed.stdout
+    where = resumed.stdout.split("Resuming from ", 1)[1].splitlines()[0]
+    assert int(where.rsplit("batch ", 1)[1].split()[0]) > 0, where  # inside an epoch
 
     client = MlflowClient(mlflow_uri(tmp_path))
     experiment = client.get_experiment_by_name("keras-hydra-trainer").experiment_id
@@ -479,9 +489,19 @@ def test_a_run_killed_and_resumed_logs_each_step_once_into_one_mlflow_run(digits
     run_id = logged.info.run_id
     assert logged.info.status == FINISHED
     total = 82  # 2 epochs of 41 steps
+    other = MlflowClient(mlflow_uri(alone))
+    (uninterrupted,) = other.search_runs(
+        [other.get_experiment_by_name("keras-hydra-trainer").experiment_id]
+    )
     for key in ("step/loss", "step/accuracy", "step/lr"):
-        steps = sorted(m.step for m in client.get_metric_history(run_id, key))
-        assert steps == list(range(1, total + 1)), key  # each step once, none missing
+        ours = sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+        assert [step for step, _ in ours] == list(range(1, total + 1)), key  # each step once
+        theirs = other.get_metric_history(uninterrupted.info.run_id, key)
+        assert ours == sorted((m.step, m.value) for m in theirs), key  # the same values
+    final = "step-00000082"
+    ours, theirs = checkpoint_arrays(run / final), checkpoint_arrays(reference / final)
+    assert ours.keys() == theirs.keys()
+    assert not [k for k in ours if not np.array_equal(ours[k], theirs[k])]  # bitwise
     assert sorted(m.step for m in client.get_metric_history(run_id, "epoch/val_loss")) == [41, 82]
     params = logged.data.params
     assert params["optimizer.name"] == "adam" and params["model.filters"] == "[8]"
