@@ -240,6 +240,19 @@ def test_a_tracking_store_mlflow_cannot_open_is_one_line(tmp_path):
     assert "\n" not in message
 
 
+def test_a_tracker_that_cannot_start_leaves_the_run_directory_as_it_was(tmp_path):
+    from trainer.loggers import build_loggers
+
+    (tmp_path / "a-file").write_text("not a directory\n")
+    uri = f"sqlite:///{tmp_path / 'a-file' / 'mlflow.db'}"
+    cfg = compose("logger=[tensorboard,csv,mlflow]", f"logger.mlflow.tracking_uri={uri}")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with pytest.raises(UserError, match=r"^logger\.mlflow: cannot use the tracking store"):
+        build_loggers(cfg, TrackedRun(run_dir, "run", PARAMS))
+    assert list(run_dir.iterdir()) == []  # the same command, fixed, may start the run here
+
+
 def test_a_run_stopped_by_a_signal_ends_its_mlflow_run_killed(tmp_path):
     from mlflow import MlflowClient
 

@@ -64,11 +64,13 @@ def train(cfg: DictConfig) -> float | None:
             data.info,
             manifest_extra={"num_replicas": distribution.num_replicas},
         )
-        if not plan.in_place:
-            checkpointer.write_run_config()
-        # The trackers (logger=...), ended with the block; their run ids go into every checkpoint.
+        # The trackers (logger=...), ended with the block; their run ids go into every
+        # checkpoint. Started before the first file is written: one refused (a tracking
+        # store it cannot open) leaves the new run's directory as it was.
         loggers = ending.enter_context(start_loggers(cfg, plan, run, files_dir, distribution))
         checkpointer.extra_state["loggers"] = loggers.run_states()
+        if not plan.in_place:
+            checkpointer.write_run_config()
         reporter = RunReporter(files_dir, run.steps_per_epoch, run.model, verbose, loggers)
         settings = LoopSettings.from_config(cfg, run)
         save = reporter.saving(checkpointer.save)

@@ -49,12 +49,12 @@ from trainer.loggers.base import FAILED, FINISHED, KILLED, Logger, StepPoint, Tr
 
 STEP_POINTS_EVERY_S = 30.0
 
-# logger option -> (module, class, the pip extra its package comes with, or None)
+# logger option -> (module, class): imported only when selected.
 LOGGERS = {
-    "tensorboard": ("trainer.loggers.tensorboard_logger", "TensorBoardLogger", None),
-    "csv": ("trainer.loggers.csv_logger", "CsvLogger", None),
-    "mlflow": ("trainer.loggers.mlflow_logger", "MlflowLogger", "mlflow"),
-    "wandb": ("trainer.loggers.wandb_logger", "WandbLogger", "wandb"),
+    "tensorboard": ("trainer.loggers.tensorboard_logger", "TensorBoardLogger"),
+    "csv": ("trainer.loggers.csv_logger", "CsvLogger"),
+    "mlflow": ("trainer.loggers.mlflow_logger", "MlflowLogger"),
+    "wandb": ("trainer.loggers.wandb_logger", "WandbLogger"),
 }
 # Trackers outside the run directory: only the chief of a multi-worker run logs to them.
 EXTERNAL = ("mlflow", "wandb")
@@ -189,13 +189,18 @@ def selected(cfg: Mapping[str, Any]) -> list[str]:
 
 def build_loggers(cfg: Mapping[str, Any], run: TrackedRun, *, chief: bool = True) -> Loggers:
     """The trackers ``cfg.logger`` selects, started for ``run`` (only the chief of a
-    multi-worker run logs to the trackers outside its directory: :data:`EXTERNAL`)."""
+    multi-worker run logs to the trackers outside its directory: :data:`EXTERNAL`).
+
+    Those outside the run directory start first: one that refuses to start (a store
+    it cannot reach) then leaves the run directory as it was, so the same command
+    with the setting fixed starts the run there."""
+    names = selected(cfg)
+    outside = [name for name in names if name in EXTERNAL]
+    inside = [name for name in names if name not in EXTERNAL]
     loggers: list[Logger] = []
     try:
-        for name in selected(cfg):
-            if name in EXTERNAL and not chief:
-                continue
-            module, cls, _ = LOGGERS[name]
+        for name in (outside if chief else []) + inside:
+            module, cls = LOGGERS[name]
             settings = OmegaConf.to_container(OmegaConf.create(dict(cfg.logger[name])))
             loggers.append(getattr(importlib.import_module(module), cls)(settings, run))
         return Loggers(loggers, run)
