@@ -520,6 +520,55 @@ class PathsConfig:
     sweep_dir: str | None = None  # runs/<date>/<time>, one <job number>/ per job
 
 
+# --------------------------------------------------------------------------- logger
+
+
+@dataclass
+class TensorBoardLoggerConfig:
+    """``logger=tensorboard``: ``<run>/tensorboard/{train,validation}``, and in a sweep the
+    job's hyperparameters and results for TensorBoard's HParams dashboard."""
+
+    hparams: bool = True  # in a sweep: write the HParams summary of the job
+
+
+@dataclass
+class CsvLoggerConfig:
+    """``logger=csv``: ``<run>/steps.csv``, one row per logged step (metrics.csv, one row
+    per epoch, is written by every run). No settings: the file is one of the run's own
+    (``trainer.checkpoint.layout.RUN_FILES``), which a fresh run never writes over."""
+
+
+@dataclass
+class MlflowLoggerConfig:
+    """``logger=mlflow``: an MLflow run per training run (``trainer.loggers.mlflow_logger``)."""
+
+    tracking_uri: str | None = None  # None: MLFLOW_TRACKING_URI, else MLflow's default
+    experiment_name: str = "keras-hydra-trainer"
+    run_name: str | None = None  # None: the run directory's name (a sweep's: <sweep>/<job>)
+
+
+@dataclass
+class WandbLoggerConfig:
+    """``logger=wandb``: a W&B run per training run (``trainer.loggers.wandb_logger``).
+    Credentials come from the environment (WANDB_API_KEY), never from the config."""
+
+    project: str = "keras-hydra-trainer"
+    entity: str | None = None
+    mode: str | None = None  # online | offline | disabled; None: WANDB_MODE, else online
+    run_name: str | None = None  # None: the run directory's name (a sweep's: <sweep>/<job>)
+
+
+# The trackers a run can log to, by the option name that selects them
+# (`logger=[tensorboard,mlflow]`); each option's keys live under its own name.
+LOGGERS = {
+    "tensorboard": TensorBoardLoggerConfig,
+    "csv": CsvLoggerConfig,
+    "mlflow": MlflowLoggerConfig,
+    "wandb": WandbLoggerConfig,
+}
+WANDB_MODES = ("online", "offline", "disabled")
+
+
 SCHEMAS: dict[str, dict[str, type]] = {
     # Catalog datasets other than these (mnist, cifar10, ...) share DatasetConfig.
     "dataset": {"digits": DatasetConfig, "folder": FolderDatasetConfig, "tfds": TfdsDatasetConfig},
@@ -545,6 +594,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "trainer": {"default": TrainerConfig},
     "augment": {"default": AugmentConfig},
     "paths": {"default": PathsConfig},
+    "logger": LOGGERS,
 }
 
 # The config groups, each a section of the composed config checked against its schema.
@@ -557,6 +607,7 @@ SECTIONS = (
     "checkpoint",
     "augment",
     "paths",
+    "logger",
 )
 
 
@@ -592,6 +643,8 @@ def schema_node(group: str, section: Mapping[str, Any]) -> DictConfig | None:
     without one (a user's registered schedule or model), whose keys its builder checks."""
     if group == "checkpoint":
         return _checkpoint_node()
+    if group == "logger":  # several options at once, each under its own name
+        return OmegaConf.create({name: OmegaConf.structured(c) for name, c in LOGGERS.items()})
     if group == "dataset":  # a dataset without a schema of its own shares DatasetConfig
         schema = SCHEMAS["dataset"].get(_name_of(section), DatasetConfig)
         return OmegaConf.structured(schema)
@@ -785,6 +838,7 @@ def validate(cfg: DictConfig) -> None:
     validate_plateau_callbacks(cfg.trainer, cfg.dataset)
     validate_augment(cfg.get("augment") or {})
     validate_callbacks(cfg.get("callbacks") or [])
+    validate_logger(cfg.get("logger") or {})
 
 
 def check_given(cfg: DictConfig) -> None:
@@ -1225,3 +1279,28 @@ def validate_callbacks(callbacks: Any) -> None:
             name,
             "a registered callback name (a non-empty string)",
         )
+
+
+def validate_logger(loggers: Mapping[str, Any]) -> None:
+    """The ``logger`` section: one entry per selected tracker (its keys checked by the
+    schema); W&B's mode is one of :data:`WANDB_MODES`."""
+    wandb = loggers.get("wandb")
+    if wandb is not None:
+        mode = wandb.get("mode")
+        _require(
+            mode is None or mode in WANDB_MODES,
+            "logger.wandb.mode",
+            mode,
+            "null (WANDB_MODE, else online) or one of " + ", ".join(WANDB_MODES),
+        )
+    for name in ("mlflow", "wandb"):
+        section = loggers.get(name) or {}
+        for key in ("experiment_name", "project"):
+            if key in section:
+                value = section[key]
+                _require(
+                    isinstance(value, str) and value.strip() != "",
+                    f"logger.{name}.{key}",
+                    value,
+                    "a non-empty string",
+                )

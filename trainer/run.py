@@ -51,7 +51,7 @@ def train(cfg: DictConfig) -> float | None:
 
     distribution = start_distribution(cfg.trainer)  # before anything else starts TF's devices
     # From here on this process writes into the run: it holds the run's lock (one writer).
-    with target.writing(writer=distribution.is_chief) as run_dir:
+    with target.writing(writer=distribution.is_chief) as run_dir, contextlib.ExitStack() as ending:
         files_dir = distribution.files_dir(run_dir)  # only the chief writes into run_dir
         verbose = progress_verbosity(cfg.trainer.verbose)
         show_preparation_progress(verbose == 1)
@@ -65,10 +65,16 @@ def train(cfg: DictConfig) -> float | None:
             data.info,
             manifest_extra={"num_replicas": distribution.num_replicas},
         )
+        # The trackers (logger=...), ended with the block; their run ids go into every
+        # checkpoint. Started before the first file is written: one refused (a tracking
+        # store it cannot open) leaves the new run's directory as it was.
+        loggers = ending.enter_context(start_loggers(cfg, plan, run, files_dir, distribution))
+        checkpointer.extra_state["loggers"] = loggers.run_states()
         if not plan.in_place:
             checkpointer.write_run_config()
-        reporter = RunReporter(files_dir, run.steps_per_epoch, run.model, verbose)
+        reporter = RunReporter(files_dir, run.steps_per_epoch, run.model, verbose, loggers)
         settings = LoopSettings.from_config(cfg, run)
+        save = reporter.saving(checkpointer.save)
         names = [name for name, _ in callback_specs(cfg.get("callbacks"))]
         loop = TrainingLoop(
             run,
@@ -76,7 +82,7 @@ def train(cfg: DictConfig) -> float | None:
             settings,
             state,
             reporter,
-            checkpointer.save,
+            save,
             distribution.strategy,
             callbacks=list(zip(names, build_callbacks(cfg.get("callbacks")), strict=True)),
             best_weights=restored_best_weights(plan, run),
@@ -109,6 +115,7 @@ def train(cfg: DictConfig) -> float | None:
         }
         with storage_errors(f"write {SUMMARY} in {files_dir}", "the checkpoints are intact"):
             write_text_atomically(files_dir / SUMMARY, to_json(summary, indent=2) + "\n")
+        loggers.summary(summary)
     print(f"Checkpoints: {run_dir} (latest {checkpointer.latest}, best {checkpointer.best})")
     print(f"Resume with: python train.py +resume={run_dir}")
     return best
@@ -195,6 +202,29 @@ def build_planned_run(plan: StartPlan, info: Any, distribution: Any = None) -> A
         if plan.checkpoint is None:
             raise
         raise UserError(f"resuming checkpoint {plan.checkpoint.path}: {error}") from None
+
+
+def start_loggers(
+    cfg: DictConfig, plan: StartPlan, run: Any, files_dir: Path, distribution: Any
+) -> Any:
+    """The trackers ``cfg.logger`` selects (``trainer.loggers``), started for this run: a
+    resumed run continues the tracker runs its checkpoint names, from its step on."""
+    from trainer.checkpoint.checkpointer import run_config
+    from trainer.checkpoint.reading import read_trainer_state
+    from trainer.loggers import build_loggers, tracked_run
+
+    resumed = plan.checkpoint is not None and not plan.fine_tune  # fine-tuning: a new run
+    saved = read_trainer_state(plan.checkpoint).get("loggers", {}) if resumed else {}
+    tracked = tracked_run(
+        cfg,
+        files_dir,
+        run_config(cfg, run.resolved_schedule),
+        saved,
+        run.global_step if resumed else None,
+        current_job_subdir(),
+        hydra_overrides(),
+    )
+    return build_loggers(cfg, tracked, chief=distribution.is_chief)
 
 
 def restore(plan: StartPlan, run: Any, distribution: Any, scale_lr_with_replicas: bool) -> Any:

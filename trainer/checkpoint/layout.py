@@ -6,6 +6,7 @@ files, the tools, the tests) takes its file names from here::
     <run>/                     a run directory
         config.yaml            the run's resolved config
         metrics.csv            one row per epoch
+        steps.csv              one row per logged step (logger=csv)
         summary.json           the run's results, written when it ends
         tensorboard/           TensorBoard event files
         latest, best           pointers: one line, the name of a checkpoint
@@ -50,8 +51,9 @@ RUN_CONFIG = "config.yaml"
 METRICS_CSV = "metrics.csv"
 SUMMARY = "summary.json"
 TENSORBOARD_DIR = "tensorboard"
+STEPS_CSV = "steps.csv"  # logger=csv: one row per logged step
 # What a run writes at its top level: a fresh run refuses a directory holding any.
-RUN_FILES = (RUN_CONFIG, METRICS_CSV, SUMMARY, TENSORBOARD_DIR, *POINTERS)
+RUN_FILES = (RUN_CONFIG, METRICS_CSV, SUMMARY, TENSORBOARD_DIR, STEPS_CSV, *POINTERS)
 RUN_LOCK = ".lock"
 RUN_LOCK_HOLDER = ".lock-holder.json"
 

@@ -495,9 +495,18 @@ LOOP_STATE = Record(
     },
     required=("epoch", "batches_done", "epochs_completed"),
 )
+# trainer.loggers.Loggers.run_states: per tracker (its option name), the run to continue.
+# Ids are what MLflow (32 hex digits) and W&B (letters, digits, - and _) make; a value
+# read back is only ever handed to the tracker's client as that run's id.
+LOGGER_STATE = MappingOf(
+    Record({"run_id": Text(128, pattern=r"[A-Za-z0-9_-]+")}, required=("run_id",)),
+    max_length=16,
+    key=Text(32, pattern=r"[a-z_]+"),
+)
 TRAINER_STATE = Record(
     {
         "loop": LOOP_STATE,
+        "loggers": LOGGER_STATE,
         "rng": ListOf(
             Record(
                 {"path": Text(), "state": ListOf(Integer(-(2**63), 2**64 - 1), max_length=64)},

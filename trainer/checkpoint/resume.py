@@ -41,6 +41,7 @@ ALLOWED_PREFIXES = (
     "dataset.data_dir",
     "dataset.download",
     "dataset.path",  # an image folder that moved; rule 7 checks it holds the same files
+    "logger",  # where the run logs (trainer.loggers): never from the checkpoint
 )
 # Overrides that fine-tuning (trainer.fine_tune=true) allows on top.
 FINE_TUNE_PREFIXES = ("optimizer", "schedule", "callbacks")
@@ -190,6 +191,8 @@ def plan_start(
     merged.imports = list(cfg.imports)  # never from the checkpoint
     if cfg.get("paths") is not None:  # where this command writes: never from the checkpoint
         merged.paths = cfg.paths
+    if cfg.get("logger") is not None:  # where this command logs: never from the checkpoint
+        merged.logger = cfg.logger
     merged.resume = str(checkpoint.path)
     if fine_tune:
         merged.optimizer = cfg.optimizer
