@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -240,3 +239,93 @@ def test_credentials_never_reach_a_checkpoint_config_or_log(killed_and_resumed, 
         data = path.read_bytes()
         assert not any(secret.encode() in data for secret in secrets), path
     assert not any(secret in run["logs"] for secret in secrets)
+
+
+def remote_cfg(**values):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create(
+        {"resume": None, "checkpoint": {"dir": None}, "trainer": {"fine_tune": False}, **values}
+    )
+
+
+def test_a_new_run_on_a_url_that_holds_a_run_is_refused_before_anything_is_written(
+    s3, tmp_path, monkeypatch
+):
+    from trainer.checkpoint.remote_run import localize
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    url = f"s3://{s3.bucket}/used"
+    RemoteStore(url).upload_checkpoint(make_checkpoint(tmp_path / "run", 4))
+    with pytest.raises(
+        UserError, match=rf"already holds checkpoints; resume it with \+resume={url}"
+    ):
+        localize(remote_cfg(checkpoint={"dir": url}))
+    assert not (tmp_path / "cache").exists()  # no working copy, no lock taken
+
+
+def test_a_second_writer_of_a_url_is_refused_naming_the_first(s3, tmp_path, monkeypatch):
+    from trainer.checkpoint.remote_run import location, working_copy
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    url = f"s3://{s3.bucket}/locked"
+    working = working_copy(url, report=lambda _: None)
+    assert location(working) == url
+    second = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"from trainer.checkpoint.remote_run import working_copy; working_copy({url!r})",
+        ],
+        cwd=REPO,
+        env=s3.env(XDG_CACHE_HOME=str(tmp_path / "cache"), PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+    )
+    assert second.returncode != 0
+    assert f"is being written by pid {os.getpid()}" in second.stderr
+
+
+def trainer_tool(s3, *args: str, cache: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "trainer", *args],
+        cwd=REPO,
+        env=s3.env(XDG_CACHE_HOME=str(cache), PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.slow
+def test_the_tools_read_a_run_on_s3_as_a_local_one(killed_and_resumed, s3, tmp_path):
+    url = killed_and_resumed["url"]
+    newest = RemoteStore(url).committed()[-1]
+    listed = trainer_tool(s3, "list", url, "--json", cache=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    (run,) = json.loads(listed.stdout)["runs"]
+    assert run["run"] == url and run["latest"] == newest
+    assert [c["checkpoint"] for c in run["checkpoints"]] == RemoteStore(url).committed()
+    verified = trainer_tool(s3, "verify", url, cache=tmp_path)
+    assert verified.returncode == 0 and f"ok   {newest}" in verified.stdout
+    inspected = trainer_tool(s3, "inspect", f"{url}/{newest}", "--json", cache=tmp_path)
+    assert json.loads(inspected.stdout)["path"] == f"{url}/{newest}"
+    compared = trainer_tool(s3, "compare", url, "--json", cache=tmp_path)
+    assert compared.returncode == 0, compared.stderr
+    plot = tmp_path / "lr.png"
+    plotted = trainer_tool(
+        s3, "plot-schedule", "--checkpoint", f"{url}/{newest}", "--out", str(plot), cache=tmp_path
+    )
+    assert plotted.returncode == 0 and plot.stat().st_size > 0, plotted.stderr
+    # A flipped byte in the bucket: verify says which file, exit status 1.
+    store = RemoteStore(url)
+    copy = f"{url}-corrupt"
+    store.fs.copy(store.root, copy.removeprefix("s3://"), recursive=True)
+    weights = f"{copy.removeprefix('s3://')}/{newest}/model.weights.h5"
+    data = bytearray(store.fs.cat_file(weights))
+    data[-1] ^= 0xFF
+    store.fs.pipe(weights, bytes(data))
+    broken = trainer_tool(s3, "verify", copy, cache=tmp_path)
+    assert broken.returncode == 1
+    assert f"BAD  {newest}: model.weights.h5: sha256 does not match" in broken.stdout
+    assert not list((tmp_path / "keras-hydra-trainer" / "remote").glob("*/download-*"))

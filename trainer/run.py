@@ -20,8 +20,8 @@ from omegaconf import DictConfig
 
 from trainer.checkpoint import verify_in_background, write_text_atomically
 from trainer.checkpoint.layout import SUMMARY
-from trainer.checkpoint.remote_run import localize, location, publish_run_files
 from trainer.checkpoint.reading import to_json
+from trainer.checkpoint.remote_run import localize, location, publish_run_files
 from trainer.checkpoint.resume import StartPlan, describe_resume, plan_start
 from trainer.checkpoint.run_dir import RunDirectory, run_directory
 from trainer.config import validate

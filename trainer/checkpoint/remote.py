@@ -259,7 +259,9 @@ class RemoteStore:
             scratch = Path(_scratch_dir()) / f"{name}-{os.getpid()}-{time.time_ns()}"
             scratch.mkdir(parents=True)
             try:
-                if not self.fetch_file(f"{name}/{MANIFEST}", scratch / MANIFEST, MAX_MANIFEST_BYTES):
+                if not self.fetch_file(
+                    f"{name}/{MANIFEST}", scratch / MANIFEST, MAX_MANIFEST_BYTES
+                ):
                     return None
                 self.manifests[name] = read_manifest(scratch)
             except (OSError, ValueError, UserError):
@@ -295,7 +297,9 @@ class RemoteStore:
                 if size != entry["size"]:
                     problem = f"{file_name}: size {size} bytes, manifest says {entry['size']}"
                     return Checkpoint(final, manifest, [problem])
-                self.fetch_file(f"{name}/{file_name}", staging / file_name)
+            names = list(manifest["files"])
+            with remote_errors(f"download {self.url}/{name}"):  # concurrently, in one call
+                self.fs.get([self._path(name, n) for n in names], [str(staging / n) for n in names])
             checkpoint = verify(staging, hashes=hashes)
             if not checkpoint.valid:
                 return Checkpoint(final, checkpoint.manifest, checkpoint.problems)
@@ -306,6 +310,26 @@ class RemoteStore:
             return Checkpoint(final, checkpoint.manifest)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+    def copy_checkpoint(self, name: str, into: Path) -> Path:
+        """Copy checkpoint ``name`` into ``into/name`` as stored, for a tool to verify.
+
+        Only the manifest if it is unreadable; a file whose size differs from its
+        manifest entry is not fetched (``verify`` then says it is missing).
+        """
+        target = Path(into) / name
+        target.mkdir(parents=True)
+        if not self.fetch_file(f"{name}/{MANIFEST}", target / MANIFEST, MAX_MANIFEST_BYTES):
+            return target
+        try:
+            manifest = read_manifest(target)
+        except (OSError, ValueError):
+            return target
+        sizes = self.objects_under(name)
+        for file_name, entry in manifest["files"].items():
+            if sizes.get(file_name) == entry["size"]:
+                self.fetch_file(f"{name}/{file_name}", target / file_name)
+        return target
 
     def objects_under(self, name: str) -> dict[str, int]:
         """The objects of checkpoint ``name``: file name -> size."""
@@ -328,16 +352,18 @@ class RemoteStore:
         its files is replaced.
         """
         name = local.name
-        if self._exists(name, MANIFEST):
-            self.fs.rm_file(self._path(name, MANIFEST))
-        self.manifests.pop(name, None)
-        for path in sorted(local.iterdir()):
-            if path.name != MANIFEST:
-                self.fs.put_file(str(path), self._path(name, path.name))
+        self._uncommit(name)
+        files = [path for path in sorted(local.iterdir()) if path.name != MANIFEST]
+        # One call for all files: s3fs uploads them concurrently.
+        self.fs.put([str(p) for p in files], [self._path(name, p.name) for p in files])
         self.fs.put_file(str(local / MANIFEST), self._path(name, MANIFEST))  # the commit
 
-    def _exists(self, *names: str) -> bool:
-        return bool(self.fs.exists(self._path(*names)))
+    def _uncommit(self, name: str) -> None:
+        """Delete checkpoint ``name``'s manifest, if there is one (S3 deletes of a missing
+        key succeed: one request either way)."""
+        self.manifests.pop(name, None)
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(self._path(name, MANIFEST))
 
     def upload_file(self, local: Path, name: str) -> None:
         """Upload ``local`` as object ``name`` (relative to the run)."""
@@ -345,9 +371,7 @@ class RemoteStore:
 
     def delete_checkpoint(self, name: str) -> None:
         """Uncommit checkpoint ``name`` (its manifest goes first), then delete the rest."""
-        self.manifests.pop(name, None)
-        if self._exists(name, MANIFEST):
-            self.fs.rm_file(self._path(name, MANIFEST))
+        self._uncommit(name)
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm(self._path(name), recursive=True)
 

@@ -94,9 +94,48 @@ def store_for(path: str | Path) -> RemoteStore | None:
 
 
 def location(path: str | Path) -> str:
-    """How to name run directory ``path`` to the user: its URL when it is a working copy."""
-    store = store_for(path)
-    return store.url if store is not None else str(path)
+    """How to name ``path`` to the user: its URL when it is a working copy or a tool's copy
+    of a remote run (or a checkpoint in one), else the path itself."""
+    resolved = Path(path).expanduser().resolve()
+    for candidate in (resolved, resolved.parent):
+        store = store_for(candidate)
+        url = store.url if store is not None else _COPIES.get(str(candidate))
+        if url is not None:
+            return url if candidate == resolved else f"{url}/{resolved.name}"
+    return str(path)
+
+
+# --------------------------------------------------------------------------- tools
+
+
+_COPIES: dict[str, str] = {}  # a tool's local copy of a remote run -> the run's URL
+
+
+def remote_copy(url: str) -> Path:
+    """A local copy of the run or checkpoint ``url`` names, for the tools that read.
+
+    Every committed checkpoint is copied as stored (sizes checked against its
+    manifest before fetching, not verified: ``verify`` reports what is wrong),
+    with the run's files and pointers. Uncommitted checkpoints are left out, as
+    every reader leaves them out. Copied once per URL per process; removed at exit.
+    """
+    run_url, name = split_checkpoint_url(url)
+    for folder, known in _COPIES.items():
+        if known == run_url:
+            return Path(folder) / name if name else Path(folder)
+    store = RemoteStore(run_url)
+    store.check_reachable()
+    committed = store.committed()
+    if name is not None and name not in committed:
+        raise UserError(f"{url!r} is not a committed checkpoint (its run holds {len(committed)})")
+    if not committed:
+        raise UserError(f"{url!r} holds no committed checkpoints")
+    folder = _download_folder(run_url).resolve()
+    for each in [name] if name else committed:
+        store.copy_checkpoint(each, folder)
+    _download_run_files(store, folder)
+    _COPIES[str(folder)] = store.url
+    return folder / name if name else folder
 
 
 # --------------------------------------------------------------------------- rule 1
@@ -108,6 +147,13 @@ def localize(cfg: DictConfig, report: Callable[[str], None] = print) -> DictConf
     resume, directory = cfg.get("resume"), cfg.checkpoint.dir
     if not is_url(resume) and not is_url(directory):
         return cfg
+    from trainer.sweep import current_job_subdir
+
+    if is_url(directory) and current_job_subdir() is not None:
+        raise UserError(
+            f"checkpoint.dir {directory!r}: a sweep (-m) on object storage is not supported; "
+            "run each job with its own checkpoint.dir=URL, or sweep into a local directory"
+        )
     cfg = cfg.copy()
     with open_dict(cfg):
         if is_url(resume):  # rule 1a
@@ -118,10 +164,11 @@ def localize(cfg: DictConfig, report: Callable[[str], None] = print) -> DictConf
             cfg.resume = str(_download_resume(RemoteStore(run_url), name, into, report))
         if is_url(directory):  # rule 1b
             store = RemoteStore(str(directory))
-            working = working_copy(store.url, report)
-            if resume is None:
+            if resume is None:  # a new run: refused before anything is locked or written
+                store.check_reachable()
                 _refuse_used(store)
-            elif resume == AUTO:
+            working = working_copy(store.url, report)
+            if resume == AUTO:
                 _download_for_auto(store, working, report)
             cfg.checkpoint.dir = str(working)
     return cfg
