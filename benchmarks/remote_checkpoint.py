@@ -69,6 +69,7 @@ def measure(checkpoint: Path, server: Any, work: Path, repeats: int) -> dict[str
     plain = f"{server.bucket}/plain/{checkpoint.name}"
     files = sorted(str(p) for p in checkpoint.iterdir())
     times: dict[str, list[float]] = {"save": [], "plain_put": [], "restore": [], "plain_get": []}
+    store.fs.ls(server.bucket)  # the session (client, credentials) is set up before any timing
     for index in range(repeats):
         actions = {
             "save": lambda: store.upload_checkpoint(checkpoint),

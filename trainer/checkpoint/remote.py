@@ -42,6 +42,7 @@ No TensorFlow here.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import shutil
@@ -152,6 +153,9 @@ def filesystem(url: str) -> tuple[Any, str]:
         )
     import fsspec
 
+    # botocore says at INFO where it found credentials and the endpoint: noise in a run's log.
+    for name in ("botocore", "aiobotocore", "s3fs"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
         cls = fsspec.get_filesystem_class(scheme)
     except ImportError:
