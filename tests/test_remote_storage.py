@@ -329,3 +329,42 @@ def test_the_tools_read_a_run_on_s3_as_a_local_one(killed_and_resumed, s3, tmp_p
     assert broken.returncode == 1
     assert f"BAD  {newest}: model.weights.h5: sha256 does not match" in broken.stdout
     assert not list((tmp_path / "keras-hydra-trainer" / "remote").glob("*/download-*"))
+
+
+def test_a_remote_resume_falls_back_past_a_checkpoint_that_does_not_verify(
+    s3, tmp_path, monkeypatch
+):
+    from trainer.checkpoint.remote_run import localize, location
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    url = f"s3://{s3.bucket}/fallback"
+    store = RemoteStore(url)
+    for step in (4, 8):
+        store.upload_checkpoint(make_checkpoint(tmp_path / "run", step))
+    store.fs.pipe(f"{store.root}/step-00000008/blob.bin", b"WEIGHTS")
+    said = []
+    cfg = localize(remote_cfg(resume=url), report=said.append)
+    local = Path(cfg.resume)
+    assert sorted(p.name for p in local.glob("step-*")) == ["step-00000004"]
+    assert said == [
+        f"checkpoint {url}/step-00000008 does not verify "
+        "(blob.bin: sha256 does not match the manifest); skipping it"
+    ]
+    assert location(local / "step-00000004") == f"{url}/step-00000004"
+    assert cfg.checkpoint.dir is None  # plan_start continues the run in place: its working copy
+
+
+@pytest.mark.slow
+def test_resume_auto_starts_a_run_on_s3_then_continues_it(s3, digits_dir, tmp_path):
+    url = f"s3://{s3.bucket}/auto"
+    env = s3.env(XDG_CACHE_HOME=str(tmp_path / "cache"))
+    common = (f"dataset.data_dir={digits_dir}", f"checkpoint.dir={url}", *SMALL, "+resume=auto")
+    first = run_train(
+        *common, "trainer.epochs=1", f"hydra.run.dir={tmp_path / 'h1'}", cwd=tmp_path, env=env
+    )
+    assert "+resume=auto: no checkpoint" in first.stdout
+    second = run_train(
+        *common, "trainer.epochs=2", f"hydra.run.dir={tmp_path / 'h2'}", cwd=tmp_path, env=env
+    )
+    assert f"Resuming from {url}/step-00000041: step 41" in second.stdout
+    assert RemoteStore(url).committed()[-1] == "step-00000082"
