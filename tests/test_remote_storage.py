@@ -368,3 +368,16 @@ def test_resume_auto_starts_a_run_on_s3_then_continues_it(s3, digits_dir, tmp_pa
     )
     assert f"Resuming from {url}/step-00000041: step 41" in second.stdout
     assert RemoteStore(url).committed()[-1] == "step-00000082"
+
+
+def test_continuing_an_older_remote_checkpoint_in_place_is_refused(s3, tmp_path, monkeypatch):
+    from trainer.checkpoint.remote_run import localize
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    url = f"s3://{s3.bucket}/older"
+    for step in (4, 8):
+        RemoteStore(url).upload_checkpoint(make_checkpoint(tmp_path / "run", step))
+    with pytest.raises(UserError, match=r"step-00000008 is\); continuing it there would"):
+        localize(remote_cfg(resume=f"{url}/step-00000004"))
+    branch = localize(remote_cfg(resume=f"{url}/step-00000004", checkpoint={"dir": "elsewhere"}))
+    assert Path(branch.resume).name == "step-00000004" and branch.checkpoint.dir == "elsewhere"

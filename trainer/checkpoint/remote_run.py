@@ -160,6 +160,8 @@ def localize(cfg: DictConfig, report: Callable[[str], None] = print) -> DictConf
             run_url, name = split_checkpoint_url(str(resume))
             continues = directory is None and not cfg.trainer.fine_tune  # resume in place
             writes = continues or (is_url(directory) and _same(directory, run_url))
+            if writes and name is not None:
+                _refuse_older_in_place(RemoteStore(run_url), name)
             into = working_copy(run_url, report) if writes else _download_folder(run_url)
             cfg.resume = str(_download_resume(RemoteStore(run_url), name, into, report))
         if is_url(directory):  # rule 1b
@@ -189,6 +191,20 @@ def _refuse_used(store: RemoteStore) -> None:
         raise UserError(
             f"checkpoint.dir {store.url!r} already holds {', '.join(found)}, which a new run "
             "would overwrite; choose another checkpoint.dir"
+        )
+
+
+def _refuse_older_in_place(store: RemoteStore, name: str) -> None:
+    """``plan_start``'s rule 6 on a URL: continuing an older checkpoint in place would
+    prune the newer ones, which only the remote listing knows of."""
+    store.check_reachable()
+    step = int(name.split("-", 1)[1])
+    newer = [n for n in store.committed() if int(n.split("-", 1)[1]) > step]
+    if newer:
+        raise UserError(
+            f"checkpoint {store.url}/{name} is not the newest of its run ({newer[-1]} is); "
+            "continuing it there would overwrite newer checkpoints: add "
+            "checkpoint.dir=NEW_DIR to branch off into a new directory"
         )
 
 
