@@ -24,10 +24,12 @@ manifest's own size is bounded (``format.MAX_MANIFEST_BYTES``), and the
 checkpoint is verified locally (sha256, HDF5 checks, ``read_mapping``'s bounds)
 before it is used: a checkpoint whose download does not verify is never used.
 
-Why fsspec (``s3fs``, ``gcsfs``) and not ``tf.io.gfile``: TensorFlow 2.21's gfile
-has no ``s3://`` scheme (it moved to ``tensorflow-io``, which has no wheel for
-TensorFlow 2.21: ``File system scheme 's3' not implemented``), and this module
-must stay TensorFlow-free so that the tools that only read stay fast.
+Why fsspec (``s3fs``, ``gcsfs``) and not ``tf.io.gfile``: measured on TensorFlow
+2.21, ``tf.io.gfile.exists("s3://...")`` raises ``UnimplementedError: File system
+scheme 's3' not implemented``; gfile's S3 support moved to ``tensorflow-io``, whose
+newest release (0.37.1) is built for TensorFlow 2.16. gfile still has ``gs://``,
+but one code path for every scheme is simpler, and fsspec keeps this module
+TensorFlow-free, so the tools that only read stay fast.
 
 Credentials and the endpoint come from where botocore and google-auth look
 (``AWS_ACCESS_KEY_ID``..., ``AWS_PROFILE``, ``~/.aws``, ``AWS_ENDPOINT_URL``;
