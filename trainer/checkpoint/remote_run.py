@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import copy
 import hashlib
 import os
 import re
@@ -109,6 +110,7 @@ def location(path: str | Path) -> str:
 
 
 _COPIES: dict[str, str] = {}  # a tool's local copy of a remote run -> the run's URL
+_COPIED: dict[str, Path] = {}  # a URL a tool was given -> its local copy
 
 
 def remote_copy(url: str) -> Path:
@@ -119,10 +121,9 @@ def remote_copy(url: str) -> Path:
     with the run's files and pointers. Uncommitted checkpoints are left out, as
     every reader leaves them out. Copied once per URL per process; removed at exit.
     """
+    if url.rstrip("/") in _COPIED:
+        return _COPIED[url.rstrip("/")]
     run_url, name = split_checkpoint_url(url)
-    for folder, known in _COPIES.items():
-        if known == run_url:
-            return Path(folder) / name if name else Path(folder)
     store = RemoteStore(run_url)
     store.check_reachable()
     committed = store.committed()
@@ -135,7 +136,8 @@ def remote_copy(url: str) -> Path:
         store.copy_checkpoint(each, folder)
     _download_run_files(store, folder)
     _COPIES[str(folder)] = store.url
-    return folder / name if name else folder
+    _COPIED[url.rstrip("/")] = folder / name if name else folder
+    return _COPIED[url.rstrip("/")]
 
 
 # --------------------------------------------------------------------------- rule 1
@@ -154,7 +156,7 @@ def localize(cfg: DictConfig, report: Callable[[str], None] = print) -> DictConf
             f"checkpoint.dir {directory!r}: a sweep (-m) on object storage is not supported; "
             "run each job with its own checkpoint.dir=URL, or sweep into a local directory"
         )
-    cfg = cfg.copy()
+    cfg = copy.deepcopy(cfg)  # the caller's config keeps its URLs
     with open_dict(cfg):
         if is_url(resume):  # rule 1a
             run_url, name = split_checkpoint_url(str(resume))
