@@ -172,6 +172,20 @@ def test_checkpoint_io_times_every_saver_and_reader_against_the_disk(tmp_path):
     assert all(isinstance(cases[n]["met"], bool) for n in ("ours_sync", "ours_restore"))
 
 
+def test_remote_checkpoint_times_our_upload_and_download_against_plain_s3fs(tmp_path):
+    # In this process, against its own local S3 server: a 1 MiB checkpoint, one round.
+    from benchmarks import remote_checkpoint
+
+    report = remote_checkpoint.main(["--quick", "--workdir", str(tmp_path)]).to_dict()
+    cases = {case["case"]: case for case in report["cases"]}
+    assert set(cases) == {"save", "restore"}
+    for case in cases.values():
+        assert_summary(case["ours_s"])
+        assert_summary(case["plain_s"])
+        assert_summary(case["ratio"])
+        assert isinstance(case["met"], bool)
+
+
 @pytest.mark.slow  # the benchmarks' own training runs
 def test_augment_cost_reports_every_case_as_a_ratio_to_none(reports):
     cases = {(c["dataset"], c["augment"], c["where"]): c for c in reports["augment_cost"]["cases"]}

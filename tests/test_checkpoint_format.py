@@ -859,6 +859,7 @@ def test_the_checkpoint_modules_do_not_import_tensorflow():
         "import sys, trainer.checkpoint, trainer.checkpoint.manager, trainer.checkpoint.reading, "
         "trainer.checkpoint.h5, trainer.checkpoint.h5_layout, "
         "trainer.checkpoint.keep, trainer.checkpoint.run_dir, trainer.checkpoint.resume, "
+        "trainer.checkpoint.remote, trainer.checkpoint.remote_run, trainer.local_s3, "
         "trainer.build, trainer.startup, trainer.image_folder; "
         "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'; "
         "assert 'keras' not in sys.modules, 'keras was imported'"

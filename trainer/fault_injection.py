@@ -17,11 +17,17 @@ run (the reference and each restart), e.g.::
         trainer.precision=mixed_bfloat16 optimizer.ema=true
 
 Choosing another model (``model=...``) drops the small CNN's own overrides.
+
+``--s3`` runs every trial on a local S3 endpoint (``trainer.local_s3``: moto on
+127.0.0.1): ``checkpoint.dir=s3://.../trialN``, kills land while checkpoints
+upload, restarts resume with ``+resume=s3://...``, and the final weights (the
+newest committed checkpoint, downloaded) must equal the local reference run's.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import signal
 import subprocess
@@ -35,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from trainer.checkpoint import checkpoint_arrays, list_checkpoints
+from trainer.checkpoint.remote import RemoteStore, is_url
 
 TRAIN = Path(__file__).resolve().parent.parent / "train.py"
 
@@ -74,9 +81,22 @@ def run_args(
     )
 
 
-def final_weights(run_dir: Path) -> dict[str, np.ndarray]:
-    """Every array of the newest checkpoint's model and optimizer files."""
-    return checkpoint_arrays(list_checkpoints(run_dir)[-1])
+def final_weights(run_dir: Path | str) -> dict[str, np.ndarray]:
+    """Every array of the newest checkpoint's model and optimizer files (a run on a URL:
+    its newest committed checkpoint, downloaded and verified)."""
+    if not is_url(run_dir):
+        return checkpoint_arrays(list_checkpoints(run_dir)[-1])
+    store = RemoteStore(str(run_dir))
+    with tempfile.TemporaryDirectory() as scratch:
+        checkpoint = store.download_checkpoint(store.committed()[-1], Path(scratch))
+        return checkpoint_arrays(checkpoint.path)
+
+
+def checkpoint_names(run_dir: Path | str) -> set[str]:
+    """The run's checkpoints: directories, or on a URL the committed ones."""
+    if is_url(run_dir):
+        return set(RemoteStore(str(run_dir)).committed())
+    return {p.name for p in list_checkpoints(run_dir)}
 
 
 @dataclass
@@ -109,11 +129,11 @@ def kill_while_training(
     during or just after saves and pruning) rather than in start-up.
     Returns False when the process ended first.
     """
-    known = {p.name for p in list_checkpoints(run_dir)}
+    known = checkpoint_names(run_dir)
     while process.poll() is None:
-        if {p.name for p in list_checkpoints(run_dir)} - known:
+        if checkpoint_names(run_dir) - known:
             break
-        time.sleep(0.01)
+        time.sleep(0.05 if is_url(run_dir) else 0.01)
     time.sleep(rng.uniform(0.0, max_delay))
     if process.poll() is not None:
         return False
@@ -130,13 +150,17 @@ def run_trial(
     tally: Tally,
     max_delay: float,
     extra: Sequence[str] = (),
+    remote_root: str | None = None,
 ) -> None:
-    """One trial: up to ``kills`` SIGKILLs at random moments, each followed by a restart."""
-    run_dir, hydra_dir = work / "run", work / "hydra"
+    """One trial: up to ``kills`` SIGKILLs at random moments, each followed by a restart.
+
+    ``remote_root``: the run goes to ``<remote_root>/<trial folder name>`` (a URL)."""
+    run_dir = f"{remote_root}/{work.name}" if remote_root else work / "run"
+    hydra_dir = work / "hydra"
     work.mkdir(parents=True, exist_ok=True)
     for attempt in range(kills + 1):
         args = run_args(data_dir, run_dir, hydra_dir, extra)
-        had_checkpoints = bool(list_checkpoints(run_dir))
+        had_checkpoints = bool(checkpoint_names(run_dir))
         if had_checkpoints:
             args.append(f"+resume={run_dir}")
         process = _start(args, work)
@@ -179,11 +203,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=None, help="TFDS data_dir (default: temp)")
     parser.add_argument("--work-dir", type=Path, default=None)
     parser.add_argument(
+        "--s3", action="store_true", help="store every trial's run on a local S3 endpoint (moto)"
+    )
+    parser.add_argument(
         "overrides",
         nargs="*",
         help="train.py overrides added to every run, after `--` (e.g. -- model=resnet)",
     )
     options = parser.parse_args(argv)
+    with contextlib.ExitStack() as stack:
+        remote_root = None
+        if options.s3:  # children inherit the endpoint and credentials from the environment
+            from trainer.local_s3 import environment, local_s3
+
+            server = stack.enter_context(local_s3())
+            stack.enter_context(environment(server.env()))
+            remote_root = f"s3://{server.bucket}/fault-injection"
+        return _trials(options, remote_root)
+
+
+def _trials(options: argparse.Namespace, remote_root: str | None) -> int:
     rng = random.Random(options.seed)
     with tempfile.TemporaryDirectory() as scratch:
         work = options.work_dir or Path(scratch)
@@ -211,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
                 tally,
                 options.max_delay,
                 options.overrides,
+                remote_root,
             )
             print(
                 f"trial {trial + 1}/{options.trials}: kills {tally.kills}, resumed "

@@ -22,6 +22,7 @@ from trainer.callbacks import build_callbacks, callback_specs, check_callbacks
 from trainer.checkpoint import verify_in_background, write_text_atomically
 from trainer.checkpoint.layout import SUMMARY
 from trainer.checkpoint.reading import to_json
+from trainer.checkpoint.remote_run import localize, location, publish_run_files
 from trainer.checkpoint.resume import StartPlan, describe_resume, plan_start
 from trainer.checkpoint.run_dir import RunDirectory, run_directory
 from trainer.config import validate
@@ -37,6 +38,7 @@ def train(cfg: DictConfig) -> float | None:
     started = time.time()
     validate(cfg)
     import_user_modules(cfg.get("imports") or [])
+    cfg = localize(cfg)  # s3:// and gs:// runs train in a local working copy, uploaded
     sweep_job = plan_sweep_job(cfg, current_job_subdir(), hydra_overrides())
     if sweep_job.finished:  # a resumed sweep's job that already ended: its saved result
         return sweep_job.best
@@ -107,7 +109,7 @@ def train(cfg: DictConfig) -> float | None:
             "stopped_early": state.stopped_early,
             "monitor": settings.monitor,
             "best": best,
-            "checkpoint_dir": str(run_dir),
+            "checkpoint_dir": location(run_dir),
             "latest_checkpoint": checkpointer.latest,
             "best_checkpoint": checkpointer.best,
             "resumed_from": str(plan.checkpoint.path) if plan.checkpoint else None,
@@ -115,9 +117,11 @@ def train(cfg: DictConfig) -> float | None:
         }
         with storage_errors(f"write {SUMMARY} in {files_dir}", "the checkpoints are intact"):
             write_text_atomically(files_dir / SUMMARY, to_json(summary, indent=2) + "\n")
+            publish_run_files(files_dir)
         loggers.summary(summary)
-    print(f"Checkpoints: {run_dir} (latest {checkpointer.latest}, best {checkpointer.best})")
-    print(f"Resume with: python train.py +resume={run_dir}")
+    shown = location(run_dir)
+    print(f"Checkpoints: {shown} (latest {checkpointer.latest}, best {checkpointer.best})")
+    print(f"Resume with: python train.py +resume={shown}")
     return best
 
 

@@ -13,6 +13,8 @@ module             what it holds                                               T
 ``lock``           the lock of a run's one writer, naming its holder           no
 ``run_dir``        where a run writes, and where a new run may not             no
 ``resume``         the resume policy: how a run starts (``plan_start``)        no
+``remote``         checkpoints on object storage (fsspec): commit by manifest  no
+``remote_run``     a URL run's local working copy, uploaded after each commit  no
 ``state``          the state files, written from and restored into Keras       yes
 ``checkpointer``   ``RunCheckpointer``: a built run's checkpoints, wired once  yes
 =================  ==========================================================  ==========

@@ -19,7 +19,7 @@ from trainer.build import BuiltRun
 from trainer.checkpoint.format import write_text_atomically
 from trainer.checkpoint.keep import KeepPolicy
 from trainer.checkpoint.layout import RUN_CONFIG
-from trainer.checkpoint.manager import CheckpointManager
+from trainer.checkpoint.remote_run import checkpoint_manager, publish_run_files
 from trainer.checkpoint.state import progress_manifest, snapshot_state, write_state
 from trainer.errors import storage_errors
 
@@ -67,7 +67,8 @@ class RunCheckpointer:
         # More sections of every checkpoint's trainer_state.json, besides the loop's own
         # ("loggers": the trackers' run ids, trainer.loggers), set before the first save.
         self.extra_state: dict[str, Any] = {}
-        self.manager = CheckpointManager(
+        # A working copy of a URL (trainer.checkpoint.remote_run) gets an uploading manager.
+        self.manager = checkpoint_manager(
             self.files_dir,
             KeepPolicy.from_config(cfg["checkpoint"]),
             asynchronous=self.asynchronous,
@@ -78,6 +79,7 @@ class RunCheckpointer:
         """Write the run's ``config.yaml`` at the top of the run directory."""
         with storage_errors(f"write {RUN_CONFIG} in {self.files_dir}"):
             write_text_atomically(self.files_dir / RUN_CONFIG, self.config_yaml)
+        publish_run_files(self.files_dir)
 
     def save(self, loop_state: Any, metrics: Mapping[str, float], best_weights: Any = None) -> Path:
         """Checkpoint the run now; ``loop_state`` is the loop's ``LoopState``;
@@ -106,8 +108,10 @@ class RunCheckpointer:
         return self.manager.save(step, write_files, manifest)
 
     def close(self) -> None:
-        """Wait for the commit in flight; raise its error if it failed."""
+        """Wait for the commit in flight; raise its error if it failed; upload the run's
+        files when it is stored remotely."""
         self.manager.close()
+        publish_run_files(self.files_dir)
 
     @property
     def latest(self) -> str | None:

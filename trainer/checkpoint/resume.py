@@ -270,7 +270,9 @@ def _checked(cfg: DictConfig, checkpoint: Checkpoint) -> DictConfig:
 
 def describe_resume(plan: StartPlan, state: Any, step: int) -> None:
     """Say what a resumed run continues from, and which schedule rule (5) applies."""
-    where = plan.checkpoint.path
+    from trainer.checkpoint.remote_run import location
+
+    where = location(plan.checkpoint.path)  # a checkpoint downloaded from a URL: the URL
     if plan.fine_tune:
         print(f"Fine-tuning from {where}: weights restored, fresh optimizer and schedule")
         return

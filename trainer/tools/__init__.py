@@ -32,6 +32,7 @@ from trainer.checkpoint import (
     list_checkpoints,
     verify,
 )
+from trainer.checkpoint.remote import is_url
 from trainer.errors import UserError, storage_errors
 
 # The command modules, in the order ``--help`` lists them. Each defines
@@ -63,7 +64,15 @@ class ToolParser(argparse.ArgumentParser):
 
 
 def existing_path(text: str) -> Path:
-    """``text`` as a Path that exists; a UserError otherwise."""
+    """``text`` as a Path that exists; a UserError otherwise.
+
+    A URL (``s3://bucket/run``, ``.../step-N``) is copied to a local folder first
+    (``trainer.checkpoint.remote_run.remote_copy``): every tool reads it as a local run.
+    """
+    if is_url(text):
+        from trainer.checkpoint.remote_run import remote_copy
+
+        return remote_copy(text)
     path = Path(text).expanduser()
     if not path.exists():
         raise UserError(f"{text!r} does not exist")

@@ -15,6 +15,7 @@ from typing import Any
 
 from trainer.checkpoint.h5 import datasets
 from trainer.checkpoint.layout import MODEL_FILE, OPTIMIZER_FILE
+from trainer.checkpoint.remote_run import location
 from trainer.errors import UserError
 from trainer.tools import (
     BAD,
@@ -86,7 +87,7 @@ def gather(checkpoint) -> dict[str, Any]:
 
     manifest = checkpoint.manifest or {}
     info: dict[str, Any] = {
-        "path": str(checkpoint.path),
+        "path": location(checkpoint.path),
         "valid": checkpoint.valid,
         "problems": list(checkpoint.problems),
         "manifest": {k: v for k, v in manifest.items() if k != "files"},

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.checkpoint import read_checkpoint, read_pointer, verify
+from trainer.checkpoint.remote_run import location
 from trainer.tools import (
     OK,
     checkpoints_under,
@@ -97,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         pointers = {name: read_pointer(run_dir, name) for name in ("latest", "best")}
         runs.append(
             {
-                "run": str(run_dir),
+                "run": location(run_dir),
                 "latest": pointers["latest"],
                 "best": pointers["best"],
                 "checkpoints": [

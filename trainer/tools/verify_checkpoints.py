@@ -18,7 +18,15 @@ from typing import Any
 
 from trainer.checkpoint import POINTERS, is_checkpoint_name, verify
 from trainer.checkpoint.reading import read_pointer_file
-from trainer.tools import BAD, OK, checkpoints_under, is_checkpoint_dir, print_json
+from trainer.checkpoint.remote_run import location
+from trainer.tools import (
+    BAD,
+    OK,
+    checkpoints_under,
+    existing_path,
+    is_checkpoint_dir,
+    print_json,
+)
 
 NAME = "verify"
 HELP = "re-hash checkpoints and report corruption (exit 1 if any)"
@@ -62,7 +70,7 @@ def pointer_problems(run_dir: Path) -> list[str]:
 
 def check(text: str) -> list[dict[str, Any]]:
     """One entry per run: its checkpoints' problems and its pointers' problems."""
-    single = is_checkpoint_dir(Path(text).expanduser())
+    single = is_checkpoint_dir(existing_path(text))
     runs = []
     for run_dir, paths in checkpoints_under(text).items():
         checkpoints = []
@@ -79,7 +87,7 @@ def check(text: str) -> list[dict[str, Any]]:
         valid = [c["checkpoint"] for c in checkpoints if c["valid"]]
         runs.append(
             {
-                "run": str(run_dir),
+                "run": location(run_dir),
                 "single": single,
                 "checkpoints": checkpoints,
                 "pointer_problems": [] if single else pointer_problems(run_dir),
