@@ -68,6 +68,7 @@ from trainer.checkpoint.reading import (
     read_pointer_file,
     to_json,
 )
+from trainer.checkpoint.writeback import start_writeback
 from trainer.errors import UserError
 
 if TYPE_CHECKING:
@@ -168,34 +169,32 @@ def write_pieces_durably(path: Path, pieces: Iterable[bytes | memoryview]) -> Fi
     """Create ``path`` holding ``pieces`` one after the other, fsynced once at the end;
     return its size and sha256, computed from the same buffers as they are written.
 
-    The file is hashed in the pass that writes it, never re-read: a second
-    thread hashes each piece while this one writes the next (both release the
-    GIL), and the fsync overlaps the last hashes. The entry is also remembered
-    for :func:`commit_checkpoint`, which then neither re-reads nor re-fsyncs the
-    file (it checks the file is still the one written: same inode, size and
-    mtime). Python's own writes: a full disk is an ``OSError`` with its errno
-    (see ``trainer.checkpoint.state`` for why HDF5 files come here).
+    The file is hashed in the pass that writes it, never re-read: each piece is
+    written, the disk is told to start writing it (``trainer.checkpoint.writeback``),
+    and it is hashed while the disk does, so the fsync at the end waits for the
+    last pieces only. One thread: on a machine whose cores are busy, a hasher
+    thread beside the writer made a save slower, not faster (BENCHMARKS.md 6.).
+    The entry is also remembered for :func:`commit_checkpoint`, which then
+    neither re-reads nor re-fsyncs the file (it checks the file is still the one
+    written: same inode, size and mtime). Python's own writes: a full disk is an
+    ``OSError`` with its errno (see ``trainer.checkpoint.state`` for why HDF5
+    files come here).
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     digest = hashlib.sha256()
     size = 0
-    with ThreadPoolExecutor(1, thread_name_prefix="sha256") as hasher:
-        hashed = []
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        try:
-            for piece in pieces:
-                view = memoryview(piece).cast("B")
-                hashed.append(hasher.submit(digest.update, view))  # in order: one thread
-                written = 0
-                while written < len(view):  # os.write may write less than asked
-                    written += os.write(fd, view[written:])
-                size += len(view)
-            os.fsync(fd)  # the hashes go on meanwhile: the disk's wait is the hasher's time
-        finally:
-            os.close(fd)
-        for future in hashed:
-            future.result()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        for piece in pieces:
+            view = memoryview(piece).cast("B")
+            written = 0
+            while written < len(view):  # os.write may write less than asked
+                written += os.write(fd, view[written:])
+            start_writeback(fd, size, len(view))
+            digest.update(view)  # while the disk writes it
+            size += len(view)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     entry = FileEntry(size, digest.hexdigest())
     _remember(path, entry)
     return entry
@@ -519,6 +518,19 @@ def staging_dir(run_dir: Path, global_step: int) -> Path:
     path = Path(run_dir) / f".{checkpoint_name(global_step)}.tmp-{os.getpid()}-{time.time_ns()}"
     path.mkdir(parents=True)
     return path
+
+
+def move_aside(path: Path) -> Path:
+    """Rename checkpoint directory ``path`` to a hidden sibling, to be deleted later; return it.
+
+    One rename, however large the checkpoint: pruning takes it out of every
+    listing at once and leaves the unlinks (tens of ms per 100 MiB) to a
+    background thread (``CheckpointManager``). If the process dies first, the
+    next manager's :func:`remove_stale_staging` deletes it (a ``.tmp-`` sibling).
+    """
+    hidden = path.with_name(f".{path.name}.tmp-pruned-{os.getpid()}-{time.time_ns()}")
+    os.rename(path, hidden)
+    return hidden
 
 
 def remove_stale_staging(run_dir: Path) -> None:
