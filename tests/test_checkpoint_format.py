@@ -648,7 +648,7 @@ def test_pruning_renames_out_of_sight_at_once_and_deletes_in_the_background(tmp_
     assert pruned.startswith(".step-00000001.tmp-pruned-")
     assert (tmp_path / pruned / WEIGHTS).exists()
     release.set()
-    manager.wait()
+    manager.close()
     assert hidden_entries(tmp_path) == []
     assert verify(tmp_path / checkpoint_name(2)).valid
 

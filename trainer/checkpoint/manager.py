@@ -5,7 +5,7 @@ training loop waits for, unless saving is synchronous), then *commits* it:
 fsync, sha256 of every file into ``manifest.json``, rename into place, move
 the ``latest``/``best`` pointers, prune by the :class:`~trainer.checkpoint.keep.KeepPolicy`
 (a pruned checkpoint is renamed out of sight at once and deleted by a background
-thread, which ``wait`` and ``close`` join).
+thread, which ``close`` joins).
 With ``asynchronous=True`` the commit runs on a background thread while
 training goes on; at most one commit is in flight (the next ``save`` waits for
 it), and an error in the background is raised by the next ``save``, ``wait``
@@ -131,14 +131,13 @@ class CheckpointManager:
         return final
 
     def wait(self) -> None:
-        """Block until the commit in flight (if any) and the deletion of pruned checkpoints
-        are done; raise the commit's error if it failed."""
+        """Block until the commit in flight (if any) is done; raise its error if it failed.
+
+        Pruned checkpoints may still be being deleted (out of sight): see :meth:`close`.
+        """
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        if self._deleting is not None:
-            self._deleting.join()
-            self._deleting = None
         if self._error is not None:
             (final, error), self._error = self._error, None
             failure = self._checkpoint_error(final, error)
@@ -148,7 +147,14 @@ class CheckpointManager:
                 failure = RuntimeError(f"saving checkpoint {final} in the background failed")
             raise failure from error
 
-    close = wait
+    def close(self) -> None:
+        """:meth:`wait`, then for the deletion of pruned checkpoints to end."""
+        try:
+            self.wait()
+        finally:
+            if self._deleting is not None:
+                self._deleting.join()
+                self._deleting = None
 
     @property
     def latest(self) -> str | None:
