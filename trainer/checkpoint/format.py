@@ -355,16 +355,44 @@ def _file_problem(file_path: Path, entry: Mapping[str, Any], hashes: bool) -> st
         return "missing"
     try:
         with open_regular(file_path) as handle:
-            size = os.fstat(handle.fileno()).st_size
-            if size != entry["size"]:
-                return f"size {size} bytes, manifest says {entry['size']}"
-            if hashes and _sha256(handle) != entry["sha256"]:
-                return "sha256 does not match the manifest"
+            status = os.fstat(handle.fileno())
+            if status.st_size != entry["size"]:
+                return f"size {status.st_size} bytes, manifest says {entry['size']}"
+            if hashes:
+                if _sha256(handle) != entry["sha256"]:
+                    return "sha256 does not match the manifest"
+                _remember_verified(file_path, status, entry["sha256"])
     except ValueError as error:
         return str(error).removeprefix(f"{file_path.name} ")
     except OSError as error:
         return f"cannot be read ({error.strerror})"
     return None
+
+
+# Files whose sha256 verify() found to match their manifest: path -> (identity, sha256),
+# the identity being (inode, size, mtime_ns, ctime_ns). Bounded like _WRITTEN.
+_VERIFIED: dict[str, tuple[tuple[int, int, int, int], str]] = {}
+
+
+def _identity(status: os.stat_result) -> tuple[int, int, int, int]:
+    return (status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
+
+
+def _remember_verified(path: Path, status: os.stat_result, sha256: str) -> None:
+    with _WRITTEN_LOCK:
+        _VERIFIED[str(path)] = (_identity(status), sha256)
+        while len(_VERIFIED) > _MAX_WRITTEN:
+            del _VERIFIED[next(iter(_VERIFIED))]
+
+
+def was_verified(path: Path, status: os.stat_result, sha256: str) -> bool:
+    """Whether :func:`verify` hashed ``path`` to ``sha256`` and the file, as ``status``
+    (an ``fstat`` of it open now) shows it, is still that one: same inode, size, mtime
+    and ctime. A restore then loads it without hashing it again (a resume verifies
+    beside TensorFlow's import, then restores: one hash of each byte, not two)."""
+    with _WRITTEN_LOCK:
+        remembered = _VERIFIED.get(str(path))
+    return remembered == (_identity(status), sha256)
 
 
 def verify_in_background(path: Path) -> Future[Checkpoint]:

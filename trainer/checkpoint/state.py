@@ -41,6 +41,7 @@ groups and values instead of writing them), so the file is the one
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import warnings
 import weakref
@@ -53,7 +54,12 @@ import numpy as np
 import tensorflow as tf
 from keras.src.saving import saving_lib  # Keras' weights writer: see _HeldStore
 
-from trainer.checkpoint.format import Checkpoint, write_bytes_durably, write_pieces_durably
+from trainer.checkpoint.format import (
+    Checkpoint,
+    was_verified,
+    write_bytes_durably,
+    write_pieces_durably,
+)
 from trainer.checkpoint.h5 import (
     Array,
     datasets,
@@ -341,12 +347,12 @@ def restore_state(
     which one does not: a checkpoint of another model is refused, never half-loaded.
     Returns the loop state saved with the checkpoint.
 
-    Each HDF5 file is read once (:func:`read_checked`): its sha256 is checked on
-    the bytes that are then loaded, viewed in place, not read again by h5py or
-    Keras; so what is loaded is what the manifest hashed, even if the file
-    changed after ``verify``. The weights go straight into the variables Keras'
-    writer stored them from (the file's layout is Keras'; ``model.load_weights``
-    reads it too, and loads it where a layer stores anything but its variables).
+    Each HDF5 file is read once (:func:`read_checked`) and its values are views of
+    those bytes, not read again by h5py or Keras; their sha256 is checked on them,
+    unless ``verify`` hashed the same unchanged file (then it is not taken twice).
+    The weights go straight into the variables Keras' writer stored them from (the
+    layout is Keras': ``model.load_weights`` reads the file too, and is what loads
+    it where a layer stores anything but its own variables).
     """
     weights = read_checked(checkpoint, MODEL_FILE)
     _check_weights_file(checkpoint, model, weights)
@@ -401,15 +407,21 @@ def weights_layout(model: keras.Model) -> dict[str, Array]:
 
 def read_checked(checkpoint: Checkpoint, name: str) -> bytes:
     """The bytes of the checkpoint's file ``name``, read once; a UserError unless they are
-    exactly the ones its manifest lists (same size, same sha256)."""
+    exactly the ones its manifest lists (same size, same sha256). The sha256 is taken
+    from these bytes, unless ``verify`` hashed this very file, unchanged since
+    (``trainer.checkpoint.format.was_verified``)."""
     path = checkpoint.file(name)
     entry = checkpoint.manifest["files"][name]
     try:
         with open_regular(path) as handle:
+            status = os.fstat(handle.fileno())
             data = handle.read(entry["size"] + 1)  # bounded by the manifest: one more shows it
     except (OSError, ValueError) as error:
         raise UserError(f"checkpoint {checkpoint.path}: {name} cannot be read ({error})") from None
-    if len(data) != entry["size"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
+    hashed = was_verified(path, status, entry["sha256"]) and len(data) == status.st_size
+    if len(data) != entry["size"] or not (
+        hashed or hashlib.sha256(data).hexdigest() == entry["sha256"]
+    ):
         raise UserError(
             f"checkpoint {checkpoint.path}: {name} is not the file its manifest lists "
             "(its size or sha256 differ)"
