@@ -562,7 +562,8 @@ def move_aside(path: Path) -> Path:
 
 
 def remove_stale_staging(run_dir: Path) -> None:
-    """Delete half-written checkpoints left by a process that died while saving.
+    """Delete half-written checkpoints left by a process that died while saving, and
+    pruned ones it had not finished deleting (:func:`move_aside`).
 
     A checkpoint moved aside to be replaced (``.step-N.tmp-replaced-*``) whose
     replacement never arrived is put back instead: it is complete.
