@@ -355,7 +355,7 @@ def restore_state(
     it where a layer stores anything but its own variables).
     """
     weights = read_checked(checkpoint, MODEL_FILE)
-    _check_weights_file(checkpoint, model, weights)
+    _check_weights_file(checkpoint, model, MODEL_FILE, weights)
     _load_weights(checkpoint, model, weights)
     del weights  # the optimizer's file is read next: one file's bytes at a time
     state = read_trainer_state(checkpoint)
@@ -456,13 +456,19 @@ def _load_weights(checkpoint: Checkpoint, model: keras.Model, weights: bytes) ->
         ) from None
 
 
-def _check_weights_file(checkpoint: Checkpoint, model: keras.Model, weights: bytes) -> None:
+def _check_weights_file(
+    checkpoint: Checkpoint, model: keras.Model, name: str = MODEL_FILE, data: bytes | None = None
+) -> None:
+    """The weights file ``name`` (``data``: its checked bytes, else read from the checkpoint)
+    must hold the datasets ``model.save_weights`` writes; a UserError names the first
+    difference."""
     try:
-        found = {d.path: d.array for d in datasets(weights, MODEL_FILE)}
+        source = checkpoint.file(name) if data is None else data
+        found = {d.path: d.array for d in datasets(source, name)}
     except ValueError as error:
         raise UserError(f"checkpoint {checkpoint.path}: {error}") from None
     problems = layout_problems(
-        found, weights_layout(model), MODEL_FILE, "the model built from its config"
+        found, weights_layout(model), name, "the model built from its config"
     )
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
