@@ -15,7 +15,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from trainer.config import register_schemas
+from trainer.config import check_retired_keys, register_schemas
 from trainer.errors import exit_on_user_error
 
 register_schemas()
@@ -36,4 +36,6 @@ if __name__ == "__main__":
         with exit_on_user_error():
             print(help_text([a for a in sys.argv[1:] if not a.startswith("-")]))
         sys.exit(0)
+    with exit_on_user_error():  # Hydra would call a retired key unknown, not say its new name
+        check_retired_keys(a for a in sys.argv[1:] if not a.startswith("-"))
     main()

@@ -156,10 +156,13 @@ def test_early_stopping_counts_epochs_without_improvement(
     data_and_cfg, history, patience, stopped_after
 ):
     data, cfg = data_and_cfg
-    _, loop, _ = make_loop(data, cfg, early_stopping_patience=patience, monitor="val_accuracy")
+    from trainer.plateau import EarlyStopping
+
+    stopping = EarlyStopping(patience=patience, monitor="val_accuracy", mode="max")
+    _, loop, _ = make_loop(data, cfg, early_stopping=stopping, monitor="val_accuracy")
     stopped = None
     for epoch, value in enumerate(history, start=1):
-        loop._update_callbacks({"val_accuracy": value})
+        loop._update_callbacks(epoch - 1, {"val_accuracy": value})
         if loop.state.stopped_early and stopped is None:
             stopped = epoch
     assert stopped == stopped_after
@@ -169,10 +172,11 @@ def test_early_stopping_counts_epochs_without_improvement(
 def test_reduce_on_plateau_scales_the_learning_rate_the_optimizer_sees(data_and_cfg):
     data, cfg = data_and_cfg
     plateau = cfg.copy()
-    plateau.trainer.reduce_on_plateau_patience = 1
+    plateau.trainer.reduce_on_plateau.patience = 1
+    plateau.checkpoint.monitor, plateau.checkpoint.mode = "loss", "min"
     run, loop, _ = make_loop(data, plateau, monitor="loss", mode="min")
     before = run.learning_rate()
-    loop._update_callbacks({"loss": 1.0})
-    loop._update_callbacks({"loss": 1.5})  # no improvement: one epoch of patience is up
+    loop._update_callbacks(0, {"loss": 1.0, "lr": before})
+    loop._update_callbacks(1, {"loss": 1.5, "lr": before})  # no improvement: patience is up
     assert loop.state.lr_scale == 0.5
     assert run.learning_rate() == pytest.approx(before * 0.5)

@@ -1,11 +1,15 @@
-"""Per-step TensorBoard scalars: buffered, then written with their own steps and tags."""
+"""The reporter and its trackers: per-step points batched, sent before every checkpoint,
+never twice to a tracker that holds them; TensorBoard scalars with their steps and tags."""
 
 from __future__ import annotations
 
 import pytest
 import tensorflow as tf
 
+import trainer.loggers as loggers_module
 from trainer import reporting
+from trainer.loggers import Loggers
+from trainer.loggers.base import Logger, TrackedRun
 
 
 def read_scalars(log_dir) -> dict[str, list[tuple[int, float]]]:
@@ -22,29 +26,99 @@ def read_scalars(log_dir) -> dict[str, list[tuple[int, float]]]:
     }
 
 
-def test_buffered_step_scalars_keep_their_steps_values_and_tags(tmp_path):
-    writer = tf.summary.create_file_writer(str(tmp_path))
-    scalars = reporting.StepScalars(writer)
-    scalars.add(10, {"loss": 2.5, "lr": 0.125})
-    scalars.add(20, {"loss": 1.5, "lr": 0.0625})
-    assert len(scalars.points) == 4  # held, not yet written
-    scalars.write()
-    assert scalars.points == []
-    writer.close()
-    assert read_scalars(tmp_path) == {
-        "step/loss": [(10, 2.5), (20, 1.5)],
-        "step/lr": [(10, 0.125), (20, 0.0625)],
+class FakeTracker(Logger):
+    """Records what it is sent."""
+
+    name = "fake"
+
+    def __init__(self, holds_through=None):
+        self.holds_through = holds_through
+        self.calls = []
+
+    def last_logged_step(self):
+        return self.holds_through
+
+    def log_steps(self, points):
+        self.calls.append(("steps", [step for step, _ in points]))
+
+    def log_epoch(self, step, epoch, logs):
+        self.calls.append(("epoch", step))
+
+    def log_checkpoint(self, path):
+        self.calls.append(("checkpoint", path))
+
+    def flush(self):
+        self.calls.append(("flush",))
+
+
+def test_step_points_are_held_then_sent_together_with_their_steps():
+    tracker = FakeTracker()
+    loggers = Loggers([tracker])
+    loggers.step(10, {"loss": 2.5})
+    loggers.step(20, {"loss": 1.5})
+    assert tracker.calls == []  # held, not yet sent
+    loggers.epoch(20, 0, {"loss": 2.0})
+    assert tracker.calls == [("steps", [10, 20]), ("epoch", 20)]
+
+
+def test_step_points_are_sent_once_the_interval_has_passed(monkeypatch):
+    monkeypatch.setattr(loggers_module, "STEP_POINTS_EVERY_S", 0.0)
+    tracker = FakeTracker()
+    Loggers([tracker]).step(1, {"loss": 3.0})
+    assert tracker.calls == [("steps", [1])]
+
+
+def test_every_step_reaches_the_trackers_before_a_checkpoint_is_saved(tmp_path):
+    import keras
+
+    tracker = FakeTracker()
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    reporter = reporting.RunReporter(tmp_path, 4, model, verbose=0, loggers=Loggers([tracker]))
+    reporter.start_epoch(0, 1, 0)
+    reporter.step(1, 1, {"loss": 0.5}, True)
+    reporter.step(2, 2, {"loss": 0.5}, True)
+
+    def save(state, logs):
+        tracker.calls.append(("save",))
+        return tmp_path / "step-00000002"
+
+    assert reporter.saving(save)(None, {}) == tmp_path / "step-00000002"
+    assert tracker.calls == [
+        ("steps", [1, 2]),
+        ("flush",),
+        ("save",),
+        ("checkpoint", str(tmp_path / "step-00000002")),
+    ]
+    reporter.close()
+
+
+def test_a_resumed_run_sends_a_tracker_only_the_steps_it_does_not_hold(tmp_path):
+    # Killed after step 7 was logged, resumed from the checkpoint at step 4: steps 5-7
+    # are trained again; a tracker that holds them is not sent them twice.
+    holding, replacing = FakeTracker(holds_through=7), FakeTracker(holds_through=None)
+    run = TrackedRun(run_dir=tmp_path, name="run", params={}, resumed_step=4)
+    loggers = Loggers([holding, replacing], run)
+    for step in range(5, 10):
+        loggers.step(step, {"loss": 1.0})
+    loggers.epoch(7, 0, {"loss": 1.0})
+    loggers.epoch(9, 1, {"loss": 1.0})
+    assert holding.calls == [("steps", [8, 9]), ("epoch", 9)]
+    assert replacing.calls == [("steps", [5, 6, 7, 8, 9]), ("epoch", 7), ("epoch", 9)]
+
+
+def test_run_states_keep_the_ids_of_trackers_this_command_does_not_select(tmp_path):
+    class Tracked(FakeTracker):
+        name = "mlflow"
+
+        def run_state(self):
+            return {"run_id": "new"}
+
+    saved = {"mlflow": {"run_id": "old"}, "wandb": {"run_id": "w1"}}
+    run = TrackedRun(run_dir=tmp_path, name="run", params={}, saved=saved, resumed_step=4)
+    assert Loggers([Tracked()], run).run_states() == {
+        "mlflow": {"run_id": "new"},
+        "wandb": {"run_id": "w1"},
     }
-
-
-def test_step_scalars_are_written_once_the_interval_has_passed(tmp_path, monkeypatch):
-    monkeypatch.setattr(reporting, "STEP_SCALARS_EVERY_S", 0.0)
-    writer = tf.summary.create_file_writer(str(tmp_path))
-    scalars = reporting.StepScalars(writer)
-    scalars.add(1, {"loss": 3.0})
-    assert scalars.points == []  # written at once: the interval has passed
-    writer.close()
-    assert read_scalars(tmp_path) == {"step/loss": [(1, 3.0)]}
 
 
 def test_epoch_scalars_go_to_the_train_and_validation_writers(tmp_path):

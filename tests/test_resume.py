@@ -344,8 +344,8 @@ def test_callback_state_survives_a_resume(digits_dir, tmp_path):
     plateau = (
         "checkpoint.monitor=loss",
         "checkpoint.mode=max",
-        "trainer.reduce_on_plateau_patience=1",
-        "trainer.reduce_on_plateau_factor=0.5",
+        "trainer.reduce_on_plateau.patience=1",
+        "trainer.reduce_on_plateau.factor=0.5",
         "schedule=constant",
     )
     run_train(*tiny_args(digits_dir, run, *plateau), cwd=tmp_path)

@@ -601,6 +601,7 @@ def test_the_reporter_names_the_file_it_cannot_write(tmp_path, monkeypatch):
     import keras
     import tensorflow as tf
 
+    import trainer.loggers.tensorboard_logger as tensorboard_logger
     import trainer.reporting as reporting
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
@@ -613,7 +614,7 @@ def test_the_reporter_names_the_file_it_cannot_write(tmp_path, monkeypatch):
     )
     monkeypatch.undo()
     full = tf.errors.ResourceExhaustedError(None, None, "events; No space left on device")
-    fail_on(monkeypatch, reporting, "write_scalars", error=full)
+    fail_on(monkeypatch, tensorboard_logger, "write_scalars", error=full)
     with pytest.raises(StorageError) as caught:
         reporter.end_epoch(0, 1, {"loss": 1.0})
     assert str(caught.value) == (

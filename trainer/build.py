@@ -166,7 +166,7 @@ def build_run(
             base_lr = distribution.learning_rate(base_lr, cfg["trainer"]["scale_lr_with_replicas"])
         schedule = build_schedule(resolved, base_lr)
         lr_scale = tf.Variable(1.0, trainable=False, dtype=tf.float32, name="lr_scale")
-        if cfg["trainer"].get("reduce_on_plateau_patience"):
+        if (cfg["trainer"].get("reduce_on_plateau") or {}).get("patience") is not None:
             schedule = ScaledSchedule(schedule, lr_scale)
         optimizer = build_optimizer(cfg["optimizer"], schedule, precision_of(cfg))
         optimizer.build(model.trainable_variables)

@@ -409,6 +409,35 @@ class OneCycleConfig(ScheduleConfig):
 
 
 @dataclass
+class EarlyStoppingConfig:
+    """``keras.callbacks.EarlyStopping``'s options (``trainer.plateau.EarlyStopping``); off
+    while ``patience`` is null. ``monitor: null``: ``checkpoint.monitor`` and its mode."""
+
+    patience: int | None = None  # epochs without improvement before stopping
+    monitor: str | None = None
+    mode: MonitorMode | None = None  # null: checkpoint.mode with its monitor, else by the name
+    min_delta: float = 0.0  # a smaller change is no improvement
+    baseline: float | None = None  # the count restarts only on values better than this
+    restore_best_weights: bool = False  # end the run with the best epoch's weights
+    start_from_epoch: int = 0  # epochs ignored at the start (warm-up)
+
+
+@dataclass
+class ReduceOnPlateauConfig:
+    """``keras.callbacks.ReduceLROnPlateau``'s options (``trainer.plateau.ReduceOnPlateau``);
+    off while ``patience`` is null. ``monitor: null``: ``checkpoint.monitor`` and its mode.
+    ``min_delta`` defaults to 0 here (Keras: 1e-4), as it was before these options existed."""
+
+    patience: int | None = None  # epochs without improvement before cutting the rate
+    factor: float = 0.5  # the rate is multiplied by this, in (0, 1)
+    monitor: str | None = None
+    mode: MonitorMode | None = None
+    min_delta: float = 0.0
+    cooldown: int = 0  # epochs after a cut before counting again
+    min_lr: float = 0.0  # never cut below this rate
+
+
+@dataclass
 class TrainerConfig:
     epochs: int = 15
     max_steps: int | None = None  # optional cap on optimizer steps over the whole run
@@ -416,9 +445,8 @@ class TrainerConfig:
     jit_compile: bool = False  # XLA-compile the train step
     steps_per_execution: int = 1  # optimizer steps per call into the compiled graph
     log_every_n_steps: int = 10  # TensorBoard per-step scalars
-    early_stopping_patience: int | None = None  # epochs without improvement of monitor
-    reduce_on_plateau_patience: int | None = None  # epochs before scaling the lr down
-    reduce_on_plateau_factor: float = 0.5
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    reduce_on_plateau: ReduceOnPlateauConfig = field(default_factory=ReduceOnPlateauConfig)
     restretch_schedule: bool = False  # on resume: re-resolve the schedule to the new length
     fine_tune: bool = False  # on resume: keep weights, fresh optimizer/schedule from the command
     # Beyond one device (trainer.distribute); dataset.batch_size is the global batch.
@@ -492,6 +520,55 @@ class PathsConfig:
     sweep_dir: str | None = None  # runs/<date>/<time>, one <job number>/ per job
 
 
+# --------------------------------------------------------------------------- logger
+
+
+@dataclass
+class TensorBoardLoggerConfig:
+    """``logger=tensorboard``: ``<run>/tensorboard/{train,validation}``, and in a sweep the
+    job's hyperparameters and results for TensorBoard's HParams dashboard."""
+
+    hparams: bool = True  # in a sweep: write the HParams summary of the job
+
+
+@dataclass
+class CsvLoggerConfig:
+    """``logger=csv``: ``<run>/steps.csv``, one row per logged step (metrics.csv, one row
+    per epoch, is written by every run). No settings: the file is one of the run's own
+    (``trainer.checkpoint.layout.RUN_FILES``), which a fresh run never writes over."""
+
+
+@dataclass
+class MlflowLoggerConfig:
+    """``logger=mlflow``: an MLflow run per training run (``trainer.loggers.mlflow_logger``)."""
+
+    tracking_uri: str | None = None  # None: MLFLOW_TRACKING_URI, else MLflow's default
+    experiment_name: str = "keras-hydra-trainer"
+    run_name: str | None = None  # None: the run directory's name (a sweep's: <sweep>/<job>)
+
+
+@dataclass
+class WandbLoggerConfig:
+    """``logger=wandb``: a W&B run per training run (``trainer.loggers.wandb_logger``).
+    Credentials come from the environment (WANDB_API_KEY), never from the config."""
+
+    project: str = "keras-hydra-trainer"
+    entity: str | None = None
+    mode: str | None = None  # online | offline | disabled; None: WANDB_MODE, else online
+    run_name: str | None = None  # None: the run directory's name (a sweep's: <sweep>/<job>)
+
+
+# The trackers a run can log to, by the option name that selects them
+# (`logger=[tensorboard,mlflow]`); each option's keys live under its own name.
+LOGGERS = {
+    "tensorboard": TensorBoardLoggerConfig,
+    "csv": CsvLoggerConfig,
+    "mlflow": MlflowLoggerConfig,
+    "wandb": WandbLoggerConfig,
+}
+WANDB_MODES = ("online", "offline", "disabled")
+
+
 SCHEMAS: dict[str, dict[str, type]] = {
     # Catalog datasets other than these (mnist, cifar10, ...) share DatasetConfig.
     "dataset": {"digits": DatasetConfig, "folder": FolderDatasetConfig, "tfds": TfdsDatasetConfig},
@@ -517,6 +594,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "trainer": {"default": TrainerConfig},
     "augment": {"default": AugmentConfig},
     "paths": {"default": PathsConfig},
+    "logger": LOGGERS,
 }
 
 # The config groups, each a section of the composed config checked against its schema.
@@ -529,11 +607,12 @@ SECTIONS = (
     "checkpoint",
     "augment",
     "paths",
+    "logger",
 )
 
 
 # The top level: the sections, then the keys of conf/config.yaml itself.
-TOP_LEVEL_KEYS = (*SECTIONS, "seed", "imports", "resume")
+TOP_LEVEL_KEYS = (*SECTIONS, "seed", "imports", "callbacks", "resume")
 
 
 def _checkpoint_node() -> DictConfig:
@@ -564,6 +643,8 @@ def schema_node(group: str, section: Mapping[str, Any]) -> DictConfig | None:
     without one (a user's registered schedule or model), whose keys its builder checks."""
     if group == "checkpoint":
         return _checkpoint_node()
+    if group == "logger":  # several options at once, each under its own name
+        return OmegaConf.create({name: OmegaConf.structured(c) for name, c in LOGGERS.items()})
     if group == "dataset":  # a dataset without a schema of its own shares DatasetConfig
         schema = SCHEMAS["dataset"].get(_name_of(section), DatasetConfig)
         return OmegaConf.structured(schema)
@@ -595,6 +676,9 @@ def _check_section_keys(
     where: str, path: str, section: Mapping[str, Any], schema: Mapping[str, Any]
 ) -> None:
     unknown = [key for key in section if key not in schema]
+    for key in unknown:
+        if message := retired_key_message(path, key):
+            raise UserError(message)
     if unknown:
         raise UserError(_unknown_keys_message(path, unknown, list(schema), where))
     for key in section:
@@ -621,9 +705,56 @@ def _unknown_keys_message(
     return f"unknown {noun} {', '.join(keys)}; known keys of {where or path}: {known_text}"
 
 
-# Keys an older version wrote into a checkpoint's config that no longer mean anything:
-# dropped when the section is read back, so those checkpoints still resume.
-RETIRED_KEYS = {"checkpoint": ("root",)}  # checkpoint.root: where runs went; now paths.root
+# Keys an older version wrote into a checkpoint's config, by section: each is moved to
+# its new key in the same section (or dropped, None: it no longer means anything) when
+# the section is read back, so those checkpoints still resume as they ran; given on the
+# command line, it is refused in one line that names the new key (check_retired_keys).
+RETIRED_KEYS: dict[str, dict[str, str | None]] = {
+    "checkpoint": {"root": None},  # where runs went; now paths.root (a run's folder)
+    "trainer": {
+        "early_stopping_patience": "early_stopping.patience",
+        "reduce_on_plateau_patience": "reduce_on_plateau.patience",
+        "reduce_on_plateau_factor": "reduce_on_plateau.factor",
+    },
+}
+
+
+def retired_key_message(group: str, key: str) -> str | None:
+    """The one line refusing ``group.key`` if it is retired (:data:`RETIRED_KEYS`), else None."""
+    if key not in RETIRED_KEYS.get(group, {}):
+        return None
+    new = RETIRED_KEYS[group][key]
+    if new is None:
+        return f"{group}.{key} is retired: it no longer means anything, leave it out"
+    return f"{group}.{key} is retired: use {group}.{new} instead"
+
+
+def check_retired_keys(overrides: Iterable[str]) -> None:
+    """Refuse, in one line, a command-line override (``a.b=1``, ``+a.b=1``) of a retired
+    key, before Hydra refuses it as an unknown one without saying what replaced it."""
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        group, _, rest = key.partition(".")
+        message = retired_key_message(group, rest)
+        if message:
+            raise UserError(message)
+
+
+def _move_retired_keys(group: str, section: Mapping[str, Any]) -> dict[str, Any]:
+    """``section`` with its retired keys moved to their new place (a value already there
+    wins) or dropped (:data:`RETIRED_KEYS`)."""
+    retired = RETIRED_KEYS.get(group, {})
+    moved = {key: value for key, value in section.items() if key not in retired}
+    for key, new in retired.items():
+        if key not in section or new is None:
+            continue
+        parent, _, leaf = new.rpartition(".")
+        inner = dict(moved.get(parent) or {}) if parent else moved
+        inner.setdefault(leaf, section[key])
+        if parent:
+            moved[parent] = inner
+    return moved
+
 
 # Sections that name what builds them (a registry entry): the name is never defaulted.
 NAMED_SECTIONS = ("dataset", "model", "optimizer", "schedule")
@@ -638,10 +769,9 @@ def typed_section(group: str, section: Mapping[str, Any]) -> DictConfig:
     returned as an untyped config, to be checked by its builder. Closed
     choices come back as their Enum members (equal to their strings); use
     ``OmegaConf.to_container(..., enum_to_str=True)`` for plain data. Keys of
-    :data:`RETIRED_KEYS` are dropped.
+    :data:`RETIRED_KEYS` are moved to their new place or dropped.
     """
-    retired = RETIRED_KEYS.get(group, ())
-    section = {key: value for key, value in section.items() if key not in retired}
+    section = _move_retired_keys(group, section)
     name = section.get("name", "")
     if group in NAMED_SECTIONS and not (isinstance(name, str) and name):
         raise UserError(
@@ -705,7 +835,10 @@ def validate(cfg: DictConfig) -> None:
     validate_trainer(cfg.trainer)
     validate_accumulation(cfg.optimizer, cfg.trainer)
     validate_checkpoint(cfg.checkpoint, cfg.dataset)
+    validate_plateau_callbacks(cfg.trainer, cfg.dataset)
     validate_augment(cfg.get("augment") or {})
+    validate_callbacks(cfg.get("callbacks") or [])
+    validate_logger(cfg.get("logger") or {})
 
 
 def check_given(cfg: DictConfig) -> None:
@@ -956,14 +1089,14 @@ def validate_optimizer(opt: Mapping[str, Any]) -> None:
 def validate_trainer(run: Mapping[str, Any]) -> None:
     """The ``trainer`` section: lengths, cadences, callbacks and devices."""
     _require(_positive_int(run["epochs"]), "trainer.epochs", run["epochs"], "an integer >= 1")
-    for key in ("max_steps", "early_stopping_patience", "reduce_on_plateau_patience"):
-        _require(
-            _int_or_none(run.get(key)), f"trainer.{key}", run.get(key), "null or an integer >= 1"
-        )
+    _require(
+        _int_or_none(run.get("max_steps")),
+        "trainer.max_steps",
+        run.get("max_steps"),
+        "null or an integer >= 1",
+    )
     for key in ("steps_per_execution", "log_every_n_steps"):
         _require(_positive_int(run[key]), f"trainer.{key}", run[key], "an integer >= 1")
-    factor = run["reduce_on_plateau_factor"]
-    _require(0 < factor < 1, "trainer.reduce_on_plateau_factor", factor, "in (0, 1)")
     _require(
         str(run.get("verbose", "auto")) in VERBOSITIES,
         "trainer.verbose",
@@ -1035,15 +1168,56 @@ def validate_checkpoint(ckpt: Mapping[str, Any], data: Mapping[str, Any]) -> Non
     _require(
         isinstance(ckpt.get("async"), bool), "checkpoint.async", ckpt.get("async"), "true or false"
     )
+    _require_monitor(ckpt["monitor"], "checkpoint.monitor", data)
+
+
+def _require_monitor(monitor: Any, key: str, data: Mapping[str, Any]) -> None:
+    """``monitor`` (at ``key``) must be a metric of the epoch summary of ``data``'s run."""
     validation = data.get("validation_split", 0.0) > 0
     monitors = ("loss", "accuracy", *(("val_loss", "val_accuracy") if validation else ()))
     _require(
-        ckpt["monitor"] in monitors,
-        "checkpoint.monitor",
-        ckpt["monitor"],
+        monitor in monitors,
+        key,
+        monitor,
         "one of "
         + ", ".join(monitors)
         + ("" if validation else " (val_* needs dataset.validation_split > 0)"),
+    )
+
+
+def validate_plateau_callbacks(run: Mapping[str, Any], data: Mapping[str, Any]) -> None:
+    """``trainer.early_stopping`` and ``trainer.reduce_on_plateau`` (Keras' ranges)."""
+    for name in ("early_stopping", "reduce_on_plateau"):
+        section = run.get(name) or {}
+        where = f"trainer.{name}"
+        patience = section.get("patience")
+        _require(
+            patience is None or (_is_int(patience) and patience >= 0),
+            f"{where}.patience",
+            patience,
+            "null (off) or an integer >= 0",
+        )
+        if section.get("monitor") is not None:
+            _require_monitor(section["monitor"], f"{where}.monitor", data)
+        delta = section.get("min_delta", 0.0)
+        _require(_is_number(delta) and delta >= 0, f"{where}.min_delta", delta, "a number >= 0")
+        for key in ("start_from_epoch", "cooldown"):
+            value = section.get(key, 0)
+            _require(_is_int(value) and value >= 0, f"{where}.{key}", value, "an integer >= 0")
+    plateau = run.get("reduce_on_plateau") or {}
+    factor = plateau.get("factor", 0.5)
+    _require(
+        _is_number(factor) and 0 < factor < 1,
+        "trainer.reduce_on_plateau.factor",
+        factor,
+        "in (0, 1)",
+    )
+    min_lr = plateau.get("min_lr", 0.0)
+    _require(
+        _is_number(min_lr) and min_lr >= 0,
+        "trainer.reduce_on_plateau.min_lr",
+        min_lr,
+        "a number >= 0",
     )
 
 
@@ -1081,3 +1255,52 @@ def validate_augment(augment: Mapping[str, Any]) -> None:
         probability,
         "in [0, 1]",
     )
+
+
+def validate_callbacks(callbacks: Any) -> None:
+    """``callbacks``: a list of registered names, each alone (``my_callback``) or with its
+    keyword arguments (``{name: my_callback, every: 2}``). Whether the names are
+    registered and take those arguments is checked once ``imports`` ran
+    (``trainer.callbacks.check_callbacks``)."""
+    callbacks = _plain(callbacks)
+    allowed = "a list of callback names or {name: NAME, <argument>: <value>...} mappings"
+    _require(isinstance(callbacks, list), "callbacks", callbacks, allowed)
+    for index, item in enumerate(callbacks):
+        where = f"callbacks[{index}]"
+        if isinstance(item, Mapping):
+            name = item.get("name")
+            bad_keys = [k for k in item if not (isinstance(k, str) and k.isidentifier())]
+            _require(not bad_keys, f"{where}", item, "a mapping whose keys are argument names")
+        else:
+            name = item
+        _require(
+            isinstance(name, str) and name != "",
+            f"{where}.name" if isinstance(item, Mapping) else where,
+            name,
+            "a registered callback name (a non-empty string)",
+        )
+
+
+def validate_logger(loggers: Mapping[str, Any]) -> None:
+    """The ``logger`` section: one entry per selected tracker (its keys checked by the
+    schema); W&B's mode is one of :data:`WANDB_MODES`."""
+    wandb = loggers.get("wandb")
+    if wandb is not None:
+        mode = wandb.get("mode")
+        _require(
+            mode is None or mode in WANDB_MODES,
+            "logger.wandb.mode",
+            mode,
+            "null (WANDB_MODE, else online) or one of " + ", ".join(WANDB_MODES),
+        )
+    for name in ("mlflow", "wandb"):
+        section = loggers.get(name) or {}
+        for key in ("experiment_name", "project"):
+            if key in section:
+                value = section[key]
+                _require(
+                    isinstance(value, str) and value.strip() != "",
+                    f"logger.{name}.{key}",
+                    value,
+                    "a non-empty string",
+                )

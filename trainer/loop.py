@@ -27,8 +27,23 @@ Training batches are augmented (``trainer.augment``) at the top of each step,
 outside its XLA-compiled part, each seeded by its position in the run;
 evaluation never augments, and its loss is never smoothed.
 
-Callback state (early stopping, reduce-on-plateau, best metric) lives in
-:class:`LoopState`, which is saved with every checkpoint.
+Callback state (early stopping, reduce-on-plateau, best metric, the state of
+users' callbacks) lives in :class:`LoopState`, which is saved with every
+checkpoint. Early stopping and reduce-on-plateau are ours, with Keras' options
+and decisions (``trainer.plateau`` says why). Users' callbacks
+(``trainer.callbacks``) are driven through a ``keras.callbacks.CallbackList``
+as ``fit`` drives them: ``on_train_begin``/``end``, ``on_epoch_begin``/``end(epoch,
+logs)``, ``on_test_begin``/``end`` around validation (no per-batch test hooks),
+and ``on_train_batch_begin(first)``/``end(last, logs)`` once per call of the
+compiled step, which runs ``steps_per_execution`` batches (``fit`` does the
+same); ``model.stop_training = True`` ends the run after that call or epoch,
+saved. Each hook is called once per event of the whole run, an interrupted and
+resumed one included (an epoch resumed mid-way does not begin again), except
+``on_train_begin``/``end``, once per process; a resumed run gives each callback
+its saved state (``set_state``) after ``on_train_begin``. With no callback the
+step loop makes no hook call at all. Under ``multi_worker`` every worker runs the
+callbacks on the same (all-reduced) logs; one that sets ``stop_training`` must
+decide the same on every worker, or the others wait in the next collective.
 """
 
 from __future__ import annotations
@@ -38,7 +53,7 @@ import math
 import signal
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -46,11 +61,18 @@ import keras
 import tensorflow as tf
 
 from trainer.build import BuiltRun
+from trainer.callbacks import callback_states, restore_callback_states
 from trainer.cluster import PREEMPTION_SIGNALS
 from trainer.distribute import distribute_dataset
 from trainer.errors import StopRequested
 from trainer.evaluation import Evaluation
 from trainer.optimizers import averaged_weights, step_counter
+from trainer.plateau import (
+    EarlyStopping,
+    ReduceOnPlateau,
+    early_stopping_from_config,
+    reduce_on_plateau_from_config,
+)
 
 # Signals that make the loop save a checkpoint at the next step boundary, then stop.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, *PREEMPTION_SIGNALS)
@@ -64,19 +86,32 @@ class LoopState:
     epoch: int = 0  # the epoch in progress (0-based)
     batches_done: int = 0  # batches of that epoch already trained on
     epochs_completed: int = 0
-    best: float | None = None  # best value of the monitored metric so far
-    epochs_without_improvement: int = 0  # early stopping's counter
-    epochs_since_lr_cut: int = 0  # reduce-on-plateau's counter
+    best: float | None = None  # best value of checkpoint.monitor so far
+    epochs_without_improvement: int = 0  # early stopping's counter (Keras' `wait`)
+    early_stopping_best: float | None = None  # best value of early stopping's monitor
+    early_stopping_best_epoch: int = 0
+    epochs_since_lr_cut: int = 0  # reduce-on-plateau's counter (Keras' `wait`)
+    plateau_best: float | None = None  # best value of reduce-on-plateau's monitor
+    plateau_cooldown: int = 0  # epochs of cooldown left after a cut
     lr_scale: float = 1.0  # reduce-on-plateau's current factor on the schedule
-    stopped_early: bool = False
+    stopped_early: bool = False  # by early stopping or a callback's model.stop_training
     history: list[dict[str, float]] = field(default_factory=list)
+    callbacks: list[dict[str, Any]] = field(default_factory=list)  # users' get_state()s
+    # The variables (totals, counts) of the epoch's running loss and accuracy, so an epoch
+    # resumed mid-way reports (and its callbacks see) what the uninterrupted one does.
+    epoch_metrics: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LoopState:
+        """The state a checkpoint saved. One written before early stopping and
+        reduce-on-plateau had monitors of their own shared ``best`` (checkpoint.monitor,
+        Keras' rule with min_delta 0): both continue from it."""
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        for own_best in ("early_stopping_best", "plateau_best"):
+            known.setdefault(own_best, data.get("best"))
         return cls(**known)
 
 
@@ -95,21 +130,23 @@ class LoopSettings:
     every_n_steps: int | None = None
     every_n_epochs: int | None = 1
     log_every_n_steps: int = 1
-    early_stopping_patience: int | None = None
-    reduce_on_plateau_patience: int | None = None
-    reduce_on_plateau_factor: float = 0.5
+    early_stopping: EarlyStopping | None = None  # trainer.early_stopping; None: off
+    reduce_on_plateau: ReduceOnPlateau | None = None  # trainer.reduce_on_plateau; None: off
     evaluate_with_ema: bool = True  # only with an optimizer that keeps an average
     label_smoothing: float = 0.0  # of the training loss (trainer.label_smoothing)
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], run: BuiltRun) -> LoopSettings:
         """The settings of ``cfg``'s run, whose lengths ``run`` was built with."""
-        names = {f.name for f in fields(cls)}
+        built = {"early_stopping", "reduce_on_plateau"}  # sections, built below
+        names = {f.name for f in fields(cls)} - built
         trainer_keys = {k: cfg["trainer"][k] for k in names if k in cfg["trainer"]}
         checkpoint_keys = {k: cfg["checkpoint"][k] for k in names if k in cfg["checkpoint"]}
         return cls(
             total_steps=run.total_steps,
             steps_per_epoch=run.steps_per_epoch,
+            early_stopping=early_stopping_from_config(cfg["trainer"], cfg["checkpoint"]),
+            reduce_on_plateau=reduce_on_plateau_from_config(cfg["trainer"], cfg["checkpoint"]),
             **trainer_keys,
             **checkpoint_keys,
         )
@@ -121,7 +158,12 @@ class TrainingLoop:
     ``save(state, logs)`` is called at every checkpoint boundary; it writes a
     checkpoint of the live objects and this state. ``strategy``: the
     ``tf.distribute`` strategy the run was built under, or None for the
-    single-device path.
+    single-device path. ``callbacks``: (registered name, ``keras.callbacks.Callback``)
+    pairs, driven as the module docstring says. With
+    ``trainer.early_stopping.restore_best_weights``, ``best_weights`` are those a
+    checkpoint saved (``get_weights()`` order), and ``save`` is also given the best
+    epoch's weights (``best_weights=``); the run ends with them set, as Keras'
+    ``on_train_end`` does, after its last checkpoint (which holds both).
     """
 
     def __init__(
@@ -133,11 +175,28 @@ class TrainingLoop:
         reporter: Any,
         save: Callable[[LoopState, Mapping[str, float]], Any],
         strategy: tf.distribute.Strategy | None = None,
+        callbacks: Sequence[tuple[str, Any]] = (),
+        best_weights: list[Any] | None = None,
     ) -> None:
         self.model, self.optimizer, self.data = run.model, run.optimizer, data
         self.settings, self.state, self.reporter = settings, state, reporter
         self.save, self.learning_rate, self.lr_scale = save, run.learning_rate, run.lr_scale
         self.strategy = strategy
+        self.best_weights = best_weights
+        self.callback_names = [name for name, _ in callbacks]
+        self.callbacks = [callback for _, callback in callbacks]
+        # None without callbacks: the step loop then makes no hook call at all.
+        self.hooks = (
+            keras.callbacks.CallbackList(
+                self.callbacks,
+                model=self.model,
+                epochs=settings.epochs,
+                steps=settings.steps_per_epoch,
+                verbose=0,
+            )
+            if self.callbacks
+            else None
+        )
         self.loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         self.per_example_loss_fn = keras.losses.SparseCategoricalCrossentropy(
             from_logits=True, reduction=None
@@ -320,6 +379,7 @@ class TrainingLoop:
         previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
         self._previous_handlers = previous
         try:
+            self._begin_callbacks()
             iterator = None  # one pipeline and iterator for all the epochs of this run
             while (
                 state.epoch < settings.epochs
@@ -329,10 +389,59 @@ class TrainingLoop:
                 if iterator is None:
                     iterator = self._batches_from_here()
                 self._run_epoch(iterator)
+            self._restore_best_weights()
+            if self.hooks is not None:
+                self.hooks.on_train_end(dict(state.history[-1]) if state.history else None)
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
         return state
+
+    def _begin_callbacks(self) -> None:
+        """``on_train_begin``, then the states a checkpoint saved (``set_state``), checked
+        once as a save would (a state that cannot be saved fails before training)."""
+        self.model.stop_training = False
+        if self.hooks is None:
+            return
+        self.hooks.on_train_begin()
+        restore_callback_states(self.callback_names, self.callbacks, self.state.callbacks)
+        callback_states(self.callback_names, self.callbacks)
+
+    def _restore_best_weights(self) -> None:
+        stopping = self.settings.early_stopping
+        if stopping is None or not stopping.restore_best_weights or self.best_weights is None:
+            return
+        self.model.set_weights(self.best_weights)
+        epoch = self.state.early_stopping_best_epoch + 1
+        print(f"Restoring the weights of epoch {epoch}, the best by {stopping.monitor}", flush=True)
+
+    def _save(self, logs: Mapping[str, float]) -> None:
+        """Checkpoint now (``save``), the users' callbacks' states and the epoch's running
+        metrics taken first."""
+        if self.callbacks:
+            self.state.callbacks = callback_states(self.callback_names, self.callbacks)
+        self.state.epoch_metrics = [float(v.numpy()) for v in self._metric_variables()]
+        if self.best_weights is None:
+            self.save(self.state, logs)
+        else:
+            self.save(self.state, logs, best_weights=self.best_weights)
+
+    def _metric_variables(self) -> list[Any]:
+        """The running metrics' variables; none under a strategy, whose per-replica
+        variables cannot be assigned from outside a replica (those restart at a resume)."""
+        if self.strategy is not None:
+            return []
+        return [*self.train_loss.variables, *self.train_accuracy.variables]
+
+    def _start_epoch_metrics(self) -> None:
+        """Reset the running metrics, or, in an epoch resumed mid-way, set them back to what
+        they were when it was saved."""
+        self.train_loss.reset_state()
+        self.train_accuracy.reset_state()
+        saved, variables = self.state.epoch_metrics, self._metric_variables()
+        if self.state.batches_done > 0 and variables and len(saved) == len(variables):
+            for variable, value in zip(variables, saved, strict=True):
+                variable.assign(value)
 
     def _batches_from_here(self):
         """An iterator over the batches of every epoch left, from the current position on.
@@ -351,9 +460,11 @@ class TrainingLoop:
 
     def _run_epoch(self, iterator) -> None:
         settings, state = self.settings, self.state
-        self.train_loss.reset_state()
-        self.train_accuracy.reset_state()
+        self._start_epoch_metrics()
         self.reporter.start_epoch(state.epoch, settings.epochs, state.batches_done)
+        hooks = self.hooks
+        if hooks is not None and state.batches_done == 0:  # a resumed epoch began before
+            hooks.on_epoch_begin(state.epoch)
         started = time.perf_counter()
         step = self.global_step  # then counted here: nothing else steps the optimizer
         while state.batches_done < settings.steps_per_epoch:
@@ -366,6 +477,8 @@ class TrainingLoop:
                 self._steps_to_next_step_checkpoint(step),
             )
             position = state.epoch * settings.steps_per_epoch + state.batches_done
+            if hooks is not None:
+                hooks.on_train_batch_begin(state.batches_done)
             asked = tf.constant(float(self._signal or 0))
             shown = self._train_steps(
                 iterator, tf.constant(count), tf.constant(position, tf.int64), asked
@@ -376,10 +489,15 @@ class TrainingLoop:
             values = {"loss": loss, "accuracy": accuracy, "lr": lr}
             log_now = step % settings.log_every_n_steps < count
             self.reporter.step(state.batches_done, step, values, log_now)
+            if hooks is not None:
+                hooks.on_train_batch_end(state.batches_done - 1, dict(values))
+                state.stopped_early = state.stopped_early or bool(self.model.stop_training)
             if settings.every_n_steps and step % settings.every_n_steps == 0:
-                self.save(state, values)
+                self._save(values)
             if self._agreed_stop(int(agreed)):
                 self._stop(values)
+            if state.stopped_early:  # a callback set model.stop_training: end the epoch here
+                break
         self._end_epoch(time.perf_counter() - started)
 
     def _end_epoch(self, seconds: float) -> None:
@@ -390,16 +508,24 @@ class TrainingLoop:
         }
         validation = self.data.validation()
         if validation is not None:
+            if self.hooks is not None:
+                self.hooks.on_test_begin()
             logs.update({f"val_{k}": v for k, v in self.evaluate(validation).items()})
+            if self.hooks is not None:
+                self.hooks.on_test_end({k[4:]: v for k, v in logs.items() if k[:4] == "val_"})
         logs["lr"] = self.learning_rate()
         logs["epoch_seconds"] = seconds
         epoch_finished = state.batches_done >= settings.steps_per_epoch
         self.reporter.end_epoch(state.epoch, self.global_step, logs)
+        epoch = state.epoch  # the one that ran (0-based), as fit's hooks number them
         if epoch_finished:
             state.epoch += 1
             state.batches_done = 0
             state.epochs_completed = state.epoch
-            self._update_callbacks(logs)
+            self._update_callbacks(epoch, logs)
+        if self.hooks is not None:
+            self.hooks.on_epoch_end(epoch, dict(logs))
+            state.stopped_early = state.stopped_early or bool(self.model.stop_training)
         state.history.append({"epoch": state.epoch, "step": self.global_step, **logs})
         at_end = (
             state.epoch >= settings.epochs
@@ -408,33 +534,31 @@ class TrainingLoop:
         )
         every = settings.every_n_epochs
         if at_end or (epoch_finished and every and state.epoch % every == 0):
-            self.save(state, logs)
+            self._save(logs)
 
-    def _update_callbacks(self, logs: Mapping[str, float]) -> None:
-        """Early stopping and reduce-on-plateau, with Keras' semantics, on ``monitor``."""
+    def _update_callbacks(self, epoch: int, logs: Mapping[str, float]) -> None:
+        """The best value of ``checkpoint.monitor``, then reduce-on-plateau and early
+        stopping (``trainer.plateau``: Keras' decisions) after epoch ``epoch`` (0-based)."""
         settings, state = self.settings, self.state
         value = logs.get(settings.monitor)
-        if value is None or math.isnan(value):
-            return
-        sign = 1.0 if settings.mode == "max" else -1.0
-        if state.best is None or sign * value > sign * state.best:
-            state.best = value
-            state.epochs_without_improvement = 0
-            state.epochs_since_lr_cut = 0
-            return
-        state.epochs_without_improvement += 1
-        state.epochs_since_lr_cut += 1
-        patience = settings.reduce_on_plateau_patience
-        if patience and state.epochs_since_lr_cut >= patience:
-            state.lr_scale *= settings.reduce_on_plateau_factor
+        if value is not None and not math.isnan(value):
+            sign = 1.0 if settings.mode == "max" else -1.0
+            if state.best is None or sign * value > sign * state.best:
+                state.best = value
+        plateau = settings.reduce_on_plateau
+        if plateau is not None and plateau.update(state, logs, logs["lr"]):
             self.lr_scale.assign(state.lr_scale)
-            state.epochs_since_lr_cut = 0
             print(f"Reducing the learning rate: scale now {state.lr_scale:g}", flush=True)
-        patience = settings.early_stopping_patience
-        if patience and state.epochs_without_improvement >= patience:
-            state.stopped_early = True
+        stopping = settings.early_stopping
+        decision = "skip" if stopping is None else stopping.update(state, epoch, logs)
+        # Keras keeps the weights of the best epoch, or of the first one watched.
+        keep = decision == "best" or (decision != "skip" and self.best_weights is None)
+        if keep and stopping.restore_best_weights:
+            self.best_weights = self.model.get_weights()  # copies: a new list at each best
+        if decision == "stop":
             print(
-                f"Early stopping: {settings.monitor} did not improve for {patience} epochs",
+                f"Early stopping: {stopping.monitor} did not improve for "
+                f"{state.epochs_without_improvement} epochs",
                 flush=True,
             )
 
@@ -473,7 +597,7 @@ class TrainingLoop:
         )
 
     def _stop(self, values: Mapping[str, float]) -> None:
-        self.save(self.state, values)
+        self._save(values)
         raise StopRequested(
             self._signal, previous_handler=self._previous_handlers.get(self._signal)
         )

@@ -48,7 +48,7 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except (KeyError, TypeError):
-            known = ", ".join(self.names())
+            known = ", ".join(self.names()) or "none yet (register one in a module of `imports`)"
             raise UserError(f"unknown {self.kind} {name!r}; known: {known}") from None
 
     def names(self) -> list[str]:

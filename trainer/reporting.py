@@ -1,70 +1,30 @@
-"""What a run shows and records: progress bar, metrics CSV, TensorBoard scalars.
+"""What a run shows and records: progress bar, metrics CSV, and the trackers it logs to.
 
 - the console: a Keras ``Progbar`` per epoch with loss, accuracy and the lr, or,
   when stdout is not a terminal (a Slurm log, a sweep job, ``> file``), one line
   per epoch with its metrics, Keras' ``verbose=2`` (see :func:`progress_verbosity`);
-- ``<run>/metrics.csv``: one row per epoch (Keras' ``CSVLogger``, appending on resume);
-- ``<run>/tensorboard/{train,validation}``: per-step loss, accuracy and lr, per-epoch
-  metrics, so ``tensorboard --logdir runs/`` shows the runs of a sweep side by side.
-
-Per-step scalars are held in memory and written together at the end of every
-epoch, on ``close()``, and whenever ``STEP_SCALARS_EVERY_S`` seconds have passed
-since the last write (so a long epoch still shows up live). Written one by one
-with ``tf.summary.scalar`` they cost about 0.4 ms each, 1.2 ms per logged
-step: 4% of a digits step, paid inside the training loop. All scalars are
-written with ``tf.summary.write`` and the scalar plugin's metadata made once,
-0.17 ms each (a compiled writer costs 0.05 ms a point but 0.4 s to trace,
-more than a typical run logs). TensorBoard sees no difference: its file
-writer only flushes to disk every two minutes anyway.
+- ``<run>/metrics.csv``: one row per epoch (Keras' ``CSVLogger``, appending on resume),
+  written by every run whatever the loggers: the run's own record, which ``compare``,
+  ``evaluate``'s check and the benchmarks read;
+- the trackers ``logger=...`` selects (``trainer.loggers``; TensorBoard by default):
+  per-step values every ``trainer.log_every_n_steps`` steps, the epoch summaries, the
+  checkpoints saved (:meth:`RunReporter.saving`) and the run's summary.
 
 A write the machine refuses (disk full, read-only...) raises a one-line
-``StorageError`` naming the file: ``metrics.csv`` or the TensorBoard events.
+``StorageError`` naming the file: ``metrics.csv`` or the tracker's.
 """
 
 from __future__ import annotations
 
 import sys
-import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import keras
-import tensorflow as tf
-from tensorboard.plugins.scalar import metadata as scalar_metadata
 
 from trainer.errors import storage_errors
-
-STEP_SCALARS_EVERY_S = 30.0
-_SCALAR = scalar_metadata.create_summary_metadata(display_name=None, description=None)
-
-
-def write_scalars(
-    writer: tf.summary.SummaryWriter, points: Iterable[tuple[str, float, int]]
-) -> None:
-    """Write ``(tag, value, step)`` scalars as ``tf.summary.scalar`` would, with less Python."""
-    with writer.as_default():
-        for tag, value, step in points:
-            tf.summary.write(tag, tf.constant(value, tf.float32), step=step, metadata=_SCALAR)
-
-
-class StepScalars:
-    """Per-step scalars of one writer, held and written in batches (see the module docstring)."""
-
-    def __init__(self, writer: tf.summary.SummaryWriter) -> None:
-        self.writer = writer
-        self.points: list[tuple[str, float, int]] = []
-        self.written_at = time.monotonic()
-
-    def add(self, step: int, values: Mapping[str, float]) -> None:
-        self.points.extend((f"step/{name}", float(value), step) for name, value in values.items())
-        if time.monotonic() - self.written_at >= STEP_SCALARS_EVERY_S:
-            self.write()
-
-    def write(self) -> None:
-        write_scalars(self.writer, self.points)
-        self.points = []
-        self.written_at = time.monotonic()
+from trainer.loggers import Loggers
 
 
 def progress_verbosity(setting: str | int, stream: TextIO | None = None) -> int:
@@ -84,29 +44,32 @@ def progress_verbosity(setting: str | int, stream: TextIO | None = None) -> int:
 
 
 class RunReporter:
-    """The console, ``metrics.csv`` and TensorBoard of one run; ``verbose`` as Keras'
-    (see :func:`progress_verbosity`)."""
+    """The console, ``metrics.csv`` and the trackers (``loggers``) of one run; ``verbose``
+    as Keras' (see :func:`progress_verbosity`). ``loggers`` None: TensorBoard alone, the
+    default ``logger=tensorboard`` (its events in ``run_dir``), ended by :meth:`close`.
+
+    The trackers of ``loggers`` given are ended by their owner (``with loggers:``):
+    they outlive the loop, to be sent the run's summary.
+    """
 
     def __init__(
-        self, run_dir: Path, steps_per_epoch: int, model: keras.Model, verbose: int = 1
+        self,
+        run_dir: Path,
+        steps_per_epoch: int,
+        model: keras.Model,
+        verbose: int = 1,
+        loggers: Loggers | None = None,
     ) -> None:
         self.steps_per_epoch = steps_per_epoch
         self.verbose = verbose
         self.writing_csv = f"write metrics.csv in {run_dir}"
-        self.writing_events = f"write TensorBoard events in {run_dir / 'tensorboard'}"
         with storage_errors(self.writing_csv):
             self.csv = keras.callbacks.CSVLogger(str(run_dir / "metrics.csv"), append=True)
             self.csv.set_model(model)
             self.csv.on_train_begin()
-        with storage_errors(self.writing_events):
-            self.train_writer = tf.summary.create_file_writer(
-                str(run_dir / "tensorboard" / "train")
-            )
-            self.validation_writer = tf.summary.create_file_writer(
-                str(run_dir / "tensorboard" / "validation")
-            )
+        self.owns_loggers = loggers is None
+        self.loggers = _tensorboard_only(run_dir) if loggers is None else loggers
         self.bar: keras.utils.Progbar | None = None
-        self.step_scalars = StepScalars(self.train_writer)
 
     def start_epoch(self, epoch: int, epochs: int, batches_done: int) -> None:
         if self.verbose:
@@ -123,8 +86,7 @@ class RunReporter:
         if batch_in_epoch < self.steps_per_epoch:  # end_epoch() draws the final bar
             self.bar.update(batch_in_epoch, values=list(values.items()))
         if log_scalars:
-            with storage_errors(self.writing_events):
-                self.step_scalars.add(global_step, values)
+            self.loggers.step(global_step, values)
 
     def end_epoch(self, epoch: int, global_step: int, logs: Mapping[str, float]) -> None:
         if self.bar is not None:
@@ -132,24 +94,37 @@ class RunReporter:
             self.bar.update(self.steps_per_epoch, values=shown, finalize=True)
         with storage_errors(self.writing_csv):
             self.csv.on_epoch_end(epoch, dict(logs))
-        train = [(k, v) for k, v in logs.items() if not k.startswith("val_")]
-        validation = [(k[len("val_") :], v) for k, v in logs.items() if k.startswith("val_")]
-        with storage_errors(self.writing_events):
-            self.step_scalars.write()
-            for writer, values in (
-                (self.train_writer, train),
-                (self.validation_writer, validation),
-            ):
-                write_scalars(writer, [(f"epoch/{k}", v, global_step) for k, v in values])
-                writer.flush()
+        self.loggers.epoch(global_step, epoch, logs)
+
+    def saving(self, save: Callable[..., Any]) -> Callable[..., Any]:
+        """``save`` (the loop's checkpoint callback) that first sends every step logged so
+        far to the trackers, so a checkpoint's steps are all in them, then tells them
+        where the checkpoint went (``save`` returns its path)."""
+
+        def save_reported(state: Any, logs: Mapping[str, float], **options: Any) -> Any:
+            self.loggers.flush()
+            path = save(state, logs, **options)
+            self.loggers.checkpoint(str(path))
+            return path
+
+        return save_reported
 
     def close(self) -> None:
-        """Write what is held and close every file, all of them even if one fails."""
-        with storage_errors(self.writing_events):
-            try:
-                self.step_scalars.write()
-            finally:
-                self.train_writer.close()
-                self.validation_writer.close()
-        with storage_errors(self.writing_csv):
-            self.csv.on_train_end()
+        """Send what is held, close ``metrics.csv`` (and the trackers this reporter made),
+        all of them even if one fails."""
+        try:
+            if self.owns_loggers:
+                self.loggers.close()
+            else:
+                self.loggers.flush()
+        finally:
+            with storage_errors(self.writing_csv):
+                self.csv.on_train_end()
+
+
+def _tensorboard_only(run_dir: Path) -> Loggers:
+    from trainer.loggers.base import TrackedRun
+    from trainer.loggers.tensorboard_logger import TensorBoardLogger
+
+    run = TrackedRun(run_dir=Path(run_dir), name=Path(run_dir).name, params={})
+    return Loggers([TensorBoardLogger({}, run)])

@@ -18,6 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from trainer.callbacks import build_callbacks, callback_specs, check_callbacks
 from trainer.checkpoint import verify_in_background, write_text_atomically
 from trainer.checkpoint.layout import SUMMARY
 from trainer.checkpoint.reading import to_json
@@ -50,7 +51,7 @@ def train(cfg: DictConfig) -> float | None:
 
     distribution = start_distribution(cfg.trainer)  # before anything else starts TF's devices
     # From here on this process writes into the run: it holds the run's lock (one writer).
-    with target.writing(writer=distribution.is_chief) as run_dir:
+    with target.writing(writer=distribution.is_chief) as run_dir, contextlib.ExitStack() as ending:
         files_dir = distribution.files_dir(run_dir)  # only the chief writes into run_dir
         verbose = progress_verbosity(cfg.trainer.verbose)
         show_preparation_progress(verbose == 1)
@@ -64,12 +65,27 @@ def train(cfg: DictConfig) -> float | None:
             data.info,
             manifest_extra={"num_replicas": distribution.num_replicas},
         )
+        # The trackers (logger=...), ended with the block; their run ids go into every
+        # checkpoint. Started before the first file is written: one refused (a tracking
+        # store it cannot open) leaves the new run's directory as it was.
+        loggers = ending.enter_context(start_loggers(cfg, plan, run, files_dir, distribution))
+        checkpointer.extra_state["loggers"] = loggers.run_states()
         if not plan.in_place:
             checkpointer.write_run_config()
-        reporter = RunReporter(files_dir, run.steps_per_epoch, run.model, verbose)
+        reporter = RunReporter(files_dir, run.steps_per_epoch, run.model, verbose, loggers)
         settings = LoopSettings.from_config(cfg, run)
+        save = reporter.saving(checkpointer.save)
+        names = [name for name, _ in callback_specs(cfg.get("callbacks"))]
         loop = TrainingLoop(
-            run, data, settings, state, reporter, checkpointer.save, distribution.strategy
+            run,
+            data,
+            settings,
+            state,
+            reporter,
+            save,
+            distribution.strategy,
+            callbacks=list(zip(names, build_callbacks(cfg.get("callbacks")), strict=True)),
+            best_weights=restored_best_weights(plan, run),
         )
         try:
             # On every way out, an error included: buffered scalars, the last commit.
@@ -99,6 +115,7 @@ def train(cfg: DictConfig) -> float | None:
         }
         with storage_errors(f"write {SUMMARY} in {files_dir}", "the checkpoints are intact"):
             write_text_atomically(files_dir / SUMMARY, to_json(summary, indent=2) + "\n")
+        loggers.summary(summary)
     print(f"Checkpoints: {run_dir} (latest {checkpointer.latest}, best {checkpointer.best})")
     print(f"Resume with: python train.py +resume={run_dir}")
     return best
@@ -162,6 +179,7 @@ def plan_run(
     """
     plan = plan_start(cfg, hydra_overrides(), hashes=hashes)
     validate(plan.cfg)
+    check_callbacks(plan.cfg.get("callbacks"))  # registered names taking those arguments
     # An image folder's layout is checked before the run directory is created and
     # TensorFlow starts (its images are decoded by load_data).
     folder_fingerprint(plan.cfg.dataset)
@@ -186,6 +204,29 @@ def build_planned_run(plan: StartPlan, info: Any, distribution: Any = None) -> A
         raise UserError(f"resuming checkpoint {plan.checkpoint.path}: {error}") from None
 
 
+def start_loggers(
+    cfg: DictConfig, plan: StartPlan, run: Any, files_dir: Path, distribution: Any
+) -> Any:
+    """The trackers ``cfg.logger`` selects (``trainer.loggers``), started for this run: a
+    resumed run continues the tracker runs its checkpoint names, from its step on."""
+    from trainer.checkpoint.checkpointer import run_config
+    from trainer.checkpoint.reading import read_trainer_state
+    from trainer.loggers import build_loggers, tracked_run
+
+    resumed = plan.checkpoint is not None and not plan.fine_tune  # fine-tuning: a new run
+    saved = read_trainer_state(plan.checkpoint).get("loggers", {}) if resumed else {}
+    tracked = tracked_run(
+        cfg,
+        files_dir,
+        run_config(cfg, run.resolved_schedule),
+        saved,
+        run.global_step if resumed else None,
+        current_job_subdir(),
+        hydra_overrides(),
+    )
+    return build_loggers(cfg, tracked, chief=distribution.is_chief)
+
+
 def restore(plan: StartPlan, run: Any, distribution: Any, scale_lr_with_replicas: bool) -> Any:
     """The loop state to start from: fresh, or restored with ``run``'s variables from the
     plan's checkpoint (weights only when fine-tuning)."""
@@ -202,6 +243,15 @@ def restore(plan: StartPlan, run: Any, distribution: Any, scale_lr_with_replicas
     describe_resume(plan, state, run.global_step)
     distribution.describe_resume(plan.checkpoint.manifest, scale_lr_with_replicas)
     return state
+
+
+def restored_best_weights(plan: StartPlan, run: Any) -> Any:
+    """Early stopping's best weights as the plan's checkpoint saved them, or None."""
+    from trainer.checkpoint.state import read_best_weights
+
+    if plan.checkpoint is None or plan.fine_tune:
+        return None
+    return read_best_weights(plan.checkpoint, run.model)
 
 
 def _last(state: Any, monitor: str) -> float | None:

@@ -24,12 +24,20 @@ from trainer.checkpoint.state import progress_manifest, snapshot_state, write_st
 from trainer.errors import storage_errors
 
 
-def run_config_yaml(cfg: Any, resolved_schedule: Mapping[str, Any]) -> str:
+def run_config(cfg: Any, resolved_schedule: Mapping[str, Any]) -> dict[str, Any]:
     """The config a checkpoint saves: ``cfg`` resolved to plain data, plus
-    ``resolved_schedule`` (the schedule in steps, which a resume keeps)."""
-    run_config = OmegaConf.to_container(OmegaConf.create(cfg), resolve=True)
-    run_config["resolved_schedule"] = dict(resolved_schedule)
-    return OmegaConf.to_yaml(OmegaConf.create(run_config))
+    ``resolved_schedule`` (the schedule in steps, which a resume keeps), less ``logger``:
+    where this command logs, never read back (a resume logs where its own command says),
+    and the place a tracking URI with credentials would be."""
+    saved = OmegaConf.to_container(OmegaConf.create(cfg), resolve=True)
+    saved.pop("logger", None)
+    saved["resolved_schedule"] = dict(resolved_schedule)
+    return saved
+
+
+def run_config_yaml(cfg: Any, resolved_schedule: Mapping[str, Any]) -> str:
+    """:func:`run_config` as YAML."""
+    return OmegaConf.to_yaml(OmegaConf.create(run_config(cfg, resolved_schedule)))
 
 
 class RunCheckpointer:
@@ -56,6 +64,9 @@ class RunCheckpointer:
         self.manifest_extra = dict(manifest_extra or {})
         self.config_yaml = run_config_yaml(cfg, run.resolved_schedule)
         self.asynchronous = bool(cfg["checkpoint"]["async"])
+        # More sections of every checkpoint's trainer_state.json, besides the loop's own
+        # ("loggers": the trackers' run ids, trainer.loggers), set before the first save.
+        self.extra_state: dict[str, Any] = {}
         self.manager = CheckpointManager(
             self.files_dir,
             KeepPolicy.from_config(cfg["checkpoint"]),
@@ -68,17 +79,19 @@ class RunCheckpointer:
         with storage_errors(f"write {RUN_CONFIG} in {self.files_dir}"):
             write_text_atomically(self.files_dir / RUN_CONFIG, self.config_yaml)
 
-    def save(self, loop_state: Any, metrics: Mapping[str, float]) -> Path:
-        """Checkpoint the run now; ``loop_state`` is the loop's ``LoopState``."""
+    def save(self, loop_state: Any, metrics: Mapping[str, float], best_weights: Any = None) -> Path:
+        """Checkpoint the run now; ``loop_state`` is the loop's ``LoopState``;
+        ``best_weights``: early stopping's, to restore (``trainer.checkpoint.state``)."""
         run = self.run
         step = run.global_step
-        state = {"loop": loop_state.to_dict()}
+        state = {**self.extra_state, "loop": loop_state.to_dict()}
+        files = (run.model, run.optimizer, state, self.config_yaml, best_weights)
 
         def write_files(staging: Path):
             # Saving in the background writes the files from a snapshot.
             if not self.asynchronous:
-                return write_state(staging, run.model, run.optimizer, state, self.config_yaml)
-            return snapshot_state(run.model, run.optimizer, state, self.config_yaml)
+                return write_state(staging, *files)
+            return snapshot_state(*files)
 
         manifest = progress_manifest(
             step,

@@ -45,6 +45,7 @@ from trainer.checkpoint.h5 import (
     read_datasets,
 )
 from trainer.checkpoint.layout import (
+    CHECKED_H5_FILES,
     CHECKPOINT_PREFIX,
     FORMAT_VERSION,
     H5_FILES,
@@ -328,7 +329,7 @@ def verify(path: Path, *, hashes: bool = True) -> Checkpoint:
             step = checkpoint.manifest["global_step"]
             if problem := optimizer_file_problem(file_path, name, step):
                 checkpoint.problems.append(problem)
-        elif name in H5_FILES:
+        elif name in CHECKED_H5_FILES:
             checkpoint.problems.extend(f"{name}: {p}" for p in check_h5_file(file_path))
     return checkpoint
 

@@ -6,6 +6,7 @@ files, the tools, the tests) takes its file names from here::
     <run>/                     a run directory
         config.yaml            the run's resolved config
         metrics.csv            one row per epoch
+        steps.csv              one row per logged step (logger=csv)
         summary.json           the run's results, written when it ends
         tensorboard/           TensorBoard event files
         latest, best           pointers: one line, the name of a checkpoint
@@ -40,14 +41,19 @@ STATE_FILE = "trainer_state.json"
 CONFIG_FILE = "config.yaml"
 STATE_FILES = (MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, CONFIG_FILE)
 H5_FILES = (MODEL_FILE, OPTIMIZER_FILE)
+# Only with trainer.early_stopping.restore_best_weights: the best epoch's weights, in the
+# layout of MODEL_FILE (plain Keras loads it); checked as the files above when present.
+BEST_WEIGHTS_FILE = "early_stopping_best.weights.h5"
+CHECKED_H5_FILES = (*H5_FILES, BEST_WEIGHTS_FILE)
 
 POINTERS = ("latest", "best")
 RUN_CONFIG = "config.yaml"
 METRICS_CSV = "metrics.csv"
 SUMMARY = "summary.json"
 TENSORBOARD_DIR = "tensorboard"
+STEPS_CSV = "steps.csv"  # logger=csv: one row per logged step
 # What a run writes at its top level: a fresh run refuses a directory holding any.
-RUN_FILES = (RUN_CONFIG, METRICS_CSV, SUMMARY, TENSORBOARD_DIR, *POINTERS)
+RUN_FILES = (RUN_CONFIG, METRICS_CSV, SUMMARY, TENSORBOARD_DIR, STEPS_CSV, *POINTERS)
 RUN_LOCK = ".lock"
 RUN_LOCK_HOLDER = ".lock-holder.json"
 

@@ -446,12 +446,27 @@ class Record(Spec):
         return None
 
 
+@dataclass(frozen=True)
+class SizedData(Spec):
+    """Any plain data (the reader made it so) of at most ``max_bytes`` as JSON."""
+
+    max_bytes: int
+
+    def problem(self, value: Any, where: str) -> str | None:
+        size = len(json.dumps(value).encode())
+        if size > self.max_bytes:
+            return f"{where} is {size} bytes as JSON, more than {self.max_bytes}"
+        return None
+
+
 def _join(where: str, key: str) -> str:
     return f"{where}.{key}" if where else key
 
 
 # --------------------------------------------------------------------------- trainer state
 
+# One user callback's get_state() as JSON, at most (trainer.callbacks refuses to save more).
+MAX_CALLBACK_STATE_BYTES = 1 << 20
 COUNT = Integer(0, MAX_GLOBAL_STEP)
 # trainer.loop.LoopState, field by field (tests check that every field is here).
 LOOP_STATE = Record(
@@ -461,16 +476,37 @@ LOOP_STATE = Record(
         "epochs_completed": COUNT,
         "best": Nullable(Number()),
         "epochs_without_improvement": COUNT,
+        "early_stopping_best": Nullable(Number()),
+        "early_stopping_best_epoch": COUNT,
         "epochs_since_lr_cut": COUNT,
+        "plateau_best": Nullable(Number()),
+        "plateau_cooldown": COUNT,
         "lr_scale": Number(1e-30, 1.0),  # reduce-on-plateau's factor: in (0, 1]
         "stopped_early": Flag(),
         "history": ListOf(MappingOf(Nullable(Number()), max_length=1000)),
+        "callbacks": ListOf(
+            Record(
+                {"name": Text(256), "state": SizedData(MAX_CALLBACK_STATE_BYTES)},
+                required=("name", "state"),
+            ),
+            max_length=1000,
+        ),
+        "epoch_metrics": ListOf(Number(), max_length=64),
     },
     required=("epoch", "batches_done", "epochs_completed"),
+)
+# trainer.loggers.Loggers.run_states: per tracker (its option name), the run to continue.
+# Ids are what MLflow (32 hex digits) and W&B (letters, digits, - and _) make; a value
+# read back is only ever handed to the tracker's client as that run's id.
+LOGGER_STATE = MappingOf(
+    Record({"run_id": Text(128, pattern=r"[A-Za-z0-9_-]+")}, required=("run_id",)),
+    max_length=16,
+    key=Text(32, pattern=r"[a-z_]+"),
 )
 TRAINER_STATE = Record(
     {
         "loop": LOOP_STATE,
+        "loggers": LOGGER_STATE,
         "rng": ListOf(
             Record(
                 {"path": Text(), "state": ListOf(Integer(-(2**63), 2**64 - 1), max_length=64)},

@@ -41,9 +41,10 @@ ALLOWED_PREFIXES = (
     "dataset.data_dir",
     "dataset.download",
     "dataset.path",  # an image folder that moved; rule 7 checks it holds the same files
+    "logger",  # where the run logs (trainer.loggers): never from the checkpoint
 )
 # Overrides that fine-tuning (trainer.fine_tune=true) allows on top.
-FINE_TUNE_PREFIXES = ("optimizer", "schedule")
+FINE_TUNE_PREFIXES = ("optimizer", "schedule", "callbacks")
 # trainer.* keys that change what a resumed run trains (refused like the model's), but
 # that fine-tuning may change: its optimizer is fresh, and the weights are float32 in
 # every precision (a loss-scale optimizer's variables are what would not fit).
@@ -140,7 +141,7 @@ def plan_start(
        run directory (its newest checkpoint that verifies; broken ones are
        reported and skipped).
     3. The checkpoint's own config is what the run trains with: model,
-       optimizer, schedule, dataset and seed come from it, not from conf/.
+       optimizer, schedule, dataset, seed and callbacks come from it, not from conf/.
     4. Command-line overrides may change trainer.* and checkpoint.* (run length,
        saving); overrides that change the model, optimizer, schedule, dataset,
        augment, seed or :data:`TRAINER_KEYS_FIXED_ON_RESUME` (a value other than
@@ -184,13 +185,19 @@ def plan_start(
         )
     merged = OmegaConf.create({k: saved[k] for k in SAVED_SECTIONS})  # rule 3
     merged.seed = saved.get("seed", cfg.seed)
+    # The checkpoint's callback names and arguments, built from this command line's
+    # registry (trainer.callbacks); none in a checkpoint from before they existed.
+    merged.callbacks = saved.get("callbacks") or []
     merged.imports = list(cfg.imports)  # never from the checkpoint
     if cfg.get("paths") is not None:  # where this command writes: never from the checkpoint
         merged.paths = cfg.paths
+    if cfg.get("logger") is not None:  # where this command logs: never from the checkpoint
+        merged.logger = cfg.logger
     merged.resume = str(checkpoint.path)
     if fine_tune:
         merged.optimizer = cfg.optimizer
         merged.schedule = cfg.schedule
+        merged.callbacks = cfg.get("callbacks") or []
     for key in keys:  # allowed overrides take the value composed from the command line
         if key.startswith(("trainer.", "checkpoint.", "dataset.")):
             OmegaConf.update(merged, key, OmegaConf.select(cfg, key), merge=False)

@@ -28,7 +28,7 @@
       inside a run (an ancestor holds checkpoints), such as a sweep's job;
    e. a directory that holds checkpoints, or any file a run writes
       (``layout.RUN_FILES``: config.yaml, metrics.csv, summary.json,
-      tensorboard/, latest, best).
+      tensorboard/, steps.csv, latest, best).
 
    They are checked when the run is planned (before TensorFlow is imported)
    and again once the lock is held, since another process may have written

@@ -7,7 +7,10 @@ Written into a checkpoint's staging directory (see ``trainer.checkpoint``):
   then the slots), each with its Keras path and shape, read back with h5py;
 - ``trainer_state.json``: the data position, the RNG states of the model's
   seed generators (dropout) and the loop's own state (callbacks, best metric);
-- ``config.yaml``: the run's config, model/optimizer/schedule side by side.
+- ``config.yaml``: the run's config, model/optimizer/schedule side by side;
+- ``early_stopping_best.weights.h5``, only when given best weights
+  (``trainer.early_stopping.restore_best_weights``): those, in the layout of
+  ``model.weights.h5``.
 
 Restoring builds nothing: the model and optimizer are rebuilt from config by
 the caller, then every variable is matched by position and shape here. No
@@ -69,7 +72,13 @@ from trainer.checkpoint.h5 import (
     read_optimizer_file,
 )
 from trainer.checkpoint.h5_layout import H5Layout
-from trainer.checkpoint.layout import CONFIG_FILE, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE
+from trainer.checkpoint.layout import (
+    BEST_WEIGHTS_FILE,
+    CONFIG_FILE,
+    MODEL_FILE,
+    OPTIMIZER_FILE,
+    STATE_FILE,
+)
 from trainer.checkpoint.reading import open_regular, read_trainer_state, to_json
 from trainer.errors import UserError
 
@@ -86,9 +95,11 @@ def write_state(
     optimizer: keras.optimizers.Optimizer,
     loop_state: Mapping[str, Any],
     config_yaml: str,
+    best_weights: list[np.ndarray] | None = None,
 ) -> None:
-    """Write the four state files of a checkpoint into ``directory``."""
-    snapshot_state(model, optimizer, loop_state, config_yaml)(directory)
+    """Write the four state files of a checkpoint into ``directory`` (five with
+    ``best_weights``, see :func:`snapshot_state`)."""
+    snapshot_state(model, optimizer, loop_state, config_yaml, best_weights)(directory)
 
 
 def snapshot_state(
@@ -96,8 +107,12 @@ def snapshot_state(
     optimizer: keras.optimizers.Optimizer,
     loop_state: Mapping[str, Any],
     config_yaml: str,
+    best_weights: list[np.ndarray] | None = None,
 ) -> Callable[[Path], None]:
     """Hold the state as it is now; return ``write(directory)``, which writes it later.
+
+    ``best_weights``: arrays in the order of ``model.weights`` (``get_weights()``),
+    written as ``early_stopping_best.weights.h5``; the caller must not change them.
 
     ``write`` writes the files of :func:`write_state` from the held values, on
     any thread, while training changes the live variables. Holding takes a few
@@ -113,10 +128,13 @@ def snapshot_state(
     for index, (variable, held) in enumerate(zip(variables, _hold_all(variables), strict=True)):
         slots.datasets.append(("", str(index), held, {"path": variable.path}))
     state = _with_rng_state(model, loop_state)  # a few numbers: copied now
+    best = None if best_weights is None else _weights_file_of(model, best_weights)
 
     def write(directory: Path) -> None:
         weights.write(directory / MODEL_FILE)
         slots.write(directory / OPTIMIZER_FILE)
+        if best is not None:
+            best.write(directory / BEST_WEIGHTS_FILE)
         _write_small_files(directory, state, config_yaml)
 
     return write
@@ -243,6 +261,39 @@ def _weights_plan(model: keras.Model) -> _HeldFile:
     if all(id(value) in ours for _, _, value, _ in store.file.datasets):
         _PLANS[model] = (key, store.file)
     return store.file
+
+
+def _weights_file_of(model: keras.Model, values: list[np.ndarray]) -> _HeldFile:
+    """The weights file of ``model`` holding ``values`` (in ``model.weights`` order) instead
+    of its own: the layout Keras' writer gives the model, with other values."""
+    plan = _weights_plan(model)
+    position = {id(variable): index for index, variable in enumerate(model.weights)}
+    held = _HeldFile(groups=plan.groups)
+    for group, name, value, attrs in plan.datasets:
+        if id(value) not in position or len(values) != len(position):
+            raise ValueError("the best weights do not match the model's weights")
+        held.datasets.append((group, name, np.asarray(values[position[id(value)]]), attrs))
+    return held
+
+
+def read_best_weights(checkpoint: Checkpoint, model: keras.Model) -> list[np.ndarray] | None:
+    """The weights ``early_stopping_best.weights.h5`` of ``checkpoint`` holds, in the order of
+    ``model.weights``; None if it has none. Checked as ``model.weights.h5`` is, then loaded
+    by Keras into ``model`` and read back (``model``'s own weights are put back after)."""
+    if BEST_WEIGHTS_FILE not in ((checkpoint.manifest or {}).get("files") or {}):
+        return None
+    _check_weights_file(checkpoint, model, BEST_WEIGHTS_FILE)
+    current = model.get_weights()
+    try:
+        model.load_weights(checkpoint.file(BEST_WEIGHTS_FILE))
+        return model.get_weights()
+    except (ValueError, KeyError) as error:
+        raise UserError(
+            f"checkpoint {checkpoint.path}: {BEST_WEIGHTS_FILE} does not fit the model: "
+            f"{keras_reason(error)}"
+        ) from None
+    finally:
+        model.set_weights(current)
 
 
 def _hold_all(values: list[Any]) -> list[Any]:
