@@ -30,6 +30,7 @@ TARGET = 1.10
 MODEL_CASES = {
     "default": [],  # conf/model/cnn.yaml: 53 k parameters on digits
     "10M": ["model.dense_units=[3072,3072]"],  # 10.3 M parameters, a 124 MB checkpoint
+    "1G": ["model.dense_units=[11264,8192]"],  # 96 M parameters, a 1.1 GiB checkpoint (issue 15)
     "tiny": ["model.filters=[8]", "model.dense_units=[16]"],
 }
 
@@ -103,7 +104,7 @@ def _checkpoint_bytes(run_dir: Path) -> int:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = common.argument_parser(__doc__.splitlines()[0], repeats=5)
-    parser.add_argument("--models", default="default,10M", help="comma-separated: default, 10M")
+    parser.add_argument("--models", default="default,10M", help="comma-separated: default, 10M, 1G")
     args = parser.parse_args(argv)
     models = args.models.split(",")
     if args.quick:

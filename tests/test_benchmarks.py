@@ -159,12 +159,18 @@ def test_checkpoint_io_times_every_saver_and_reader_against_the_disk(tmp_path):
     report = checkpoint_io.main(["--quick", "--workdir", str(tmp_path)])
     cases = {case["case"]: case for case in report["cases"]}
     savers = {"disk_limit", "ours_sync", "ours_async", "tf_checkpoint_manager"}
-    assert savers | {"read_bytes", "ours_restore", "tf_restore", "orbax"} == set(cases)
+    assert savers | {
+        "read_bytes",
+        "ours_restore",
+        "ours_verify_then_restore",
+        "tf_restore",
+        "orbax",
+    } == set(cases)
     for name in savers:
         assert_summary(cases[name]["total_s"])
         assert_summary(cases[name]["total_ratio_to_disk_limit"])
     assert cases["disk_limit"]["total_ratio_to_disk_limit"]["median"] == 1
-    for name in ("ours_restore", "tf_restore"):
+    for name in ("ours_restore", "ours_verify_then_restore", "tf_restore"):
         assert_summary(cases[name]["total_ratio_to_read_bytes"])
     assert_summary(cases["ours_async"]["blocked_ratio_to_ours_sync"])
     assert cases["ours_async"]["peak_memory_in_states"]["min"] >= 0

@@ -44,6 +44,7 @@ from trainer.checkpoint import (
     verify_in_background,
     write_text_atomically,
 )
+from trainer.checkpoint.format import move_aside
 from trainer.checkpoint.manager import CheckpointError, CheckpointManager
 from trainer.errors import UserError
 
@@ -629,6 +630,38 @@ def test_pruning_keeps_the_newest_valid_checkpoint_past_a_newer_broken_one(tmp_p
     assert latest_valid_checkpoint(tmp_path, report=lambda _: None).global_step == 2
 
 
+def test_pruning_renames_out_of_sight_at_once_and_deletes_in_the_background(tmp_path, monkeypatch):
+    manager = quiet_manager(tmp_path, keep_last=1, keep_best=0)
+    manager_save(manager, 1)
+    release = threading.Event()
+    real_rmtree = checkpoint_manager_module.shutil.rmtree
+
+    def slow_rmtree(path, **kwargs):
+        release.wait(10)  # the deletion is held until the save has returned
+        real_rmtree(path, **kwargs)
+
+    monkeypatch.setattr(checkpoint_manager_module.shutil, "rmtree", slow_rmtree)
+    manager_save(manager, 2)
+    # save() returned with step 1 out of every listing, its files not yet deleted.
+    assert steps_in(tmp_path) == [2]
+    [pruned] = hidden_entries(tmp_path)
+    assert pruned.startswith(".step-00000001.tmp-pruned-")
+    assert (tmp_path / pruned / WEIGHTS).exists()
+    release.set()
+    manager.close()
+    assert hidden_entries(tmp_path) == []
+    assert verify(tmp_path / checkpoint_name(2)).valid
+
+
+def test_a_pruned_checkpoint_left_by_a_dead_process_is_deleted_never_put_back(tmp_path):
+    kept, pruned = make_checkpoint(tmp_path, 2), make_checkpoint(tmp_path, 1)
+    hidden = move_aside(pruned)
+    assert list_checkpoints(tmp_path) == [kept] and hidden.exists()
+    quiet_manager(tmp_path, keep_last=1, keep_best=0)  # a new process' manager
+    assert hidden_entries(tmp_path) == []
+    assert steps_in(tmp_path) == [2]
+
+
 def _checkpoint(tmp_path: Path, step: int, valid: bool, metric: float | None = None) -> Checkpoint:
     manifest = {"global_step": step, "metrics": {} if metric is None else {"m": metric}}
     return Checkpoint(
@@ -676,6 +709,7 @@ def test_pointers_are_written_atomically_and_leave_no_temp_files(tmp_path, monke
     manager = quiet_manager(tmp_path, keep_last=2, keep_best=1, monitor="m")
     for step in (1, 2, 3):
         manager_save(manager, step, {"m": float(step)})
+    manager.close()  # the pruned checkpoint's deletion (background) is done
 
     assert (tmp_path / "latest").read_text() == "step-00000003\n"
     assert (tmp_path / "best").read_text() == "step-00000003\n"

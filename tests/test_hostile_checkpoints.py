@@ -34,6 +34,7 @@ from trainer.checkpoint import (
     read_pointer,
     verify,
 )
+from trainer.checkpoint.format import checkpoint_arrays
 from trainer.checkpoint.h5 import check_h5_file
 from trainer.checkpoint.manager import CheckpointManager
 from trainer.checkpoint.reading import (
@@ -394,6 +395,64 @@ def test_a_clean_checkpoint_restores_every_variable(written):
     state = restore_state(checkpoint, run.model, run.optimizer)
     assert state["loop"]["batches_done"] == STEPS[-1]
     assert int(run.optimizer.iterations.numpy()) == STEPS[-1]
+
+
+def test_restore_loads_exactly_what_keras_load_weights_and_the_file_hold(written):
+    # restore_state assigns the weights itself (views of the file's bytes); plain Keras
+    # loading the same file into a twin must give the same values, bit for bit.
+    from trainer.build import build_run
+    from trainer.checkpoint.state import restore_state
+
+    checkpoint = verify(newest(written))
+    ours, keras_twin = (build_run(read_checkpoint_config(checkpoint), _info()) for _ in "ab")
+    restore_state(checkpoint, ours.model, ours.optimizer)
+    keras_twin.model.load_weights(checkpoint.file("model.weights.h5"))
+    saved = checkpoint_arrays(checkpoint.path)
+    for mine, theirs in zip(ours.model.weights, keras_twin.model.weights, strict=True):
+        assert np.asarray(mine).tobytes() == np.asarray(theirs).tobytes()
+    optimizer_values = [saved[f"optimizer.h5/{i}"] for i in range(len(ours.optimizer.variables))]
+    for variable, value in zip(ours.optimizer.variables, optimizer_values, strict=True):
+        assert np.asarray(variable).tobytes() == np.asarray(value).tobytes()
+
+
+def test_restore_refuses_a_file_changed_after_it_verified(run_dir):
+    from trainer.build import build_run
+    from trainer.checkpoint.state import restore_state
+
+    checkpoint = verify(newest(run_dir))
+    assert checkpoint.valid
+    path = checkpoint.file("optimizer.h5")
+    with h5py.File(path, "r") as handle:  # a byte of a slot's data, the size unchanged
+        offset = handle["1"].id.get_offset()
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+    run = build_run(read_checkpoint_config(checkpoint), _info())
+    with pytest.raises(UserError) as error:
+        restore_state(checkpoint, run.model, run.optimizer)
+    assert "optimizer.h5 is not the file its manifest lists" in one_line(error)
+
+
+def test_a_file_verify_hashed_is_not_hashed_again_by_restore(run_dir, monkeypatch):
+    import types
+
+    import trainer.checkpoint.state as state_module
+    from trainer.build import build_run
+
+    hashed = []
+
+    def spy(data):
+        hashed.append(len(data))
+        return hashlib.sha256(data)
+
+    monkeypatch.setattr(state_module, "hashlib", types.SimpleNamespace(sha256=spy))
+    run = build_run(read_checkpoint_config(unchecked(newest(run_dir))), _info())
+    state_module.restore_state(unchecked(newest(run_dir)), run.model, run.optimizer)
+    files = unchecked(newest(run_dir)).manifest["files"]
+    sizes = [files["model.weights.h5"]["size"], files["optimizer.h5"]["size"]]
+    assert hashed == sizes  # never verified (a fresh copy): each HDF5 file hashed as read
+    state_module.restore_state(verify(newest(run_dir)), run.model, run.optimizer)
+    assert hashed == sizes  # verify hashed the same unchanged files: not again
 
 
 def test_keras_load_errors_keep_their_reason_in_one_line(written, tmp_path):

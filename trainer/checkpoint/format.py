@@ -69,6 +69,7 @@ from trainer.checkpoint.reading import (
     read_pointer_file,
     to_json,
 )
+from trainer.checkpoint.writeback import start_writeback
 from trainer.errors import UserError
 
 if TYPE_CHECKING:
@@ -169,34 +170,32 @@ def write_pieces_durably(path: Path, pieces: Iterable[bytes | memoryview]) -> Fi
     """Create ``path`` holding ``pieces`` one after the other, fsynced once at the end;
     return its size and sha256, computed from the same buffers as they are written.
 
-    The file is hashed in the pass that writes it, never re-read: a second
-    thread hashes each piece while this one writes the next (both release the
-    GIL), and the fsync overlaps the last hashes. The entry is also remembered
-    for :func:`commit_checkpoint`, which then neither re-reads nor re-fsyncs the
-    file (it checks the file is still the one written: same inode, size and
-    mtime). Python's own writes: a full disk is an ``OSError`` with its errno
-    (see ``trainer.checkpoint.state`` for why HDF5 files come here).
+    The file is hashed in the pass that writes it, never re-read: each piece is
+    written, the disk is told to start writing it (``trainer.checkpoint.writeback``),
+    and it is hashed while the disk does, so the fsync at the end waits for the
+    last pieces only. One thread: on a machine whose cores are busy, a hasher
+    thread beside the writer made a save slower, not faster (BENCHMARKS.md 6.).
+    The entry is also remembered for :func:`commit_checkpoint`, which then
+    neither re-reads nor re-fsyncs the file (it checks the file is still the one
+    written: same inode, size and mtime). Python's own writes: a full disk is an
+    ``OSError`` with its errno (see ``trainer.checkpoint.state`` for why HDF5
+    files come here).
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     digest = hashlib.sha256()
     size = 0
-    with ThreadPoolExecutor(1, thread_name_prefix="sha256") as hasher:
-        hashed = []
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        try:
-            for piece in pieces:
-                view = memoryview(piece).cast("B")
-                hashed.append(hasher.submit(digest.update, view))  # in order: one thread
-                written = 0
-                while written < len(view):  # os.write may write less than asked
-                    written += os.write(fd, view[written:])
-                size += len(view)
-            os.fsync(fd)  # the hashes go on meanwhile: the disk's wait is the hasher's time
-        finally:
-            os.close(fd)
-        for future in hashed:
-            future.result()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        for piece in pieces:
+            view = memoryview(piece).cast("B")
+            written = 0
+            while written < len(view):  # os.write may write less than asked
+                written += os.write(fd, view[written:])
+            start_writeback(fd, size, len(view))
+            digest.update(view)  # while the disk writes it
+            size += len(view)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     entry = FileEntry(size, digest.hexdigest())
     _remember(path, entry)
     return entry
@@ -357,16 +356,44 @@ def _file_problem(file_path: Path, entry: Mapping[str, Any], hashes: bool) -> st
         return "missing"
     try:
         with open_regular(file_path) as handle:
-            size = os.fstat(handle.fileno()).st_size
-            if size != entry["size"]:
-                return f"size {size} bytes, manifest says {entry['size']}"
-            if hashes and _sha256(handle) != entry["sha256"]:
-                return "sha256 does not match the manifest"
+            status = os.fstat(handle.fileno())
+            if status.st_size != entry["size"]:
+                return f"size {status.st_size} bytes, manifest says {entry['size']}"
+            if hashes:
+                if _sha256(handle) != entry["sha256"]:
+                    return "sha256 does not match the manifest"
+                _remember_verified(file_path, status, entry["sha256"])
     except ValueError as error:
         return str(error).removeprefix(f"{file_path.name} ")
     except OSError as error:
         return f"cannot be read ({error.strerror})"
     return None
+
+
+# Files whose sha256 verify() found to match their manifest: path -> (identity, sha256),
+# the identity being (inode, size, mtime_ns, ctime_ns). Bounded like _WRITTEN.
+_VERIFIED: dict[str, tuple[tuple[int, int, int, int], str]] = {}
+
+
+def _identity(status: os.stat_result) -> tuple[int, int, int, int]:
+    return (status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
+
+
+def _remember_verified(path: Path, status: os.stat_result, sha256: str) -> None:
+    with _WRITTEN_LOCK:
+        _VERIFIED[str(path)] = (_identity(status), sha256)
+        while len(_VERIFIED) > _MAX_WRITTEN:
+            del _VERIFIED[next(iter(_VERIFIED))]
+
+
+def was_verified(path: Path, status: os.stat_result, sha256: str) -> bool:
+    """Whether :func:`verify` hashed ``path`` to ``sha256`` and the file, as ``status``
+    (an ``fstat`` of it open now) shows it, is still that one: same inode, size, mtime
+    and ctime. A restore then loads it without hashing it again (a resume verifies
+    beside TensorFlow's import, then restores: one hash of each byte, not two)."""
+    with _WRITTEN_LOCK:
+        remembered = _VERIFIED.get(str(path))
+    return remembered == (_identity(status), sha256)
 
 
 def verify_in_background(path: Path) -> Future[Checkpoint]:
@@ -522,8 +549,22 @@ def staging_dir(run_dir: Path, global_step: int) -> Path:
     return path
 
 
+def move_aside(path: Path) -> Path:
+    """Rename checkpoint directory ``path`` to a hidden sibling, to be deleted later; return it.
+
+    One rename, however large the checkpoint: pruning takes it out of every
+    listing at once and leaves the unlinks (tens of ms per 100 MiB) to a
+    background thread (``CheckpointManager``). If the process dies first, the
+    next manager's :func:`remove_stale_staging` deletes it (a ``.tmp-`` sibling).
+    """
+    hidden = path.with_name(f".{path.name}.tmp-pruned-{os.getpid()}-{time.time_ns()}")
+    os.rename(path, hidden)
+    return hidden
+
+
 def remove_stale_staging(run_dir: Path) -> None:
-    """Delete half-written checkpoints left by a process that died while saving.
+    """Delete half-written checkpoints left by a process that died while saving, and
+    pruned ones it had not finished deleting (:func:`move_aside`).
 
     A checkpoint moved aside to be replaced (``.step-N.tmp-replaced-*``) whose
     replacement never arrived is put back instead: it is complete.

@@ -19,7 +19,9 @@ So every value read is bytes of this file, read once: reading is bounded
 by the file's size, which a manifest has checked. The other functions read
 a checked file: :func:`datasets` (paths, shapes, dtypes, names),
 :func:`layout_problems` (a file against the layout a model or optimizer
-built from config has), :func:`read_datasets` and :func:`read_optimizer_file`.
+built from config has), :func:`read_datasets` and :func:`read_optimizer_file`
+(given the file's bytes, read once and hashed by the caller, they return views
+of those bytes rather than copies).
 
 No TensorFlow here (h5py never imports it).
 """
@@ -33,6 +35,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from trainer.checkpoint.layout import MAX_GLOBAL_STEP
 from trainer.checkpoint.reading import open_regular
@@ -233,8 +237,21 @@ def read_datasets(source: Source, paths: list[str], what: str) -> list[Any]:
             if not isinstance(item, h5py.Dataset):
                 kind = "missing" if item is None else f"a {type(item).__name__}, not a dataset"
                 raise ValueError(f"{what}: {path} is {kind}")
-            values.append(item[()])
+            values.append(_value(item, source, what))
     return values
+
+
+def _value(dataset: Any, source: Source, what: str) -> Any:
+    """The value of a checked ``dataset``: when ``source`` is the file's bytes and the
+    dataset is stored in one piece, a read-only NumPy view of those bytes (the file is
+    read once, and what is loaded is what was hashed); else h5py reads it (a copy)."""
+    offset = dataset.id.get_offset() if isinstance(source, bytes) else None
+    if offset is None:  # a path, or a small dataset kept in its header
+        return dataset[()]
+    if offset + dataset.nbytes > len(source):
+        raise ValueError(f"{what}: {dataset.name.lstrip('/')} lies beyond the end of the file")
+    array = np.frombuffer(source, dtype=dataset.dtype, count=dataset.size, offset=offset)
+    return array.reshape(dataset.shape)
 
 
 def read_optimizer_file(source: Source, what: str, global_step: int | None) -> list[Any]:
@@ -244,7 +261,7 @@ def read_optimizer_file(source: Source, what: str, global_step: int | None) -> l
     if problem:
         raise ValueError(problem)
     with _open(source) as handle:
-        return [handle[str(index)][()] for index in range(len(handle))]
+        return [_value(handle[str(index)], source, what) for index in range(len(handle))]
 
 
 def optimizer_file_problem(source: Source, what: str, global_step: int | None) -> str | None:

@@ -81,6 +81,15 @@ class _MetadataFile(io.RawIOBase):
             first += 1
         last = bisect.bisect_right(self._starts, end)
         touched = self._starts[first:last]
+        if len(touched) == 1 and touched[0] <= start:
+            # Within or extending one extent: in place. (HDF5 writes its metadata in
+            # many small pieces, mostly at the end of the last extent; merging into a
+            # new bytearray each time copied the whole extent per write.)
+            extent = self._extents[touched[0]]
+            extent[start - touched[0] : end - touched[0]] = data  # longer: it grows
+            self._position = end
+            self._size = max(self._size, end)
+            return len(data)
         low = min([start, *touched])
         high = max([end, *(self._end(s) for s in touched)])
         merged = bytearray(high - low)

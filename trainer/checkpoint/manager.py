@@ -3,7 +3,9 @@
 ``save()`` writes the state files into a staging directory (the only part the
 training loop waits for, unless saving is synchronous), then *commits* it:
 fsync, sha256 of every file into ``manifest.json``, rename into place, move
-the ``latest``/``best`` pointers, prune by the :class:`~trainer.checkpoint.keep.KeepPolicy`.
+the ``latest``/``best`` pointers, prune by the :class:`~trainer.checkpoint.keep.KeepPolicy`
+(a pruned checkpoint is renamed out of sight at once and deleted by a background
+thread, which ``close`` joins).
 With ``asynchronous=True`` the commit runs on a background thread while
 training goes on; at most one commit is in flight (the next ``save`` waits for
 it), and an error in the background is raised by the next ``save``, ``wait``
@@ -19,6 +21,7 @@ renaming it into place).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import threading
@@ -29,6 +32,7 @@ from typing import Any
 from trainer.checkpoint.format import (
     commit_checkpoint,
     list_checkpoints,
+    move_aside,
     read_checkpoint,
     read_manifest,
     read_pointer,
@@ -81,6 +85,7 @@ class CheckpointManager:
         self.report = report
         self._thread: threading.Thread | None = None
         self._error: tuple[Path, BaseException] | None = None  # (checkpoint, what failed)
+        self._deleting: threading.Thread | None = None  # pruned checkpoints being deleted
         with storage_errors(f"prepare run directory {self.run_dir} for checkpoints"):
             self.run_dir.mkdir(parents=True, exist_ok=True)
             remove_stale_staging(self.run_dir)
@@ -126,7 +131,10 @@ class CheckpointManager:
         return final
 
     def wait(self) -> None:
-        """Block until the commit in flight (if any) is done; raise its error if it failed."""
+        """Block until the commit in flight (if any) is done; raise its error if it failed.
+
+        Pruned checkpoints may still be being deleted (out of sight): see :meth:`close`.
+        """
         if self._thread is not None:
             self._thread.join()
             self._thread = None
@@ -139,7 +147,14 @@ class CheckpointManager:
                 failure = RuntimeError(f"saving checkpoint {final} in the background failed")
             raise failure from error
 
-    close = wait
+    def close(self) -> None:
+        """:meth:`wait`, then for the deletion of pruned checkpoints to end."""
+        try:
+            self.wait()
+        finally:
+            if self._deleting is not None:
+                self._deleting.join()
+                self._deleting = None
 
     @property
     def latest(self) -> str | None:
@@ -201,5 +216,23 @@ class CheckpointManager:
         # A checkpoint whose manifest is unusable is one pruning may delete, never a crash.
         scanned = [read_checkpoint(path) for path in list_checkpoints(self.run_dir)]
         protected = [name for name in (self.latest, self.best) if name]
+        doomed = []
         for path in self.policy.to_remove(scanned, protected):
-            shutil.rmtree(path, ignore_errors=True)
+            with contextlib.suppress(OSError):  # as a failed delete: pruning never fails a save
+                doomed.append(move_aside(path))  # out of every listing now, deleted below
+        if doomed:
+            self._delete_in_background(doomed)
+
+    def _delete_in_background(self, paths: list[Path]) -> None:
+        """Delete the pruned ``paths`` on a thread of their own, after the ones before."""
+        previous = self._deleting
+
+        def delete() -> None:
+            if previous is not None:
+                previous.join()
+            _yield_to_training()
+            for path in paths:
+                shutil.rmtree(path, ignore_errors=True)
+
+        self._deleting = threading.Thread(target=delete, name="checkpoint-prune", daemon=False)
+        self._deleting.start()

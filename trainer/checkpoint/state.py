@@ -43,6 +43,8 @@ groups and values instead of writing them), so the file is the one
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 import warnings
 import weakref
@@ -55,8 +57,20 @@ import numpy as np
 import tensorflow as tf
 from keras.src.saving import saving_lib  # Keras' weights writer: see _HeldStore
 
-from trainer.checkpoint.format import Checkpoint, write_bytes_durably, write_pieces_durably
-from trainer.checkpoint.h5 import Array, datasets, dtype_name, layout_problems, read_optimizer_file
+from trainer.checkpoint.format import (
+    Checkpoint,
+    was_verified,
+    write_bytes_durably,
+    write_pieces_durably,
+)
+from trainer.checkpoint.h5 import (
+    Array,
+    datasets,
+    dtype_name,
+    layout_problems,
+    read_datasets,
+    read_optimizer_file,
+)
 from trainer.checkpoint.h5_layout import H5Layout
 from trainer.checkpoint.layout import (
     BEST_WEIGHTS_FILE,
@@ -65,7 +79,7 @@ from trainer.checkpoint.layout import (
     OPTIMIZER_FILE,
     STATE_FILE,
 )
-from trainer.checkpoint.reading import read_trainer_state, to_json
+from trainer.checkpoint.reading import open_regular, read_trainer_state, to_json
 from trainer.errors import UserError
 
 
@@ -383,17 +397,18 @@ def restore_state(
     Every variable must match in count, shape and dtype, else a UserError says
     which one does not: a checkpoint of another model is refused, never half-loaded.
     Returns the loop state saved with the checkpoint.
+
+    Each HDF5 file is read once (:func:`read_checked`) and its values are views of
+    those bytes, not read again by h5py or Keras; their sha256 is checked on them,
+    unless ``verify`` hashed the same unchanged file (then it is not taken twice).
+    The weights go straight into the variables Keras' writer stored them from (the
+    layout is Keras': ``model.load_weights`` reads the file too, and is what loads
+    it where a layer stores anything but its own variables).
     """
-    _check_weights_file(checkpoint, model)
-    try:
-        with warnings.catch_warnings():  # Keras warns, then raises: the error says it all
-            warnings.simplefilter("ignore")
-            model.load_weights(checkpoint.file(MODEL_FILE))
-    except (ValueError, KeyError) as error:
-        raise UserError(
-            f"checkpoint {checkpoint.path} does not fit the model built from its config: "
-            f"{keras_reason(error)}"
-        ) from None
+    weights = read_checked(checkpoint, MODEL_FILE)
+    _check_weights_file(checkpoint, model, MODEL_FILE, weights)
+    _load_weights(checkpoint, model, weights)
+    del weights  # the optimizer's file is read next: one file's bytes at a time
     state = read_trainer_state(checkpoint)
     generators = seed_generator_variables(model)
     rng = state.get("rng", [])
@@ -441,9 +456,66 @@ def weights_layout(model: keras.Model) -> dict[str, Array]:
     return _held_weights_file(model).layout()
 
 
-def _check_weights_file(checkpoint: Checkpoint, model: keras.Model, name: str = MODEL_FILE) -> None:
+def read_checked(checkpoint: Checkpoint, name: str) -> bytes:
+    """The bytes of the checkpoint's file ``name``, read once; a UserError unless they are
+    exactly the ones its manifest lists (same size, same sha256). The sha256 is taken
+    from these bytes, unless ``verify`` hashed this very file, unchanged since
+    (``trainer.checkpoint.format.was_verified``)."""
+    path = checkpoint.file(name)
+    entry = checkpoint.manifest["files"][name]
     try:
-        found = {d.path: d.array for d in datasets(checkpoint.file(name), name)}
+        with open_regular(path) as handle:
+            status = os.fstat(handle.fileno())
+            data = handle.read(entry["size"] + 1)  # bounded by the manifest: one more shows it
+    except (OSError, ValueError) as error:
+        raise UserError(f"checkpoint {checkpoint.path}: {name} cannot be read ({error})") from None
+    hashed = was_verified(path, status, entry["sha256"]) and len(data) == status.st_size
+    if len(data) != entry["size"] or not (
+        hashed or hashlib.sha256(data).hexdigest() == entry["sha256"]
+    ):
+        raise UserError(
+            f"checkpoint {checkpoint.path}: {name} is not the file its manifest lists "
+            "(its size or sha256 differ)"
+        )
+    return data
+
+
+def _load_weights(checkpoint: Checkpoint, model: keras.Model, weights: bytes) -> None:
+    """Assign the weights file's values (``weights``: its checked bytes) to ``model``."""
+    plan = _weights_plan(model)
+    ours = {id(variable) for variable in model.variables}
+    if all(
+        isinstance(value, keras.Variable) and id(value) in ours and not attrs
+        for _, _, value, attrs in plan.datasets
+    ):  # each dataset is a variable's value, as Keras wrote it: assigned back to it
+        paths = [f"{group}/{name}" if group else name for group, name, _, _ in plan.datasets]
+        try:
+            values = read_datasets(weights, paths, MODEL_FILE)
+        except ValueError as error:
+            raise UserError(f"checkpoint {checkpoint.path}: {error}") from None
+        for (_, _, variable, _), value in zip(plan.datasets, values, strict=True):
+            variable.assign(value)
+        return
+    try:  # a layer that stores computed values, or bfloat16 ones: Keras' own loader
+        with warnings.catch_warnings():  # Keras warns, then raises: the error says it all
+            warnings.simplefilter("ignore")
+            model.load_weights(checkpoint.file(MODEL_FILE))
+    except (ValueError, KeyError) as error:
+        raise UserError(
+            f"checkpoint {checkpoint.path} does not fit the model built from its config: "
+            f"{keras_reason(error)}"
+        ) from None
+
+
+def _check_weights_file(
+    checkpoint: Checkpoint, model: keras.Model, name: str = MODEL_FILE, data: bytes | None = None
+) -> None:
+    """The weights file ``name`` (``data``: its checked bytes, else read from the checkpoint)
+    must hold the datasets ``model.save_weights`` writes; a UserError names the first
+    difference."""
+    try:
+        source = checkpoint.file(name) if data is None else data
+        found = {d.path: d.array for d in datasets(source, name)}
     except ValueError as error:
         raise UserError(f"checkpoint {checkpoint.path}: {error}") from None
     problems = layout_problems(
@@ -458,11 +530,12 @@ def _check_weights_file(checkpoint: Checkpoint, model: keras.Model, name: str = 
 
 
 def read_optimizer_values(checkpoint: Checkpoint) -> list[np.ndarray]:
-    """The variables of the checkpoint's ``optimizer.h5``, checked (step first, see
+    """The variables of the checkpoint's ``optimizer.h5``, checked (its sha256 as it is
+    read, see :func:`read_checked`; then step first, see
     ``trainer.checkpoint.h5.read_optimizer_file``); a UserError if the file is not sound."""
     try:
         return read_optimizer_file(
-            checkpoint.file(OPTIMIZER_FILE), OPTIMIZER_FILE, checkpoint.global_step
+            read_checked(checkpoint, OPTIMIZER_FILE), OPTIMIZER_FILE, checkpoint.global_step
         )
     except ValueError as error:
         raise UserError(f"checkpoint {checkpoint.path}: {error}") from None
