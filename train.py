@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from trainer.config import register_schemas
 from trainer.errors import exit_on_user_error
+from trainer.gc_policy import skip_collection_at_exit
 
 register_schemas()
 
@@ -36,4 +37,7 @@ if __name__ == "__main__":
         with exit_on_user_error():
             print(help_text([a for a in sys.argv[1:] if not a.startswith("-")]))
         sys.exit(0)
-    main()
+    try:
+        main()
+    finally:  # everything is written and closed by now (trainer.gc_policy)
+        skip_collection_at_exit()
