@@ -12,12 +12,16 @@ TensorFlow is imported only once training starts, so ``--help`` and
 
 import sys
 
-import hydra
+from trainer.gc_policy import pause_collection, skip_collection_at_exit
+
+if __name__ == "__main__":  # not for a module that imports this one
+    pause_collection()  # until the training loop starts (trainer.gc_policy)
+
+import hydra  # after the pause: importing Hydra is start-up too
 from omegaconf import DictConfig
 
 from trainer.config import register_schemas
 from trainer.errors import exit_on_user_error
-from trainer.gc_policy import skip_collection_at_exit
 
 register_schemas()
 

@@ -1,5 +1,5 @@
-"""trainer.gc_policy: what the collector skips during the loop and at exit, and what it still
-frees."""
+"""trainer.gc_policy: what the collector skips during start-up, the loop and the exit, and
+what it still frees."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import weakref
 
 import pytest
 
-from trainer.gc_policy import startup_objects_frozen
+from trainer import gc_policy
+from trainer.gc_policy import pause_collection, startup_objects_frozen
 
 
 class Node:
@@ -22,9 +23,25 @@ class Node:
 
 
 @pytest.fixture(autouse=True)
-def _unfrozen():
+def _unfrozen(monkeypatch):
+    monkeypatch.setattr(gc_policy, "_paused", False)
     yield
     gc.unfreeze()  # whatever a failing test left
+    gc.enable()
+
+
+def test_collection_paused_for_start_up_resumes_when_the_loop_starts():
+    pause_collection()
+    assert not gc.isenabled()
+    with startup_objects_frozen():
+        assert gc.isenabled()
+    assert gc.isenabled()
+
+
+def test_a_collector_the_caller_disabled_stays_disabled():
+    gc.disable()  # not by pause_collection: someone else's choice
+    with startup_objects_frozen():
+        assert not gc.isenabled()
 
 
 def test_objects_alive_at_entry_are_frozen_and_unfrozen_on_the_way_out():

@@ -74,7 +74,7 @@ def train(cfg: DictConfig) -> float | None:
         )
         try:
             # On every way out, an error included: buffered scalars, the last commit.
-            # Collections skip what start-up built (trainer.gc_policy: seconds per run).
+            # Collections resume, skipping what start-up built (trainer.gc_policy).
             with closed_on_exit(reporter.close, checkpointer.close), startup_objects_frozen():
                 state = loop.run()
         except StopRequested as stop:  # the checkpoint is committed before we say so
