@@ -12,7 +12,12 @@ TensorFlow is imported only once training starts, so ``--help`` and
 
 import sys
 
-import hydra
+from trainer.gc_policy import pause_collection, skip_collection_at_exit
+
+if __name__ == "__main__":  # not for a module that imports this one
+    pause_collection()  # until the training loop starts (trainer.gc_policy)
+
+import hydra  # after the pause: importing Hydra is start-up too
 from omegaconf import DictConfig
 
 from trainer.config import check_retired_keys, register_schemas
@@ -38,4 +43,7 @@ if __name__ == "__main__":
         sys.exit(0)
     with exit_on_user_error():  # Hydra would call a retired key unknown, not say its new name
         check_retired_keys(a for a in sys.argv[1:] if not a.startswith("-"))
-    main()
+    try:
+        main()
+    finally:  # everything is written and closed by now (trainer.gc_policy)
+        skip_collection_at_exit()

@@ -262,9 +262,11 @@ def _round(value: float) -> float:
     return float(f"{value:.4g}") if math.isfinite(value) else value
 
 
-def alternate(round_index: int, first: Any, second: Any) -> list[Any]:
-    """ABBA order: which of the two goes first alternates from round to round."""
-    return [first, second] if round_index % 2 == 0 else [second, first]
+def alternate(round_index: int, *sides: Any) -> list[Any]:
+    """ABBA order: which of the two goes first alternates from round to round; three or
+    more sides are rotated (each goes first in turn)."""
+    shift = round_index % len(sides)
+    return [*sides[shift:], *sides[:shift]]
 
 
 # --------------------------------------------------------------------------- reports

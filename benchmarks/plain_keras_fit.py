@@ -1,6 +1,7 @@
 """The reference: a plain Keras script that trains what train.py trains, with ``model.fit``.
 
     python -m benchmarks.plain_keras_fit --config CONFIG.yaml --out TIMES.json
+    python -m benchmarks.plain_keras_fit --config CONFIG.yaml --out TIMES.json --checkpoint-dir D
 
 ``CONFIG.yaml`` is the config train.py composes (``train.py ... --cfg job --resolve``).
 Same data (``trainer.data.load_data(...).train_epoch(...)``), same model
@@ -9,6 +10,9 @@ Same data (``trainer.data.load_data(...).train_epoch(...)``), same model
 ``jit_compile`` and ``steps_per_execution``; validation each epoch and a test
 evaluation at the end, as train.py does. No checkpoints, no TensorBoard, no
 metrics file: what a user gets from ``fit`` with the default progress bar.
+With ``--checkpoint-dir D``, what a Keras user adds to keep one: Keras'
+``ModelCheckpoint`` at its defaults, the whole model (weights and optimizer) as
+``D/epoch-NNN.keras`` after every epoch (not fsynced, none pruned).
 
 Writes ``{"epoch_seconds": [...], "train_examples": N, ...}``. An epoch's time
 runs from its first ``on_train_batch_begin`` (the epoch's iterator exists) to
@@ -33,6 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--checkpoint-dir", type=Path, help="ModelCheckpoint every epoch here")
     args = parser.parse_args()
     cfg = read_config(args.config)
 
@@ -69,11 +74,16 @@ def main() -> None:
             self.epoch_seconds.append(self._last - self._start)
 
     timer = EpochTimer()
+    callbacks: list[keras.callbacks.Callback] = [timer]
+    if args.checkpoint_dir is not None:  # after the timer: its epoch ends before the save
+        callbacks.append(
+            keras.callbacks.ModelCheckpoint(str(args.checkpoint_dir / "epoch-{epoch:03d}.keras"))
+        )
     history = model.fit(
         data.train_epoch(0),
         epochs=epochs,
         validation_data=data.validation(),
-        callbacks=[timer],
+        callbacks=callbacks,
     )
     _, test_accuracy = model.evaluate(data.test())
     args.out.write_text(

@@ -150,9 +150,11 @@ def run_on_config(
     return yaml.safe_load((where / "times.yaml").read_text()), process
 
 
-def run_reference(config: dict[str, Any], where: Path) -> dict[str, Any]:
-    """plain_keras_fit.py on ``config``: its epoch times and its process figures."""
-    times, process = run_on_config("benchmarks.plain_keras_fit", config, where)
+def run_reference(config: dict[str, Any], where: Path, checkpoints: bool = False) -> dict[str, Any]:
+    """plain_keras_fit.py on ``config``: its epoch times and its process figures;
+    ``checkpoints``: with a ``ModelCheckpoint`` every epoch (into ``where/checkpoints``)."""
+    args = ("--checkpoint-dir", where / "checkpoints") if checkpoints else ()
+    times, process = run_on_config("benchmarks.plain_keras_fit", config, where, *args)
     return {**times, "process": process}
 
 
@@ -171,21 +173,31 @@ def measure_case(
     root: Path,
     data_dir: Path,
     extra: list[str] = (),
+    reference_checkpoints: bool = False,
 ) -> dict[str, Any]:
-    """Ours and the reference, ``repeats`` rounds back to back (ABBA), on one setting."""
+    """Ours and the reference, ``repeats`` rounds back to back (ABBA), on one setting.
+
+    ``reference_checkpoints``: a third side each round, the fit script saving a
+    checkpoint every epoch as ours does by default (``ModelCheckpoint``), so the
+    whole-run ratio is given both ways: against fit as it comes and against fit
+    that also keeps checkpoints (sides rotated from round to round)."""
     overrides = [*case_overrides(dataset, epochs, spe, jit, data_dir), *extra]
     name = f"{dataset}-spe{spe}-jit{int(jit)}"
     config = common.composed_config(overrides, root)
     ours: list[dict[str, Any]] = []
     reference: list[dict[str, Any]] = []
+    checkpointed: list[dict[str, Any]] = []
+    sides = ["ours", "reference", *(["reference_checkpoints"] if reference_checkpoints else [])]
     for round_index in range(repeats):
-        for side in common.alternate(round_index, "ours", "reference"):
+        for side in common.alternate(round_index, *sides):
             where = root / name / f"{round_index}-{side}"
             where.mkdir(parents=True)
             if side == "ours":
                 ours.append(run_ours(overrides, where))
-            else:
+            elif side == "reference":
                 reference.append(run_reference(config, where))
+            else:
+                checkpointed.append(run_reference(config, where, checkpoints=True))
     examples = reference[0]["train_examples"]
     ours_rate = [examples / steady_epoch_seconds(r["epoch_seconds"]) for r in ours]
     reference_rate = [examples / steady_epoch_seconds(r["epoch_seconds"]) for r in reference]
@@ -194,6 +206,21 @@ def measure_case(
     reference_rss = [r["process"].peak_rss_mb for r in reference]
     ours_wall = [r["process"].wall_seconds for r in ours]
     reference_wall = [r["process"].wall_seconds for r in reference]
+    ours_cpu = [r["process"].cpu_seconds for r in ours]
+    reference_cpu = [r["process"].cpu_seconds for r in reference]
+    with_checkpoints = {}
+    if checkpointed:
+        checkpointed_wall = [r["process"].wall_seconds for r in checkpointed]
+        checkpointed_cpu = [r["process"].cpu_seconds for r in checkpointed]
+        with_checkpoints = {
+            "reference_checkpoints_wall_s": common.summary(checkpointed_wall),
+            "whole_run_ratio_vs_checkpoints": common.summary(
+                common.paired_ratios(checkpointed_wall, ours_wall)
+            ),
+            "whole_run_cpu_ratio_vs_checkpoints": common.summary(
+                common.paired_ratios(checkpointed_cpu, ours_cpu)
+            ),
+        }
     return {
         "case": name,
         "mode": "process",
@@ -214,6 +241,11 @@ def measure_case(
         "reference_wall_s": common.summary(reference_wall),
         # The whole process, start-up, validation, test and (ours) checkpoints included.
         "whole_run_ratio": common.summary(common.paired_ratios(reference_wall, ours_wall)),
+        # The same in CPU time (user + system of each process): less swayed by the load.
+        "ours_cpu_s": common.summary(ours_cpu),
+        "reference_cpu_s": common.summary(reference_cpu),
+        "whole_run_cpu_ratio": common.summary(common.paired_ratios(reference_cpu, ours_cpu)),
+        **with_checkpoints,
     }
 
 
@@ -266,6 +298,9 @@ COLUMNS = [
     ("ratio.max", "max"),
     ("met", f">={TARGET}"),
     ("whole_run_ratio.median", "whole run"),
+    ("whole_run_cpu_ratio.median", "CPU"),
+    ("whole_run_ratio_vs_checkpoints.median", "vs fit+ckpt"),
+    ("whole_run_cpu_ratio_vs_checkpoints.median", "CPU"),
 ]
 
 
@@ -303,6 +338,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="in-process: epochs of each, after one discarded (default: 40 on digits, 6 on "
         "MNIST-sized)",
     )
+    parser.add_argument(
+        "--fit-checkpoints",
+        action="store_true",
+        help="process mode: also run the fit script with a ModelCheckpoint every epoch "
+        "(ours saves one every epoch by default) and give the whole-run ratio against it",
+    )
     args = parser.parse_args(argv)
     datasets = args.datasets.split(",")
     spes = [int(s) for s in args.steps_per_execution.split(",")]
@@ -336,7 +377,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if args.mode in ("process", "both"):
                 report.cases.append(
                     measure_case(
-                        dataset, epochs, spe, jit, args.repeats, root, args.data_dir, extra
+                        dataset,
+                        epochs,
+                        spe,
+                        jit,
+                        args.repeats,
+                        root,
+                        args.data_dir,
+                        extra,
+                        reference_checkpoints=args.fit_checkpoints,
                     )
                 )
                 _progress(report.cases[-1])

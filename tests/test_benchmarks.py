@@ -212,6 +212,7 @@ def test_ratios_pair_rounds_and_order_alternates():
     assert common.paired_ratios([2.0, 3.0], [1.0, 6.0]) == [2.0, 0.5]
     assert common.alternate(0, "a", "b") == ["a", "b"]
     assert common.alternate(1, "a", "b") == ["b", "a"]
+    assert [common.alternate(r, "a", "b", "c")[0] for r in range(3)] == ["a", "b", "c"]
     assert common.summary([3.0, 1.0, 2.0])["median"] == 2.0
 
 
@@ -232,3 +233,39 @@ def test_process_figures_come_from_the_child(tmp_path):
     assert result.peak_rss_mb >= 200
     assert result.wall_seconds > 0 and result.cpu_seconds >= 0
     assert "ok" in result.output
+
+
+def test_whole_run_ratios_against_fit_with_and_without_checkpoints(tmp_path, monkeypatch):
+    """measure_case's three sides, each process faked: the order rotates, and each whole-run
+    ratio (wall and CPU) divides that side's figure by ours, round by round."""
+    from benchmarks import throughput
+
+    order = []
+    figures = {"ours": (10.0, 8.0), "reference": (12.0, 9.0), "reference_checkpoints": (15.0, 12.0)}
+
+    def finished(side: str, round_index: int) -> dict:
+        wall, cpu = figures[side]
+        order.append(side)
+        process = common.ProcessResult([side], 0, wall * (round_index + 1), cpu, 100.0)
+        return {"epoch_seconds": [2.0, 1.0], "train_examples": 100, "process": process}
+
+    def ours(overrides, where):
+        return finished("ours", int(where.name.split("-")[0]))
+
+    def reference(config, where, checkpoints=False):
+        side = "reference_checkpoints" if checkpoints else "reference"
+        return finished(side, int(where.name.split("-")[0]))
+
+    monkeypatch.setattr(throughput, "run_ours", ours)
+    monkeypatch.setattr(throughput, "run_reference", reference)
+    monkeypatch.setattr(common, "composed_config", lambda overrides, root: {})
+    case = throughput.measure_case(
+        "digits", 2, 1, False, 3, tmp_path, tmp_path, reference_checkpoints=True
+    )
+    assert [order[3 * r] for r in range(3)] == ["ours", "reference", "reference_checkpoints"]
+    assert case["whole_run_ratio"]["values"] == [1.2] * 3
+    assert case["whole_run_ratio_vs_checkpoints"]["values"] == [1.5] * 3
+    assert case["whole_run_cpu_ratio"]["median"] == 1.125
+    assert case["whole_run_cpu_ratio_vs_checkpoints"]["median"] == 1.5
+    without = throughput.measure_case("digits", 2, 1, False, 1, tmp_path / "two", tmp_path)
+    assert "whole_run_ratio_vs_checkpoints" not in without

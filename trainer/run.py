@@ -27,6 +27,7 @@ from trainer.checkpoint.resume import StartPlan, describe_resume, plan_start
 from trainer.checkpoint.run_dir import RunDirectory, run_directory
 from trainer.config import validate
 from trainer.errors import StopRequested, UserError, storage_errors
+from trainer.gc_policy import startup_objects_frozen
 from trainer.image_folder import fingerprint as folder_fingerprint
 from trainer.startup import hydra_overrides, import_tensorflow, import_user_modules
 from trainer.sweep import current_job_subdir, plan_sweep_job
@@ -91,7 +92,8 @@ def train(cfg: DictConfig) -> float | None:
         )
         try:
             # On every way out, an error included: buffered scalars, the last commit.
-            with closed_on_exit(reporter.close, checkpointer.close):
+            # Collections resume, skipping what start-up built (trainer.gc_policy).
+            with closed_on_exit(reporter.close, checkpointer.close), startup_objects_frozen():
                 state = loop.run()
         except StopRequested as stop:  # the checkpoint is committed before we say so
             stop.run_dir = run_dir
