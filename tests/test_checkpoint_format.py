@@ -865,3 +865,14 @@ def test_the_checkpoint_modules_do_not_import_tensorflow():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_every_section_saved_after_the_first_checkpoints_has_a_default_for_older_ones():
+    # The saved sections come from trainer.config.SECTIONS: a section added there is required
+    # of every checkpoint read, so it needs what a checkpoint written without it reads as.
+    from trainer.checkpoint.reading import SECTIONS_ADDED_LATER
+    from trainer.config import SAVED_SECTIONS, SECTIONS
+
+    first = ("dataset", "model", "optimizer", "schedule", "trainer", "checkpoint")
+    assert tuple(s for s in SECTIONS if s != "paths") == SAVED_SECTIONS
+    assert set(SAVED_SECTIONS) - set(first) <= set(SECTIONS_ADDED_LATER)

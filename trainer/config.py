@@ -534,6 +534,9 @@ SECTIONS = (
 
 # The top level: the sections, then the keys of conf/config.yaml itself.
 TOP_LEVEL_KEYS = (*SECTIONS, "seed", "imports", "resume")
+# The sections a checkpoint saves and a resumed run trains with: all of them but where a
+# command writes (``paths``: each command's own, never taken from a checkpoint).
+SAVED_SECTIONS = tuple(section for section in SECTIONS if section != "paths")
 
 
 def _checkpoint_node() -> DictConfig:
