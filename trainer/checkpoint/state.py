@@ -52,7 +52,12 @@ import numpy as np
 import tensorflow as tf
 from keras.src.saving import saving_lib  # Keras' weights writer: see _HeldStore
 
-from trainer.checkpoint.format import Checkpoint, write_bytes_durably, write_pieces_durably
+from trainer.checkpoint.format import (
+    Checkpoint,
+    recorded_class_names,
+    write_bytes_durably,
+    write_pieces_durably,
+)
 from trainer.checkpoint.h5 import Array, datasets, dtype_name, layout_problems, read_optimizer_file
 from trainer.checkpoint.h5_layout import H5Layout
 from trainer.checkpoint.layout import CONFIG_FILE, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE
@@ -302,10 +307,12 @@ def progress_manifest(
     """What a checkpoint's manifest says about the run besides its files.
 
     ``loop_state`` is a ``LoopState.to_dict()``; ``info`` the dataset's
-    ``DataInfo`` (input shape and classes let tools rebuild the model; the fingerprint
-    of an image folder's files lets a resume check it trains on the same images).
+    ``DataInfo`` (input shape and classes let tools rebuild the model, the class names
+    let them name its predictions; the fingerprint of an image folder's files lets a
+    resume check it trains on the same images).
     """
     fingerprint = getattr(info, "fingerprint", None)
+    names = recorded_class_names(getattr(info, "class_names", None))
     return {
         "global_step": step,
         "epoch": loop_state["epoch"],
@@ -317,6 +324,7 @@ def progress_manifest(
         "monitor": monitor,
         "input_shape": list(info.input_shape),
         "num_classes": info.num_classes,
+        **({"class_names": names} if names is not None else {}),
         **({"data_fingerprint": fingerprint} if fingerprint is not None else {}),
         **extra,
     }
