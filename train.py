@@ -36,4 +36,9 @@ if __name__ == "__main__":
         with exit_on_user_error():
             print(help_text([a for a in sys.argv[1:] if not a.startswith("-")]))
         sys.exit(0)
+    if any(arg.startswith(("+resume=", "resume=")) for arg in sys.argv[1:]):
+        from trainer.startup import add_resumed_group_choices
+
+        # `+resume=RUN dataset.path=NEW`: the run's dataset option, for Hydra to compose it.
+        add_resumed_group_choices(sys.argv)
     main()
