@@ -43,6 +43,11 @@ if __name__ == "__main__":
         sys.exit(0)
     with exit_on_user_error():  # Hydra would call a retired key unknown, not say its new name
         check_retired_keys(a for a in sys.argv[1:] if not a.startswith("-"))
+    if any(arg.startswith(("+resume=", "resume=")) for arg in sys.argv[1:]):
+        from trainer.startup import add_resumed_group_choices
+
+        # `+resume=RUN dataset.path=NEW`: the run's dataset option, for Hydra to compose it.
+        add_resumed_group_choices(sys.argv)
     try:
         main()
     finally:  # everything is written and closed by now (trainer.gc_policy)

@@ -13,7 +13,7 @@ in turn, by ``model.fit`` on the same pipeline (``compile`` with the same
 loss, metrics, ``jit_compile`` and ``steps_per_execution``). The model is
 built in the run's ``trainer.precision``, so fit trains in it too; with
 ``augment`` on, fit's batches get the same augmentation mapped over the
-pipeline (where a Keras user puts it), ours in the step.
+pipeline (where a Keras user puts it), as ours does on one device.
 
 Ours: each epoch's ``epoch_seconds`` from the run's ``metrics.csv``; fit: first
 ``on_train_batch_begin`` to last ``on_train_batch_end``, as in

@@ -10,11 +10,13 @@ of the epochs' training time (``epoch_seconds``: the steps, not validation)
 after the first (which traces the step). The cases:
 
 - ``none``: no augmentation, the reference every ratio divides by;
-- ``basic`` / ``strong`` ``in_step``: ``trainer.augment.Augmentation`` called
-  at the top of the compiled train step (what the trainer does);
-- ``basic`` / ``strong`` in the ``pipeline``: the same ``Augmentation`` mapped
-  over the batches of the ``tf.data`` pipeline instead (parallel, order kept,
-  each batch seeded by its position), the step left without it.
+- ``basic`` / ``strong`` in the ``pipeline``: ``trainer.augment.Augmentation``
+  mapped over the batches of the ``tf.data`` pipeline (parallel, order kept,
+  each batch seeded by its position), the step left without it: what the
+  trainer does on one device;
+- ``basic`` / ``strong`` ``in_step``: the same ``Augmentation`` called at the
+  top of the compiled train step instead (``TrainingLoop.augment_in_pipeline``
+  false: what a ``tf.distribute`` strategy's replicas do).
 
 Each round measures every case once, in an order that rotates between rounds,
 and divides each case's time by that round's ``none``; reported: the median
@@ -64,35 +66,16 @@ class _Silent:
         self.epoch_cpu_seconds.append(self._cpu_last - self._cpu_start)
 
 
-def _pipeline_loop_class():
-    import tensorflow as tf
-
+def _in_step_loop_class():
     from trainer.loop import TrainingLoop
 
-    class PipelineLoop(TrainingLoop):
-        """The loop with the augmentation moved from the train step into the pipeline: a
-        parallel, order-keeping map over the batches, each seeded by its position."""
+    class InStepLoop(TrainingLoop):
+        """The loop with the augmentation at the top of the train step instead of the
+        pipeline (what the trainer did before BENCHMARKS.md 1b; what a strategy does)."""
 
-        def _make_train_function(self):  # a step without the augmentation: see below
-            augmentation, self.augmentation = self.augmentation, None
-            try:
-                return super()._make_train_function()
-            finally:
-                self.augmentation = augmentation
+        augment_in_pipeline = False
 
-        def _batches_from_here(self):
-            state, steps = self.state, self.settings.steps_per_epoch
-            batches = self.data.train_epochs(
-                state.epoch, self.settings.epochs, skip_batches=state.batches_done
-            )
-            batches = batches.enumerate(start=state.epoch * steps + state.batches_done).map(
-                lambda position, batch: self.augmentation(*batch, position),
-                num_parallel_calls=tf.data.AUTOTUNE,
-                deterministic=True,
-            )
-            return iter(batches.prefetch(tf.data.AUTOTUNE))
-
-    return PipelineLoop
+    return InStepLoop
 
 
 def rgb32_data(seed: int, batch_size: int, examples: int = 2048):
@@ -134,7 +117,7 @@ def measure(cfg: Any, data: Any, preset: str, placement: str, epochs: int) -> tu
     case_cfg.trainer.epochs = epochs
     run = build_run(case_cfg, data.info)
     settings = dataclasses.replace(LoopSettings.from_config(case_cfg, run), every_n_epochs=None)
-    loop_class = _pipeline_loop_class() if placement == "pipeline" else TrainingLoop
+    loop_class = TrainingLoop if placement == "pipeline" else _in_step_loop_class()
     reporter = _Silent()
     loop_class(run, data, settings, LoopState(), reporter, lambda *_: None).run()
     return common.median(reporter.epoch_seconds[1:]), common.median(reporter.epoch_cpu_seconds[1:])

@@ -510,3 +510,29 @@ def test_several_steps_per_execution_augment_each_batch_by_its_own_position():
     assert one.global_step == three.global_step == 10
     for ours, theirs in zip(one.model.weights, three.model.weights, strict=True):
         np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), rtol=0, atol=1e-5)
+
+
+def test_on_one_device_the_pipeline_augments_each_batch_by_its_position_in_the_run():
+    # Augmented ahead of the step (BENCHMARKS.md 1b), from a mid-epoch position on and across
+    # the epoch boundary: batch b of epoch e is augmented as position e * steps_per_epoch + b,
+    # exactly as the step did, and the step itself no longer holds the image transforms.
+    from trainer.loop import LoopState
+
+    data = colour_data()
+    strong = ["augment=strong", "augment.mix_probability=1.0", "trainer.epochs=3"]
+    run, loop = make_loop(data, strong)
+    loop.state = LoopState(epoch=1, batches_done=3)
+    steps = data.info.steps_per_epoch  # 5
+    got = [(np.asarray(x), np.asarray(y)) for x, y in loop._batches_from_here()]
+    plain = [*data.train_epoch(1, skip_batches=3), *data.train_epoch(2)]
+    positions = [steps + 3, steps + 4, *range(2 * steps, 3 * steps)]
+    pairs = zip(plain, positions, strict=True)
+    expected = [augmented(run.augmentation, x, y, p) for (x, y), p in pairs]
+    assert len(got) == len(expected) == 7
+    for (images, labels), (want_images, want_labels) in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(images, want_images)
+        np.testing.assert_array_equal(labels, want_labels)
+    graph = loop._train_steps.get_concrete_function(
+        iter(loop._batches_from_here()), 1, np.int64(0), np.float32(0)
+    ).graph
+    assert not [op for op in graph.get_operations() if "ImageProjectiveTransform" in op.type]

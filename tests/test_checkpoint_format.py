@@ -13,6 +13,7 @@ import io
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import threading
@@ -900,3 +901,56 @@ def test_the_checkpoint_modules_do_not_import_tensorflow():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_every_section_saved_after_the_first_checkpoints_has_a_default_for_older_ones():
+    # The saved sections come from trainer.config.SECTIONS: a section added there is required
+    # of every checkpoint read, so it needs what a checkpoint written without it reads as.
+    from trainer.checkpoint.reading import SECTIONS_ADDED_LATER
+    from trainer.config import SAVED_SECTIONS, SECTIONS
+
+    first = ("dataset", "model", "optimizer", "schedule", "trainer", "checkpoint")
+    # All but where a command writes and where it logs, which a checkpoint never holds.
+    assert set(SECTIONS) - set(SAVED_SECTIONS) == {"paths", "logger"}
+    assert [s for s in SECTIONS if s in SAVED_SECTIONS] == list(SAVED_SECTIONS)
+    assert set(SAVED_SECTIONS) - set(first) <= set(SECTIONS_ADDED_LATER)
+
+
+def test_class_names_are_recorded_only_when_each_is_a_printable_line_and_all_fit():
+    from trainer.checkpoint.format import MAX_CLASS_NAMES_CHARS, recorded_class_names
+
+    assert recorded_class_names(("cat", "dog", "hot dog", "chat noir é")) == [
+        "cat",
+        "dog",
+        "hot dog",
+        "chat noir é",
+    ]
+    assert recorded_class_names(None) is None
+    for names in (
+        ["cat", "\x1b[31mred"],  # a terminal escape
+        ["cat", "two\nlines"],
+        ["cat", ""],
+        ["cat", 3],
+        ["x" * 257],
+        [f"n{i:07d}" for i in range(MAX_CLASS_NAMES_CHARS // 8)],  # all together too many
+    ):
+        assert recorded_class_names(names) is None, names
+
+
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [
+        (["cat", "dog"], "class_names has 2 names, but num_classes is 3"),
+        (["cat", "dog", "\x07bell"], "class_names[2]"),
+        (["cat", "dog", 7], "class_names[2] is 7, not a string"),
+        ("cat,dog,bird", "class_names is 'cat,dog,bird', not a list"),
+    ],
+)
+def test_class_names_read_back_are_one_per_class_and_printable(tmp_path, names, message):
+    path = make_checkpoint(tmp_path, 1)
+    rewrite_manifest(path, num_classes=3, class_names=["cat", "dog", "bird"])
+    assert read_manifest(path)["class_names"] == ["cat", "dog", "bird"]
+    rewrite_manifest(path, num_classes=3, class_names=names)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        read_manifest(path)
+    assert not verify(path).valid

@@ -345,3 +345,43 @@ def test_a_path_that_holds_no_checkpoint_is_one_line(command, tmp_path, capsys):
     assert "does not exist" in one_error_line(status, err) and out == ""
     status, out, err = tool(capsys, command, tmp_path, *images)
     assert "is not a checkpoint" in one_error_line(status, err) and out == ""
+
+
+def test_predict_names_the_classes_a_checkpoint_records_and_older_ones_show_indices(
+    tmp_path, capsys
+):
+    # A checkpoint written in-process as training writes one, of a 3-class folder dataset.
+    from trainer.build import build_run
+    from trainer.checkpoint.checkpointer import RunCheckpointer
+    from trainer.checkpoint.layout import MANIFEST
+    from trainer.data import DataInfo
+    from trainer.loop import LoopState
+    from trainer.startup import compose_config, import_tensorflow
+
+    names = ("bird", "cat", "hot dog")
+    run_dir = tmp_path / "run"
+    cfg = compose_config(
+        ["model.filters=[4]", "model.dense_units=[8]", f"checkpoint.dir={run_dir}"]
+    )
+    info = DataInfo("folder", (8, 8, 1), 3, 90, 0, 10, 32, 3, class_names=names)
+    import_tensorflow()
+    checkpointer = RunCheckpointer(run_dir, cfg, build_run(cfg, info), info, report=lambda _: None)
+    checkpointer.save(LoopState(), {"val_accuracy": 0.5})
+    checkpointer.close()
+    (checkpoint,) = run_dir.glob("step-*")
+    manifest = json.loads((checkpoint / MANIFEST).read_text())
+    assert manifest["class_names"] == list(names)
+    image = write_png(tmp_path / "x.png", np.full((8, 8, 1), 0.5, np.float32))
+
+    result = tool_json(capsys, "predict", checkpoint, image, "--top-k", "3")
+    (top,) = [i["top"] for i in result["images"]]
+    assert sorted(t["class"] for t in top) == list(names)
+    assert all(t["class"] == names[t["index"]] for t in top)
+    status, text, _ = tool(capsys, "predict", checkpoint, image, "--top-k", "1")
+    assert status == 0 and text == f"{image}: {top[0]['class']} {top[0]['probability']:.4f}\n"
+
+    # A checkpoint written before the names were recorded: its classes are indices.
+    del manifest["class_names"]
+    (checkpoint / MANIFEST).write_text(json.dumps(manifest))
+    older = tool_json(capsys, "predict", checkpoint, image, "--top-k", "3")
+    assert [t["class"] for t in older["images"][0]["top"]] == [str(t["index"]) for t in top]

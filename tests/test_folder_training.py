@@ -63,6 +63,7 @@ def test_a_cnn_learns_the_generated_image_folder(reference):
     assert summary["test_accuracy"] >= 0.9
     assert summary["global_step"] == STEPS_PER_EPOCH * EPOCHS
     assert manifest["input_shape"] == [32, 32, 3] and manifest["num_classes"] == 3
+    assert manifest["class_names"] == [class_name(i) for i in range(3)]  # what predict shows
     assert re.fullmatch("[0-9a-f]{64}", manifest["data_fingerprint"])
 
 
@@ -90,6 +91,37 @@ def test_a_sigkilled_run_resumes_mid_epoch_from_a_moved_folder_bitwise_equal(
     theirs = fault_injection.final_weights(reference)
     assert ours.keys() == theirs.keys()
     assert [k for k in ours if not np.array_equal(ours[k], theirs[k])] == []
+
+
+@pytest.mark.slow
+def test_resume_with_only_the_new_path_composes_the_runs_dataset_option(
+    images, reference, tmp_path
+):
+    from trainer.startup import resumed_group_choices
+
+    moved = shutil.copytree(images, tmp_path / "moved")
+    run_copy = shutil.copytree(reference, tmp_path / "run")
+    # dataset.path is a key of the folder option only: the run's option is chosen for Hydra.
+    assert resumed_group_choices([f"+resume={run_copy}", f"dataset.path={moved}"]) == [
+        "dataset=folder"
+    ]
+    for already_fine in (
+        [f"+resume={run_copy}", "dataset=folder", f"dataset.path={moved}"],
+        [f"+resume={run_copy}", "trainer.epochs=5"],
+        [f"+resume={tmp_path / 'nowhere'}", f"dataset.path={moved}"],  # the resume says why
+        [f"dataset.path={moved}"],
+    ):
+        assert resumed_group_choices(already_fine) == [], already_fine
+
+    # The documented command, typed as the README has it: the run resumes (it had finished).
+    process = run_train(
+        f"+resume={run_copy}",
+        f"dataset.path={moved}",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
+        cwd=tmp_path,
+    )
+    assert re.search(r"Resuming from \S+: step 28", process.stdout), process.stdout[-2000:]
+    assert "Traceback" not in process.stderr
 
 
 @pytest.mark.slow

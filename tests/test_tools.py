@@ -177,6 +177,40 @@ def test_inspect_shows_manifest_config_and_variables(sweep):
     assert len(info["optimizer_variables"]) == 1 + 2 * 6  # step + two Adam slots per weight
 
 
+def test_inspect_shows_every_saved_section_augment_precision_and_ema_included(tmp_path, capsys):
+    # A checkpoint written in-process as training writes one (tests/test_hostile_checkpoints.py).
+    from trainer.build import build_run
+    from trainer.checkpoint.checkpointer import RunCheckpointer
+    from trainer.config import SAVED_SECTIONS
+    from trainer.data import DataInfo
+    from trainer.loop import LoopState
+    from trainer.startup import compose_config, import_tensorflow
+
+    chosen = ["augment=basic", "trainer.precision=mixed_bfloat16", "optimizer.ema=true"]
+    cfg = compose_config(
+        ["model.filters=[4]", "model.dense_units=[8]", *chosen, f"checkpoint.dir={tmp_path}"]
+    )
+    info = DataInfo("digits", (8, 8, 1), 10, 1294, 143, 360, 32, 41)
+    import_tensorflow()
+    run = build_run(cfg, info)
+    checkpointer = RunCheckpointer(tmp_path, cfg, run, info, report=lambda _: None)
+    checkpointer.save(LoopState(), {"val_accuracy": 0.5})
+    checkpointer.close()
+    status, out, _ = tool_in_process(capsys, "inspect", tmp_path)
+    assert status == 0
+    headings = [line[:-1] for line in out.splitlines() if re.fullmatch(r"[a-z_]+:", line)]
+    assert headings == [*SAVED_SECTIONS, "resolved_schedule"]
+    assert "augment" in headings and "paths" not in headings  # paths: never from a checkpoint
+    for text in ("name: basic", "flip: horizontal", "precision: mixed_bfloat16", "ema: true"):
+        assert f"\n  {text}\n" in out
+    status, out, _ = tool_in_process(capsys, "inspect", tmp_path, "--json")
+    config = json.loads(out)["config"]
+    assert list(config) == ["seed", *SAVED_SECTIONS, "resolved_schedule"]
+    assert config["augment"]["name"] == "basic" and config["optimizer"]["ema"] is True
+    assert config["trainer"]["precision"] == "mixed_bfloat16"
+    assert config["dataset"]["name"] == "digits"
+
+
 @pytest.mark.slow
 def test_verify_finds_corruption_and_says_what_a_resume_would_use(sweep, tmp_path):
     _, runs = sweep

@@ -32,21 +32,23 @@ then make the augmented batch a pure function of (seed, position, batch): no
 state to save in a checkpoint, and a run resumed mid-epoch augments each
 batch exactly as the uninterrupted run did.
 
-**Where it runs** (``trainer.loop.TrainingLoop``): at the top of the compiled
-train step, on the batch, training only: evaluation never augments, and the
-model never holds the layers (an exported model has no augmentation in it).
-Under a ``tf.distribute`` strategy each replica augments its part of the
-global batch, position ``position * replicas + replica``. It runs outside the
-XLA-compiled part of the step: XLA has no kernel for the image transforms
+**Where it runs** (``trainer.loop.TrainingLoop``), training only: evaluation
+never augments, and the model never holds the layers (an exported model has no
+augmentation in it). On one device: mapped over the batches of the ``tf.data``
+pipeline (parallel, order kept), so the next batch is augmented while the
+model trains on this one, as a Keras user feeds ``model.fit``. Under a
+``tf.distribute`` strategy: at the top of each replica's step, on its part of
+the global batch, position ``position * replicas + replica``. Never inside the
+XLA-compiled step: XLA has no kernel for the image transforms
 (``ImageProjectiveTransformV3``, on CPU at least).
 
-Why the step and not the ``tf.data`` pipeline, where the same stateless seeds
-would be exact too: measured by ``python -m benchmarks.augment_cost``
-(BENCHMARKS.md, "6. Augmentation cost"), the two cost the same on the 2-core
-CPU machine (process CPU per step within 3%: strong on 32x32x3 3.11x none in
-the step, 3.21x in the pipeline; wall-time ratios within each other's noise),
-so the step wins on what the CPU cannot show: on an accelerator it runs on the
-device, and the pipeline stays the one an unaugmented run has.
+Why the pipeline on one device: at the top of the step the augmentation (its
+seed derivation alone is ~400 scalar ops) ran before the model could start, on
+the step's critical path; ``fit`` with the augmentation mapped over its
+pipeline overlapped it. The step graphs are otherwise the same, and so is
+the CPU time per step (BENCHMARKS.md 1b, where ``mixed_bfloat16`` ResNet runs
+measured 0.90 of fit's speed). The stateless seeds make both placements exact:
+the batches are the same either way.
 
 This module imports TensorFlow and Keras; ``trainer.config`` checks the section.
 """

@@ -613,6 +613,10 @@ SECTIONS = (
 
 # The top level: the sections, then the keys of conf/config.yaml itself.
 TOP_LEVEL_KEYS = (*SECTIONS, "seed", "imports", "callbacks", "resume")
+# The sections a checkpoint saves and a resumed run trains with: all of them but where a
+# command writes (``paths``: each command's own) and where it logs (``logger``: never saved,
+# trainer.checkpoint.checkpointer.run_config), neither ever taken from a checkpoint.
+SAVED_SECTIONS = tuple(section for section in SECTIONS if section not in ("paths", "logger"))
 
 
 def _checkpoint_node() -> DictConfig:

@@ -50,8 +50,9 @@ returns a ``Data``:
   skip_batches=k)`` therefore yields exactly the batches ``k, k+1, ...`` that
   ``train_epoch(e)`` yields, which is how a run resumed mid-epoch continues.
   tf.data pairs every shuffle seed with TensorFlow's global seed, so building
-  the batches sets that to ``seed`` (``tf.random.set_seed``): whatever set it
-  before (Keras seeding the weights, a tool) does not change the order.
+  the batches sets that to ``trainer.seeds.tensorflow_global_seed(seed)``
+  (``tf.random.set_seed``): whatever set it before (Keras seeding the weights,
+  a tool) does not change the order.
 - ``Data.train_epochs(first, end, skip_batches=0)``: the batches of
   ``train_epoch(first, skip_batches)``, ``train_epoch(first + 1)``, ...,
   ``train_epoch(end - 1)`` in one pipeline, which the training loop iterates
@@ -94,7 +95,7 @@ from trainer.config import validate_dataset, validate_seed
 from trainer.errors import UserError
 from trainer.image_folder import FORMATS, TEST, TRAIN, VALIDATION, read_image_folder
 from trainer.registry import Registry
-from trainer.seeds import derive_seed, derive_seed_tensor
+from trainer.seeds import derive_seed, derive_seed_tensor, tensorflow_global_seed
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -232,7 +233,7 @@ class Data:
         batch_size = self.info.batch_size
         # tf.data pairs each shuffle's seed with TensorFlow's global seed (when the
         # dataset is built, and for the epochs below when flat_map traces its function).
-        tf.random.set_seed(self._seed)
+        tf.random.set_seed(tensorflow_global_seed(self._seed))  # never 0: see there
         examples = self._shuffled(epoch_shuffle_seed(self._seed, first))
         if skip_batches:
             # The epoch's batches are consecutive runs of batch_size examples, so

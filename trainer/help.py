@@ -26,7 +26,7 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 HIDDEN_GROUPS = ("hydra", "schema")
 
 USAGE = """\
-train.py: train a Keras CNN whose model, optimizer and learning-rate schedule
+train.py: train a Keras model whose architecture, optimizer and learning-rate schedule
 are composed by Hydra from conf/, with checkpoints that resume exactly.
 
 Usage:

@@ -23,9 +23,14 @@ float32 whatever the model's head computes in, and the loss is scaled with
 uses the moving average of the weights (``trainer.optimizers.averaged_weights``)
 and puts the trained weights back afterwards, bit for bit.
 
-Training batches are augmented (``trainer.augment``) at the top of each step,
-outside its XLA-compiled part, each seeded by its position in the run;
-evaluation never augments, and its loss is never smoothed.
+Training batches are augmented (``trainer.augment``), each seeded by its position
+in the run, outside the XLA-compiled step: on one device in the input pipeline
+(a parallel ``map``, as a Keras user feeds ``fit``), so that the next batch is
+augmented while the model trains on this one (BENCHMARKS.md 1b: at the top of the
+step it was on the step's critical path, the one difference from ``fit``'s step
+found); under a strategy at
+the top of each replica's step, with a seed of each replica's own. Evaluation
+never augments, and its loss is never smoothed.
 
 Callback state (early stopping, reduce-on-plateau, best metric, the state of
 users' callbacks) lives in :class:`LoopState`, which is saved with every
@@ -166,6 +171,10 @@ class TrainingLoop:
     ``on_train_end`` does, after its last checkpoint (which holds both).
     """
 
+    # On one device the input pipeline augments (see the module docstring); False: the step
+    # does, as under a strategy (``benchmarks.augment_cost`` compares the two).
+    augment_in_pipeline = True
+
     def __init__(
         self,
         run: BuiltRun,
@@ -298,6 +307,8 @@ class TrainingLoop:
         augment = self.augmentation  # (images, labels, position) -> (images, labels), or None
         if self.strategy is None:
             step = tf.function(self._train_step, jit_compile=self.settings.jit_compile)
+            if self.augment_in_pipeline:
+                augment = None  # in the input pipeline instead (_batches_from_here)
         else:
             step = self._on_replicas(self._replica_train_step)
             if augment is not None:
@@ -456,7 +467,22 @@ class TrainingLoop:
         )
         if self.strategy is not None:
             batches = distribute_dataset(self.strategy, batches)
+        elif self.augmentation is not None and self.augment_in_pipeline:
+            first = state.epoch * self.settings.steps_per_epoch + state.batches_done
+            batches = self._augmented(batches, first)
         return iter(batches)
+
+    def _augmented(self, batches: tf.data.Dataset, first: int) -> tf.data.Dataset:
+        """``batches`` augmented in the pipeline, the i-th seeded by its position in the run
+        ``first + i``: the same batches the step would make of them (every epoch has
+        ``steps_per_epoch`` batches, so positions run on across epochs). In parallel and
+        ahead of the step, which then does not wait for it (see the module docstring)."""
+        augment = self.augmentation
+        return batches.enumerate(start=first).map(
+            lambda position, batch: augment(*batch, position),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
 
     def _run_epoch(self, iterator) -> None:
         settings, state = self.settings, self.state

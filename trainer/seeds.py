@@ -25,9 +25,9 @@ Who draws with which purpose:
   then travel in every checkpoint (``trainer.checkpoint.state``).
 - ``"shuffle"``: the order of epoch ``e`` from ``derive_seed(seed, "shuffle",
   e)`` (``trainer.data``). tf.data pairs each op seed with TensorFlow's global
-  seed, which the pipeline sets to ``seed`` when it is built. Its spawn key is
-  empty: the orders of earlier versions, whose epoch seed was
-  ``SeedSequence([seed, epoch])``.
+  seed, which the pipeline sets to ``tensorflow_global_seed(seed)`` when it is
+  built. Its spawn key is empty: the orders of earlier versions, whose epoch
+  seed was ``SeedSequence([seed, epoch])``.
 - ``"augment"``: data augmentation (reserved).
 
 A new stream gets a new purpose here (a new spawn key), never a reused one.
@@ -67,6 +67,25 @@ def derive_seed(seed: int, purpose: str, *index: int) -> int:
         raise ValueError(f"seed and indexes must be integers >= 0, got {(seed, *index)}")
     sequence = np.random.SeedSequence(entropy=[int(seed), *map(int, index)], spawn_key=spawn_key)
     return int(sequence.generate_state(1, dtype=np.uint32)[0]) % _MODULUS
+
+
+def tensorflow_global_seed(seed: int) -> int:
+    """TensorFlow's global seed (``tf.random.set_seed``) for a run of ``seed``: ``seed``
+    reduced as TensorFlow reduces it (modulo 2**31 - 1, the same op seeds), except that
+    the seeds it reduces to 0 (0, 2**31 - 1, 2**32 - 2) get 1.
+
+    A global seed of 0 cannot be paired with a tensor op seed: TensorFlow's Python
+    layer then evaluates ``(0, op_seed) == (0, 0)``, a tensor as a bool, which fails
+    where a tf.data function traces a shuffle seeded by a tensor (the later epochs of
+    ``Data.train_epochs``). The op seeds still differ by ``seed``, so seed 0 and seed 1
+    share this half of the pair only.
+
+    >>> [tensorflow_global_seed(s) for s in (0, 1, 42, 2**31 - 1, 2**31)]
+    [1, 1, 42, 1, 1]
+    """
+    if not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be an integer in [0, {MAX_SEED}], got {seed!r}")
+    return seed % _MODULUS or 1
 
 
 def derive_seed_tensor(seed: int, purpose: str, index: Any) -> Any:

@@ -82,12 +82,13 @@ def import_user_modules(modules: Sequence[str]) -> None:
 
 
 def hydra_overrides() -> list[str]:
-    """The command-line overrides of this Hydra job (empty outside Hydra)."""
+    """The command-line overrides of this Hydra job (empty outside Hydra), without those
+    :func:`add_resumed_group_choices` implied: the user's own."""
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
         return []
-    return list(HydraConfig.get().overrides.task)
+    return [o for o in HydraConfig.get().overrides.task if o not in _IMPLIED_CHOICES]
 
 
 def compose_config(overrides: Sequence[str]):
@@ -108,6 +109,59 @@ def compose_config(overrides: Sequence[str]):
             return compose(config_name="config", overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as error:
         raise UserError(hydra_message(error)) from None
+
+
+# The group choices add_resumed_group_choices put on this process' command line.
+_IMPLIED_CHOICES: list[str] = []
+
+# Config groups whose keys a resumed run may override (trainer.checkpoint.resume, rule 5):
+# with one option per group for the others, only these can lack the keys of the run's option.
+RESUMED_GROUPS = ("dataset",)
+
+
+def resumed_group_choices(args: Sequence[str]) -> list[str]:
+    """The group choices a ``+resume=RUN`` command line needs for Hydra to compose it.
+
+    ``python train.py +resume=RUN dataset.path=NEW`` overrides a key of the run's
+    dataset option (``folder``) that the default option (``digits``) lacks, so Hydra
+    would refuse it before the resume is planned. For each group of
+    :data:`RESUMED_GROUPS` whose keys ``args`` override without choosing its
+    option, this is the option the checkpoint's config names (``dataset=folder``),
+    when ``conf/`` has it. Empty when nothing is missing, or when the resume path
+    cannot be read: the resume itself then says what is wrong, in one line.
+    """
+    resume = [a.split("=", 1)[1] for a in args if a.startswith(("+resume=", "resume="))]
+    keys = {a.split("=", 1)[0].lstrip("+~") for a in args if "=" in a and not a.startswith("-")}
+    groups = [
+        g for g in RESUMED_GROUPS if g not in keys and any(k.startswith(f"{g}.") for k in keys)
+    ]
+    if len(resume) != 1 or not groups:
+        return []
+    from trainer.checkpoint.format import resolve_resume_path
+    from trainer.checkpoint.reading import read_checkpoint_config
+    from trainer.help import CONF_DIR
+
+    try:
+        checkpoint = resolve_resume_path(resume[0].strip("'\""), lambda _: None, hashes=False)
+        saved = read_checkpoint_config(checkpoint)
+    except (UserError, ValueError, OSError):
+        return []
+    choices = []
+    for group in groups:
+        option = str((saved.get(group) or {}).get("name"))
+        if (CONF_DIR / group / f"{option}.yaml").is_file():
+            choices.append(f"{group}={option}")
+    return choices
+
+
+def add_resumed_group_choices(argv: list[str]) -> None:
+    """Put :func:`resumed_group_choices` of ``argv[1:]`` on the command line ``argv`` for
+    Hydra, as implied rather than typed: :func:`hydra_overrides` leaves them out, so the
+    resume compares with its checkpoint only what the user typed (``dataset=folder``
+    would compare every key of the folder option's defaults)."""
+    choices = resumed_group_choices(argv[1:])
+    argv[1:1] = choices
+    _IMPLIED_CHOICES.extend(choices)
 
 
 def hydra_message(error: Exception) -> str:

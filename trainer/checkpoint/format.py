@@ -79,6 +79,16 @@ MAX_MANIFEST_BYTES = 1 << 20  # a manifest lists a handful of files; anything bi
 MAX_ENTRIES = 1000  # entries of a checkpoint directory looked at by verify
 _FILE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
+# The dataset's class names (label i is class_names[i]), recorded so that `predict` and
+# `evaluate` can name classes: each one line of printable text (tools print them), and all
+# of them within MAX_CLASS_NAMES_CHARS, a quarter of what a manifest may hold. A dataset
+# whose names do not fit is recorded without them: the tools then show indices.
+MAX_CLASS_NAME = 256
+MAX_CLASS_NAMES_CHARS = MAX_MANIFEST_BYTES // 4
+CLASS_NAMES = ListOf(
+    Text(MAX_CLASS_NAME, pattern=r"[^\x00-\x1f\x7f]+"), max_length=MAX_CLASS_NAMES_CHARS // 2
+)
+
 # What a manifest holds (commit_checkpoint and trainer.checkpoint.state.progress_manifest
 # write it). Only the first three are required: older checkpoints lack the others.
 FILE_ENTRY = Record(
@@ -101,12 +111,26 @@ MANIFEST_SCHEMA = Record(
         "monitor": Text(256),
         "input_shape": ListOf(Integer(1, 1 << 31), max_length=8),
         "num_classes": Integer(1, 1 << 31),
+        "class_names": CLASS_NAMES,  # one per class (read_manifest checks the count)
         "num_replicas": Integer(1, 1 << 20),
         "data_fingerprint": Text(64, pattern="[0-9a-f]{64}"),  # trainer.image_folder
         "rescued_from": Text(),
     },
     required=("format_version", "global_step", "files"),
 )
+
+
+def recorded_class_names(names: Iterable[Any] | None) -> list[str] | None:
+    """``names`` as a manifest records them, or None when they cannot be (not strings,
+    not each one printable line, or more than :data:`MAX_CLASS_NAMES_CHARS` in all)."""
+    if names is None:
+        return None
+    names = list(names)
+    if CLASS_NAMES.problem(names, "class_names"):
+        return None
+    if sum(len(name) + 4 for name in names) > MAX_CLASS_NAMES_CHARS:  # 4: JSON's '"", '
+        return None
+    return names
 
 
 def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
@@ -284,6 +308,9 @@ def read_manifest(path: Path) -> dict[str, Any]:
     steps, done = manifest.get("steps_per_epoch"), manifest.get("batches_done")
     if problem is None and steps is not None and done is not None and done > steps:
         problem = f"batches_done is {done}, more than steps_per_epoch ({steps})"
+    names, classes = manifest.get("class_names"), manifest.get("num_classes")
+    if problem is None and names is not None and len(names) != classes:
+        problem = f"class_names has {len(names)} names, but num_classes is {classes}"
     if problem:
         raise ValueError(f"{MANIFEST}: {problem}")
     return manifest

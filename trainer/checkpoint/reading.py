@@ -51,16 +51,8 @@ MAX_STATE_BYTES = 16 << 20
 MAX_POINTER_BYTES = 256  # a pointer holds one checkpoint name
 MAX_DEPTH = 100  # nesting of any JSON or YAML document read (a rescued Keras config: ~15)
 MAX_TEXT = 4096  # characters of a name, a path or a version string in a schema
-# The sections of the config a checkpoint saves: what a resumed run trains with.
-SAVED_SECTIONS = (
-    "dataset",
-    "model",
-    "optimizer",
-    "schedule",
-    "trainer",
-    "checkpoint",
-    "augment",
-)
+# Which sections a checkpoint's config holds: trainer.config.SAVED_SECTIONS, imported where
+# a config is read (not here: listing and verifying a run need neither it nor OmegaConf).
 # Saved sections added after checkpoints were first written: what a checkpoint written
 # without one reads back as (the option that behaves as the trainer did then).
 SECTIONS_ADDED_LATER = {"augment": {"name": "none"}}
@@ -600,7 +592,7 @@ def read_checkpoint_config(checkpoint: Checkpoint) -> dict[str, Any]:
     """The checkpoint's config.yaml, parsed safely and checked; a UserError if it is not sound."""
     from omegaconf import OmegaConf  # imported here: listing and verifying need neither
 
-    from trainer.config import typed_section
+    from trainer.config import SAVED_SECTIONS, typed_section
 
     path = checkpoint.file(CONFIG_FILE)
     try:

@@ -22,8 +22,8 @@ from trainer.checkpoint.format import (
     resolve_resume_path,
     verify,
 )
-from trainer.checkpoint.reading import SAVED_SECTIONS, read_checkpoint_config
-from trainer.config import validate
+from trainer.checkpoint.reading import read_checkpoint_config
+from trainer.config import SAVED_SECTIONS, validate
 from trainer.errors import UserError
 from trainer.image_folder import fingerprint
 

@@ -59,6 +59,7 @@ from keras.src.saving import saving_lib  # Keras' weights writer: see _HeldStore
 
 from trainer.checkpoint.format import (
     Checkpoint,
+    recorded_class_names,
     was_verified,
     write_bytes_durably,
     write_pieces_durably,
@@ -367,10 +368,12 @@ def progress_manifest(
     """What a checkpoint's manifest says about the run besides its files.
 
     ``loop_state`` is a ``LoopState.to_dict()``; ``info`` the dataset's
-    ``DataInfo`` (input shape and classes let tools rebuild the model; the fingerprint
-    of an image folder's files lets a resume check it trains on the same images).
+    ``DataInfo`` (input shape and classes let tools rebuild the model, the class names
+    let them name its predictions; the fingerprint of an image folder's files lets a
+    resume check it trains on the same images).
     """
     fingerprint = getattr(info, "fingerprint", None)
+    names = recorded_class_names(getattr(info, "class_names", None))
     return {
         "global_step": step,
         "epoch": loop_state["epoch"],
@@ -382,6 +385,7 @@ def progress_manifest(
         "monitor": monitor,
         "input_shape": list(info.input_shape),
         "num_classes": info.num_classes,
+        **({"class_names": names} if names is not None else {}),
         **({"data_fingerprint": fingerprint} if fingerprint is not None else {}),
         **extra,
     }

@@ -237,7 +237,9 @@ def run(args: argparse.Namespace) -> int:
     evaluation = Evaluation(model, jit_compile=bool(config["trainer"].get("jit_compile", False)))
     figures = evaluation.evaluate(batches)
     logits, labels = evaluation.logits(batches)
-    names = class_names(getattr(data.info, "class_names", None), num_classes)
+    # The names the model was trained with (its manifest's), else the data's.
+    trained_names = checkpoint.manifest.get("class_names")
+    names = class_names(trained_names or getattr(data.info, "class_names", None), num_classes)
     details = summarize(logits, labels, min(args.top_k, num_classes), names)
     result = {
         "checkpoint": str(checkpoint.path),

@@ -1,7 +1,9 @@
 """``trainer inspect CHECKPOINT``: what one checkpoint holds, without building anything.
 
-The manifest (step, epoch, metrics, learning rate at the saved step), the
-model/optimizer/schedule config read safely from its ``config.yaml``
+The manifest (step, epoch, metrics, learning rate at the saved step), every
+section of the config a resumed run trains with (``trainer.config.SAVED_SECTIONS``:
+dataset, model, optimizer, schedule, trainer, checkpoint, augment, ...), then the
+schedule resolved to steps, read safely from its ``config.yaml``
 (``trainer.checkpoint.reading.read_checkpoint_config``), and every variable's name and
 shape read with h5py from ``model.weights.h5`` and ``optimizer.h5``, with the
 parameter count. No TensorFlow, nothing executed.
@@ -29,8 +31,9 @@ NAME = "inspect"
 HELP = "show a checkpoint's manifest, config and variables"
 DESCRIPTION = """\
 Show what a checkpoint holds: its manifest (step, epoch, metrics, learning
-rate at the saved step), the model, optimizer and schedule config it resumes
-with, and the name and shape of every model and optimizer variable.
+rate at the saved step), every section of the config it resumes with (dataset,
+model, optimizer, schedule, trainer, checkpoint, augment) and the schedule
+resolved to steps, and the name and shape of every model and optimizer variable.
 CHECKPOINT is a checkpoint directory, or a run directory (its newest valid one).
 
 examples:
@@ -39,7 +42,8 @@ examples:
 
 Exit status 1 if the checkpoint does not verify (what can be read is still shown)."""
 
-CONFIG_SECTIONS = ("model", "optimizer", "schedule", "resolved_schedule")
+# After the saved sections (trainer.config.SAVED_SECTIONS): the schedule as the run resolved it.
+RESOLVED_SECTIONS = ("resolved_schedule",)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,7 +86,10 @@ def optimizer_variables(path: Path) -> list[dict[str, Any]]:
 
 
 def gather(checkpoint) -> dict[str, Any]:
-    """Everything ``inspect`` shows, as a JSON-ready dict; unreadable parts become problems."""
+    """Everything ``inspect`` shows, as a JSON-ready dict; unreadable parts become problems.
+
+    ``config``: the checkpoint's seed, then each of its config sections, in
+    :func:`config_sections` order."""
     from trainer.checkpoint.reading import read_checkpoint_config
 
     manifest = checkpoint.manifest or {}
@@ -101,9 +108,8 @@ def gather(checkpoint) -> dict[str, Any]:
         return info
     try:
         config = read_checkpoint_config(checkpoint)
-        info["config"] = {k: config.get(k) for k in CONFIG_SECTIONS}
-        info["config"]["dataset"] = (config.get("dataset") or {}).get("name")
-        info["config"]["seed"] = config.get("seed")
+        info["config"] = {"seed": config.get("seed")}
+        info["config"].update({k: config.get(k) for k in config_sections()})
     except UserError as error:
         info["problems"].append(f"config.yaml: {error}")
     for key, name, read in (
@@ -118,6 +124,15 @@ def gather(checkpoint) -> dict[str, Any]:
     if info["model_variables"] is not None:
         info["parameters"] = sum(v["size"] for v in info["model_variables"])
     return info
+
+
+def config_sections() -> tuple[str, ...]:
+    """The config sections ``inspect`` shows: every section a checkpoint saves, then the
+    resolved schedule. Imported here: ``trainer.config`` needs OmegaConf, which reading
+    the config needs anyway, and ``--help`` does not."""
+    from trainer.config import SAVED_SECTIONS
+
+    return (*SAVED_SECTIONS, *RESOLVED_SECTIONS)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -173,8 +188,8 @@ def _print_text(info: dict[str, Any]) -> None:
     if config:
         import yaml
 
-        print(f"dataset      {config.get('dataset')}, seed {config.get('seed')}")
-        for section in CONFIG_SECTIONS:
+        print(f"dataset      {(config.get('dataset') or {}).get('name')}, seed {config['seed']}")
+        for section in config_sections():
             value = config.get(section)
             if section == "model" and isinstance(value, dict) and "keras_config" in value:
                 value = _summarise_keras_model(value)
