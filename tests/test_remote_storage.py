@@ -317,6 +317,11 @@ def test_the_tools_read_a_run_on_s3_as_a_local_one(killed_and_resumed, s3, tmp_p
         s3, "plot-schedule", "--checkpoint", f"{url}/{newest}", "--out", str(plot), cache=tmp_path
     )
     assert plotted.returncode == 0 and plot.stat().st_size > 0, plotted.stderr
+    exported = tmp_path / "model.keras"
+    made = trainer_tool(s3, "export", url, str(exported), "--json", cache=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["checkpoint"] == f"{url}/{newest}"
+    assert exported.stat().st_size > 0
     # A flipped byte in the bucket: verify says which file, exit status 1.
     store = RemoteStore(url)
     copy = f"{url}-corrupt"

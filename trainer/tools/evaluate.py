@@ -27,6 +27,7 @@ import argparse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from trainer.checkpoint.remote_run import location
 from trainer.errors import UserError
 from trainer.tools import (
     OK,
@@ -242,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
     names = class_names(trained_names or getattr(data.info, "class_names", None), num_classes)
     details = summarize(logits, labels, min(args.top_k, num_classes), names)
     result = {
-        "checkpoint": str(checkpoint.path),
+        "checkpoint": location(checkpoint.path),
         "global_step": checkpoint.global_step,
         "dataset": data.info.name,
         "split": args.split,

@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trainer.checkpoint.remote_run import location
 from trainer.errors import UserError, storage_errors
 from trainer.tools import OK, add_import_argument, new_output_path, print_json, valid_checkpoint
 
@@ -219,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
             out, export_format.suffix, lambda path: _write(model, path, export_format, signature)
         )
     result = {
-        "checkpoint": str(checkpoint.path),
+        "checkpoint": location(checkpoint.path),
         "out": str(out),
         "format": export_format.name,
         "input": INPUT_NAME,
@@ -232,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
         return OK
-    print(f"Exported {checkpoint.path} (step {checkpoint.global_step}) to {out}")
+    print(f"Exported {location(checkpoint.path)} (step {checkpoint.global_step}) to {out}")
     if exports_average(config):
         print("Weights: the moving average (optimizer.ema with trainer.evaluate_with_ema)")
     print(

@@ -17,6 +17,7 @@ import argparse
 import json
 from typing import Any
 
+from trainer.checkpoint.remote_run import location
 from trainer.errors import UserError
 from trainer.tools import (
     OK,
@@ -170,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
     if checkpoint is not None:
         manifest = checkpoint.manifest
         stop = {
-            "checkpoint": str(checkpoint.path),
+            "checkpoint": location(checkpoint.path),
             "step": checkpoint.global_step,
             "epoch": manifest.get("epoch"),
             "learning_rate": manifest.get("learning_rate"),

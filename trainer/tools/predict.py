@@ -32,6 +32,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from trainer.checkpoint.remote_run import location
 from trainer.errors import UserError
 from trainer.tools import OK, add_import_argument, existing_path, print_json, valid_checkpoint
 from trainer.tools.evaluate import add_top_k_argument, class_names
@@ -204,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(
             {
-                "checkpoint": str(checkpoint.path),
+                "checkpoint": location(checkpoint.path),
                 "global_step": checkpoint.global_step,
                 "input_shape": list(input_shape),
                 "top_k": min(args.top_k, num_classes),
