@@ -367,10 +367,11 @@ def test_resume_auto_starts_a_run_on_s3_then_continues_it(s3, digits_dir, tmp_pa
     first = run_train(
         *common, "trainer.epochs=1", f"hydra.run.dir={tmp_path / 'h1'}", cwd=tmp_path, env=env
     )
-    assert "+resume=auto: no checkpoint" in first.stdout
+    assert f"+resume=auto: no checkpoint in {url}; starting it there" in first.stdout
     second = run_train(
         *common, "trainer.epochs=2", f"hydra.run.dir={tmp_path / 'h2'}", cwd=tmp_path, env=env
     )
+    assert f"+resume=auto: resuming its run {url}\n" in second.stdout  # named by its URL
     assert f"Resuming from {url}/step-00000041: step 41" in second.stdout
     assert RemoteStore(url).committed()[-1] == "step-00000082"
 

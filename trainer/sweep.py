@@ -238,24 +238,27 @@ def _own_run(
     resumes_itself: bool = False,
 ) -> SweepJob:
     """Rules 1-3 of the module docstring for the run in ``run_dir``."""
+    from trainer.checkpoint.remote_run import location  # a working copy is named by its URL
+
     cfg = copy.deepcopy(cfg)
+    shown = location(run_dir)
     if not list_checkpoints(run_dir):  # rule 3: never started, or died before its first checkpoint
         with open_dict(cfg):
             cfg.resume = None
             cfg.checkpoint.dir = str(run_dir)
-        report(f"{who}: no checkpoint in {run_dir}; starting it there")
+        report(f"{who}: no checkpoint in {shown}; starting it there")
         return SweepJob(cfg, run_dir=run_dir, resumes_itself=resumes_itself)
     with open_dict(cfg):  # rules 1 and 2: the job's own run, continued in place
         cfg.resume = str(run_dir)
         cfg.checkpoint.dir = str(run_dir)  # not the sweep's (checkpoint.dir with +resume=auto)
     summary = read_job_summary(run_dir)
     if summary is None or not reached_length(summary, cfg.trainer.epochs, cfg.trainer.max_steps):
-        report(f"{who}: resuming its run {run_dir}")
+        report(f"{who}: resuming its run {shown}")
         return SweepJob(cfg, run_dir=run_dir, resumes_itself=resumes_itself)
     plan_start(cfg, overrides, report=lambda _: None)  # refuses overrides the job did not run with
     best = finished_job_metric(run_dir)
     report(
-        f"{who}: finished before ({run_dir / SUMMARY}): "
+        f"{who}: finished before ({shown}/{SUMMARY}): "
         f"{summary.get('monitor', 'best')} {best}; not training it again"
     )
     return SweepJob(cfg, run_dir=run_dir, finished=True, best=best, resumes_itself=resumes_itself)
