@@ -143,13 +143,10 @@ def test_sweep_jobs_are_named_and_grouped_by_their_sweep(tmp_path, monkeypatch):
     assert (single.sweep, single.name, dict(single.hparams)) == (None, "a", {})
 
 
-# ----------------------------------------------------------------- MLflow
-
-
-def mlflow_run(tmp_path, saved=None, resumed_step=None, **extra):
-    from trainer.loggers.mlflow_logger import MlflowLogger
-
-    run = TrackedRun(
+def a_tracked_run(tmp_path, saved=None, resumed_step=None, **extra) -> TrackedRun:
+    """The run a tracker sees: ``<tmp_path>/run``, resumed at ``resumed_step`` with the
+    ``saved`` run ids (None: a fresh run)."""
+    return TrackedRun(
         run_dir=tmp_path / "run",
         name="run",
         params=PARAMS,
@@ -157,6 +154,15 @@ def mlflow_run(tmp_path, saved=None, resumed_step=None, **extra):
         resumed_step=resumed_step,
         **extra,
     )
+
+
+# ----------------------------------------------------------------- MLflow
+
+
+def mlflow_run(tmp_path, saved=None, resumed_step=None, **extra):
+    from trainer.loggers.mlflow_logger import MlflowLogger
+
+    run = a_tracked_run(tmp_path, saved, resumed_step, **extra)
     settings = {"tracking_uri": mlflow_uri(tmp_path), "experiment_name": "tests"}
     return Loggers([MlflowLogger(settings, run)], run)
 
@@ -318,14 +324,7 @@ def wandb_run(tmp_path, monkeypatch, saved=None, resumed_step=None, **extra):
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    run = TrackedRun(
-        run_dir=tmp_path / "run",
-        name="run",
-        params=PARAMS,
-        saved=saved or {},
-        resumed_step=resumed_step,
-        **extra,
-    )
+    run = a_tracked_run(tmp_path, saved, resumed_step, **extra)
     run.run_dir.mkdir(exist_ok=True)
     return Loggers([WandbLogger({"project": "tests", "mode": None}, run)], run)
 
