@@ -118,3 +118,22 @@ def tiny_args(digits_dir: Path, checkpoint_dir: Path, *extra: str) -> list[str]:
         "hydra.run.dir=" + str(checkpoint_dir.parent / "hydra"),
         *extra,
     ]
+
+
+def small_digits_cfg(digits_dir, *overrides: str):
+    """The composed config of a small, deterministic digits run for in-process tests: a
+    tiny CNN, 2 epochs of 11 steps (batch 128 of the 1293 training digits), then
+    ``overrides``."""
+    from trainer.startup import compose_config
+
+    return compose_config(
+        [
+            f"dataset.data_dir={digits_dir}",
+            "dataset.batch_size=128",  # 11 steps per epoch of the 1293 training digits
+            "model.filters=[4]",
+            "model.dense_units=[8]",
+            "trainer.epochs=2",
+            "trainer.deterministic=true",
+            *overrides,
+        ]
+    )

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from tests.conftest import small_digits_cfg
 from trainer.callbacks import (
     build_callbacks,
     callback_specs,
@@ -312,19 +313,8 @@ def test_callback_states_must_be_json_data_that_round_trips(recording):
 @pytest.fixture(scope="module")
 def data_and_cfg(digits_dir):
     from trainer.data import load_data
-    from trainer.startup import compose_config
 
-    cfg = compose_config(
-        [
-            f"dataset.data_dir={digits_dir}",
-            "dataset.batch_size=128",  # 11 steps per epoch of the 1293 training digits
-            "model.filters=[4]",
-            "model.dense_units=[8]",
-            "trainer.epochs=2",
-            "trainer.deterministic=true",
-            "checkpoint.every_n_steps=4",
-        ]
-    )
+    cfg = small_digits_cfg(digits_dir, "checkpoint.every_n_steps=4")
     return load_data(cfg.dataset, seed=cfg.seed), cfg
 
 

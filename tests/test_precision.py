@@ -15,9 +15,9 @@ import dataclasses
 import numpy as np
 import pytest
 
+from tests.conftest import small_digits_cfg
 from trainer.build import build_run
 from trainer.errors import UserError
-from trainer.startup import compose_config
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
@@ -39,22 +39,8 @@ class Quiet:
 def data(digits_dir):
     from trainer.data import load_data
 
-    cfg = base_cfg(digits_dir)
+    cfg = small_digits_cfg(digits_dir)
     return load_data(cfg.dataset, seed=cfg.seed)
-
-
-def base_cfg(digits_dir, *overrides: str):
-    return compose_config(
-        [
-            f"dataset.data_dir={digits_dir}",
-            "dataset.batch_size=128",  # 11 steps per epoch of the 1293 training digits
-            "model.filters=[4]",
-            "model.dense_units=[8]",
-            "trainer.epochs=2",
-            "trainer.deterministic=true",
-            *overrides,
-        ]
-    )
 
 
 def make_loop(data, cfg, state=None, run=None, saves=None, **settings):
@@ -119,7 +105,7 @@ def interrupted_and_resumed(tmp_path, data, cfg, stop_at: int):
 def test_the_policy_applies_to_the_model_only_while_it_is_built(digits_dir, data, precision):
     import keras
 
-    cfg = base_cfg(digits_dir, f"trainer.precision={precision}")
+    cfg = small_digits_cfg(digits_dir, f"trainer.precision={precision}")
     run = build_run(cfg, data.info)
     compute = {"float32": "float32", "mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}
     conv = run.model.get_layer("conv0")
@@ -138,7 +124,7 @@ def test_the_policy_of_the_process_is_neither_used_nor_changed(digits_dir, data)
 
     keras.config.set_dtype_policy("mixed_bfloat16")  # what some other code left behind
     try:
-        run = build_run(base_cfg(digits_dir, "trainer.precision=float32"), data.info)
+        run = build_run(small_digits_cfg(digits_dir, "trainer.precision=float32"), data.info)
         assert keras.config.dtype_policy().name == "mixed_bfloat16"
     finally:
         keras.config.set_dtype_policy("float32")
@@ -163,7 +149,7 @@ def test_logits_and_loss_are_float32_even_from_a_float16_head(digits_dir, data):
     if "test_float16_head" not in MODELS:
         MODELS.register("test_float16_head")(_float16_head)
 
-    cfg = OmegaConf.to_container(base_cfg(digits_dir, "trainer.precision=mixed_float16"))
+    cfg = OmegaConf.to_container(small_digits_cfg(digits_dir, "trainer.precision=mixed_float16"))
     cfg = OmegaConf.create({**cfg, "model": {"name": "test_float16_head"}})
     run, loop = make_loop(data, cfg, total_steps=2)
     images, _ = next(iter(data.validation()))
@@ -179,7 +165,7 @@ def test_logits_and_loss_are_float32_even_from_a_float16_head(digits_dir, data):
 def test_a_resumed_loop_ends_bitwise_equal_for_each_precision(
     tmp_path, digits_dir, data, precision
 ):
-    cfg = base_cfg(digits_dir, f"trainer.precision={precision}")
+    cfg = small_digits_cfg(digits_dir, f"trainer.precision={precision}")
     uninterrupted, loop = make_loop(data, cfg)
     loop.run()
     resumed = interrupted_and_resumed(tmp_path, data, cfg, stop_at=15)  # mid second epoch
@@ -190,7 +176,7 @@ def test_a_resumed_loop_ends_bitwise_equal_for_each_precision(
 def test_loss_scaling_counts_every_batch_and_restores_its_scale(tmp_path, digits_dir, data):
     """A float16 step whose gradients overflow is skipped (the scale halves); the run's
     step still counts it, so the loop's lengths and the checkpoint's step are batches."""
-    cfg = base_cfg(digits_dir, "trainer.precision=mixed_float16")
+    cfg = small_digits_cfg(digits_dir, "trainer.precision=mixed_float16")
     run, loop = make_loop(data, cfg, total_steps=5)
     optimizer = run.optimizer
     optimizer.dynamic_scale.assign(2.0**60)  # overflows float16: the first steps are skipped
@@ -212,7 +198,7 @@ def test_a_mixed_precision_weights_file_loads_into_a_float32_model(tmp_path, dig
     from trainer.loop import LoopState
     from trainer.models import build_model
 
-    cfg = base_cfg(digits_dir, "trainer.precision=mixed_bfloat16")
+    cfg = small_digits_cfg(digits_dir, "trainer.precision=mixed_bfloat16")
     run, loop = make_loop(data, cfg, total_steps=3)
     loop.run()
     checkpoint = checkpoint_of(tmp_path, cfg, run, data, LoopState())
@@ -228,7 +214,7 @@ def test_a_mixed_precision_weights_file_loads_into_a_float32_model(tmp_path, dig
 
 
 def test_ema_is_restored_and_evaluating_with_it_changes_no_training(tmp_path, digits_dir, data):
-    cfg = base_cfg(digits_dir, "optimizer.ema=true", "optimizer.ema_momentum=0.9")
+    cfg = small_digits_cfg(digits_dir, "optimizer.ema=true", "optimizer.ema_momentum=0.9")
     with_ema, loop = make_loop(data, cfg)
     loop.run()  # evaluates the average on the validation split after every epoch
     without, other = make_loop(data, cfg, evaluate_with_ema=False)
@@ -245,7 +231,7 @@ def test_ema_is_restored_and_evaluating_with_it_changes_no_training(tmp_path, di
 
 
 def test_evaluating_with_ema_is_evaluating_the_averaged_weights(digits_dir, data):
-    cfg = base_cfg(digits_dir, "optimizer.ema=true")
+    cfg = small_digits_cfg(digits_dir, "optimizer.ema=true")
     run, loop = make_loop(data, cfg, total_steps=4)
     loop.run()
     validation = data.validation()
@@ -269,7 +255,7 @@ def test_export_writes_the_average_when_evaluation_uses_it(
 
     from trainer.__main__ import main
 
-    cfg = base_cfg(
+    cfg = small_digits_cfg(
         digits_dir,
         "optimizer.ema=true",
         f"trainer.precision={precision}",
@@ -330,7 +316,9 @@ def test_accumulating_n_batches_updates_as_one_batch_n_times_larger():
 
 
 def test_accumulation_steps_count_batches_and_resume_mid_accumulation(tmp_path, digits_dir, data):
-    cfg = base_cfg(digits_dir, "optimizer.gradient_accumulation_steps=4", "optimizer.ema=true")
+    cfg = small_digits_cfg(
+        digits_dir, "optimizer.gradient_accumulation_steps=4", "optimizer.ema=true"
+    )
     uninterrupted, loop = make_loop(data, cfg)
     loop.run()
     assert uninterrupted.global_step == 22  # 2 epochs of 11 batches
@@ -340,7 +328,7 @@ def test_accumulation_steps_count_batches_and_resume_mid_accumulation(tmp_path, 
 
 
 def test_one_accumulation_step_is_no_accumulation(digits_dir, data):
-    cfg = base_cfg(digits_dir, "optimizer.gradient_accumulation_steps=1")
+    cfg = small_digits_cfg(digits_dir, "optimizer.gradient_accumulation_steps=1")
     run = build_run(cfg, data.info)
     assert not run.optimizer.gradient_accumulation_steps
 
@@ -362,7 +350,7 @@ def test_bad_values_are_one_line(digits_dir, override, message):
     from trainer.config import validate
 
     with pytest.raises(UserError) as error:
-        validate(base_cfg(digits_dir, *override.split()))
+        validate(small_digits_cfg(digits_dir, *override.split()))
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
@@ -391,7 +379,7 @@ def test_precision_is_fixed_on_resume_unless_fine_tuning(tmp_path):
 
 @pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
 def test_precision_ema_and_accumulation_combine_and_resume(tmp_path, digits_dir, data, precision):
-    cfg = base_cfg(
+    cfg = small_digits_cfg(
         digits_dir,
         f"trainer.precision={precision}",
         "optimizer.ema=true",
@@ -406,7 +394,7 @@ def test_precision_ema_and_accumulation_combine_and_resume(tmp_path, digits_dir,
 
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_xla_compiled_steps_train_in_each_precision(digits_dir, data, precision):
-    cfg = base_cfg(
+    cfg = small_digits_cfg(
         digits_dir,
         f"trainer.precision={precision}",
         "trainer.jit_compile=true",
