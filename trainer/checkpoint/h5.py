@@ -19,9 +19,10 @@ So every value read is bytes of this file, read once: reading is bounded
 by the file's size, which a manifest has checked. The other functions read
 a checked file: :func:`datasets` (paths, shapes, dtypes, names),
 :func:`layout_problems` (a file against the layout a model or optimizer
-built from config has), :func:`read_datasets` and :func:`read_optimizer_file`
-(given the file's bytes, read once and hashed by the caller, they return views
-of those bytes rather than copies).
+built from config has), :func:`read_datasets` (values; given a file's bytes, views
+of them rather than copies), :func:`dataset_extents` (where each value lies, for a
+restore that reads it straight into the tensor it loads) and
+:func:`optimizer_datasets`.
 
 No TensorFlow here (h5py never imports it).
 """
@@ -254,14 +255,51 @@ def _value(dataset: Any, source: Source, what: str) -> Any:
     return array.reshape(dataset.shape)
 
 
-def read_optimizer_file(source: Source, what: str, global_step: int | None) -> list[Any]:
-    """The variables of an ``optimizer.h5`` (``trainer.checkpoint.state``) in index order,
-    checked by :func:`optimizer_file_problem` first (a ValueError says what is wrong)."""
+@dataclass(frozen=True)
+class Extent:
+    """Where the value of a checked dataset lies: bytes ``[offset, offset + nbytes)`` of its
+    file, stored as ``dtype`` (byte order included) in ``shape``; or, for a dataset kept in
+    the file's metadata (small, chunked or empty), ``offset`` None and ``value`` as h5py
+    read it."""
+
+    offset: int | None
+    nbytes: int
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    value: Any = None
+
+
+def dataset_extents(source: Source, paths: list[str], what: str) -> list[Extent]:
+    """The :class:`Extent` of each dataset ``paths`` of ``source``, checked first; a
+    ValueError if the file has a problem or one of ``paths`` is not a dataset. Nothing but
+    metadata (and the values kept in it) is read: ``trainer.checkpoint.read_into`` reads
+    the rest, once, where it is loaded."""
+    import h5py
+
+    refuse_problems(source, what)
+    extents = []
+    with _open(source) as handle:
+        for path in paths:
+            item = handle.get(path)
+            if not isinstance(item, h5py.Dataset):
+                kind = "missing" if item is None else f"a {type(item).__name__}, not a dataset"
+                raise ValueError(f"{what}: {path} is {kind}")
+            offset = item.id.get_offset() if item.nbytes else None
+            shape = tuple(int(n) for n in item.shape)
+            value = item[()] if offset is None else None
+            extents.append(Extent(offset, int(item.nbytes), item.dtype, shape, value))
+    return extents
+
+
+def optimizer_datasets(source: Source, what: str, global_step: int | None) -> list[str]:
+    """The dataset names of an ``optimizer.h5`` (``trainer.checkpoint.state``), ``0`` to
+    ``N-1``: index order; checked by :func:`optimizer_file_problem` first (a ValueError says
+    what is wrong)."""
     problem = optimizer_file_problem(source, what, global_step)
     if problem:
         raise ValueError(problem)
     with _open(source) as handle:
-        return [_value(handle[str(index)], source, what) for index in range(len(handle))]
+        return [str(index) for index in range(len(handle))]
 
 
 def optimizer_file_problem(source: Source, what: str, global_step: int | None) -> str | None:

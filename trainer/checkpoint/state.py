@@ -43,14 +43,17 @@ groups and values instead of writing them), so the file is the one
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import hashlib
 import os
 import re
 import warnings
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import keras
 import numpy as np
@@ -66,11 +69,12 @@ from trainer.checkpoint.format import (
 )
 from trainer.checkpoint.h5 import (
     Array,
+    Extent,
+    dataset_extents,
     datasets,
     dtype_name,
     layout_problems,
-    read_datasets,
-    read_optimizer_file,
+    optimizer_datasets,
 )
 from trainer.checkpoint.h5_layout import H5Layout
 from trainer.checkpoint.layout import (
@@ -80,6 +84,7 @@ from trainer.checkpoint.layout import (
     OPTIMIZER_FILE,
     STATE_FILE,
 )
+from trainer.checkpoint.read_into import read_into
 from trainer.checkpoint.reading import open_regular, read_trainer_state, to_json
 from trainer.errors import UserError
 
@@ -402,17 +407,17 @@ def restore_state(
     which one does not: a checkpoint of another model is refused, never half-loaded.
     Returns the loop state saved with the checkpoint.
 
-    Each HDF5 file is read once (:func:`read_checked`) and its values are views of
-    those bytes, not read again by h5py or Keras; their sha256 is checked on them,
-    unless ``verify`` hashed the same unchanged file (then it is not taken twice).
-    The weights go straight into the variables Keras' writer stored them from (the
-    layout is Keras': ``model.load_weights`` reads the file too, and is what loads
-    it where a layer stores anything but its own variables).
+    Each HDF5 file is read once, start to end (:func:`_load_values`): each value
+    straight into the memory of a new tensor, which the variable then keeps (no
+    copy), every byte hashed on the way and checked against the manifest before any
+    variable is assigned; unless ``verify`` hashed the same unchanged file (then it
+    is not hashed twice). The weights go straight into the variables Keras' writer
+    stored them from (the layout is Keras': ``model.load_weights`` reads the file
+    too, and is what loads it where a layer stores anything but its own variables).
     """
-    weights = read_checked(checkpoint, MODEL_FILE)
-    _check_weights_file(checkpoint, model, MODEL_FILE, weights)
-    _load_weights(checkpoint, model, weights)
-    del weights  # the optimizer's file is read next: one file's bytes at a time
+    with _listed_file(checkpoint, MODEL_FILE) as weights:
+        _check_weights_file(checkpoint, model, MODEL_FILE, weights)
+        _load_weights(checkpoint, model, weights)
     state = read_trainer_state(checkpoint)
     generators = seed_generator_variables(model)
     rng = state.get("rng", [])
@@ -460,32 +465,133 @@ def weights_layout(model: keras.Model) -> dict[str, Array]:
     return _held_weights_file(model).layout()
 
 
-def read_checked(checkpoint: Checkpoint, name: str) -> bytes:
-    """The bytes of the checkpoint's file ``name``, read once; a UserError unless they are
-    exactly the ones its manifest lists (same size, same sha256). The sha256 is taken
-    from these bytes, unless ``verify`` hashed this very file, unchanged since
-    (``trainer.checkpoint.format.was_verified``)."""
-    path = checkpoint.file(name)
-    entry = checkpoint.manifest["files"][name]
+@dataclass(frozen=True)
+class _Listed:
+    """A checkpoint file open for reading, its size the one its manifest lists."""
+
+    checkpoint: Checkpoint
+    name: str
+    handle: IO[bytes]
+    status: os.stat_result
+
+    @property
+    def entry(self) -> Mapping[str, Any]:
+        return self.checkpoint.manifest["files"][self.name]
+
+    def refuse(self, reason: str) -> UserError:
+        return UserError(f"checkpoint {self.checkpoint.path}: {self.name} {reason}")
+
+
+@contextlib.contextmanager
+def _listed_file(checkpoint: Checkpoint, name: str) -> Iterator[_Listed]:
+    """The checkpoint's file ``name``, open; a UserError unless its size is the manifest's."""
     try:
-        with open_regular(path) as handle:
-            status = os.fstat(handle.fileno())
-            data = handle.read(entry["size"] + 1)  # bounded by the manifest: one more shows it
-    except (OSError, ValueError) as error:
+        handle = open_regular(checkpoint.file(name))
+    except ValueError as error:
         raise UserError(f"checkpoint {checkpoint.path}: {name} cannot be read ({error})") from None
-    hashed = was_verified(path, status, entry["sha256"]) and len(data) == status.st_size
-    if len(data) != entry["size"] or not (
-        hashed or hashlib.sha256(data).hexdigest() == entry["sha256"]
+    with handle:
+        listed = _Listed(checkpoint, name, handle, os.fstat(handle.fileno()))
+        if listed.status.st_size != listed.entry["size"]:
+            raise listed.refuse(_NOT_LISTED)
+        yield listed
+
+
+_NOT_LISTED = "is not the file its manifest lists (its size or sha256 differ)"
+
+
+def _read_listed(listed: _Listed, placements: list[tuple[int, memoryview]]) -> None:
+    """Read ``listed`` once (``trainer.checkpoint.read_into``: ``placements`` filled, the
+    rest only hashed); a UserError unless every byte is the manifest's (its sha256, taken
+    on the way unless ``verify`` hashed this very file, unchanged since) and the file did
+    not change while it was read (inode, size, mtime, ctime)."""
+    path, sha256 = listed.checkpoint.file(listed.name), listed.entry["sha256"]
+    digest = None if was_verified(path, listed.status, sha256) else hashlib.sha256()
+    try:
+        read_into(listed.handle.fileno(), listed.entry["size"], placements, digest)
+        after = os.fstat(listed.handle.fileno())
+    except ValueError as error:
+        raise listed.refuse(f"cannot be loaded: {error}") from None
+    except OSError as error:
+        raise listed.refuse(f"cannot be read ({error.strerror})") from None
+    if _identity(after) != _identity(listed.status) or (
+        digest is not None and digest.hexdigest() != sha256
     ):
-        raise UserError(
-            f"checkpoint {checkpoint.path}: {name} is not the file its manifest lists "
-            "(its size or sha256 differ)"
-        )
-    return data
+        raise listed.refuse(_NOT_LISTED)
 
 
-def _load_weights(checkpoint: Checkpoint, model: keras.Model, weights: bytes) -> None:
-    """Assign the weights file's values (``weights``: its checked bytes) to ``model``."""
+def _identity(status: os.stat_result) -> tuple[int, ...]:
+    return (status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
+
+
+def _unsound(listed: _Listed, problem: str) -> UserError:
+    """The error for a file whose HDF5 structure has ``problem``: that its bytes are not the
+    manifest's, if so (what a damaged file is told first), else ``problem``."""
+    _read_listed(listed, [])  # raises if the bytes are not the listed ones
+    return UserError(f"checkpoint {listed.checkpoint.path}: {problem}")
+
+
+def _load_values(listed: _Listed, paths: list[str]) -> list[Any]:
+    """The values of datasets ``paths`` of ``listed``, read by :func:`_read_listed`: each a
+    new CPU tensor that nobody else holds (assigning it to a variable hands its memory
+    over, where TensorFlow would copy a NumPy array twice); a NumPy array where the file
+    stores a value otherwise (in its metadata, or in another byte order)."""
+    try:
+        extents = dataset_extents(listed.handle, paths, listed.name)
+    except ValueError as error:
+        raise _unsound(listed, str(error)) from None
+    made = [_destination(extent) for extent in extents]
+    placements = sorted(
+        (extent.offset, buffer)
+        for extent, (_, buffer) in zip(extents, made, strict=True)
+        if extent.offset is not None
+    )
+    _read_listed(listed, placements)
+    values = []
+    for extent, (tensor, buffer) in zip(extents, made, strict=True):
+        if extent.offset is None:
+            values.append(extent.value)
+        elif tensor is not None:
+            values.append(tensor)
+        else:
+            array = np.frombuffer(buffer, extent.dtype).reshape(extent.shape)
+            values.append(array.astype(extent.dtype.newbyteorder("=")))
+    return values
+
+
+def _destination(extent: Extent) -> tuple[Any, memoryview | None]:
+    """Where the bytes of ``extent`` are read to: (a new tensor, its memory), or (None, new
+    scratch memory) where no tensor can take them as they are (another byte order)."""
+    if extent.offset is None:
+        return None, None
+    if extent.dtype.isnative:
+        try:
+            with tf.device("CPU:0"):
+                tensor = tf.raw_ops.Empty(
+                    shape=extent.shape, dtype=tf.as_dtype(extent.dtype), init=False
+                )
+            return tensor, _memory_of(tensor)
+        except (TypeError, ValueError, BufferError, RuntimeError):
+            pass
+    return None, memoryview(bytearray(extent.nbytes))
+
+
+def _memory_of(tensor: Any) -> memoryview:
+    """The bytes of ``tensor`` (a CPU tensor just made by ``Empty``), writable.
+
+    TensorFlow gives no writable view of a tensor (DLPack hands NumPy a read-only
+    one), so this is made from the address that view has (ctypes). It is written
+    once, before anyone else sees the tensor: the caller made it and holds its
+    only reference, and the view (which does not keep the tensor alive) is used
+    only while the caller holds it.
+    """
+    view = np.from_dlpack(tensor)
+    address, size = view.ctypes.data, view.nbytes
+    del view  # it holds the tensor: assigning the tensor to a variable would then copy it
+    return memoryview((ctypes.c_char * size).from_address(address)).cast("B")
+
+
+def _load_weights(checkpoint: Checkpoint, model: keras.Model, weights: _Listed) -> None:
+    """Assign the values of the weights file (``weights``: open, layout checked) to ``model``."""
     plan = _weights_plan(model)
     ours = {id(variable) for variable in model.variables}
     if all(
@@ -493,13 +599,11 @@ def _load_weights(checkpoint: Checkpoint, model: keras.Model, weights: bytes) ->
         for _, _, value, attrs in plan.datasets
     ):  # each dataset is a variable's value, as Keras wrote it: assigned back to it
         paths = [f"{group}/{name}" if group else name for group, name, _, _ in plan.datasets]
-        try:
-            values = read_datasets(weights, paths, MODEL_FILE)
-        except ValueError as error:
-            raise UserError(f"checkpoint {checkpoint.path}: {error}") from None
+        values = _load_values(weights, paths)
         for (_, _, variable, _), value in zip(plan.datasets, values, strict=True):
             variable.assign(value)
         return
+    _read_listed(weights, [])  # the sha256, before Keras reads anything
     try:  # a layer that stores computed values, or bfloat16 ones: Keras' own loader
         with warnings.catch_warnings():  # Keras warns, then raises: the error says it all
             warnings.simplefilter("ignore")
@@ -512,20 +616,29 @@ def _load_weights(checkpoint: Checkpoint, model: keras.Model, weights: bytes) ->
 
 
 def _check_weights_file(
-    checkpoint: Checkpoint, model: keras.Model, name: str = MODEL_FILE, data: bytes | None = None
+    checkpoint: Checkpoint,
+    model: keras.Model,
+    name: str = MODEL_FILE,
+    listed: _Listed | None = None,
 ) -> None:
-    """The weights file ``name`` (``data``: its checked bytes, else read from the checkpoint)
-    must hold the datasets ``model.save_weights`` writes; a UserError names the first
-    difference."""
+    """The weights file ``name`` (``listed``: it, open; else read from the checkpoint) must
+    hold the datasets ``model.save_weights`` writes; a UserError names the first
+    difference (or says the bytes are not the listed ones, if they are not)."""
     try:
-        source = checkpoint.file(name) if data is None else data
-        found = {d.path: d.array for d in datasets(source, name)}
+        found = {
+            d.path: d.array
+            for d in datasets(checkpoint.file(name) if listed is None else listed.handle, name)
+        }
     except ValueError as error:
+        if listed is not None:
+            raise _unsound(listed, str(error)) from None
         raise UserError(f"checkpoint {checkpoint.path}: {error}") from None
     problems = layout_problems(
         found, weights_layout(model), name, "the model built from its config"
     )
     if problems:
+        if listed is not None:
+            _read_listed(listed, [])
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise UserError(
             f"checkpoint {checkpoint.path} does not fit the model built from its config: "
@@ -534,22 +647,27 @@ def _check_weights_file(
 
 
 def read_optimizer_values(checkpoint: Checkpoint) -> list[np.ndarray]:
-    """The variables of the checkpoint's ``optimizer.h5``, checked (its sha256 as it is
-    read, see :func:`read_checked`; then step first, see
-    ``trainer.checkpoint.h5.read_optimizer_file``); a UserError if the file is not sound."""
-    try:
-        return read_optimizer_file(
-            read_checked(checkpoint, OPTIMIZER_FILE), OPTIMIZER_FILE, checkpoint.global_step
-        )
-    except ValueError as error:
-        raise UserError(f"checkpoint {checkpoint.path}: {error}") from None
+    """The variables of the checkpoint's ``optimizer.h5`` as NumPy arrays, checked (see
+    :func:`_optimizer_values`); a UserError if the file is not sound."""
+    return [np.asarray(value) for value in _optimizer_values(checkpoint)]
+
+
+def _optimizer_values(checkpoint: Checkpoint) -> list[Any]:
+    """The variables of ``optimizer.h5``, step first (``trainer.checkpoint.h5
+    .optimizer_datasets``), read once by :func:`_load_values` (its sha256 checked)."""
+    with _listed_file(checkpoint, OPTIMIZER_FILE) as listed:
+        try:
+            paths = optimizer_datasets(listed.handle, OPTIMIZER_FILE, checkpoint.global_step)
+        except ValueError as error:
+            raise _unsound(listed, str(error)) from None
+        return _load_values(listed, paths)
 
 
 def _restore_optimizer(
     checkpoint: Checkpoint, model: keras.Model, optimizer: keras.optimizers.Optimizer
 ) -> None:
     optimizer.build(model.trainable_variables)
-    saved = read_optimizer_values(checkpoint)
+    saved = _optimizer_values(checkpoint)
     if len(saved) != len(optimizer.variables):
         raise UserError(
             f"checkpoint {checkpoint.path} holds {len(saved)} optimizer variables, "
@@ -557,7 +675,7 @@ def _restore_optimizer(
         )
     for variable, value in zip(optimizer.variables, saved, strict=True):  # all, then assign
         ours = Array(tuple(variable.shape), dtype_name(np.dtype(variable.dtype)))
-        theirs = Array(np.shape(value), dtype_name(np.asarray(value).dtype))
+        theirs = _array_of(value)
         if theirs != ours:
             raise UserError(
                 f"optimizer variable {variable.path}: {ours} in the optimizer, {theirs} in "
