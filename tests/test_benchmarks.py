@@ -164,18 +164,32 @@ def test_checkpoint_io_times_every_saver_and_reader_against_the_disk(tmp_path):
         "ours_restore",
         "ours_verify_then_restore",
         "tf_restore",
+        "read_bytes_cold",
+        "ours_restore_cold",
+        "tf_restore_cold",
         "orbax",
     } == set(cases)
     for name in savers:
         assert_summary(cases[name]["total_s"])
         assert_summary(cases[name]["total_ratio_to_disk_limit"])
     assert cases["disk_limit"]["total_ratio_to_disk_limit"]["median"] == 1
-    for name in ("ours_restore", "ours_verify_then_restore", "tf_restore"):
+    for name in ("ours_restore", "ours_verify_then_restore", "tf_restore", "tf_restore_cold"):
         assert_summary(cases[name]["total_ratio_to_read_bytes"])
+    assert cases["read_bytes_cold"]["total_ratio_to_read_bytes"]["median"] == 1  # its own
     assert_summary(cases["ours_async"]["blocked_ratio_to_ours_sync"])
     assert cases["ours_async"]["peak_memory_in_states"]["min"] >= 0
     assert "skipped" in cases["orbax"] or positive(cases["orbax"]["total_s"]["median"])
-    assert all(isinstance(cases[n]["met"], bool) for n in ("ours_sync", "ours_restore"))
+    assert all(
+        isinstance(cases[n]["met"], bool)
+        for n in ("ours_sync", "ours_restore", "ours_restore_cold")
+    )
+
+
+def test_checkpoint_io_restores_only_leaves_the_saves_untimed(tmp_path):
+    report = checkpoint_io.main(["--quick", "--cases", "restores", "--workdir", str(tmp_path)])
+    cases = {case["case"] for case in report["cases"]}
+    assert "ours_restore_cold" in cases and "read_bytes" in cases
+    assert not cases & {"disk_limit", "ours_sync", "ours_async"}
 
 
 def test_remote_checkpoint_times_our_upload_and_download_against_plain_s3fs(tmp_path):
