@@ -423,6 +423,12 @@ def was_verified(path: Path, status: os.stat_result, sha256: str) -> bool:
     return remembered == (_identity(status), sha256)
 
 
+def forget_verified() -> None:
+    """Forget what :func:`verify` hashed: the next restore of any file hashes it (benchmarks)."""
+    with _WRITTEN_LOCK:
+        _VERIFIED.clear()
+
+
 def verify_in_background(path: Path) -> Future[Checkpoint]:
     """``verify(path)`` on a thread of its own; the future's result is its ``Checkpoint``.
 

@@ -51,6 +51,7 @@ import re
 import warnings
 import weakref
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -411,13 +412,36 @@ def restore_state(
     straight into the memory of a new tensor, which the variable then keeps (no
     copy), every byte hashed on the way and checked against the manifest before any
     variable is assigned; unless ``verify`` hashed the same unchanged file (then it
-    is not hashed twice). The weights go straight into the variables Keras' writer
+    is not hashed twice). The optimizer's file is read on a second thread meanwhile
+    (sha256 is one core's work per file). The weights go straight into the variables Keras' writer
     stored them from (the layout is Keras': ``model.load_weights`` reads the file
     too, and is what loads it where a layer stores anything but its own variables).
     """
-    with _listed_file(checkpoint, MODEL_FILE) as weights:
-        _check_weights_file(checkpoint, model, MODEL_FILE, weights)
-        _load_weights(checkpoint, model, weights)
+    # The optimizer's file is read (and hashed) on a thread of its own while this one
+    # loads the weights: sha256 is one core's work per file, and both release the GIL.
+    optimizer_file = None if optimizer is None else _in_background(_optimizer_values, checkpoint)
+    try:
+        with _listed_file(checkpoint, MODEL_FILE) as weights:
+            _check_weights_file(checkpoint, model, MODEL_FILE, weights)
+            _load_weights(checkpoint, model, weights)
+        state = _restore_rng_state(checkpoint, model)
+        if optimizer is not None:
+            _restore_optimizer(checkpoint, model, optimizer, optimizer_file.result())
+    finally:
+        if optimizer_file is not None and not optimizer_file.cancel():
+            optimizer_file.exception()  # waits: it is never left reading after a failure
+    return state
+
+
+def _in_background(function: Callable[..., Any], *args: Any) -> Future:
+    executor = ThreadPoolExecutor(1, thread_name_prefix="restore")
+    future = executor.submit(function, *args)
+    executor.shutdown(wait=False)  # the thread ends with its one task
+    return future
+
+
+def _restore_rng_state(checkpoint: Checkpoint, model: keras.Model) -> dict[str, Any]:
+    """The loop state of ``checkpoint``, its RNG states (dropout's) assigned to ``model``."""
     state = read_trainer_state(checkpoint)
     generators = seed_generator_variables(model)
     rng = state.get("rng", [])
@@ -433,8 +457,6 @@ def restore_state(
                 f"checkpoint {checkpoint.path}: malformed RNG state for {variable.path}"
             )
         variable.assign(value.astype(variable.dtype))
-    if optimizer is not None:
-        _restore_optimizer(checkpoint, model, optimizer)
     return state
 
 
@@ -664,10 +686,14 @@ def _optimizer_values(checkpoint: Checkpoint) -> list[Any]:
 
 
 def _restore_optimizer(
-    checkpoint: Checkpoint, model: keras.Model, optimizer: keras.optimizers.Optimizer
+    checkpoint: Checkpoint,
+    model: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
+    saved: list[Any],
 ) -> None:
+    """Assign ``saved`` (:func:`_optimizer_values` of ``checkpoint``) to ``optimizer``, built
+    for ``model``, if every variable fits (else a UserError, and nothing is assigned)."""
     optimizer.build(model.trainable_variables)
-    saved = _optimizer_values(checkpoint)
     if len(saved) != len(optimizer.variables):
         raise UserError(
             f"checkpoint {checkpoint.path} holds {len(saved)} optimizer variables, "
