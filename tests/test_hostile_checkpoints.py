@@ -433,6 +433,67 @@ def test_restore_refuses_a_file_changed_after_it_verified(run_dir):
     assert "optimizer.h5 is not the file its manifest lists" in one_line(error)
 
 
+def _memory_address(variable) -> int:
+    """Where ``variable`` (on the CPU) keeps its value."""
+    return np.from_dlpack(variable.value.read_value()).ctypes.data
+
+
+def _built_run(checkpoint: Checkpoint):
+    from trainer.build import build_run
+
+    run = build_run(read_checkpoint_config(checkpoint), _info())
+    run.optimizer.build(run.model.trainable_variables)
+    return run
+
+
+def _assert_holds_the_checkpoint(run, checkpoint: Path) -> None:
+    saved = checkpoint_arrays(checkpoint)
+    twin = _built_run(unchecked(checkpoint))
+    twin.model.load_weights(checkpoint / "model.weights.h5")  # plain Keras' loader
+    for mine, theirs in zip(run.model.weights, twin.model.weights, strict=True):
+        assert np.asarray(mine).tobytes() == np.asarray(theirs).tobytes()
+    for index, variable in enumerate(run.optimizer.variables):
+        assert (
+            np.asarray(variable).tobytes() == np.asarray(saved[f"optimizer.h5/{index}"]).tobytes()
+        )
+
+
+def test_a_verified_file_is_read_into_the_variables_own_memory(run_dir):
+    # verify hashed the files: restore reads their bytes straight where the variables keep
+    # their values (no new memory, no copy); the values are exactly the file's.
+    from trainer.checkpoint.state import restore_state
+
+    run = _built_run(unchecked(newest(run_dir)))
+    variables = [*run.model.weights, *run.optimizer.variables]
+    before = [_memory_address(variable) for variable in variables]
+    restore_state(verify(newest(run_dir)), run.model, run.optimizer)
+    assert [_memory_address(variable) for variable in variables] == before
+    _assert_holds_the_checkpoint(run, newest(run_dir))
+
+
+def test_an_unverified_file_is_hashed_before_any_variable_changes(run_dir):
+    # Not verified: each file is read into new memory and hashed on the way; the variables
+    # take that memory only once the sha256 matched, so a damaged file changes nothing.
+    from trainer.checkpoint.state import restore_state
+
+    path = newest(run_dir) / "optimizer.h5"
+    pristine = path.read_bytes()
+    with h5py.File(path, "r") as handle:  # a byte of a slot's data, the size unchanged
+        offset = handle["1"].id.get_offset()
+    damaged = bytearray(pristine)
+    damaged[offset] ^= 0xFF
+    path.write_bytes(bytes(damaged))
+    run = _built_run(unchecked(newest(run_dir)))
+    before = [np.asarray(variable).copy() for variable in run.optimizer.variables]
+    with pytest.raises(UserError, match=r"optimizer\.h5 is not the file its manifest lists"):
+        restore_state(unchecked(newest(run_dir)), run.model, run.optimizer)
+    for variable, value in zip(run.optimizer.variables, before, strict=True):
+        assert np.asarray(variable).tobytes() == value.tobytes()
+    path.write_bytes(pristine)
+    restore_state(unchecked(newest(run_dir)), run.model, run.optimizer)
+    _assert_holds_the_checkpoint(run, newest(run_dir))
+
+
 def test_a_file_verify_hashed_is_not_hashed_again_by_restore(run_dir, monkeypatch):
     import types
 
@@ -444,10 +505,11 @@ def test_a_file_verify_hashed_is_not_hashed_again_by_restore(run_dir, monkeypatc
     class Spy:  # a sha256 that counts the bytes it is given, one count per file
         def __init__(self):
             self.digest = hashlib.sha256()
+            self.index = len(hashed)
             hashed.append(0)
 
         def update(self, data):
-            hashed[-1] += len(data)
+            hashed[self.index] += len(data)
             self.digest.update(data)
 
         def hexdigest(self):

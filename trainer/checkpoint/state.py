@@ -419,14 +419,19 @@ def restore_state(
     """
     # The optimizer's file is read (and hashed) on a thread of its own while this one
     # loads the weights: sha256 is one core's work per file, and both release the GIL.
-    optimizer_file = None if optimizer is None else _in_background(_optimizer_values, checkpoint)
+    optimizer_file = None
+    if optimizer is not None:
+        optimizer.build(model.trainable_variables)
+        optimizer_file = _in_background(_optimizer_values, checkpoint, optimizer.variables)
     try:
         with _listed_file(checkpoint, MODEL_FILE) as weights:
             _check_weights_file(checkpoint, model, MODEL_FILE, weights)
             _load_weights(checkpoint, model, weights)
         state = _restore_rng_state(checkpoint, model)
-        if optimizer is not None:
-            _restore_optimizer(checkpoint, model, optimizer, optimizer_file.result())
+        if optimizer_file is not None:
+            for variable, value in zip(optimizer.variables, optimizer_file.result(), strict=True):
+                if value is not None:  # None: read into the variable itself
+                    variable.assign(value)
     finally:
         if optimizer_file is not None and not optimizer_file.cancel():
             optimizer_file.exception()  # waits: it is never left reading after a failure
@@ -500,6 +505,12 @@ class _Listed:
     def entry(self) -> Mapping[str, Any]:
         return self.checkpoint.manifest["files"][self.name]
 
+    @property
+    def verified(self) -> bool:
+        """Whether ``verify`` hashed this very file, unchanged since (then not hashed again)."""
+        path = self.checkpoint.file(self.name)
+        return was_verified(path, self.status, self.entry["sha256"])
+
     def refuse(self, reason: str) -> UserError:
         return UserError(f"checkpoint {self.checkpoint.path}: {self.name} {reason}")
 
@@ -526,8 +537,7 @@ def _read_listed(listed: _Listed, placements: list[tuple[int, memoryview]]) -> N
     rest only hashed); a UserError unless every byte is the manifest's (its sha256, taken
     on the way unless ``verify`` hashed this very file, unchanged since) and the file did
     not change while it was read (inode, size, mtime, ctime)."""
-    path, sha256 = listed.checkpoint.file(listed.name), listed.entry["sha256"]
-    digest = None if was_verified(path, listed.status, sha256) else hashlib.sha256()
+    digest = None if listed.verified else hashlib.sha256()
     try:
         read_into(listed.handle.fileno(), listed.entry["size"], placements, digest)
         after = os.fstat(listed.handle.fileno())
@@ -536,7 +546,7 @@ def _read_listed(listed: _Listed, placements: list[tuple[int, memoryview]]) -> N
     except OSError as error:
         raise listed.refuse(f"cannot be read ({error.strerror})") from None
     if _identity(after) != _identity(listed.status) or (
-        digest is not None and digest.hexdigest() != sha256
+        digest is not None and digest.hexdigest() != listed.entry["sha256"]
     ):
         raise listed.refuse(_NOT_LISTED)
 
@@ -552,26 +562,48 @@ def _unsound(listed: _Listed, problem: str) -> UserError:
     return UserError(f"checkpoint {listed.checkpoint.path}: {problem}")
 
 
-def _load_values(listed: _Listed, paths: list[str]) -> list[Any]:
-    """The values of datasets ``paths`` of ``listed``, read by :func:`_read_listed`: each a
-    new CPU tensor that nobody else holds (assigning it to a variable hands its memory
-    over, where TensorFlow would copy a NumPy array twice); a NumPy array where the file
-    stores a value otherwise (in its metadata, or in another byte order)."""
+def _extents(listed: _Listed, paths: list[str]) -> list[Extent]:
+    """Where the values of datasets ``paths`` of ``listed`` lie (its metadata, checked)."""
     try:
-        extents = dataset_extents(listed.handle, paths, listed.name)
+        return dataset_extents(listed.handle, paths, listed.name)
     except ValueError as error:
         raise _unsound(listed, str(error)) from None
-    made = [_destination(extent) for extent in extents]
+
+
+def _load_values(
+    listed: _Listed, extents: list[Extent], variables: list[Any] | None = None
+) -> list[Any]:
+    """The values ``extents`` of ``listed`` locate, read by :func:`_read_listed`.
+
+    Each is a new CPU tensor that nobody else holds (assigning it to a variable
+    hands its memory over, where TensorFlow would copy a NumPy array twice), or a
+    NumPy array where the file stores a value otherwise (in its metadata, or in
+    another byte order); or None where the value was read straight into the memory
+    of its variable (``variables``, in the order of ``extents``, shapes and dtypes
+    checked by the caller): when the file was verified already, so that its bytes
+    are known good before they are read, and the variable is a plain one on the
+    CPU (:func:`_memory_of_variable`). That saves the new memory, which costs more
+    to fault in than the read itself (1 to 2 s per GiB on the machine measured).
+    """
+    in_place = listed.verified and variables is not None
+    made = []  # (tensor, memory the bytes go to, whether that is the variable's own)
+    for index, extent in enumerate(extents):
+        memory = None
+        if in_place and extent.offset is not None:
+            memory = _memory_of_variable(variables[index], extent)
+        made.append((None, memory, True) if memory is not None else _destination(extent))
     placements = sorted(
         (extent.offset, buffer)
-        for extent, (_, buffer) in zip(extents, made, strict=True)
+        for extent, (_, buffer, _) in zip(extents, made, strict=True)
         if extent.offset is not None
     )
     _read_listed(listed, placements)
     values = []
-    for extent, (tensor, buffer) in zip(extents, made, strict=True):
+    for extent, (tensor, buffer, own) in zip(extents, made, strict=True):
         if extent.offset is None:
             values.append(extent.value)
+        elif own:
+            values.append(None)
         elif tensor is not None:
             values.append(tensor)
         else:
@@ -580,21 +612,22 @@ def _load_values(listed: _Listed, paths: list[str]) -> list[Any]:
     return values
 
 
-def _destination(extent: Extent) -> tuple[Any, memoryview | None]:
-    """Where the bytes of ``extent`` are read to: (a new tensor, its memory), or (None, new
-    scratch memory) where no tensor can take them as they are (another byte order)."""
+def _destination(extent: Extent) -> tuple[Any, memoryview | None, bool]:
+    """Where the bytes of ``extent`` are read to: (a new tensor, its memory, False), or
+    (None, new scratch memory, False) where no tensor can take them as they are (another
+    byte order)."""
     if extent.offset is None:
-        return None, None
+        return None, None, False
     if extent.dtype.isnative:
         try:
             with tf.device("CPU:0"):
                 tensor = tf.raw_ops.Empty(
                     shape=extent.shape, dtype=tf.as_dtype(extent.dtype), init=False
                 )
-            return tensor, _memory_of(tensor)
+            return tensor, _memory_of(tensor), False
         except (TypeError, ValueError, BufferError, RuntimeError):
             pass
-    return None, memoryview(bytearray(extent.nbytes))
+    return None, memoryview(bytearray(extent.nbytes)), False
 
 
 def _memory_of(tensor: Any) -> memoryview:
@@ -612,6 +645,39 @@ def _memory_of(tensor: Any) -> memoryview:
     return memoryview((ctypes.c_char * size).from_address(address)).cast("B")
 
 
+def _memory_of_variable(variable: Any, extent: Extent) -> memoryview | None:
+    """The memory ``variable`` keeps its value in, writable, or None where the bytes of
+    ``extent`` cannot go there as they are.
+
+    Only for a plain TensorFlow variable on the CPU (not a distributed one, not
+    on an accelerator) whose dtype (byte order included) and shape are the
+    dataset's, reading which returns its own buffer: two reads held at once have
+    one address (a variable in copy-on-read mode, after sparse updates, gives each
+    read a copy). Writing there bypasses TensorFlow's copy-on-write, so the
+    variable's value must be held by nothing else: ``restore_state`` restores into
+    a model and optimizer its caller has just built.
+    """
+    inner = getattr(variable, "_value", variable)  # Keras' TensorFlow backend: a tf.Variable
+    if not isinstance(inner, tf.Variable) or isinstance(inner, tf.distribute.DistributedValues):
+        return None
+    if "CPU" not in inner.device:
+        return None
+    if not extent.dtype.isnative or tuple(inner.shape) != extent.shape:
+        return None
+    if np.dtype(inner.dtype.as_numpy_dtype) != extent.dtype or not extent.nbytes:
+        return None
+    try:
+        first, second = inner.read_value(), inner.read_value()
+        addresses = {np.from_dlpack(read).ctypes.data for read in (first, second)}
+    except (TypeError, ValueError, BufferError, RuntimeError):
+        return None
+    del first, second
+    if len(addresses) != 1:
+        return None
+    (address,) = addresses
+    return memoryview((ctypes.c_char * extent.nbytes).from_address(address)).cast("B")
+
+
 def _load_weights(checkpoint: Checkpoint, model: keras.Model, weights: _Listed) -> None:
     """Assign the values of the weights file (``weights``: open, layout checked) to ``model``."""
     plan = _weights_plan(model)
@@ -621,9 +687,11 @@ def _load_weights(checkpoint: Checkpoint, model: keras.Model, weights: _Listed) 
         for _, _, value, attrs in plan.datasets
     ):  # each dataset is a variable's value, as Keras wrote it: assigned back to it
         paths = [f"{group}/{name}" if group else name for group, name, _, _ in plan.datasets]
-        values = _load_values(weights, paths)
-        for (_, _, variable, _), value in zip(plan.datasets, values, strict=True):
-            variable.assign(value)
+        variables = [variable for _, _, variable, _ in plan.datasets]
+        values = _load_values(weights, _extents(weights, paths), variables)
+        for variable, value in zip(variables, values, strict=True):
+            if value is not None:  # None: read into the variable itself
+                variable.assign(value)
         return
     _read_listed(weights, [])  # the sha256, before Keras reads anything
     try:  # a layer that stores computed values, or bfloat16 ones: Keras' own loader
@@ -674,38 +742,36 @@ def read_optimizer_values(checkpoint: Checkpoint) -> list[np.ndarray]:
     return [np.asarray(value) for value in _optimizer_values(checkpoint)]
 
 
-def _optimizer_values(checkpoint: Checkpoint) -> list[Any]:
+def _optimizer_values(checkpoint: Checkpoint, variables: list[Any] | None = None) -> list[Any]:
     """The variables of ``optimizer.h5``, step first (``trainer.checkpoint.h5
-    .optimizer_datasets``), read once by :func:`_load_values` (its sha256 checked)."""
+    .optimizer_datasets``), read once by :func:`_load_values` (its sha256 checked).
+
+    ``variables``: the optimizer's, which the values are for: each must match its
+    dataset in shape and dtype (a UserError names the first that does not, before
+    anything is read), and a value read into its variable is None here.
+    """
     with _listed_file(checkpoint, OPTIMIZER_FILE) as listed:
         try:
             paths = optimizer_datasets(listed.handle, OPTIMIZER_FILE, checkpoint.global_step)
         except ValueError as error:
             raise _unsound(listed, str(error)) from None
-        return _load_values(listed, paths)
+        extents = _extents(listed, paths)
+        if variables is not None:
+            _check_optimizer_fits(checkpoint, extents, variables)
+        return _load_values(listed, extents, variables)
 
 
-def _restore_optimizer(
-    checkpoint: Checkpoint,
-    model: keras.Model,
-    optimizer: keras.optimizers.Optimizer,
-    saved: list[Any],
-) -> None:
-    """Assign ``saved`` (:func:`_optimizer_values` of ``checkpoint``) to ``optimizer``, built
-    for ``model``, if every variable fits (else a UserError, and nothing is assigned)."""
-    optimizer.build(model.trainable_variables)
-    if len(saved) != len(optimizer.variables):
+def _check_optimizer_fits(checkpoint: Checkpoint, extents: list[Extent], variables: list) -> None:
+    if len(extents) != len(variables):
         raise UserError(
-            f"checkpoint {checkpoint.path} holds {len(saved)} optimizer variables, "
-            f"the optimizer built from its config has {len(optimizer.variables)}"
+            f"checkpoint {checkpoint.path} holds {len(extents)} optimizer variables, "
+            f"the optimizer built from its config has {len(variables)}"
         )
-    for variable, value in zip(optimizer.variables, saved, strict=True):  # all, then assign
+    for variable, extent in zip(variables, extents, strict=True):
         ours = Array(tuple(variable.shape), dtype_name(np.dtype(variable.dtype)))
-        theirs = _array_of(value)
+        theirs = Array(extent.shape, dtype_name(extent.dtype))
         if theirs != ours:
             raise UserError(
                 f"optimizer variable {variable.path}: {ours} in the optimizer, {theirs} in "
                 f"checkpoint {checkpoint.path}"
             )
-    for variable, value in zip(optimizer.variables, saved, strict=True):
-        variable.assign(value)
