@@ -26,11 +26,13 @@ in rotating order:
   skipped, with a line saying so, when orbax-checkpoint is not installed.
 
 Restore, each round: ``read_bytes`` (read every file of our checkpoint into
-memory), ``ours_restore`` (``verify`` of the manifest, sizes and HDF5 structure,
-then ``restore_state`` into the model and optimizer, which reads each HDF5 file
-once and checks its sha256 on the bytes it loads), ``ours_verify_then_restore``
-(``verify`` hashing every file first, then ``restore_state``: two passes) and
-``tf_restore`` (``tf.train.Checkpoint.restore``). The files were just written,
+memory), ``ours_restore`` (``verify``: manifest, sizes, HDF5 structure and every
+sha256, the large files side by side; then ``restore_state`` into the model and
+optimizer, which reads each verified file straight into the variables: what a
+resume and the tools do), ``ours_unverified_restore`` (``verify`` without the
+hashes, then ``restore_state``, which reads each file into new tensors and
+checks its sha256 on the way: one pass) and ``tf_restore``
+(``tf.train.Checkpoint.restore``, which hashes nothing). The files were just written,
 so these read from the page cache. Then the same from the disk: ``*_cold``, each
 after ``posix_fadvise(DONTNEED)`` has dropped every file of both checkpoints from
 the page cache (fsynced first: only clean pages can be dropped). Reading from the
@@ -259,8 +261,8 @@ def time_restores(model, optimizer, repeats: int, root: Path) -> dict[str, list[
     latest = list_checkpoints(root / "sync")[-1]
     tf_latest = tf.train.latest_checkpoint(str(root / "tf"))
     tf_checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
-    readers = ["read_bytes", "ours_restore", "ours_verify_then_restore", "tf_restore"]
-    readers += [f"{reader}_cold" for reader in ("read_bytes", "ours_restore", "tf_restore")]
+    readers = ["read_bytes", "ours_restore", "ours_unverified_restore", "tf_restore"]
+    readers += [f"{reader}_cold" for reader in readers]
     found: dict[str, list[float]] = {reader: [] for reader in readers}
     for round_index in range(repeats):
         shift = round_index % len(readers)
@@ -275,10 +277,11 @@ def time_restores(model, optimizer, repeats: int, root: Path) -> dict[str, list[
             kind = reader.removesuffix("_cold")
             if kind == "read_bytes":
                 read_bytes(latest)
-            elif kind in ("ours_restore", "ours_verify_then_restore"):
-                # ours_restore: the sha256s are checked as restore_state reads each file
-                # once; the other hashes every file first (`trainer verify`), then loads.
-                checkpoint = verify(latest, hashes=kind != "ours_restore")
+            elif kind in ("ours_restore", "ours_unverified_restore"):
+                # ours_restore: verify hashes every file, then restore_state reads them
+                # into the variables (what a resume and the tools do); unverified: verify
+                # without hashes, then restore_state hashes each file as it reads it.
+                checkpoint = verify(latest, hashes=kind == "ours_restore")
                 if not checkpoint.valid:
                     raise RuntimeError(f"{latest}: {checkpoint.problems}")
                 restore_state(checkpoint, model, optimizer)

@@ -162,10 +162,11 @@ def test_checkpoint_io_times_every_saver_and_reader_against_the_disk(tmp_path):
     assert savers | {
         "read_bytes",
         "ours_restore",
-        "ours_verify_then_restore",
+        "ours_unverified_restore",
         "tf_restore",
         "read_bytes_cold",
         "ours_restore_cold",
+        "ours_unverified_restore_cold",
         "tf_restore_cold",
         "orbax",
     } == set(cases)
@@ -173,7 +174,7 @@ def test_checkpoint_io_times_every_saver_and_reader_against_the_disk(tmp_path):
         assert_summary(cases[name]["total_s"])
         assert_summary(cases[name]["total_ratio_to_disk_limit"])
     assert cases["disk_limit"]["total_ratio_to_disk_limit"]["median"] == 1
-    for name in ("ours_restore", "ours_verify_then_restore", "tf_restore", "tf_restore_cold"):
+    for name in ("ours_restore", "ours_unverified_restore", "tf_restore", "tf_restore_cold"):
         assert_summary(cases[name]["total_ratio_to_read_bytes"])
     assert cases["read_bytes_cold"]["total_ratio_to_read_bytes"]["median"] == 1  # its own
     assert_summary(cases["ours_async"]["blocked_ratio_to_ours_sync"])

@@ -63,7 +63,6 @@ from keras.src.saving import saving_lib  # Keras' weights writer: see _HeldStore
 
 from trainer.checkpoint.format import (
     Checkpoint,
-    file_problems,
     recorded_class_names,
     was_verified,
     write_bytes_durably,
@@ -409,22 +408,21 @@ def restore_state(
     which one does not: a checkpoint of another model is refused, never half-loaded.
     Returns the loop state saved with the checkpoint.
 
-    Each HDF5 file is hashed first, unless ``verify`` hashed the same unchanged file
-    (then not twice), both side by side (sha256 is one core's work per file); then
-    read once, start to end (:func:`_load_values`), each value straight into the
-    memory of its variable. ``model`` and ``optimizer`` must be ones the caller has
-    just built: that memory is written without TensorFlow's copy-on-write, so a
-    tensor read from a variable before and still held would change too. Where a
-    file changed since it was hashed (or a variable is on an accelerator, or
-    distributed), values are read into new tensors instead, hashed on the way,
-    and assigned only once the sha256 matched. The optimizer's file is read on a
-    second thread meanwhile. The weights go straight into the variables Keras' writer
-    stored them from (the layout is Keras': ``model.load_weights`` reads the file
-    too, and is what loads it where a layer stores anything but its own variables).
+    Each HDF5 file is read once, start to end (:func:`_load_values`). A file that
+    ``verify`` hashed, unchanged since (what a resume and every tool restore), is
+    read straight into the memory of its variables, and not hashed again. ``model``
+    and ``optimizer`` must then be ones the caller has just built: that memory is
+    written without TensorFlow's copy-on-write, so a tensor read from a variable
+    before and still held would change too. Any other file (and a variable on an
+    accelerator, or a distributed one) is read into new tensors, hashed on the
+    way, and assigned only once the sha256 matched. The optimizer's file is read
+    on a second thread meanwhile (sha256 is one core's work per file). The weights
+    go straight into the variables Keras' writer stored them from (the layout is
+    Keras': ``model.load_weights`` reads the file too, and is what loads it where
+    a layer stores anything but its own variables).
     """
     # The optimizer's file is read (and hashed) on a thread of its own while this one
     # loads the weights: sha256 is one core's work per file, and both release the GIL.
-    _hash_unverified(checkpoint, [MODEL_FILE] + ([OPTIMIZER_FILE] if optimizer else []))
     optimizer_file = None
     if optimizer is not None:
         optimizer.build(model.trainable_variables)
@@ -442,24 +440,6 @@ def restore_state(
         if optimizer_file is not None and not optimizer_file.cancel():
             optimizer_file.exception()  # waits: it is never left reading after a failure
     return state
-
-
-def _hash_unverified(checkpoint: Checkpoint, names: list[str]) -> None:
-    """Hash those of the checkpoint's files ``names`` that ``verify`` has not, side by side
-    (``trainer.checkpoint.format.file_problems``), so that each is then known sound before
-    it is read, and read straight into its variables (:func:`_load_values`). One that is
-    not sound is left to :func:`_load_values` to refuse, which says why."""
-    files = checkpoint.manifest["files"]
-    unverified = {}
-    for name in names:
-        path = checkpoint.file(name)
-        try:
-            status = os.stat(path, follow_symlinks=False)
-        except OSError:
-            continue
-        if not was_verified(path, status, files[name]["sha256"]):
-            unverified[name] = files[name]
-    file_problems(checkpoint.path, unverified)
 
 
 def _in_background(function: Callable[..., Any], *args: Any) -> Future:
