@@ -55,6 +55,7 @@ from trainer.checkpoint.layout import (
     checkpoint_name,
     is_checkpoint_name,
 )
+from trainer.checkpoint.read_into import read_into
 from trainer.checkpoint.reading import (
     COUNT,
     Integer,
@@ -151,6 +152,18 @@ def _sha256(handle: Any, chunk: int = HASH_CHUNK) -> str:
     buffer = memoryview(bytearray(chunk))
     while got := handle.readinto(buffer):
         digest.update(buffer[:got])
+    return digest.hexdigest()
+
+
+def _sha256_of_size(handle: Any, size: int) -> str | None:
+    """The sha256 of the first ``size`` bytes of ``handle`` (a regular file), read and
+    hashed side by side (``trainer.checkpoint.read_into``: the disk reads piece ``k + 1``
+    while piece ``k`` is hashed); None if the file ends before."""
+    digest = hashlib.sha256()
+    try:
+        read_into(handle.fileno(), size, [], digest)
+    except ValueError:
+        return None
     return digest.hexdigest()
 
 
@@ -426,7 +439,7 @@ def _file_problem(file_path: Path, entry: Mapping[str, Any], hashes: bool) -> st
             if status.st_size != entry["size"]:
                 return f"size {status.st_size} bytes, manifest says {entry['size']}"
             if hashes:
-                if _sha256(handle) != entry["sha256"]:
+                if _sha256_of_size(handle, entry["size"]) != entry["sha256"]:
                     return "sha256 does not match the manifest"
                 _remember_verified(file_path, status, entry["sha256"])
     except ValueError as error:

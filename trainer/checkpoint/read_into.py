@@ -53,10 +53,11 @@ def read_into(
         position = 0
         for offset, buffer in [*placements, (size, memoryview(b""))]:
             while position < offset:  # the bytes before this placement: hashed only
-                scratch = memoryview(bytearray(min(PIECE, offset - position)))
-                _read_fully(fd, scratch, position)
-                hasher.add(scratch)
-                position += len(scratch)
+                scratch = hasher.scratch()
+                piece = scratch[: min(PIECE, offset - position)]
+                _read_fully(fd, piece, position)
+                hasher.add(piece, scratch)
+                position += len(piece)
             for start in range(0, len(buffer), PIECE):
                 piece = buffer[start : start + PIECE]
                 _read_fully(fd, piece, position)
@@ -76,23 +77,43 @@ def _read_fully(fd: int, buffer: memoryview, offset: int) -> None:
 
 
 class _Hasher:
-    """``digest.update`` of each piece added, in order, on a thread of its own."""
+    """``digest.update`` of each piece added, in order, on a thread of its own; and the
+    scratch memory for bytes that are only hashed, each buffer reused once hashed (new
+    memory for each piece costs more to fault in than the hash, on some machines)."""
 
     def __init__(self, digest: Any) -> None:
         self.digest = digest
-        self.pieces: queue.Queue[memoryview | None] = queue.Queue(QUEUED)
+        self.pieces: queue.Queue[tuple[memoryview, memoryview | None] | None]
+        self.pieces = queue.Queue(QUEUED)
+        self.free: queue.Queue[memoryview] = queue.Queue()
+        self.made = 0
         self.thread = None
         if digest is not None:
             self.thread = threading.Thread(target=self._run, name="read-hash", daemon=True)
             self.thread.start()
 
     def _run(self) -> None:
-        while (piece := self.pieces.get()) is not None:
+        while (item := self.pieces.get()) is not None:
+            piece, scratch = item
             self.digest.update(piece)
+            if scratch is not None:
+                self.free.put(scratch)
 
-    def add(self, piece: memoryview) -> None:
+    def scratch(self) -> memoryview:
+        """A PIECE-sized buffer that no piece waiting to be hashed is in (at most
+        QUEUED + 2 are made); without a hash, one buffer, reused at once."""
+        if self.made < (QUEUED + 2 if self.thread is not None else 1):
+            self.made += 1
+            return memoryview(bytearray(PIECE))
+        return self.free.get()
+
+    def add(self, piece: memoryview, scratch: memoryview | None = None) -> None:
+        """Hash ``piece`` next; ``scratch``: the buffer :meth:`scratch` gave that it is in,
+        free again once it is hashed."""
         if self.thread is not None:
-            self.pieces.put(piece)
+            self.pieces.put((piece, scratch))
+        elif scratch is not None:
+            self.free.put(scratch)
 
     def finish(self) -> None:
         """Wait until every piece added is hashed (the caller's buffers are free after)."""
