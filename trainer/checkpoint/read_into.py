@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 PIECE = 16 << 20  # bytes read (and handed to the hash) at a time
-QUEUED = 4  # pieces read ahead of the hash at most: scratch memory stays bounded
+QUEUED = 2  # pieces read ahead of the hash at most: scratch memory stays bounded
 
 
 def read_into(
@@ -53,8 +53,8 @@ def read_into(
         position = 0
         for offset, buffer in [*placements, (size, memoryview(b""))]:
             while position < offset:  # the bytes before this placement: hashed only
-                scratch = hasher.scratch()
-                piece = scratch[: min(PIECE, offset - position)]
+                scratch = hasher.scratch(min(PIECE, offset - position))
+                piece = scratch[: min(len(scratch), offset - position)]
                 _read_fully(fd, piece, position)
                 hasher.add(piece, scratch)
                 position += len(piece)
@@ -99,12 +99,13 @@ class _Hasher:
             if scratch is not None:
                 self.free.put(scratch)
 
-    def scratch(self) -> memoryview:
-        """A PIECE-sized buffer that no piece waiting to be hashed is in (at most
-        QUEUED + 2 are made); without a hash, one buffer, reused at once."""
-        if self.made < (QUEUED + 2 if self.thread is not None else 1):
+    def scratch(self, wanted: int) -> memoryview:
+        """A buffer that no piece waiting to be hashed is in: a free one (of any size), or
+        a new one of ``wanted`` bytes while fewer than QUEUED + 1 were made (one without a
+        hash); else the next to be freed."""
+        if self.free.empty() and self.made < (QUEUED + 1 if self.thread is not None else 1):
             self.made += 1
-            return memoryview(bytearray(PIECE))
+            return memoryview(bytearray(wanted))
         return self.free.get()
 
     def add(self, piece: memoryview, scratch: memoryview | None = None) -> None:
