@@ -55,7 +55,7 @@ from trainer.checkpoint.layout import (
     checkpoint_name,
     is_checkpoint_name,
 )
-from trainer.checkpoint.read_into import read_into
+from trainer.checkpoint.read_into import PIECE, read_into
 from trainer.checkpoint.reading import (
     COUNT,
     Integer,
@@ -134,24 +134,16 @@ def recorded_class_names(names: Iterable[Any] | None) -> list[str] | None:
     return names
 
 
-HASH_CHUNK = 16 << 20  # bytes read and hashed at a time (see _sha256)
-
-
-def sha256_of(path: Path, chunk: int = HASH_CHUNK) -> str:
+def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
     """The sha256 of regular file ``path`` (ValueError if it is a symlink, FIFO, device)."""
     with open_regular(path) as handle:
         return _sha256(handle, chunk)
 
 
-def _sha256(handle: Any, chunk: int = HASH_CHUNK) -> str:
-    # One buffer, read into again and again (new memory for each read costs more to fault
-    # in than the hash on some machines), in large pieces: verify_in_background hashes
-    # beside TensorFlow's import, which holds the GIL most of the time, and each piece
-    # waits for it twice (read, hash): 16 MiB pieces, not 1 MiB, make that 16 times rarer.
+def _sha256(handle: Any, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
-    buffer = memoryview(bytearray(chunk))
-    while got := handle.readinto(buffer):
-        digest.update(buffer[:got])
+    while block := handle.read(chunk):
+        digest.update(block)
     return digest.hexdigest()
 
 
@@ -405,29 +397,22 @@ def file_problems(
     directory: Path, files: Mapping[str, Mapping[str, Any]], *, hashes: bool = True
 ) -> dict[str, str | None]:
     """name -> what is wrong with ``directory/name`` against its manifest entry (``files``:
-    size, sha256), or None. The files are hashed side by side, one per core (sha256 is one
-    core's work per file; reading and hashing release the GIL); a file found sound is
-    remembered (``was_verified``) until it changes."""
-    names = list(files)
-    large = [name for name in names if files[name]["size"] >= HASH_CHUNK]
-    workers = min(len(large), os.cpu_count() or 1)
-    if not hashes or workers < 2:
-        return {name: _file_problem(directory / name, files[name], hashes) for name in names}
-    from concurrent.futures import ThreadPoolExecutor
+    size, sha256), or None. The large files are hashed side by side, one per core (sha256
+    is one core's work per file; reading and hashing release the GIL); a file found sound
+    is remembered (``was_verified``) until it changes."""
 
-    with ThreadPoolExecutor(workers, thread_name_prefix="sha256") as executor:
-        found = dict(
-            zip(
-                large,
-                executor.map(
-                    lambda name: _file_problem(directory / name, files[name], True), large
-                ),
-                strict=True,
-            )
-        )
-    small = (name for name in names if name not in found)
-    found.update({name: _file_problem(directory / name, files[name], True) for name in small})
-    return {name: found[name] for name in names}
+    def problem(name: str) -> str | None:
+        return _file_problem(directory / name, files[name], hashes)
+
+    large = [name for name in files if files[name]["size"] >= PIECE] if hashes else []
+    workers = min(len(large), os.cpu_count() or 1)
+    found: dict[str, str | None] = {}
+    if workers >= 2:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers, thread_name_prefix="sha256") as executor:
+            found = dict(zip(large, executor.map(problem, large), strict=True))
+    return {name: found[name] if name in found else problem(name) for name in files}
 
 
 def _file_problem(file_path: Path, entry: Mapping[str, Any], hashes: bool) -> str | None:
@@ -454,13 +439,15 @@ def _file_problem(file_path: Path, entry: Mapping[str, Any], hashes: bool) -> st
 _VERIFIED: dict[str, tuple[tuple[int, int, int, int], str]] = {}
 
 
-def _identity(status: os.stat_result) -> tuple[int, int, int, int]:
+def file_identity(status: os.stat_result) -> tuple[int, int, int, int]:
+    """What changes whenever a file's bytes do (through the file system): inode, size,
+    mtime, ctime."""
     return (status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
 
 
 def _remember_verified(path: Path, status: os.stat_result, sha256: str) -> None:
     with _WRITTEN_LOCK:
-        _VERIFIED[str(path)] = (_identity(status), sha256)
+        _VERIFIED[str(path)] = (file_identity(status), sha256)
         while len(_VERIFIED) > _MAX_WRITTEN:
             del _VERIFIED[next(iter(_VERIFIED))]
 
@@ -472,7 +459,7 @@ def was_verified(path: Path, status: os.stat_result, sha256: str) -> bool:
     beside TensorFlow's import, then restores: one hash of each byte, not two)."""
     with _WRITTEN_LOCK:
         remembered = _VERIFIED.get(str(path))
-    return remembered == (_identity(status), sha256)
+    return remembered == (file_identity(status), sha256)
 
 
 def forget_verified() -> None:
@@ -488,10 +475,15 @@ def verify_in_background(path: Path) -> Future[Checkpoint]:
     import (seconds, one core) instead of before it, and leaves the files in the
     page cache for the restore that follows.
     """
+    return in_background(verify, Path(path), name="verify")
+
+
+def in_background(function: Callable[..., Any], *args: Any, name: str) -> Future:
+    """``function(*args)`` on a thread of its own (named ``name``); its future."""
     from concurrent.futures import ThreadPoolExecutor
 
-    executor = ThreadPoolExecutor(1, thread_name_prefix="verify")
-    future = executor.submit(verify, Path(path))
+    executor = ThreadPoolExecutor(1, thread_name_prefix=name)
+    future = executor.submit(function, *args)
     executor.shutdown(wait=False)  # the thread ends with its one task
     return future
 

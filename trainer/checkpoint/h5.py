@@ -228,18 +228,20 @@ def layout_problems(
 def read_datasets(source: Source, paths: list[str], what: str) -> list[Any]:
     """The values (numpy arrays) of datasets ``paths`` of ``source``, checked first; a
     ValueError if the file has a problem or one of ``paths`` is not a dataset."""
+    refuse_problems(source, what)
+    with _open(source) as handle:
+        return [_value(_dataset(handle, path, what), source, what) for path in paths]
+
+
+def _dataset(handle: Any, path: str, what: str) -> Any:
+    """The dataset ``path`` of an open file; a ValueError if it is missing or not a dataset."""
     import h5py
 
-    refuse_problems(source, what)
-    values = []
-    with _open(source) as handle:
-        for path in paths:
-            item = handle.get(path)
-            if not isinstance(item, h5py.Dataset):
-                kind = "missing" if item is None else f"a {type(item).__name__}, not a dataset"
-                raise ValueError(f"{what}: {path} is {kind}")
-            values.append(_value(item, source, what))
-    return values
+    item = handle.get(path)
+    if not isinstance(item, h5py.Dataset):
+        kind = "missing" if item is None else f"a {type(item).__name__}, not a dataset"
+        raise ValueError(f"{what}: {path} is {kind}")
+    return item
 
 
 def _value(dataset: Any, source: Source, what: str) -> Any:
@@ -274,16 +276,11 @@ def dataset_extents(source: Source, paths: list[str], what: str) -> list[Extent]
     ValueError if the file has a problem or one of ``paths`` is not a dataset. Nothing but
     metadata (and the values kept in it) is read: ``trainer.checkpoint.read_into`` reads
     the rest, once, where it is loaded."""
-    import h5py
-
     refuse_problems(source, what)
     extents = []
     with _open(source) as handle:
         for path in paths:
-            item = handle.get(path)
-            if not isinstance(item, h5py.Dataset):
-                kind = "missing" if item is None else f"a {type(item).__name__}, not a dataset"
-                raise ValueError(f"{what}: {path} is {kind}")
+            item = _dataset(handle, path, what)
             offset = item.id.get_offset() if item.nbytes else None
             shape = tuple(int(n) for n in item.shape)
             value = item[()] if offset is None else None

@@ -51,7 +51,6 @@ import re
 import warnings
 import weakref
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -63,6 +62,8 @@ from keras.src.saving import saving_lib  # Keras' weights writer: see _HeldStore
 
 from trainer.checkpoint.format import (
     Checkpoint,
+    file_identity,
+    in_background,
     recorded_class_names,
     was_verified,
     write_bytes_durably,
@@ -426,7 +427,9 @@ def restore_state(
     optimizer_file = None
     if optimizer is not None:
         optimizer.build(model.trainable_variables)
-        optimizer_file = _in_background(_optimizer_values, checkpoint, optimizer.variables)
+        optimizer_file = in_background(
+            _optimizer_values, checkpoint, optimizer.variables, name="restore"
+        )
     try:
         with _listed_file(checkpoint, MODEL_FILE) as weights:
             _check_weights_file(checkpoint, model, MODEL_FILE, weights)
@@ -440,13 +443,6 @@ def restore_state(
         if optimizer_file is not None and not optimizer_file.cancel():
             optimizer_file.exception()  # waits: it is never left reading after a failure
     return state
-
-
-def _in_background(function: Callable[..., Any], *args: Any) -> Future:
-    executor = ThreadPoolExecutor(1, thread_name_prefix="restore")
-    future = executor.submit(function, *args)
-    executor.shutdown(wait=False)  # the thread ends with its one task
-    return future
 
 
 def _restore_rng_state(checkpoint: Checkpoint, model: keras.Model) -> dict[str, Any]:
@@ -549,14 +545,10 @@ def _read_listed(listed: _Listed, placements: list[tuple[int, memoryview]]) -> N
         raise listed.refuse(f"cannot be loaded: {error}") from None
     except OSError as error:
         raise listed.refuse(f"cannot be read ({error.strerror})") from None
-    if _identity(after) != _identity(listed.status) or (
+    if file_identity(after) != file_identity(listed.status) or (
         digest is not None and digest.hexdigest() != listed.entry["sha256"]
     ):
         raise listed.refuse(_NOT_LISTED)
-
-
-def _identity(status: os.stat_result) -> tuple[int, ...]:
-    return (status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
 
 
 def _unsound(listed: _Listed, problem: str) -> UserError:
