@@ -13,10 +13,11 @@ import requests
 import tensorflow_datasets as tfds
 from omegaconf import OmegaConf
 
+import trainer.data
 from trainer import digits_builder
 from trainer.data import DATASETS, DataInfo, epoch_shuffle_seed, load_data
 from trainer.errors import UserError
-from trainer.seeds import derive_seed
+from trainer.seeds import derive_seed, derive_seeds
 
 DIGITS_TFDS_NAME = "sklearn_digits"
 DIGITS_TRAIN, DIGITS_TEST = 1438, 359
@@ -241,19 +242,31 @@ def test_many_epochs_in_one_pipeline_are_the_epochs_one_after_another(
 def test_many_epochs_are_built_without_listing_them(offline_digits_dir, monkeypatch):
     data = load_data(make_cfg(offline_digits_dir, batch_size=256), seed=5)
     expected = as_arrays(data.train_epochs(0, 3))
-    calls = []
+    listed = []  # the epoch seeds Python computes while the pipeline is built
 
-    def counted(*args):  # the epoch seeds Python computes while the pipeline is built
-        calls.append(args)
-        if len(calls) > 10:
-            raise AssertionError("train_epochs computes a seed per epoch before it returns")
+    def counted(*args):
+        listed.append(args)
         return derive_seed(*args)
 
+    def counted_many(seed, purpose, indexes):
+        listed.extend((seed, purpose, i) for i in indexes)
+        return derive_seeds(seed, purpose, indexes)
+
     monkeypatch.setattr("trainer.data.derive_seed", counted)
+    monkeypatch.setattr("trainer.data.derive_seeds", counted_many)
     endless = data.train_epochs(0, 10**12)
 
-    assert len(calls) == 1  # the first epoch's; the others' are computed as each starts
+    # the first epoch's and the next _LISTED_EPOCHS; the others' are computed as each starts
+    assert len(listed) == 1 + trainer.data._LISTED_EPOCHS
     assert_same_batches(as_arrays(endless.take(len(expected))), expected)
+
+
+def test_epochs_past_the_listed_seeds_are_the_same_epochs(offline_digits_dir, monkeypatch):
+    data = load_data(make_cfg(offline_digits_dir, batch_size=256), seed=5)
+    one_by_one = [batch for epoch in range(1, 6) for batch in as_arrays(data.train_epoch(epoch))]
+    monkeypatch.setattr("trainer.data._LISTED_EPOCHS", 2)  # epochs 2, 3 listed; 4, 5 derived
+
+    assert_same_batches(as_arrays(data.train_epochs(1, 6)), one_by_one)
 
 
 def test_many_epochs_refuse_an_empty_range(offline_digits_dir):

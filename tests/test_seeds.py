@@ -17,7 +17,13 @@ from hydra import compose, initialize_config_dir
 
 from tests.conftest import REPO, run_train, tiny_args
 from trainer.config import register_schemas
-from trainer.seeds import PURPOSES, _first_state_word, derive_seed, derive_seed_tensor
+from trainer.seeds import (
+    PURPOSES,
+    _first_state_word,
+    derive_seed,
+    derive_seed_tensor,
+    derive_seeds,
+)
 
 register_schemas()
 
@@ -74,6 +80,19 @@ def test_the_tensorflow_twin_equals_derive_seed(purpose):
             lambda index, seed=seed: derive_seed_tensor(seed, purpose, index)
         )
         assert [int(v) for v in in_a_pipeline.as_numpy_iterator()] == expected
+
+
+@pytest.mark.parametrize("purpose", list(PURPOSES))
+def test_the_listed_seeds_equal_derive_seed(purpose):
+    for seed in (0, 1, 42, 2**32 - 1):
+        indexes = [*INDEXES, 2**64 - 1]
+        expected = [derive_seed(seed, purpose, i) for i in indexes]
+        assert derive_seeds(seed, purpose, indexes) == expected
+    assert derive_seeds(0, purpose, []) == []
+    with pytest.raises(ValueError, match="indexes must be integers in"):
+        derive_seeds(0, purpose, [-1])
+    with pytest.raises(ValueError, match="seed must be an integer in"):
+        derive_seeds(2**32, purpose, [0])
 
 
 # --- the model -------------------------------------------------------------------------

@@ -56,8 +56,9 @@ returns a ``Data``:
 - ``Data.train_epochs(first, end, skip_batches=0)``: the batches of
   ``train_epoch(first, skip_batches)``, ``train_epoch(first + 1)``, ...,
   ``train_epoch(end - 1)`` in one pipeline, which the training loop iterates
-  once per run. The later epochs' seeds are computed inside the pipeline, as
-  each epoch starts, so building it costs the same for 2 epochs or 10**12.
+  once per run. The seeds of the next ``_LISTED_EPOCHS`` epochs are listed when
+  it is built, those of any later ones computed inside the pipeline as each
+  epoch starts, so building it costs the same for 5,000 epochs or 10**12.
 - ``Data.validation()`` (``None`` without a validation split) and
   ``Data.test()``: batches in file order, never shuffled.
 
@@ -95,9 +96,11 @@ from trainer.config import validate_dataset, validate_seed
 from trainer.errors import UserError
 from trainer.image_folder import FORMATS, TEST, TRAIN, VALIDATION, read_image_folder
 from trainer.registry import Registry
-from trainer.seeds import derive_seed, derive_seed_tensor, tensorflow_global_seed
+from trainer.seeds import derive_seed, derive_seed_tensor, derive_seeds, tensorflow_global_seed
 
 AUTOTUNE = tf.data.AUTOTUNE
+# Epochs after a pipeline's first whose shuffle seeds are listed when it is built (32 KiB).
+_LISTED_EPOCHS = 4096
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,13 +245,25 @@ class Data:
             examples = examples.skip(skip_batches * batch_size)
         batches = examples.batch(batch_size, drop_remainder=False)
         if end > first + 1:
-            # Each later epoch's seed is computed as it starts: nothing here grows with `end`.
-            later = tf.data.Dataset.range(first + 1, end).flat_map(
-                lambda epoch: self._shuffled(
-                    derive_seed_tensor(self._seed, "shuffle", epoch)
-                ).batch(batch_size, drop_remainder=False)
+            # The seeds of the next _LISTED_EPOCHS epochs are listed here (derive_seeds:
+            # milliseconds), not derived by TensorFlow ops inside flat_map: tracing those
+            # cost 0.2-1.8 s to build and start a run's pipeline (BENCHMARKS.md 9). The
+            # epochs after them, if any, derive theirs as each starts, so nothing here
+            # grows with `end` beyond that.
+            listed_end = min(end, first + 1 + _LISTED_EPOCHS)
+            seeds = derive_seeds(self._seed, "shuffle", range(first + 1, listed_end))
+            later = tf.data.Dataset.from_tensor_slices(tf.constant(seeds, tf.int64))
+            if end > listed_end:
+                later = later.concatenate(
+                    tf.data.Dataset.range(listed_end, end).map(
+                        lambda epoch: derive_seed_tensor(self._seed, "shuffle", epoch)
+                    )
+                )
+            batches = batches.concatenate(
+                later.flat_map(
+                    lambda seed: self._shuffled(seed).batch(batch_size, drop_remainder=False)
+                )
             )
-            batches = batches.concatenate(later)
         return _scaled(batches)
 
     def _shuffled(self, seed: int | tf.Tensor) -> tf.data.Dataset:

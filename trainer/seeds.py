@@ -100,23 +100,58 @@ def derive_seed_tensor(seed: int, purpose: str, index: Any) -> Any:
     import tensorflow as tf
 
     spawn_key = _spawn_key(purpose)
-    if not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"seed must be an integer in [0, {MAX_SEED}], got {seed!r}")
+    _check_seed(seed)
     index = tf.cast(index, tf.uint64)
     low = tf.bitwise.bitwise_and(index, tf.constant(_MASK32, tf.uint64))
     high = tf.bitwise.right_shift(index, tf.constant(32, tf.uint64))
-    # SeedSequence's words of [seed, index]: one for the seed, one or two for the index.
-    # A zero high word is the same as none: the pool is padded with zero words.
-    words = [int(seed), low, high]
-    if spawn_key:  # SeedSequence pads [seed, index] to the pool's size before the spawn key
-        words = [*words, *([0] * (_POOL_SIZE - len(words))), *spawn_key]
 
     def shift(value: Any, bits: int) -> Any:  # Python ints among the words become tensors here
         value = tf.convert_to_tensor(value, tf.uint64)
         return tf.bitwise.right_shift(value, tf.constant(bits, tf.uint64))
 
-    word = _first_state_word(words, shift)
+    word = _first_state_word(_entropy_words(seed, low, high, spawn_key), shift)
     return tf.math.floormod(tf.cast(word, tf.int64), _MODULUS)
+
+
+def derive_seeds(seed: int, purpose: str, indexes: Sequence[int]) -> list[int]:
+    """``[derive_seed(seed, purpose, i) for i in indexes]`` for many ``indexes`` (each an
+    integer in [0, 2**64)) at once: the hash of :func:`_first_state_word` on NumPy uint64
+    arrays, about a microsecond per seed where a SeedSequence each takes 20 us or more.
+
+    >>> derive_seeds(0, "shuffle", [0, 1, 2]) == [derive_seed(0, "shuffle", e) for e in range(3)]
+    True
+    """
+    import numpy as np
+
+    spawn_key = _spawn_key(purpose)
+    _check_seed(seed)
+    if any(not isinstance(i, int | np.integer) or not 0 <= i < 2**64 for i in indexes):
+        raise ValueError(f"indexes must be integers in [0, 2**64), got {list(indexes)[:8]}")
+    index = np.asarray([int(i) for i in indexes], dtype=np.uint64)
+    low, high = index & np.uint64(_MASK32), index >> np.uint64(32)
+
+    def shift(value: Any, bits: int) -> Any:
+        return np.asarray(value, dtype=np.uint64) >> np.uint64(bits)
+
+    with np.errstate(over="ignore"):  # the arithmetic is modulo 2**32 by masking
+        words = [np.asarray(w, dtype=np.uint64) for w in _entropy_words(seed, low, high, spawn_key)]
+        word = _first_state_word(words, shift)
+    return [int(v) % _MODULUS for v in np.broadcast_to(word, index.shape)]
+
+
+def _check_seed(seed: int) -> None:
+    if not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be an integer in [0, {MAX_SEED}], got {seed!r}")
+
+
+def _entropy_words(seed: int, low: Any, high: Any, spawn_key: tuple[int, ...]) -> list[Any]:
+    """SeedSequence's words of entropy ``[seed, index]`` (``index`` as its ``low`` and
+    ``high`` 32-bit words; a zero high word is the same as none: the pool is padded with
+    zero words), then the spawn key, after padding to the pool's size."""
+    words = [int(seed), low, high]
+    if spawn_key:
+        words = [*words, *([0] * (_POOL_SIZE - len(words))), *spawn_key]
+    return words
 
 
 def _spawn_key(purpose: str) -> tuple[int, ...]:
