@@ -116,7 +116,7 @@ def derive_seed_tensor(seed: int, purpose: str, index: Any) -> Any:
 def derive_seeds(seed: int, purpose: str, indexes: Sequence[int]) -> list[int]:
     """``[derive_seed(seed, purpose, i) for i in indexes]`` for many ``indexes`` (each an
     integer in [0, 2**64)) at once: the hash of :func:`_first_state_word` on NumPy uint64
-    arrays, about a microsecond per seed where a SeedSequence each takes 20 us or more.
+    arrays, a few microseconds per seed where a SeedSequence each takes 20 us or more.
 
     >>> derive_seeds(0, "shuffle", [0, 1, 2]) == [derive_seed(0, "shuffle", e) for e in range(3)]
     True
@@ -125,8 +125,9 @@ def derive_seeds(seed: int, purpose: str, indexes: Sequence[int]) -> list[int]:
 
     spawn_key = _spawn_key(purpose)
     _check_seed(seed)
+    indexes = list(indexes)  # a generator would be used up by the check
     if any(not isinstance(i, int | np.integer) or not 0 <= i < 2**64 for i in indexes):
-        raise ValueError(f"indexes must be integers in [0, 2**64), got {list(indexes)[:8]}")
+        raise ValueError(f"indexes must be integers in [0, 2**64), got {indexes[:8]}")
     index = np.asarray([int(i) for i in indexes], dtype=np.uint64)
     low, high = index & np.uint64(_MASK32), index >> np.uint64(32)
 
