@@ -4,7 +4,7 @@
     python train.py schedule=one_cycle trainer.epochs=30
     python train.py +resume=checkpoints/<run>    # continue a run exactly
 
-This file stays thin: Hydra composes the config, ``trainer.run.train`` does the
+This file stays thin: Hydra composes the config, ``trainer.train.train`` does the
 rest and returns the monitored metric, which Hydra's sweepers optimise.
 TensorFlow is imported only once training starts, so ``--help`` and
 ``--cfg job`` answer at once.
@@ -12,16 +12,16 @@ TensorFlow is imported only once training starts, so ``--help`` and
 
 import sys
 
-from trainer.gc_policy import pause_collection, skip_collection_at_exit
+from trainer.training.gc_policy import pause_collection, skip_collection_at_exit
 
 if __name__ == "__main__":  # not for a module that imports this one
-    pause_collection()  # until the training loop starts (trainer.gc_policy)
+    pause_collection()  # until the training loop starts (trainer.training.gc_policy)
 
 import hydra  # after the pause: importing Hydra is start-up too
 from omegaconf import DictConfig
 
-from trainer.config import check_retired_keys, register_schemas
-from trainer.errors import exit_on_user_error
+from trainer.config.schema import check_retired_keys, register_schemas
+from trainer.exits import exit_on_user_error
 
 register_schemas()
 
@@ -29,7 +29,7 @@ register_schemas()
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     with exit_on_user_error():
-        from trainer.run import train
+        from trainer.train import train
 
         return train(cfg)
 
@@ -50,5 +50,5 @@ if __name__ == "__main__":
         add_resumed_group_choices(sys.argv)
     try:
         main()
-    finally:  # everything is written and closed by now (trainer.gc_policy)
+    finally:  # everything is written and closed by now (trainer.training.gc_policy)
         skip_collection_at_exit()

@@ -5,9 +5,9 @@
 Run by ``python -m benchmarks.throughput --in-process``. On a shared machine the
 load changes from one process to the next; alternating epochs of the two
 inside one process (ABBA order, first round discarded) puts both under the
-same load. One model and optimizer, built as ``trainer.run`` builds them from
+same load. One model and optimizer, built as ``trainer.train`` builds them from
 the composed config (``--cfg job --resolve``; single device), are trained by
-``trainer.loop.TrainingLoop`` (with ``trainer.reporting.RunReporter`` and the
+``trainer.training.loop.TrainingLoop`` (with ``trainer.training.reporting.RunReporter`` and the
 config's ``log_every_n_steps``, as train.py wires them; checkpoints off) and,
 in turn, by ``model.fit`` on the same pipeline (``compile`` with the same
 loss, metrics, ``jit_compile`` and ``steps_per_execution``). The model is
@@ -48,8 +48,8 @@ def main() -> None:
     import keras
     import tensorflow as tf
 
-    from trainer.loop import LoopSettings, LoopState, TrainingLoop
-    from trainer.reporting import RunReporter
+    from trainer.training.loop import LoopSettings, LoopState, TrainingLoop
+    from trainer.training.reporting import RunReporter
 
     epochs = 2 * (args.rounds + 1)
     data, run = build_as_train_does(cfg, epochs)
@@ -110,7 +110,7 @@ def main() -> None:
         batches = data.train_epoch(epoch)
         if not augmentation:
             return batches
-        # The same augmentation (trainer.augment) where a Keras user puts it for fit: mapped
+        # The same augmentation (trainer.data.augment) where a Keras user puts it for fit: mapped
         # over the batches of the pipeline, each batch seeded by its position as ours is.
         start = epoch * info.steps_per_epoch
         return batches.enumerate(start=start).map(

@@ -10,7 +10,7 @@ of the epochs' training time (``epoch_seconds``: the steps, not validation)
 after the first (which traces the step). The cases:
 
 - ``none``: no augmentation, the reference every ratio divides by;
-- ``basic`` / ``strong`` in the ``pipeline``: ``trainer.augment.Augmentation``
+- ``basic`` / ``strong`` in the ``pipeline``: ``trainer.data.augment.Augmentation``
   mapped over the batches of the ``tf.data`` pipeline (parallel, order kept,
   each batch seeded by its position), the step left without it: what the
   trainer does on one device;
@@ -67,7 +67,7 @@ class _Silent:
 
 
 def _in_step_loop_class():
-    from trainer.loop import TrainingLoop
+    from trainer.training.loop import TrainingLoop
 
     class InStepLoop(TrainingLoop):
         """The loop with the augmentation at the top of the train step instead of the
@@ -79,13 +79,13 @@ def _in_step_loop_class():
 
 
 def rgb32_data(seed: int, batch_size: int, examples: int = 2048):
-    """A ``trainer.data.Data`` of random 32x32x3 uint8 images, 10 classes, in memory."""
+    """A ``trainer.data.pipeline.Data`` of random 32x32x3 uint8 images, 10 classes, in memory."""
     import math
 
     import numpy as np
     import tensorflow as tf
 
-    from trainer.data import Data, DataInfo
+    from trainer.data.pipeline import Data, DataInfo
 
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, (examples, 32, 32, 3), dtype=np.uint8)
@@ -109,8 +109,8 @@ def measure(cfg: Any, data: Any, preset: str, placement: str, epochs: int) -> tu
     import dataclasses
 
     from trainer.build import build_run
-    from trainer.loop import LoopSettings, LoopState, TrainingLoop
     from trainer.startup import compose_config
+    from trainer.training.loop import LoopSettings, LoopState, TrainingLoop
 
     case_cfg = copy.deepcopy(cfg)
     case_cfg.augment = compose_config([f"augment={preset}"]).augment
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     epochs = 2 if options.quick else 6
     common.prepare_datasets(options.data_dir, ["digits"])
 
-    from trainer.data import load_data
+    from trainer.data.pipeline import load_data
     from trainer.startup import compose_config, import_tensorflow
 
     import_tensorflow()

@@ -3,17 +3,17 @@
     python -m benchmarks.checkpoint_cost               # a 10.1 M-parameter CNN, Adam, 5 rounds
     python -m benchmarks.checkpoint_cost --quick       # a tiny model, 1 round: the harness only
 
-One process, one model (``trainer.models.build_model``: MNIST-shaped input,
+One process, one model (``trainer.models.registry.build_model``: MNIST-shaped input,
 conv [32, 64], dense [3200]: 10.1 M parameters, 30 M floats with Adam's two
 slots), trained a few steps between saves so every save writes fresh values.
 Four ways to save it, in rotating order each round:
 
-- ``ours_sync``: ``trainer.checkpoint.manager.CheckpointManager`` with
-  ``asynchronous=False`` writing ``trainer.checkpoint.state.write_state``, as
+- ``ours_sync``: ``checkpoints.manager.CheckpointManager`` with
+  ``asynchronous=False`` writing ``checkpoints.state.write_state``, as
   ``RunCheckpointer`` wires it (state files, fsync, sha256 manifest, rename,
   pointers, pruning);
 - ``ours_async``: the same with ``asynchronous=True`` (``checkpoint.async=true``),
-  writing from ``trainer.checkpoint.state.snapshot_state`` as ``RunCheckpointer`` does;
+  writing from ``checkpoints.state.snapshot_state`` as ``RunCheckpointer`` does;
 - ``tf_checkpoint_manager``: ``tf.train.CheckpointManager(tf.train.Checkpoint(
   model=..., optimizer=...)).save()``;
 - ``keras_model_save``: ``model.save("x.keras")`` of a compiled twin of the
@@ -71,7 +71,7 @@ def build(model_cfg: dict[str, Any]):
     import tensorflow as tf
 
     from trainer.build import build_run
-    from trainer.data import DataInfo
+    from trainer.data.pipeline import DataInfo
 
     cfg = {
         "model": model_cfg,
@@ -107,16 +107,16 @@ def make_savers(
     """
     import tensorflow as tf
 
-    from trainer.checkpoint import KeepPolicy
-    from trainer.checkpoint.manager import CheckpointManager
-    from trainer.checkpoint.state import snapshot_state, write_state
+    from checkpoints import KeepPolicy
+    from checkpoints.manager import CheckpointManager
+    from checkpoints.state import snapshot_state, write_state
 
     config_yaml = "model: {}\n"  # the config text is a few kB in a real run: not what costs
-    # Asynchronous saving as trainer.checkpoint.checkpointer wires it: files written
+    # Asynchronous saving as trainer.training.checkpointer wires it: files written
     # from a snapshot. (The pieces, not RunCheckpointer itself: each save here names
     # its own step.)
 
-    from trainer.loop import LoopState
+    from trainer.training.loop import LoopState
 
     def write_files(staging: Path, asynchronous: bool):
         loop_state = {"loop": LoopState().to_dict()}  # a real one: restores read it back

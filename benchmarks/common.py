@@ -424,7 +424,7 @@ def prepare_datasets(data_dir: Path, names: Iterable[str]) -> None:
         return
     code = (
         "import sys, benchmarks.synthetic_mnist\n"
-        "from trainer.data import load_data\n"
+        "from trainer.data.pipeline import load_data\n"
         "for name in sys.argv[2:]:\n"
         "    load_data({'name': name, 'data_dir': sys.argv[1], 'batch_size': 32,\n"
         "               'validation_split': 0.0, 'shuffle_buffer': 0, 'cache': False,\n"

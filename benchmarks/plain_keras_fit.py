@@ -4,8 +4,8 @@
     python -m benchmarks.plain_keras_fit --config CONFIG.yaml --out TIMES.json --checkpoint-dir D
 
 ``CONFIG.yaml`` is the config train.py composes (``train.py ... --cfg job --resolve``).
-Same data (``trainer.data.load_data(...).train_epoch(...)``), same model
-(``trainer.models.build_model``), same optimizer and learning-rate schedule
+Same data (``trainer.data.pipeline.load_data(...).train_epoch(...)``), same model
+(``trainer.models.registry.build_model``), same optimizer and learning-rate schedule
 (resolved to the same number of steps), same loss, metrics, seed,
 ``jit_compile`` and ``steps_per_execution``; validation each epoch and a test
 evaluation at the end, as train.py does. No checkpoints, no TensorBoard, no

@@ -42,7 +42,7 @@ def write_checkpoint(run: Path, megabytes: float) -> Path:
     """A committed checkpoint of ``megabytes`` of float32 weights in ``run``."""
     import h5py
 
-    from trainer.checkpoint import commit_checkpoint
+    from checkpoints import commit_checkpoint
 
     staging = run / ".staging"
     staging.mkdir(parents=True)
@@ -63,7 +63,7 @@ def timed(action) -> float:
 
 
 def measure(checkpoint: Path, server: Any, work: Path, repeats: int) -> dict[str, list[float]]:
-    from trainer.checkpoint.remote import RemoteStore
+    from checkpoints.remote import RemoteStore
 
     store = RemoteStore(f"s3://{server.bucket}/ours")
     plain = f"{server.bucket}/plain/{checkpoint.name}"
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> common.Report:
     options = parser.parse_args(argv)
     megabytes = 1 if options.quick else 100
     repeats = 1 if options.quick else options.repeats
-    from trainer.local_s3 import environment, local_s3
+    from devtools.local_s3 import environment, local_s3
 
     report = common.Report(
         "remote_checkpoint",

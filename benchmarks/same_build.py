@@ -26,7 +26,7 @@ def build_as_train_does(cfg: dict[str, Any], epochs: int, max_steps: int | None 
     """``(data, run)``: ``trainer.build.build_run`` on the run's data, as training does; the
     schedule spans ``epochs`` (capped by ``max_steps``)."""
     from trainer.build import build_run
-    from trainer.data import load_data
+    from trainer.data.pipeline import load_data
 
     cfg = {**cfg, "trainer": {**cfg["trainer"], "epochs": epochs, "max_steps": max_steps}}
     data = load_data(cfg["dataset"], seed=cfg["seed"])

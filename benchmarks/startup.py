@@ -8,7 +8,7 @@ Each round runs every command once, in an order that rotates from round to
 round: ``python -c pass`` (the interpreter alone), ``python train.py --cfg job``,
 ``python train.py --help``, ``python -m trainer --help``, ``python -m trainer
 list RUN`` and ``python -m trainer verify RUN``. RUN is ``--run-dir`` or a run
-of three checkpoints written here with ``trainer.checkpoint`` in the format
+of three checkpoints written here with ``checkpoints`` in the format
 and sizes of the default model (what ``list``/``verify`` read and hash; no
 TensorFlow involved). A command whose module does not exist yet is reported
 as missing, not failed.
@@ -46,7 +46,7 @@ def make_run(run_dir: Path) -> Path:
     import h5py
     import numpy as np
 
-    from trainer.checkpoint import (
+    from checkpoints import (
         checkpoint_name,
         commit_checkpoint,
         staging_dir,

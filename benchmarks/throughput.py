@@ -14,7 +14,7 @@ timed, so the whole product is measured: the compiled steps, the progress bar,
 the TensorBoard scalars, the learning-rate read-out. The reference is
 ``benchmarks/plain_keras_fit.py``, a plain Keras script that builds the same
 model, optimizer and schedule from the same composed config and calls
-``model.fit`` on ``trainer.data.load_data(...).train_epoch(0)``, timed from
+``model.fit`` on ``trainer.data.pipeline.load_data(...).train_epoch(0)``, timed from
 its first ``on_train_batch_begin`` to its last ``on_train_batch_end``.
 
 Examples/s of a run = train examples / median of its epoch times, the first
@@ -74,7 +74,7 @@ DATASETS = {
         "data": ["synthetic_mnist_tiny"],
         "jit": "off",
     },
-    # Your own images: 3 classes x 400 coloured shapes, 32x32 RGB (tests/image_folder.py),
+    # Your own images: 3 classes x 400 coloured shapes, 32x32 RGB (devtools/image_folder.py),
     # written under the data directory on first use.
     "shapes": {
         "overrides": ["dataset=folder", "dataset.test_split=0.1"],
@@ -98,7 +98,7 @@ WORKLOADS = {
 
 def shapes_dir(data_dir: Path) -> Path:
     """The generated image folder of the ``shapes`` dataset, written once."""
-    from tests.image_folder import make_image_folder
+    from devtools.image_folder import make_image_folder
 
     folder = Path(data_dir) / "shapes-3x400-32px"
     if not folder.is_dir():

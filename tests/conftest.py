@@ -90,7 +90,7 @@ def run_train(
 def digits_dir(tmp_path_factory) -> Path:
     """A TFDS data_dir with the digits dataset prepared once for the whole session."""
     path = tmp_path_factory.mktemp("tfds")
-    from trainer.data import load_data
+    from trainer.data.pipeline import load_data
 
     load_data(
         {

@@ -1,4 +1,4 @@
-"""Augmentation (``conf/augment/``, ``trainer.augment``) and ``trainer.label_smoothing``: the
+"""Augmentation (``conf/augment/``, ``trainer.data.augment``) and ``trainer.label_smoothing``: the
 presets, the seeds (a batch's augmentation is a pure function of seed and position), training
 only, the soft-label loss, validation, resume refusals, and a SIGKILL mid-epoch resume."""
 
@@ -13,9 +13,9 @@ import yaml
 from omegaconf import OmegaConf
 
 from tests.conftest import REPO, tiny_args
-from trainer.checkpoint.resume import plan_start
-from trainer.config import validate
+from trainer.config.schema import validate
 from trainer.errors import UserError
+from trainer.runs.resume import plan_start
 from trainer.startup import compose_config
 
 # ----------------------------------------------------------------- config (no TensorFlow)
@@ -84,7 +84,7 @@ RESOLVED = {"name": "cosine", "warmup_steps": 0, "decay_steps": 100}
 def write_checkpoint(run_dir: Path, overrides: tuple[str, ...] = (), drop: str | None = None):
     """A checkpoint whose config is ``train.py OVERRIDES``'s (``drop``: a section left out,
     as a checkpoint written before that section existed)."""
-    from trainer.checkpoint import checkpoint_name, commit_checkpoint, staging_dir
+    from checkpoints import checkpoint_name, commit_checkpoint, staging_dir
 
     cfg = OmegaConf.to_container(compose_config(list(overrides)), resolve=True)
     cfg["resolved_schedule"] = dict(RESOLVED)
@@ -153,7 +153,7 @@ def test_a_checkpoint_without_an_augment_section_resumes_without_augmentation(tm
 
 
 def augmentation(*overrides: str, seed: int = 42, label_smoothing: float = 0.0):
-    from trainer.augment import build_augmentation
+    from trainer.data.augment import build_augmentation
 
     cfg = compose_config(list(overrides))
     return build_augmentation(
@@ -308,7 +308,7 @@ def colour_data(seed: int = 1, examples: int = 96, batch_size: int = 16):
 
     import tensorflow as tf
 
-    from trainer.data import Data, DataInfo
+    from trainer.data.pipeline import Data, DataInfo
 
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, (examples, 16, 16, 3), dtype=np.uint8)
@@ -323,7 +323,7 @@ def make_loop(data, overrides, **settings):
     import dataclasses
 
     from trainer.build import build_run
-    from trainer.loop import LoopSettings, LoopState, TrainingLoop
+    from trainer.training.loop import LoopSettings, LoopState, TrainingLoop
 
     cfg = compose_config(["model.filters=[4]", "model.dense_units=[8]", *overrides])
     run = build_run(cfg, data.info)
@@ -371,8 +371,8 @@ def test_a_loop_continued_mid_epoch_with_strong_augmentation_on_colour_ends_bitw
     second loop gets a freshly built Augmentation, so nothing carried over but the run."""
     import copy
 
-    from trainer.augment import build_augmentation
-    from trainer.loop import TrainingLoop
+    from trainer.data.augment import build_augmentation
+    from trainer.training.loop import TrainingLoop
 
     data = colour_data()
     strong = ["augment=strong", "trainer.label_smoothing=0.1", "trainer.epochs=3"]
@@ -404,9 +404,9 @@ def test_a_strong_run_killed_mid_epoch_and_resumed_ends_bitwise_equal(digits_dir
     import subprocess
     import sys
 
+    from checkpoints import checkpoint_arrays
+    from devtools import fault_injection
     from tests.conftest import run_train
-    from trainer import fault_injection
-    from trainer.checkpoint import checkpoint_arrays
 
     augmented = (
         "augment=strong",
@@ -456,8 +456,8 @@ def test_augmentation_runs_outside_the_xla_compiled_step():
 
 @pytest.mark.slow
 def test_mirrored_replicas_augment_their_parts_and_resume_to_the_same_weights(digits_dir, tmp_path):
+    from checkpoints import checkpoint_arrays
     from tests.conftest import run_train
-    from trainer.checkpoint import checkpoint_arrays
 
     mirrored = (
         "trainer.strategy=mirrored",
@@ -516,7 +516,7 @@ def test_on_one_device_the_pipeline_augments_each_batch_by_its_position_in_the_r
     # Augmented ahead of the step (BENCHMARKS.md 1b), from a mid-epoch position on and across
     # the epoch boundary: batch b of epoch e is augmented as position e * steps_per_epoch + b,
     # exactly as the step did, and the step itself no longer holds the image transforms.
-    from trainer.loop import LoopState
+    from trainer.training.loop import LoopState
 
     data = colour_data()
     strong = ["augment=strong", "augment.mix_probability=1.0", "trainer.epochs=3"]

@@ -27,7 +27,7 @@ def reports(tmp_path_factory, digits_dir) -> dict[str, dict]:
     """name -> the JSON report of ``python -m benchmarks.<name> --quick``."""
     root = tmp_path_factory.mktemp("benchmarks")
     import benchmarks.synthetic_mnist  # noqa: F401 (registers the dataset)
-    from trainer.data import load_data
+    from trainer.data.pipeline import load_data
 
     load_data(  # the MNIST-sized dataset's tiny variant, prepared beside digits
         {

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import small_digits_cfg
-from trainer.callbacks import (
+from trainer.config.schema import check_retired_keys, typed_section, validate_callbacks
+from trainer.errors import UserError
+from trainer.training.callbacks import (
     build_callbacks,
     callback_specs,
     callback_states,
@@ -19,9 +21,7 @@ from trainer.callbacks import (
     register_callback,
     restore_callback_states,
 )
-from trainer.config import check_retired_keys, typed_section, validate_callbacks
-from trainer.errors import UserError
-from trainer.plateau import EarlyStopping, ReduceOnPlateau
+from trainer.training.plateau import EarlyStopping, ReduceOnPlateau
 
 # --------------------------------------------------------------------------- against Keras
 
@@ -123,7 +123,7 @@ def test_reduce_on_plateau_decides_as_keras_does_epoch_by_epoch(sequence, option
 
 
 def test_a_state_saved_before_own_monitors_continues_from_the_shared_best():
-    from trainer.loop import LoopState
+    from trainer.training.loop import LoopState
 
     old = {"epoch": 2, "batches_done": 0, "epochs_completed": 2, "best": 2.28}
     old |= {"epochs_without_improvement": 1, "epochs_since_lr_cut": 0, "lr_scale": 0.5}
@@ -154,7 +154,7 @@ def test_retired_flat_keys_of_a_saved_config_move_to_their_new_place():
 
 
 def test_a_composed_config_with_a_retired_key_added_is_refused_by_the_closed_schema():
-    from trainer.config import check_known_keys
+    from trainer.config.schema import check_known_keys
     from trainer.startup import compose_config
 
     cfg = compose_config([])
@@ -175,7 +175,7 @@ def test_a_composed_config_with_a_retired_key_added_is_refused_by_the_closed_sch
     ],
 )
 def test_bad_plateau_options_are_one_line(override, message):
-    from trainer.config import validate
+    from trainer.config.schema import validate
     from trainer.startup import compose_config
 
     with pytest.raises(UserError, match=message) as error:
@@ -184,7 +184,7 @@ def test_bad_plateau_options_are_one_line(override, message):
 
 
 def test_monitor_null_follows_the_checkpoint_and_a_loss_is_minimised():
-    from trainer.plateau import early_stopping_from_config, reduce_on_plateau_from_config
+    from trainer.training.plateau import early_stopping_from_config, reduce_on_plateau_from_config
 
     checkpoint = {"monitor": "val_accuracy", "mode": "max"}
     trainer = {"early_stopping": {"patience": 1}, "reduce_on_plateau": {"patience": None}}
@@ -312,7 +312,7 @@ def test_callback_states_must_be_json_data_that_round_trips(recording):
 
 @pytest.fixture(scope="module")
 def data_and_cfg(digits_dir):
-    from trainer.data import load_data
+    from trainer.data.pipeline import load_data
 
     cfg = small_digits_cfg(digits_dir, "checkpoint.every_n_steps=4")
     return load_data(cfg.dataset, seed=cfg.seed), cfg
@@ -323,7 +323,7 @@ def _loop(data, cfg, callbacks, state=None, run=None, reporter=None, **settings)
 
     from tests.test_loop import Recorder
     from trainer.build import build_run
-    from trainer.loop import LoopSettings, LoopState, TrainingLoop
+    from trainer.training.loop import LoopSettings, LoopState, TrainingLoop
 
     run = run or build_run(cfg, data.info)
     saves = []
@@ -429,7 +429,7 @@ import signal
 
 import keras
 
-from trainer.callbacks import register_callback
+from trainer.training.callbacks import register_callback
 
 
 @register_callback("recorder")
@@ -465,7 +465,7 @@ class Recorder(keras.callbacks.Callback):
 def _final_state(run_dir):
     import json
 
-    from trainer.checkpoint import list_checkpoints
+    from checkpoints import list_checkpoints
 
     newest = list_checkpoints(run_dir)[-1]
     return newest, json.loads((newest / "trainer_state.json").read_text())["loop"]
@@ -475,8 +475,8 @@ def _final_state(run_dir):
 def test_a_user_callback_with_state_resumes_bitwise_after_a_sigkill_mid_epoch(digits_dir, tmp_path):
     import signal
 
+    from checkpoints import checkpoint_arrays
     from tests.conftest import run_train, tiny_args
-    from trainer.checkpoint import checkpoint_arrays
 
     (tmp_path / "recording_callbacks.py").write_text(USER_MODULE)
     common = (
@@ -599,12 +599,12 @@ def test_restore_best_weights_ends_the_run_with_the_best_epochs_weights(data_and
 
 
 def test_best_weights_are_written_with_the_checkpoint_and_read_back_exactly(data_and_cfg, tmp_path):
+    from checkpoints import verify
+    from checkpoints.layout import BEST_WEIGHTS_FILE
+    from checkpoints.state import read_best_weights
     from trainer.build import build_run
-    from trainer.checkpoint import verify
-    from trainer.checkpoint.checkpointer import RunCheckpointer
-    from trainer.checkpoint.layout import BEST_WEIGHTS_FILE
-    from trainer.checkpoint.state import read_best_weights
-    from trainer.loop import LoopState
+    from trainer.training.checkpointer import RunCheckpointer
+    from trainer.training.loop import LoopState
 
     data, cfg = data_and_cfg
     run = build_run(cfg, data.info)
@@ -629,7 +629,8 @@ def test_the_callback_modules_do_not_import_tensorflow():
     import sys
 
     code = (
-        "import sys, trainer.plateau, trainer.callbacks, trainer.config, trainer.run; "
+        "import sys, trainer.training.plateau, trainer.training.callbacks, "
+        "trainer.config.schema, trainer.train; "
         "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'; "
         "assert 'keras' not in sys.modules, 'keras was imported'"
     )

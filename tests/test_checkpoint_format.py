@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
+import checkpoints.manager as checkpoint_manager_module
 import trainer
-import trainer.checkpoint.manager as checkpoint_manager_module
-from trainer.checkpoint import (
+from checkpoints import (
     FORMAT_VERSION,
     MANIFEST,
     MAX_MANIFEST_BYTES,
@@ -45,8 +45,8 @@ from trainer.checkpoint import (
     verify_in_background,
     write_text_atomically,
 )
-from trainer.checkpoint.format import move_aside
-from trainer.checkpoint.manager import CheckpointError, CheckpointManager
+from checkpoints.format import move_aside
+from checkpoints.manager import CheckpointError, CheckpointManager
 from trainer.errors import UserError
 
 WEIGHTS = "model.weights.h5"
@@ -891,11 +891,11 @@ def test_a_failing_write_files_leaves_no_staging_dir(tmp_path, asynchronous):
 
 def test_the_checkpoint_modules_do_not_import_tensorflow():
     code = (
-        "import sys, trainer.checkpoint, trainer.checkpoint.manager, trainer.checkpoint.reading, "
-        "trainer.checkpoint.h5, trainer.checkpoint.h5_layout, "
-        "trainer.checkpoint.keep, trainer.checkpoint.run_dir, trainer.checkpoint.resume, "
-        "trainer.checkpoint.remote, trainer.checkpoint.remote_run, trainer.local_s3, "
-        "trainer.build, trainer.startup, trainer.image_folder; "
+        "import sys, checkpoints, checkpoints.manager, checkpoints.reading, "
+        "checkpoints.io.h5, checkpoints.io.h5_layout, "
+        "checkpoints.keep, trainer.runs.run_dir, trainer.runs.resume, "
+        "checkpoints.remote, trainer.runs.remote_run, devtools.local_s3, "
+        "trainer.build, trainer.startup, trainer.data.folder; "
         "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'; "
         "assert 'keras' not in sys.modules, 'keras was imported'"
     )
@@ -904,10 +904,10 @@ def test_the_checkpoint_modules_do_not_import_tensorflow():
 
 
 def test_every_section_saved_after_the_first_checkpoints_has_a_default_for_older_ones():
-    # The saved sections come from trainer.config.SECTIONS: a section added there is required
+    # The saved sections come from trainer.config.schema.SECTIONS: a section added there is required
     # of every checkpoint read, so it needs what a checkpoint written without it reads as.
-    from trainer.checkpoint.reading import SECTIONS_ADDED_LATER
-    from trainer.config import SAVED_SECTIONS, SECTIONS
+    from trainer.config.saved import SECTIONS_ADDED_LATER
+    from trainer.config.schema import SAVED_SECTIONS, SECTIONS
 
     first = ("dataset", "model", "optimizer", "schedule", "trainer", "checkpoint")
     # All but where a command writes and where it logs, which a checkpoint never holds.
@@ -917,7 +917,7 @@ def test_every_section_saved_after_the_first_checkpoints_has_a_default_for_older
 
 
 def test_class_names_are_recorded_only_when_each_is_a_printable_line_and_all_fit():
-    from trainer.checkpoint.format import MAX_CLASS_NAMES_CHARS, recorded_class_names
+    from checkpoints.format import MAX_CLASS_NAMES_CHARS, recorded_class_names
 
     assert recorded_class_names(("cat", "dog", "hot dog", "chat noir é")) == [
         "cat",

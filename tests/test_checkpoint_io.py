@@ -1,6 +1,6 @@
 """Checkpoint I/O: HDF5 files laid out in memory and streamed, hashes taken while writing.
 
-``trainer.checkpoint.h5_layout`` lets h5py write only metadata and streams the
+``checkpoints.io.h5_layout`` lets h5py write only metadata and streams the
 arrays' own buffers to their offsets; ``format.write_pieces_durably`` hashes
 what it writes in the same pass and ``commit_checkpoint`` uses that hash
 instead of re-reading the file, unless the file changed since.
@@ -22,8 +22,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import trainer.checkpoint.format as format_module
-from trainer.checkpoint.format import (
+import checkpoints.format as format_module
+from checkpoints.format import (
     commit_checkpoint,
     read_manifest,
     sha256_of,
@@ -31,8 +31,8 @@ from trainer.checkpoint.format import (
     verify,
     write_pieces_durably,
 )
-from trainer.checkpoint.h5 import check_h5_file
-from trainer.checkpoint.h5_layout import CHUNK, H5Layout, _MetadataFile
+from checkpoints.io.h5 import check_h5_file
+from checkpoints.io.h5_layout import CHUNK, H5Layout, _MetadataFile
 
 ARRAYS = {
     "kernel": np.arange(6 * 7, dtype=np.float32).reshape(6, 7),
@@ -140,7 +140,7 @@ def test_each_piece_is_handed_to_the_disk_as_it_is_written(tmp_path, monkeypatch
     assert all(size >= offset + length for offset, length, size in started)
     assert sum(length for _, length, _ in started) == entry.size
     if sys.platform.startswith("linux"):  # the hint is really given there, not a no-op
-        from trainer.checkpoint import writeback
+        from checkpoints.io import writeback
 
         assert writeback._SYNC_FILE_RANGE is not None
 
@@ -172,13 +172,13 @@ def test_a_file_changed_after_it_was_written_is_hashed_again(tmp_path):
 
 
 def test_a_write_the_disk_refuses_is_a_plain_oserror_and_no_crash(tmp_path):
-    # HDF5 crashes when its own write fails (trainer.checkpoint.state); here only Python
+    # HDF5 crashes when its own write fails (checkpoints.state); here only Python
     # writes: under a file size limit the save fails with EFBIG, and the process lives on.
     code = (
         "import resource, sys, numpy as np\n"
         "from pathlib import Path\n"
-        "from trainer.checkpoint.format import write_pieces_durably\n"
-        "from trainer.checkpoint.h5_layout import H5Layout\n"
+        "from checkpoints.format import write_pieces_durably\n"
+        "from checkpoints.io.h5_layout import H5Layout\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))\n"
         "with H5Layout() as layout:\n"
         "    layout.add(layout.root, 'big', np.ones(1_000_000))\n"
@@ -224,8 +224,8 @@ def trained():
 
 
 def test_a_snapshot_writes_the_values_of_when_it_was_taken(trained, tmp_path):
-    from trainer.checkpoint.format import checkpoint_arrays
-    from trainer.checkpoint.state import snapshot_state, write_state
+    from checkpoints.format import checkpoint_arrays
+    from checkpoints.state import snapshot_state, write_state
 
     model, optimizer, step = trained
     (tmp_path / "now").mkdir()
@@ -244,7 +244,7 @@ def test_a_snapshot_writes_the_values_of_when_it_was_taken(trained, tmp_path):
 def test_plain_keras_loads_the_streamed_weights_file(trained, tmp_path):
     import keras
 
-    from trainer.checkpoint.state import save_weights
+    from checkpoints.state import save_weights
 
     model, _, _ = trained
     save_weights(model, tmp_path / "ours.weights.h5")

@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from checkpoints import list_checkpoints
 from tests.conftest import REPO, run_train, tiny_args
-from trainer import cluster
-from trainer.checkpoint import list_checkpoints
 from trainer.errors import StopRequested, UserError
-from trainer.sweep import auto_run_dir, plan_sweep_job
+from trainer.runs import cluster
+from trainer.runs.sweep import auto_run_dir, plan_sweep_job
 
 SLURM_VARIABLES = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID")
 
@@ -207,7 +207,7 @@ def wait_for_checkpoint(process: subprocess.Popen, run: Path, timeout: float = 2
 
 
 def final_arrays(run: Path):
-    from trainer.checkpoint import checkpoint_arrays
+    from checkpoints import checkpoint_arrays
 
     return checkpoint_arrays(list_checkpoints(run)[-1])
 

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
 from tests.conftest import REPO, SCHEDULE_NAMES
-from trainer.config import register_schemas, typed_section, validate
+from trainer.config.schema import register_schemas, typed_section, validate
 from trainer.errors import UserError
 from trainer.help import config_groups
 
@@ -194,11 +194,11 @@ def test_a_checkpoint_section_with_an_unknown_key_is_refused():
 
 
 def test_a_checkpoint_config_reads_back_as_plain_strings(tmp_path):
-    from trainer.checkpoint.format import Checkpoint
-    from trainer.checkpoint.reading import read_checkpoint_config
+    from checkpoints.format import Checkpoint
+    from trainer.config.saved import read_checkpoint_config
 
     cfg = composed("model.pooling=avg", "checkpoint.mode=min", "checkpoint.monitor=loss")
-    saved = OmegaConf.to_container(cfg, resolve=True)  # as trainer.checkpoint.checkpointer
+    saved = OmegaConf.to_container(cfg, resolve=True)  # as trainer.training.checkpointer
     saved["resolved_schedule"] = {"name": "cosine", "decay_steps": 10}
     text = OmegaConf.to_yaml(OmegaConf.create(saved))
     assert "pooling: avg" in text and "mode: min" in text  # what a checkpoint writes

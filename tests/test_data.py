@@ -13,9 +13,9 @@ import requests
 import tensorflow_datasets as tfds
 from omegaconf import OmegaConf
 
-import trainer.data
-from trainer import digits_builder
-from trainer.data import DATASETS, DataInfo, epoch_shuffle_seed, load_data
+import trainer.data.pipeline
+from trainer.data import digits as digits_builder
+from trainer.data.pipeline import DATASETS, DataInfo, epoch_shuffle_seed, load_data
 from trainer.errors import UserError
 from trainer.seeds import derive_seed, derive_seeds
 
@@ -252,19 +252,21 @@ def test_many_epochs_are_built_without_listing_them(offline_digits_dir, monkeypa
         listed.extend((seed, purpose, i) for i in indexes)
         return derive_seeds(seed, purpose, indexes)
 
-    monkeypatch.setattr("trainer.data.derive_seed", counted)
-    monkeypatch.setattr("trainer.data.derive_seeds", counted_many)
+    monkeypatch.setattr("trainer.data.pipeline.derive_seed", counted)
+    monkeypatch.setattr("trainer.data.pipeline.derive_seeds", counted_many)
     endless = data.train_epochs(0, 10**12)
 
     # the first epoch's and the next _LISTED_EPOCHS; the others' are computed as each starts
-    assert len(listed) == 1 + trainer.data._LISTED_EPOCHS
+    assert len(listed) == 1 + trainer.data.pipeline._LISTED_EPOCHS
     assert_same_batches(as_arrays(endless.take(len(expected))), expected)
 
 
 def test_epochs_past_the_listed_seeds_are_the_same_epochs(offline_digits_dir, monkeypatch):
     data = load_data(make_cfg(offline_digits_dir, batch_size=256), seed=5)
     one_by_one = [batch for epoch in range(1, 6) for batch in as_arrays(data.train_epoch(epoch))]
-    monkeypatch.setattr("trainer.data._LISTED_EPOCHS", 2)  # epochs 2, 3 listed; 4, 5 derived
+    monkeypatch.setattr(
+        "trainer.data.pipeline._LISTED_EPOCHS", 2
+    )  # epochs 2, 3 listed; 4, 5 derived
 
     assert_same_batches(as_arrays(data.train_epochs(1, 6)), one_by_one)
 
@@ -399,7 +401,7 @@ def test_train_epoch_refuses_positions_outside_the_epoch(offline_digits_dir, epo
             "unknown dataset 'imagenet'; known: cifar10, digits, fashion_mnist, folder, mnist, "
             "tfds",
         ),
-        # The config's own checks (trainer.config.validate_dataset), worded as train.py words them.
+        # The config's own checks (trainer.config.schema.validate_dataset), as train.py words them.
         ({"batch_size": 0}, "dataset.batch_size must be an integer >= 1, got 0"),
         ({"batch_size": -8}, "dataset.batch_size must be an integer >= 1, got -8"),
         ({"batch_size": 2.5}, "dataset.batch_size must be an integer >= 1, got 2.5"),

@@ -1,6 +1,6 @@
 """Dataset sources beyond the catalog: a folder of the user's images, any TFDS dataset by name.
 
-In-process tests of ``load_data`` on generated image folders (tests/image_folder.py)
+In-process tests of ``load_data`` on generated image folders (devtools/image_folder.py)
 and on ``tfds.testing.mock_data``; none touches the network. The end-to-end runs
 (train.py on a folder, SIGKILL + resume) are in tests/test_folder_training.py.
 """
@@ -17,21 +17,21 @@ import tensorflow_datasets as tfds
 from omegaconf import OmegaConf
 from PIL import Image
 
-from tests.image_folder import class_name, make_image_folder
+from checkpoints.format import MANIFEST_SCHEMA, Checkpoint
+from checkpoints.state import progress_manifest
+from devtools.image_folder import class_name, make_image_folder
 from tests.test_data import as_arrays, assert_same_batches
-from trainer.checkpoint.format import MANIFEST_SCHEMA, Checkpoint
-from trainer.checkpoint.resume import check_same_data, refused_overrides
-from trainer.checkpoint.state import progress_manifest
-from trainer.config import (
+from trainer.config.schema import (
     FolderDatasetConfig,
     TfdsDatasetConfig,
     check_known_keys,
     typed_section,
     validate_dataset,
 )
-from trainer.data import load_data
+from trainer.data.folder import read_image_folder
+from trainer.data.pipeline import load_data
 from trainer.errors import UserError
-from trainer.image_folder import read_image_folder
+from trainer.runs.resume import check_same_data, refused_overrides
 from trainer.startup import compose_config
 
 CLASSES = tuple(class_name(k) for k in range(3))

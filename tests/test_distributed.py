@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
+from checkpoints import checkpoint_arrays
 from tests.conftest import REPO, run_train, tiny_args
-from trainer.checkpoint import checkpoint_arrays
-from trainer.config import register_schemas, validate
+from trainer.config.schema import register_schemas, validate
 from trainer.errors import UserError
 
 register_schemas()
@@ -180,7 +180,7 @@ def test_two_workers_train_together_and_only_the_chief_writes(digits_dir, tmp_pa
 
 
 def test_multi_worker_reads_the_cluster_from_slurm(monkeypatch):
-    from trainer import distribute
+    from trainer.training import distribute
 
     slurm = {
         "SLURM_JOB_ID": "42",
@@ -233,7 +233,7 @@ def test_a_signal_to_one_worker_stops_every_worker_after_the_same_step(digits_di
     import signal
     import time
 
-    from trainer.checkpoint import list_checkpoints
+    from checkpoints import list_checkpoints
 
     run = tmp_path / "run"
     processes = start_workers(

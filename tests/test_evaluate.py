@@ -70,9 +70,9 @@ def last_epoch(run_dir: Path) -> dict[str, str]:
 
 def checkpoint_model_and_test_data(checkpoint: Path, digits_dir: Path):
     """The checkpoint's model (as the tools rebuild it) and the digits test batches."""
-    from trainer.checkpoint import verify
-    from trainer.checkpoint.reading import read_checkpoint_config
-    from trainer.data import load_data
+    from checkpoints import verify
+    from trainer.config.saved import read_checkpoint_config
+    from trainer.data.pipeline import load_data
     from trainer.tools.export import rebuild_model
 
     verified = verify(checkpoint)
@@ -230,7 +230,7 @@ def write_png(path: Path, image: np.ndarray) -> Path:
 def digit_images(trained, digits_dir, tmp_path_factory):
     """PNGs of the first 6 digits test images, and the model's logits for those images
     through evaluate's path (``Evaluation.logits`` on the test batches)."""
-    from trainer.evaluation import Evaluation
+    from trainer.training.evaluation import Evaluation
 
     _, checkpoint = trained
     model, data = checkpoint_model_and_test_data(checkpoint, digits_dir)
@@ -351,12 +351,12 @@ def test_predict_names_the_classes_a_checkpoint_records_and_older_ones_show_indi
     tmp_path, capsys
 ):
     # A checkpoint written in-process as training writes one, of a 3-class folder dataset.
+    from checkpoints.layout import MANIFEST
     from trainer.build import build_run
-    from trainer.checkpoint.checkpointer import RunCheckpointer
-    from trainer.checkpoint.layout import MANIFEST
-    from trainer.data import DataInfo
-    from trainer.loop import LoopState
+    from trainer.data.pipeline import DataInfo
     from trainer.startup import compose_config, import_tensorflow
+    from trainer.training.checkpointer import RunCheckpointer
+    from trainer.training.loop import LoopState
 
     names = ("bird", "cat", "hot dog")
     run_dir = tmp_path / "run"

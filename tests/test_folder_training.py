@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from checkpoints import list_checkpoints
+from checkpoints.layout import RUN_LOCK
+from devtools import fault_injection
+from devtools.image_folder import class_name, make_image_folder
 from tests.conftest import run_train
-from tests.image_folder import class_name, make_image_folder
-from trainer import fault_injection
-from trainer.checkpoint import list_checkpoints
-from trainer.checkpoint.layout import RUN_LOCK
 
 # 3 classes of 25 images: per class 5 test, 3 validation, 17 train, so 51 train images
 # in 7 batches of 8 per epoch; a checkpoint every 5 steps only, so every one of them

@@ -1,10 +1,10 @@
-"""The checkpoint fuzzer (``trainer.fuzz``): its oracle proven on readers that misbehave on
+"""The checkpoint fuzzer (``devtools.fuzz``): its oracle proven on readers that misbehave on
 purpose, then hypothesis cases of every kind on a real checkpoint.
 
 The oracle tests need neither TensorFlow nor a training run. The fuzz tests
 share one session (a tiny ``train.py`` run, TensorFlow imported once for the
 resume path) and draw a few derandomized cases per kind of file, so CI sees
-the same cases every time; ``python -m trainer.fuzz --cases N`` draws many more.
+the same cases every time; ``python -m devtools.fuzz --cases N`` draws many more.
 """
 
 from __future__ import annotations
@@ -22,12 +22,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, Phase, assume, example, given, settings
 
-from tests.conftest import REPO
-from trainer.checkpoint import commit_checkpoint, verify
-from trainer.checkpoint.layout import CONFIG_FILE, MANIFEST, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE
-from trainer.errors import UserError
-from trainer.fuzz.canary import SECRET_ENV, Canary
-from trainer.fuzz.documents import (
+from checkpoints import commit_checkpoint, verify
+from checkpoints.layout import CONFIG_FILE, MANIFEST, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE
+from devtools.fuzz.canary import SECRET_ENV, Canary
+from devtools.fuzz.documents import (
     JSON_PAYLOADS,
     YAML_PAYLOADS,
     EditDocument,
@@ -35,10 +33,10 @@ from trainer.fuzz.documents import (
     RawText,
     ReformatDocument,
 )
-from trainer.fuzz.files import ExtraFile, Nothing, ReplaceFile, WritePointer
-from trainer.fuzz.h5 import EditH5, RawH5, Repack
-from trainer.fuzz.mutations import Context, NotApplicable
-from trainer.fuzz.oracle import (
+from devtools.fuzz.files import ExtraFile, Nothing, ReplaceFile, WritePointer
+from devtools.fuzz.h5 import EditH5, RawH5, Repack
+from devtools.fuzz.mutations import Context, NotApplicable
+from devtools.fuzz.oracle import (
     EXECUTED,
     HUNG,
     OK,
@@ -50,11 +48,13 @@ from trainer.fuzz.oracle import (
     check_case,
     run_reader,
 )
-from trainer.fuzz.readers import judge_command
-from trainer.fuzz.resume import Restored, judge_resume, malformed_loop_state
-from trainer.fuzz.session import Case, CaseResult, Tally
-from trainer.fuzz.source import CaseDirs, rehash_manifest, snapshot
-from trainer.fuzz.strategies import cases
+from devtools.fuzz.readers import judge_command
+from devtools.fuzz.resume import Restored, judge_resume, malformed_loop_state
+from devtools.fuzz.session import Case, CaseResult, Tally
+from devtools.fuzz.source import CaseDirs, rehash_manifest, snapshot
+from devtools.fuzz.strategies import cases
+from tests.conftest import REPO
+from trainer.errors import UserError
 
 FIGURE = re.compile(r"^(\d+) cases, (\d+) tracebacks, (\d+) executed, (\d+) files changed")
 
@@ -148,8 +148,8 @@ def test_every_tripwire_of_the_canary_is_caught_and_a_safe_reader_trips_none(tmp
 
 
 def test_no_mutation_writes_through_a_link_an_earlier_one_made(tmp_path, canary):
-    from trainer.fuzz.documents import ReplaceDocument
-    from trainer.fuzz.h5 import RawH5
+    from devtools.fuzz.documents import ReplaceDocument
+    from devtools.fuzz.h5 import RawH5
 
     dirs = fake_dirs(tmp_path)
     ctx = Context(dirs, canary)
@@ -279,8 +279,8 @@ def test_the_attackers_rehash_makes_a_changed_checkpoint_verify_again(tmp_path):
 
 
 def test_the_command_draws_the_same_cases_for_a_seed_and_prints_the_figure(capsys):
-    from trainer.fuzz.__main__ import fuzz
-    from trainer.fuzz.oracle import Verdict
+    from devtools.fuzz.__main__ import fuzz
+    from devtools.fuzz.oracle import Verdict
 
     class Recorder:
         def __init__(self):
@@ -301,7 +301,7 @@ def test_the_command_draws_the_same_cases_for_a_seed_and_prints_the_figure(capsy
 
 
 def test_the_figure_counts_cases_per_category_and_names_the_others():
-    from trainer.fuzz.oracle import Outcome, Verdict
+    from devtools.fuzz.oracle import Outcome, Verdict
 
     tally = Tally()
     broken = Verdict([Outcome("a", TRACEBACK, "KeyError: x"), Outcome("b", HUNG)], ["marker x"])
@@ -316,7 +316,7 @@ def test_the_fuzzer_imports_no_tensorflow():
     modules = "source, canary, mutations, documents, files, h5, strategies, oracle, readers"
     modules += ", resume, session"
     code = (
-        f"import sys; from trainer.fuzz import {modules}; import trainer.fuzz.__main__; "
+        f"import sys; from devtools.fuzz import {modules}; import devtools.fuzz.__main__; "
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
@@ -337,7 +337,7 @@ FUZZ = settings(
 
 def examples(*cases):
     """``@example(case=...)`` for each case: the holes found so far, one per failure class,
-    tried before any drawn case (``python -m trainer.fuzz`` lists the classes)."""
+    tried before any drawn case (``python -m devtools.fuzz`` lists the classes)."""
 
     def decorate(test):
         for case in reversed(cases):
@@ -357,8 +357,8 @@ OUTSIDE_DATA = ("external_storage", "virtual", "external_link")
 @pytest.fixture(scope="session")
 def fuzz_session(digits_dir, tmp_path_factory):
     """A real checkpoint (a tiny train.py run) and the resume path, for every fuzz test."""
-    from trainer.fuzz.session import FuzzSession
-    from trainer.fuzz.source import train_source_run
+    from devtools.fuzz.session import FuzzSession
+    from devtools.fuzz.source import train_source_run
 
     work = tmp_path_factory.mktemp("fuzz")
     source = train_source_run(work, digits_dir)
@@ -478,7 +478,7 @@ def test_pointer_mutations_leave_the_tools_and_the_resume_sound(fuzz_session, ca
 @given(case=cases())
 def test_every_mutation_changes_the_copy(fuzz_session, case):
     """No mutation is a silent no-op: what the readers are judged on really differs."""
-    from trainer.fuzz.source import copy_case
+    from devtools.fuzz.source import copy_case
 
     session = fuzz_session
     session.count += 1
@@ -500,7 +500,7 @@ def _contents(root: Path) -> dict:
 
 @pytest.mark.slow
 def test_the_command_fuzzes_a_given_run_and_ends_with_the_figure(fuzz_session, tmp_path, capsys):
-    from trainer.fuzz.__main__ import main
+    from devtools.fuzz.__main__ import main
 
     source = str(fuzz_session.source.run_dir)
     status = main(["--cases", "3", "--source", source, "--work-dir", str(tmp_path)])

@@ -1,4 +1,4 @@
-"""trainer.gc_policy: what the collector skips during start-up, the loop and the exit, and
+"""trainer.training.gc_policy: what the collector skips during start-up, the loop and the exit, and
 what it still frees."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import weakref
 
 import pytest
 
-from trainer import gc_policy
-from trainer.gc_policy import pause_collection, startup_objects_frozen
+from trainer.training import gc_policy
+from trainer.training.gc_policy import pause_collection, startup_objects_frozen
 
 
 class Node:
@@ -81,7 +81,7 @@ def test_an_error_inside_the_block_still_unfreezes():
 EXITING = textwrap.dedent(
     """
     import sys
-    from trainer.gc_policy import skip_collection_at_exit
+    from trainer.training.gc_policy import skip_collection_at_exit
 
     class Node:
         def __init__(self):

@@ -24,9 +24,7 @@ import h5py
 import numpy as np
 import pytest
 
-from tests.conftest import run_train
-from tests.test_tools import assert_one_error_line, tool_in_process
-from trainer.checkpoint import (
+from checkpoints import (
     Checkpoint,
     KeepPolicy,
     checkpoint_name,
@@ -34,18 +32,20 @@ from trainer.checkpoint import (
     read_pointer,
     verify,
 )
-from trainer.checkpoint.format import checkpoint_arrays
-from trainer.checkpoint.h5 import check_h5_file
-from trainer.checkpoint.manager import CheckpointManager
-from trainer.checkpoint.reading import (
+from checkpoints.format import checkpoint_arrays
+from checkpoints.io.h5 import check_h5_file
+from checkpoints.manager import CheckpointManager
+from checkpoints.reading import (
     LOOP_STATE,
     check_plain,
     parse_json,
     parse_yaml,
-    read_checkpoint_config,
     read_trainer_state,
     read_zip_member,
 )
+from tests.conftest import run_train
+from tests.test_tools import assert_one_error_line, tool_in_process
+from trainer.config.saved import read_checkpoint_config
 from trainer.errors import UserError
 
 STEPS = (5, 10)  # the steps of the two checkpoints each written run holds
@@ -56,7 +56,7 @@ OVERRIDES = ["model.filters=[4]", "model.dense_units=[8]", "trainer.epochs=2"]
 
 
 def _info():
-    from trainer.data import DataInfo
+    from trainer.data.pipeline import DataInfo
 
     return DataInfo("digits", (8, 8, 1), 10, 1294, 143, 360, 32, 41)
 
@@ -64,9 +64,9 @@ def _info():
 def _write_run(run_dir: Path) -> None:
     """A run with checkpoints at STEPS, written by RunCheckpointer as training writes them."""
     from trainer.build import build_run
-    from trainer.checkpoint.checkpointer import RunCheckpointer
-    from trainer.loop import LoopState
     from trainer.startup import compose_config, import_tensorflow
+    from trainer.training.checkpointer import RunCheckpointer
+    from trainer.training.loop import LoopState
 
     cfg = compose_config([*OVERRIDES, f"checkpoint.dir={run_dir}"])
     import_tensorflow()
@@ -126,8 +126,8 @@ def unchecked(checkpoint: Path) -> Checkpoint:
 
 def restore(checkpoint: Path, with_optimizer: bool = True):
     """``restore_state`` into the model and optimizer built from the checkpoint's config."""
+    from checkpoints.state import restore_state
     from trainer.build import build_run
-    from trainer.checkpoint.state import restore_state
 
     target = unchecked(checkpoint)
     run = build_run(read_checkpoint_config(target), _info())
@@ -296,7 +296,7 @@ def test_tampered_h5_files_fail_verify_restore_and_export_in_one_line(
 
 
 def test_resume_refuses_optimizer_state_from_outside_the_checkpoint(run_dir):
-    from trainer.checkpoint.resume import plan_start
+    from trainer.runs.resume import plan_start
     from trainer.startup import compose_config
 
     _outside_storage(newest(run_dir), "optimizer.h5")
@@ -386,8 +386,8 @@ def test_verify_checks_the_optimizer_file_without_tensorflow(run_dir, tamper):
 
 
 def test_a_clean_checkpoint_restores_every_variable(written):
+    from checkpoints.state import restore_state
     from trainer.build import build_run
-    from trainer.checkpoint.state import restore_state
 
     checkpoint = verify(newest(written))
     assert checkpoint.valid
@@ -400,8 +400,8 @@ def test_a_clean_checkpoint_restores_every_variable(written):
 def test_restore_loads_exactly_what_keras_load_weights_and_the_file_hold(written):
     # restore_state assigns the weights itself (views of the file's bytes); plain Keras
     # loading the same file into a twin must give the same values, bit for bit.
+    from checkpoints.state import restore_state
     from trainer.build import build_run
-    from trainer.checkpoint.state import restore_state
 
     checkpoint = verify(newest(written))
     ours, keras_twin = (build_run(read_checkpoint_config(checkpoint), _info()) for _ in "ab")
@@ -416,8 +416,8 @@ def test_restore_loads_exactly_what_keras_load_weights_and_the_file_hold(written
 
 
 def test_restore_refuses_a_file_changed_after_it_verified(run_dir):
+    from checkpoints.state import restore_state
     from trainer.build import build_run
-    from trainer.checkpoint.state import restore_state
 
     checkpoint = verify(newest(run_dir))
     assert checkpoint.valid
@@ -461,7 +461,7 @@ def _assert_holds_the_checkpoint(run, checkpoint: Path) -> None:
 def test_a_verified_file_is_read_into_the_variables_own_memory(run_dir):
     # verify hashed the files: restore reads their bytes straight where the variables keep
     # their values (no new memory, no copy); the values are exactly the file's.
-    from trainer.checkpoint.state import restore_state
+    from checkpoints.state import restore_state
 
     run = _built_run(unchecked(newest(run_dir)))
     variables = [*run.model.weights, *run.optimizer.variables]
@@ -474,7 +474,7 @@ def test_a_verified_file_is_read_into_the_variables_own_memory(run_dir):
 def test_an_unverified_file_is_hashed_before_any_variable_changes(run_dir):
     # Not verified: each file is read into new memory and hashed on the way; the variables
     # take that memory only once the sha256 matched, so a damaged file changes nothing.
-    from trainer.checkpoint.state import restore_state
+    from checkpoints.state import restore_state
 
     path = newest(run_dir) / "optimizer.h5"
     pristine = path.read_bytes()
@@ -497,7 +497,7 @@ def test_an_unverified_file_is_hashed_before_any_variable_changes(run_dir):
 def test_a_file_verify_hashed_is_not_hashed_again_by_restore(run_dir, monkeypatch):
     import types
 
-    import trainer.checkpoint.state as state_module
+    import checkpoints.state as state_module
     from trainer.build import build_run
 
     hashed = []
@@ -529,8 +529,8 @@ def test_a_file_verify_hashed_is_not_hashed_again_by_restore(run_dir, monkeypatc
 
 
 def test_keras_load_errors_keep_their_reason_in_one_line(written, tmp_path):
+    from checkpoints.state import keras_reason
     from trainer.build import build_model_for
-    from trainer.checkpoint.state import keras_reason
 
     path = tmp_path / "bad.weights.h5"
     shutil.copy(newest(written) / "model.weights.h5", path)
@@ -633,7 +633,7 @@ def _config_edit(checkpoint: Path, edit: Callable[[str], str]) -> None:
 
 
 def test_an_alias_bomb_in_a_checkpoint_config_is_refused_by_every_reader(run_dir, tmp_path, capsys):
-    from trainer.checkpoint.resume import plan_start
+    from trainer.runs.resume import plan_start
     from trainer.startup import compose_config
 
     for checkpoint in run_dir.glob("step-*"):
@@ -673,7 +673,7 @@ def test_an_alias_bomb_in_a_checkpoint_config_is_refused_by_every_reader(run_dir
     ids=["value", "list item", "inside a string", "key", "missing marker", "target"],
 )
 def test_a_checkpoint_config_is_data_never_interpolated(run_dir, monkeypatch, edit, where):
-    from trainer.checkpoint.resume import plan_start
+    from trainer.runs.resume import plan_start
     from trainer.startup import compose_config
 
     secret = str(run_dir.parent / "the-secret-value")
@@ -842,7 +842,7 @@ def test_a_bad_trainer_state_is_one_line_on_restore(run_dir, case):
 def test_every_loop_state_field_is_typed():
     from dataclasses import fields
 
-    from trainer.loop import LoopState
+    from trainer.training.loop import LoopState
 
     assert {f.name for f in fields(LoopState)} == set(LOOP_STATE.fields)
     assert LOOP_STATE.problem(LoopState().to_dict(), "loop") is None

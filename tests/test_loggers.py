@@ -37,7 +37,7 @@ def compose(*overrides: str):
 
 
 def test_the_default_is_tensorboard_and_several_trackers_compose_side_by_side():
-    from trainer.config import validate
+    from trainer.config.schema import validate
     from trainer.loggers import selected
 
     assert selected(compose()) == ["tensorboard"]
@@ -49,7 +49,7 @@ def test_the_default_is_tensorboard_and_several_trackers_compose_side_by_side():
 
 
 def test_a_bad_logger_value_is_one_line_naming_the_key():
-    from trainer.config import validate
+    from trainer.config.schema import validate
 
     with pytest.raises(UserError, match=r"^logger\.wandb\.mode must be null .* got 'sometimes'$"):
         validate(compose("logger=wandb", "logger.wandb.mode=sometimes"))
@@ -59,7 +59,7 @@ def test_a_bad_logger_value_is_one_line_naming_the_key():
 
 def test_the_logger_section_is_never_saved_in_a_checkpoint():
     # Where this command logs (a tracking URI may carry credentials) is not part of the run.
-    from trainer.checkpoint.checkpointer import run_config
+    from trainer.training.checkpointer import run_config
 
     cfg = compose("logger=[tensorboard,mlflow]")
     saved = run_config(cfg, {"name": "cosine", "decay_steps": 10})
@@ -69,7 +69,7 @@ def test_the_logger_section_is_never_saved_in_a_checkpoint():
 def test_a_resume_may_log_elsewhere_and_takes_the_logger_of_its_own_command():
     from omegaconf import OmegaConf
 
-    from trainer.checkpoint.resume import refused_overrides
+    from trainer.runs.resume import refused_overrides
 
     cfg = compose("logger=mlflow")
     saved = OmegaConf.to_container(compose(), resolve=True)
@@ -81,7 +81,7 @@ def test_selecting_a_tracker_imports_neither_tensorflow_nor_its_package():
     code = (
         "import sys\n"
         "from trainer.startup import compose_config\n"
-        "from trainer.config import validate\n"
+        "from trainer.config.schema import validate\n"
         "import trainer.loggers, trainer.loggers.mlflow_logger, trainer.loggers.wandb_logger\n"
         "validate(compose_config(['logger=[mlflow,wandb,csv]']))\n"
         "print(sorted({'tensorflow', 'mlflow', 'wandb'} & set(sys.modules)))\n"
@@ -114,7 +114,7 @@ def test_a_missing_tracker_package_is_one_line_naming_the_extra(tmp_path, monkey
 
 
 def test_saved_tracker_run_ids_are_bounded_plain_ids():
-    from trainer.checkpoint.reading import TRAINER_STATE
+    from checkpoints.reading import TRAINER_STATE
 
     loop = {"epoch": 0, "batches_done": 4, "epochs_completed": 0}
     good = {"loop": loop, "loggers": {"mlflow": {"run_id": "ba78e27ecc5b457ab130a9d481288609"}}}
@@ -469,8 +469,8 @@ def test_a_run_killed_and_resumed_logs_each_step_once_into_one_mlflow_run(digits
     import numpy as np
     from mlflow import MlflowClient
 
-    from trainer import fault_injection
-    from trainer.checkpoint import checkpoint_arrays
+    from checkpoints import checkpoint_arrays
+    from devtools import fault_injection
 
     # An uninterrupted run, logging into a store of its own: what each step's values are.
     alone = tmp_path / "uninterrupted"

@@ -39,7 +39,7 @@ class Recorder:
 
 @pytest.fixture(scope="module")
 def data_and_cfg(digits_dir):
-    from trainer.data import load_data
+    from trainer.data.pipeline import load_data
 
     cfg = compose_config(
         [
@@ -59,7 +59,7 @@ def make_loop(data, cfg, state=None, recorder=None, saves=None, **settings):
 
     import keras
 
-    from trainer.loop import LoopSettings, LoopState, TrainingLoop
+    from trainer.training.loop import LoopSettings, LoopState, TrainingLoop
 
     keras.utils.set_random_seed(cfg.seed)
     run = build_run(cfg, data.info)
@@ -116,7 +116,7 @@ def test_a_loop_continued_from_a_mid_epoch_state_ends_where_one_uninterrupted_lo
     interrupted, first, _ = make_loop(data, cfg, total_steps=15)
     state = copy.deepcopy(first.run())
     assert state.batches_done > 0  # stopped inside the second epoch
-    from trainer.loop import TrainingLoop
+    from trainer.training.loop import TrainingLoop
 
     second = TrainingLoop(
         interrupted,
@@ -156,7 +156,7 @@ def test_early_stopping_counts_epochs_without_improvement(
     data_and_cfg, history, patience, stopped_after
 ):
     data, cfg = data_and_cfg
-    from trainer.plateau import EarlyStopping
+    from trainer.training.plateau import EarlyStopping
 
     stopping = EarlyStopping(patience=patience, monitor="val_accuracy", mode="max")
     _, loop, _ = make_loop(data, cfg, early_stopping=stopping, monitor="val_accuracy")

@@ -23,7 +23,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from tests.conftest import REPO, run_train
-from trainer.config import (
+from trainer.config.schema import (
     KERAS_APPLICATIONS,
     KerasAppConfig,
     ResNetConfig,
@@ -72,7 +72,7 @@ def my_models(tmp_path_factory):
 MY_MODELS = '''\
 # my_models.py
 import keras
-from trainer.models import register_model
+from trainer.models.registry import register_model
 
 
 @register_model("my_net")
@@ -107,7 +107,7 @@ FAMILIES = {
 
 
 def built(family: str, shape, classes: int = CLASSES):
-    from trainer.models import build_model
+    from trainer.models.registry import build_model
 
     return build_model(OmegaConf.create(FAMILIES[family]), shape, classes)
 
@@ -270,7 +270,7 @@ def _trainable_parameters(model) -> int:
     [(18, 11_689_512), (50, 25_557_032)],
 )
 def test_resnets_at_width_64_have_the_papers_parameter_counts(keras, depth, parameters):
-    from trainer.models import build_model
+    from trainer.models.registry import build_model
 
     cfg = OmegaConf.structured(ResNetConfig(depth=depth, width=64))
     model = build_model(cfg, (224, 224, 3), 1000)
@@ -279,7 +279,7 @@ def test_resnets_at_width_64_have_the_papers_parameter_counts(keras, depth, para
 
 
 def test_a_resnet_of_explicit_stages_is_cifars_resnet20(keras):
-    from trainer.models import build_model
+    from trainer.models.registry import build_model
 
     cfg = OmegaConf.structured(
         ResNetConfig(depth=None, block="basic", stage_blocks=[3, 3, 3], width=16)
@@ -303,7 +303,7 @@ def test_a_resnet_of_explicit_stages_is_cifars_resnet20(keras):
     ],
 )
 def test_the_stem_keeps_small_images_whole(keras, stem, side, pooled, after_stem):
-    from trainer.models import build_model
+    from trainer.models.registry import build_model
 
     model = build_model(OmegaConf.structured(ResNetConfig(stem=stem)), (side, side, 3), 10)
     names = {layer.name for layer in model.layers}
@@ -312,7 +312,7 @@ def test_the_stem_keeps_small_images_whole(keras, stem, side, pooled, after_stem
 
 
 def test_zero_init_residual_zeroes_the_last_gamma_of_each_block_only(keras):
-    from trainer.models import build_model
+    from trainer.models.registry import build_model
 
     cfg = OmegaConf.structured(ResNetConfig(zero_init_residual=True))
     model = build_model(cfg, (32, 32, 3), 10)
@@ -324,8 +324,8 @@ def test_zero_init_residual_zeroes_the_last_gamma_of_each_block_only(keras):
 
 
 def test_builds_with_one_seed_are_equal_and_another_seed_differs(keras):
+    from checkpoints.state import seed_generator_variables
     from trainer.build import build_model_for
-    from trainer.checkpoint.state import seed_generator_variables
 
     info = types.SimpleNamespace(input_shape=(8, 8, 1), num_classes=CLASSES)
 
@@ -345,7 +345,7 @@ def test_builds_with_one_seed_are_equal_and_another_seed_differs(keras):
 
 
 def test_the_applications_the_config_allows_are_keras_own(keras):
-    from trainer.models_keras_app import INPUT_SCALING, application_module
+    from trainer.models.keras_app import INPUT_SCALING, application_module
 
     constructors = {
         name
@@ -358,7 +358,7 @@ def test_the_applications_the_config_allows_are_keras_own(keras):
 
 
 def test_each_application_refuses_one_pixel_below_its_minimum(keras):
-    from trainer.models_keras_app import DEFAULT_MIN_SIZE, MIN_SIZE
+    from trainer.models.keras_app import DEFAULT_MIN_SIZE, MIN_SIZE
 
     for name in KERAS_APPLICATIONS:
         side = MIN_SIZE.get(name, DEFAULT_MIN_SIZE) - 1
@@ -369,7 +369,7 @@ def test_each_application_refuses_one_pixel_below_its_minimum(keras):
 
 
 def test_an_application_with_a_larger_minimum_gets_images_resized_to_it(keras):
-    from trainer.models import build_model
+    from trainer.models.registry import build_model
 
     cfg = OmegaConf.structured(KerasAppConfig(application="Xception"))
     model = build_model(cfg, (8, 8, 1), 10)
@@ -382,7 +382,7 @@ def test_an_application_with_a_larger_minimum_gets_images_resized_to_it(keras):
 
 
 def test_an_image_size_below_the_applications_minimum_is_one_line(keras):
-    from trainer.models import build_model
+    from trainer.models.registry import build_model
 
     cfg = OmegaConf.structured(KerasAppConfig(application="InceptionV3", image_size=64))
     with pytest.raises(UserError) as error:
@@ -396,7 +396,7 @@ def test_an_image_size_below_the_applications_minimum_is_one_line(keras):
 def test_images_in_0_1_reach_each_application_as_its_preprocess_input_makes_them(keras, channels):
     """Our fixed input map of x in [0, 1] equals keras.applications.<module>.preprocess_input
     of 255 x (identity for the applications that scale inside the model), grey as RGB."""
-    from trainer.models_keras_app import INPUT_SCALING, input_scaling
+    from trainer.models.keras_app import INPUT_SCALING, input_scaling
 
     pixels = np.random.default_rng(0).uniform(0, 255, (2, 4, 4, channels)).astype("float32")
     rgb = np.repeat(pixels, 3, axis=-1) if channels == 1 else pixels
@@ -408,7 +408,7 @@ def test_images_in_0_1_reach_each_application_as_its_preprocess_input_makes_them
 
 
 def test_a_frozen_base_trains_only_the_head(keras):
-    from trainer.models import build_model
+    from trainer.models.registry import build_model
 
     cfg = OmegaConf.structured(KerasAppConfig(trainable_base=False, bn_momentum=0.5))
     model = build_model(cfg, (32, 32, 3), 10)
@@ -440,7 +440,7 @@ def keras_home(keras, tmp_path, monkeypatch):
 
 
 def test_imagenet_weights_missing_from_the_cache_are_one_line_and_no_download(keras_home):
-    from trainer.models import build_model
+    from trainer.models.registry import build_model
 
     cfg = OmegaConf.structured(KerasAppConfig(weights="imagenet"))
     with pytest.raises(UserError) as error:
@@ -455,7 +455,7 @@ def test_imagenet_weights_missing_from_the_cache_are_one_line_and_no_download(ke
 
 
 def test_imagenet_weights_that_do_not_match_their_hash_are_refused_and_kept(keras_home):
-    from trainer.models import build_model
+    from trainer.models.registry import build_model
 
     damaged = keras_home / "models" / MOBILENET_V3_SMALL_NO_TOP
     damaged.write_bytes(b"half a download")
@@ -471,7 +471,7 @@ def test_imagenet_weights_in_the_cache_are_loaded_for_grey_images(keras, keras_h
     from keras.src.legacy.saving import legacy_h5_format
     from keras.src.utils import file_utils
 
-    from trainer.models import build_model
+    from trainer.models.registry import build_model
 
     keras.utils.set_random_seed(3)
     pretrained = keras.applications.MobileNetV3Small(
@@ -495,7 +495,7 @@ def test_cached_weights_of_another_model_are_one_line(keras, keras_home, monkeyp
     from keras.src.legacy.saving import legacy_h5_format
     from keras.src.utils import file_utils
 
-    from trainer.models import build_model
+    from trainer.models.registry import build_model
 
     other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     with h5py.File(keras_home / "models" / MOBILENET_V3_SMALL_NO_TOP, "w") as handle:
@@ -542,7 +542,7 @@ def _test_accuracy(keras, model, steps: int) -> float:
 
 
 def test_a_resnet_learns_which_channel_is_brightest(keras):
-    from trainer.models import build_model
+    from trainer.models.registry import build_model
 
     keras.utils.set_random_seed(0)
     cfg = ResNetConfig(depth=None, block="basic", stage_blocks=[1, 1], width=8)
@@ -552,7 +552,7 @@ def test_a_resnet_learns_which_channel_is_brightest(keras):
 
 @pytest.mark.slow  # no train.py, but ~30 s of CPU: MobileNetV3 is 200 small ops per step
 def test_a_keras_application_learns_which_channel_is_brightest(keras):
-    from trainer.models import build_model
+    from trainer.models.registry import build_model
 
     keras.utils.set_random_seed(0)
     cfg = KerasAppConfig(application="MobileNetV3Small", bn_momentum=0.9)
@@ -633,7 +633,7 @@ def assert_exports_as_rebuilt(keras, run_dir: Path, out: Path) -> Any:
     """``python -m trainer export RUN OUT`` writes a model plain Keras loads in safe mode, and
     it predicts what the model rebuilt from the run's latest checkpoint predicts;
     ``inspect`` reads the checkpoint's model section and counts its parameters."""
-    from trainer.checkpoint.reading import read_checkpoint_config
+    from trainer.config.saved import read_checkpoint_config
     from trainer.tools import valid_checkpoint
     from trainer.tools.export import rebuild_model
 

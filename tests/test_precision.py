@@ -37,14 +37,14 @@ class Quiet:
 
 @pytest.fixture(scope="module")
 def data(digits_dir):
-    from trainer.data import load_data
+    from trainer.data.pipeline import load_data
 
     cfg = small_digits_cfg(digits_dir)
     return load_data(cfg.dataset, seed=cfg.seed)
 
 
 def make_loop(data, cfg, state=None, run=None, saves=None, **settings):
-    from trainer.loop import LoopSettings, LoopState, TrainingLoop
+    from trainer.training.loop import LoopSettings, LoopState, TrainingLoop
 
     run = run or build_run(cfg, data.info)
     loop_settings = dataclasses.replace(LoopSettings.from_config(cfg, run), **settings)
@@ -71,8 +71,8 @@ def assert_bitwise_equal(ours, theirs) -> None:
 
 def checkpoint_of(tmp_path, cfg, run, data, state):
     """``run`` and ``state`` written as training writes a checkpoint; the Checkpoint read back."""
-    from trainer.checkpoint.checkpointer import RunCheckpointer
-    from trainer.checkpoint.format import verify
+    from checkpoints.format import verify
+    from trainer.training.checkpointer import RunCheckpointer
 
     checkpointer = RunCheckpointer(tmp_path / "run", cfg, run, data.info, report=lambda _: None)
     path = checkpointer.save(state, {"loss": 0.0})
@@ -84,8 +84,8 @@ def checkpoint_of(tmp_path, cfg, run, data, state):
 
 def interrupted_and_resumed(tmp_path, data, cfg, stop_at: int):
     """Train to ``stop_at`` steps, checkpoint, rebuild from config, restore, train to the end."""
-    from trainer.checkpoint.state import restore_state
-    from trainer.loop import LoopState
+    from checkpoints.state import restore_state
+    from trainer.training.loop import LoopState
 
     first, loop = make_loop(data, cfg, total_steps=stop_at)
     state = loop.run()
@@ -144,7 +144,7 @@ def test_logits_and_loss_are_float32_even_from_a_float16_head(digits_dir, data):
     import tensorflow as tf
     from omegaconf import OmegaConf
 
-    from trainer.models import MODELS
+    from trainer.models.registry import MODELS
 
     if "test_float16_head" not in MODELS:
         MODELS.register("test_float16_head")(_float16_head)
@@ -185,7 +185,7 @@ def test_loss_scaling_counts_every_batch_and_restores_its_scale(tmp_path, digits
     assert int(optimizer.inner_optimizer.iterations.numpy()) < 5  # updates actually applied
     assert float(optimizer.dynamic_scale.numpy()) < 2.0**60
     checkpoint = checkpoint_of(tmp_path, cfg, run, data, loop.state)
-    from trainer.checkpoint.state import restore_state
+    from checkpoints.state import restore_state
 
     restored = build_run(cfg, data.info)
     restore_state(checkpoint, restored.model, restored.optimizer)
@@ -194,9 +194,9 @@ def test_loss_scaling_counts_every_batch_and_restores_its_scale(tmp_path, digits
 
 
 def test_a_mixed_precision_weights_file_loads_into_a_float32_model(tmp_path, digits_dir, data):
-    from trainer.checkpoint.layout import MODEL_FILE
-    from trainer.loop import LoopState
-    from trainer.models import build_model
+    from checkpoints.layout import MODEL_FILE
+    from trainer.models.registry import build_model
+    from trainer.training.loop import LoopState
 
     cfg = small_digits_cfg(digits_dir, "trainer.precision=mixed_bfloat16")
     run, loop = make_loop(data, cfg, total_steps=3)
@@ -286,7 +286,7 @@ def test_accumulating_n_batches_updates_as_one_batch_n_times_larger():
     import keras
     import tensorflow as tf
 
-    from trainer.optimizers import build_optimizer, step_counter
+    from trainer.optim.optimizers import build_optimizer, step_counter
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(32, 5)).astype(np.float32)
@@ -347,7 +347,7 @@ def test_one_accumulation_step_is_no_accumulation(digits_dir, data):
     ],
 )
 def test_bad_values_are_one_line(digits_dir, override, message):
-    from trainer.config import validate
+    from trainer.config.schema import validate
 
     with pytest.raises(UserError) as error:
         validate(small_digits_cfg(digits_dir, *override.split()))
@@ -428,8 +428,8 @@ def test_a_mixed_precision_ema_run_killed_mid_epoch_resumes_bitwise_equal(
     (weights, averages, accumulators, loss scale, step) as the run never interrupted."""
     import random
 
+    from devtools import fault_injection
     from tests.conftest import run_train
-    from trainer import fault_injection
 
     def args(name):
         return [

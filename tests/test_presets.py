@@ -17,11 +17,11 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from tests.conftest import REPO, run_train
-from trainer.checkpoint.run_dir import default_run_dir, refuse_new_run_in
-from trainer.config import register_schemas, typed_section, validate, validate_dataset
+from trainer.config.schema import register_schemas, typed_section, validate, validate_dataset
 from trainer.errors import UserError
 from trainer.help import config_groups, help_text
-from trainer.sweep import is_sweep_dir
+from trainer.runs.run_dir import default_run_dir, refuse_new_run_in
+from trainer.runs.sweep_dir import is_sweep_dir
 
 register_schemas()
 
@@ -161,7 +161,7 @@ def test_a_checkpoint_written_with_checkpoint_root_still_reads_back():
 
 
 def test_limit_train_examples_is_a_fixed_prefix_of_the_train_split(digits_dir):
-    from trainer.data import load_data
+    from trainer.data.pipeline import load_data
 
     base = {"name": "digits", "data_dir": str(digits_dir), "batch_size": 32}
     full = load_data({**base, "validation_split": 0.1}, seed=0)

@@ -1,4 +1,4 @@
-"""trainer.checkpoint.read_into: one pass over a file, its stretches read where they are
+"""checkpoints.io.read_into: one pass over a file, its stretches read where they are
 loaded, every byte hashed in order. No TensorFlow."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import trainer.checkpoint.read_into as read_into_module
-from trainer.checkpoint.read_into import read_into
+import checkpoints.io.read_into as read_into_module
+from checkpoints.io.read_into import read_into
 
 
 @pytest.fixture

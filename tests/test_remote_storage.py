@@ -1,6 +1,6 @@
 """Checkpoints on object storage, against a real S3 API: moto's server on 127.0.0.1.
 
-Unit tests drive ``trainer.checkpoint.remote`` in process; the slow ones run
+Unit tests drive ``checkpoints.remote`` in process; the slow ones run
 ``train.py`` with ``checkpoint.dir=s3://...``, SIGKILL it while it uploads, and
 resume it from the bucket alone (a fresh cache: another machine).
 """
@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from checkpoints import KeepPolicy, checkpoint_arrays, commit_checkpoint
+from checkpoints.remote import RemoteStore, filesystem, is_url, split_checkpoint_url
+from devtools.local_s3 import environment, local_s3
 from tests.conftest import REPO, run_train
-from trainer.checkpoint import KeepPolicy, checkpoint_arrays, commit_checkpoint
-from trainer.checkpoint.remote import RemoteStore, filesystem, is_url, split_checkpoint_url
 from trainer.errors import UserError
-from trainer.local_s3 import environment, local_s3
 
 SMALL = ("model.filters=[8]", "model.dense_units=[16]", "trainer.deterministic=true")
 SAVING = ("checkpoint.every_n_steps=20", "checkpoint.keep_last=2", "trainer.epochs=2")
@@ -252,7 +252,7 @@ def remote_cfg(**values):
 def test_a_new_run_on_a_url_that_holds_a_run_is_refused_before_anything_is_written(
     s3, tmp_path, monkeypatch
 ):
-    from trainer.checkpoint.remote_run import localize
+    from trainer.runs.remote_run import localize
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     url = f"s3://{s3.bucket}/used"
@@ -265,7 +265,7 @@ def test_a_new_run_on_a_url_that_holds_a_run_is_refused_before_anything_is_writt
 
 
 def test_a_second_writer_of_a_url_is_refused_naming_the_first(s3, tmp_path, monkeypatch):
-    from trainer.checkpoint.remote_run import location, working_copy
+    from trainer.runs.remote_run import location, working_copy
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     url = f"s3://{s3.bucket}/locked"
@@ -275,7 +275,7 @@ def test_a_second_writer_of_a_url_is_refused_naming_the_first(s3, tmp_path, monk
         [
             sys.executable,
             "-c",
-            f"from trainer.checkpoint.remote_run import working_copy; working_copy({url!r})",
+            f"from trainer.runs.remote_run import working_copy; working_copy({url!r})",
         ],
         cwd=REPO,
         env=s3.env(XDG_CACHE_HOME=str(tmp_path / "cache"), PYTHONPATH=str(REPO)),
@@ -339,7 +339,7 @@ def test_the_tools_read_a_run_on_s3_as_a_local_one(killed_and_resumed, s3, tmp_p
 def test_a_remote_resume_falls_back_past_a_checkpoint_that_does_not_verify(
     s3, tmp_path, monkeypatch
 ):
-    from trainer.checkpoint.remote_run import localize, location
+    from trainer.runs.remote_run import localize, location
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     url = f"s3://{s3.bucket}/fallback"
@@ -377,7 +377,7 @@ def test_resume_auto_starts_a_run_on_s3_then_continues_it(s3, digits_dir, tmp_pa
 
 
 def test_continuing_an_older_remote_checkpoint_in_place_is_refused(s3, tmp_path, monkeypatch):
-    from trainer.checkpoint.remote_run import localize
+    from trainer.runs.remote_run import localize
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     url = f"s3://{s3.bucket}/older"

@@ -7,9 +7,9 @@ import pytest
 import tensorflow as tf
 
 import trainer.loggers as loggers_module
-from trainer import reporting
 from trainer.loggers import Loggers
 from trainer.loggers.base import Logger, TrackedRun
+from trainer.training import reporting
 
 
 def read_scalars(log_dir) -> dict[str, list[tuple[int, float]]]:

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import yaml
 
+from checkpoints import checkpoint_arrays
+from devtools import fault_injection
 from tests.conftest import REPO, run_train, tiny_args
-from trainer import fault_injection
-from trainer.checkpoint import checkpoint_arrays
 
 # A deterministic run with dropout that checkpoints every 25 steps (41 steps per epoch,
 # so step 50 is in the middle of epoch 2) and keeps them all.
@@ -302,7 +302,7 @@ def test_sigterm_saves_at_the_next_step_and_the_run_continues(digits_dir, tmp_pa
 
 @pytest.mark.slow
 def test_sigkill_at_random_moments_never_loses_the_run(digits_dir, tmp_path, capsys):
-    """The CI-sized version of `python -m trainer.fault_injection --trials 50`."""
+    """The CI-sized version of `python -m devtools.fault_injection --trials 50`."""
     code = fault_injection.main(
         [
             "--trials",

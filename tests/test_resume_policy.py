@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from trainer.checkpoint import checkpoint_name, commit_checkpoint, staging_dir
-from trainer.checkpoint.resume import plan_start
+from checkpoints import checkpoint_name, commit_checkpoint, staging_dir
 from trainer.errors import UserError
+from trainer.runs.resume import plan_start
 from trainer.startup import compose_config
 
 RESOLVED = {"name": "cosine", "warmup_steps": 0, "decay_steps": 100}

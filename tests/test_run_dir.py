@@ -22,18 +22,18 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from checkpoints import KeepPolicy, checkpoint_name, list_checkpoints, verify
+from checkpoints.format import commit_checkpoint, write_text_atomically
+from checkpoints.layout import RUN_FILES, RUN_LOCK, RUN_LOCK_HOLDER
+from checkpoints.lock import Holder, read_holder, run_lock
+from checkpoints.manager import CheckpointError, CheckpointManager
 from tests.conftest import REPO, run_train, tiny_args
-from trainer.checkpoint import KeepPolicy, checkpoint_name, list_checkpoints, verify
-from trainer.checkpoint.format import commit_checkpoint, write_text_atomically
-from trainer.checkpoint.layout import RUN_FILES, RUN_LOCK, RUN_LOCK_HOLDER
-from trainer.checkpoint.lock import Holder, read_holder, run_lock
-from trainer.checkpoint.manager import CheckpointError, CheckpointManager
-from trainer.checkpoint.run_dir import (
+from trainer.errors import StopRequested, StorageError, UserError, storage_errors, storage_failure
+from trainer.runs.run_dir import (
     RunDirectory,
     refuse_new_run_in,
     run_directory,
 )
-from trainer.errors import StopRequested, StorageError, UserError, storage_errors, storage_failure
 
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
@@ -91,7 +91,7 @@ def hold_lock(run_dir: Path, fork_child: bool = False) -> subprocess.Popen:
     code = textwrap.dedent(
         f"""
         import os, sys, time
-        from trainer.checkpoint.lock import run_lock
+        from checkpoints.lock import run_lock
         with run_lock({str(run_dir)!r}):
             if {fork_child!r} and os.fork() == 0:
                 time.sleep(120)
@@ -290,8 +290,8 @@ def test_where_a_new_run_may_write(tmp_path):
 def test_a_sweep_job_restarting_in_its_own_directory_continues_there(tmp_path):
     from hydra import compose, initialize_config_dir
 
-    from trainer.config import register_schemas
-    from trainer.run import plan_run
+    from trainer.config.schema import register_schemas
+    from trainer.train import plan_run
 
     register_schemas()
     job = tmp_path / "sweep" / "1"
@@ -532,7 +532,7 @@ def test_the_manager_says_in_one_line_that_it_cannot_prepare_the_run(tmp_path, m
 
 
 def test_the_run_ends_with_the_error_that_ended_it_and_closes_everything():
-    from trainer.run import closed_on_exit
+    from trainer.train import closed_on_exit
 
     closed = []
 
@@ -576,11 +576,11 @@ def h5_tree(path: Path) -> dict[str, object]:
 
 
 def test_the_weights_file_written_in_memory_is_the_one_keras_writes(tmp_path):
-    # TensorFlow: Keras' private writer (trainer.checkpoint.state.save_weights) must keep
+    # TensorFlow: Keras' private writer (checkpoints.state.save_weights) must keep
     # writing what model.save_weights writes.
     import keras
 
-    from trainer.checkpoint.state import save_weights
+    from checkpoints.state import save_weights
 
     model = keras.Sequential(
         [
@@ -602,7 +602,7 @@ def test_the_reporter_names_the_file_it_cannot_write(tmp_path, monkeypatch):
     import tensorflow as tf
 
     import trainer.loggers.tensorboard_logger as tensorboard_logger
-    import trainer.reporting as reporting
+    import trainer.training.reporting as reporting
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     reporter = reporting.RunReporter(tmp_path, 1, model)
@@ -780,8 +780,8 @@ def test_an_export_the_disk_refuses_is_one_line_and_leaves_no_partial_file(finis
 
 def test_the_run_directory_modules_do_not_import_tensorflow():
     code = (
-        "import sys, trainer.errors, trainer.checkpoint.lock, trainer.checkpoint.run_dir, "
-        "trainer.run; "
+        "import sys, trainer.errors, checkpoints.lock, trainer.runs.run_dir, "
+        "trainer.train; "
         "assert not {'tensorflow', 'keras', 'h5py'} & set(sys.modules), sorted(sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)

@@ -2,7 +2,7 @@
 and the checks resolve_schedule makes on a user's ``schedule`` section.
 
 The references below are written from the formulas (Keras, PyTorch OneCycleLR)
-and never call trainer.schedules, so a wrong boundary in either shows up.
+and never call trainer.optim.schedules, so a wrong boundary in either shows up.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import tensorflow as tf
 from omegaconf import OmegaConf
 
 from tests.conftest import SCHEDULE_NAMES
-from trainer import schedules
 from trainer.errors import UserError
-from trainer.schedules import (
+from trainer.optim import schedules
+from trainer.optim.schedules import (
     SCHEDULES,
     LinearWarmup,
     build_schedule,

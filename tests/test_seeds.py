@@ -16,7 +16,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from tests.conftest import REPO, run_train, tiny_args
-from trainer.config import register_schemas
+from trainer.config.schema import register_schemas
 from trainer.seeds import (
     PURPOSES,
     _first_state_word,
@@ -106,7 +106,7 @@ def _config(seed: int):
 
 def _built(seed: int):
     from trainer.build import build_run
-    from trainer.data import DataInfo
+    from trainer.data.pipeline import DataInfo
 
     info = DataInfo("digits", (8, 8, 1), 10, 128, 0, 32, 32, steps_per_epoch=4)
     return build_run(_config(seed), info)
@@ -165,7 +165,7 @@ def test_two_seeds_give_different_dropout_masks():
 def test_the_data_order_does_not_depend_on_the_global_seed(digits_dir):
     import tensorflow as tf
 
-    from trainer.data import load_data
+    from trainer.data.pipeline import load_data
 
     cfg = {
         "name": "digits",
@@ -193,8 +193,8 @@ def test_the_data_order_does_not_depend_on_the_global_seed(digits_dir):
 
 @pytest.mark.slow
 def test_a_run_that_prepares_its_dataset_equals_one_that_finds_it_prepared(digits_dir, tmp_path):
-    from trainer.checkpoint import checkpoint_arrays
-    from trainer.checkpoint.format import list_checkpoints
+    from checkpoints import checkpoint_arrays
+    from checkpoints.format import list_checkpoints
 
     def deterministic_run(name: str, data_dir) -> object:
         args = [

@@ -22,13 +22,13 @@ from omegaconf import OmegaConf
 
 from tests.conftest import REPO, run_train, tiny_args
 from trainer.errors import UserError
-from trainer.sweep import (
+from trainer.runs.sweep import (
     is_sweep_dir,
     job_resume_path,
     plan_sweep_job,
     reached_length,
 )
-from trainer.sweep_summary import rank_jobs, varying_params, write_sweep_summary
+from trainer.runs.sweep_summary import rank_jobs, varying_params, write_sweep_summary
 
 # The sweep summary is on by default once conf/config.yaml selects it; selecting
 # it here too keeps these tests independent of that line.
@@ -197,7 +197,7 @@ def compose(*overrides: str):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from trainer.config import register_schemas
+    from trainer.config.schema import register_schemas
 
     register_schemas()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
@@ -230,7 +230,7 @@ def test_slurm_preset_runs_one_task_per_node():
 
 def test_sweep_summary_is_on_by_default():
     callbacks = compose().hydra.callbacks
-    assert callbacks.sweep_summary._target_ == "trainer.sweep_summary.SweepSummary"
+    assert callbacks.sweep_summary._target_ == "trainer.runs.sweep_summary.SweepSummary"
 
 
 # --------------------------------------------------------------------------- end to end

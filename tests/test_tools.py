@@ -180,11 +180,11 @@ def test_inspect_shows_manifest_config_and_variables(sweep):
 def test_inspect_shows_every_saved_section_augment_precision_and_ema_included(tmp_path, capsys):
     # A checkpoint written in-process as training writes one (tests/test_hostile_checkpoints.py).
     from trainer.build import build_run
-    from trainer.checkpoint.checkpointer import RunCheckpointer
-    from trainer.config import SAVED_SECTIONS
-    from trainer.data import DataInfo
-    from trainer.loop import LoopState
+    from trainer.config.schema import SAVED_SECTIONS
+    from trainer.data.pipeline import DataInfo
     from trainer.startup import compose_config, import_tensorflow
+    from trainer.training.checkpointer import RunCheckpointer
+    from trainer.training.loop import LoopState
 
     chosen = ["augment=basic", "trainer.precision=mixed_bfloat16", "optimizer.ema=true"]
     cfg = compose_config(
@@ -299,11 +299,11 @@ def test_compare_sorts_runs_by_the_monitored_metric(sweep, tmp_path):
 
 
 def _checkpoint_model(checkpoint_dir: Path):
-    import trainer.rescued_model  # noqa: F401
-    from trainer.checkpoint import verify
-    from trainer.checkpoint.reading import read_checkpoint_config
-    from trainer.checkpoint.state import restore_state
-    from trainer.models import build_model
+    import trainer.models.keras_builtin  # noqa: F401
+    from checkpoints import verify
+    from checkpoints.state import restore_state
+    from trainer.config.saved import read_checkpoint_config
+    from trainer.models.registry import build_model
 
     checkpoint = verify(checkpoint_dir)
     config = read_checkpoint_config(checkpoint)
@@ -541,7 +541,7 @@ def _plain_keras_model(schedule):
 def test_rescue_custom_schedule_checkpoint_resumes_with_train_py(digits_dir, tmp_path, capsys):
     import keras
 
-    from trainer.checkpoint import verify
+    from checkpoints import verify
 
     model, images = _plain_keras_model(_halving()(0.01, 10))
     source = tmp_path / "custom.keras"
@@ -737,7 +737,7 @@ def test_rescue_builtin_schedule_and_refusals(digits_dir, tmp_path, capsys):
 )
 def test_rescued_model_config_allows_only_keras_built_ins(layer, message):
     from trainer.errors import UserError
-    from trainer.rescued_model import check_keras_config
+    from trainer.models.keras_builtin import check_keras_config
 
     config = {"module": "keras", "class_name": "Functional", "config": {"layers": [layer]}}
     with pytest.raises(UserError, match=re.escape(message)):

@@ -10,7 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from tests.conftest import REPO, SCHEDULE_NAMES, run_train, tiny_args
-from trainer.config import register_schemas
+from trainer.config.schema import register_schemas
 
 register_schemas()
 
@@ -114,7 +114,7 @@ def test_a_fresh_run_never_writes_into_a_run_with_checkpoints(default_run, digit
 
 @pytest.mark.parametrize("schedule", SCHEDULE_NAMES)
 def test_every_schedule_trains_by_name(schedule, digits_dir, tmp_path):
-    from trainer.run import train
+    from trainer.train import train
 
     overrides = [
         f"schedule={schedule}",
@@ -211,7 +211,7 @@ def test_a_schedule_registered_by_the_user_trains_and_resumes(digits_dir, tmp_pa
     (tmp_path / "my_schedules.py").write_text(
         textwrap.dedent("""
         import keras
-        from trainer.schedules import register_schedule
+        from trainer.optim.schedules import register_schedule
 
         @register_schedule("triangle")
         class Triangle(keras.optimizers.schedules.LearningRateSchedule):
@@ -254,7 +254,7 @@ def test_a_schedule_registered_by_the_user_trains_and_resumes(digits_dir, tmp_pa
 def test_compiled_and_multi_step_execution_train_the_same_steps(
     digits_dir, tmp_path, jit_compile, steps_per_execution
 ):
-    from trainer.run import train
+    from trainer.train import train
 
     overrides = [
         o for o in tiny_args(digits_dir, tmp_path / "run") if not o.startswith("hydra.")
@@ -281,7 +281,7 @@ def test_compiled_and_multi_step_execution_train_the_same_steps(
 def test_the_activations_the_config_allows_are_the_ones_keras_names():
     import keras
 
-    from trainer.config import ACTIVATIONS
+    from trainer.config.schema import ACTIVATIONS
 
     public = {
         name

@@ -2,7 +2,7 @@
 whole combination (ResNet, an image folder, strong augmentation, bfloat16, EMA) killed
 with SIGKILL mid-epoch resumes bitwise equal to the uninterrupted run.
 
-The images are coloured shapes (``tests/image_folder.py``): a class is a shape in a
+The images are coloured shapes (``devtools/image_folder.py``): a class is a shape in a
 colour of its own, so every family should separate them in a few epochs; the
 accuracies asserted are the floors each family reaches on them.
 """
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from devtools import fault_injection
+from devtools.image_folder import make_image_folder
 from tests.conftest import run_train
-from tests.image_folder import make_image_folder
-from trainer import fault_injection
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ EVERYTHING = (
 
 @pytest.mark.slow
 def test_everything_on_killed_mid_epoch_resumes_bitwise_equal(shapes, tmp_path, capsys):
-    """The CI-sized version of `python -m trainer.fault_injection --trials N -- <EVERYTHING>`:
+    """The CI-sized version of `python -m devtools.fault_injection --trials N -- <EVERYTHING>`:
     every restart continues from a checkpoint, and the final weights, optimizer slots
     and EMA weights (optimizer variables) equal the uninterrupted run's bit for bit."""
     code = fault_injection.main(

@@ -8,4 +8,6 @@ registries, the start-up plumbing, the rest of ``checkpoint`` and the tools
 that only read files never do.
 """
 
-__version__ = "0.1.0"
+from checkpoints.version import __version__
+
+__all__ = ["__version__"]

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 
 from trainer import __version__
 from trainer.errors import StorageError, UserError
-from trainer.tools import BAD, BAD_INPUT, COMMAND_MODULES, ToolParser
+from trainer.exits import BAD_INPUT, report
+from trainer.tools import COMMAND_MODULES, ToolParser
 
 EPILOG = """\
 exit status: 0 ok, 1 the thing checked is bad (e.g. verify found corruption) or
@@ -58,12 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parser.error(f"unrecognized arguments: {' '.join(extra)}")
             args.overrides.extend(extra)
         return int(args.handler(args) or 0)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr, flush=True)
-        return BAD_INPUT
-    except StorageError as error:
-        print(f"error: {error}", file=sys.stderr, flush=True)
-        return BAD
+    except (UserError, StorageError) as error:
+        return report(error)
     except SystemExit as done:  # --help, --version
         return done.code if isinstance(done.code, int) else BAD_INPUT
     except KeyboardInterrupt:

@@ -1,12 +1,12 @@
 """One way to build a run from its config: its length, schedule, model and optimizer.
 
-Training (``trainer.run``), ``rescue``, ``plot-schedule`` and the benchmarks
+Training (``trainer.train``), ``rescue``, ``plot-schedule`` and the benchmarks
 all build through these functions, so a run is built the same way everywhere:
 
 1. :func:`run_length`: ``trainer.epochs`` x steps per epoch, capped by
    ``trainer.max_steps``: the optimizer steps of the whole run;
 2. :func:`run_schedule`: the ``schedule`` section resolved to that length
-   (``trainer.schedules.resolve_schedule``), or the one a checkpoint saved;
+   (``trainer.optim.schedules.resolve_schedule``), or the one a checkpoint saved;
 3. :func:`build_run`: the model, the schedule (scaled by reduce-on-plateau's
    factor when that is on) and the optimizer, built and ready to restore into.
 
@@ -51,7 +51,7 @@ def run_schedule(
     schedule it started with), else ``cfg.schedule`` resolved to :func:`run_length`."""
     if saved is not None:
         return dict(saved)
-    from trainer.schedules import resolve_schedule
+    from trainer.optim.schedules import resolve_schedule
 
     return resolve_schedule(
         cfg["schedule"],
@@ -71,12 +71,12 @@ class BuiltRun:
     schedule: Any  # what the optimizer follows: the resolved schedule, maybe scaled
     optimizer: Any  # keras.optimizers.Optimizer, its variables built
     lr_scale: Any  # tf.Variable: reduce-on-plateau's factor on the schedule (loop state)
-    augmentation: Any = None  # trainer.augment.Augmentation of the training batches, or None
+    augmentation: Any = None  # trainer.data.augment.Augmentation of the training batches, or None
 
     @property
     def global_step(self) -> int:
-        """Batches trained on (``trainer.optimizers.step_counter``)."""
-        from trainer.optimizers import step_counter
+        """Batches trained on (``trainer.optim.optimizers.step_counter``)."""
+        from trainer.optim.optimizers import step_counter
 
         return int(step_counter(self.optimizer).numpy())
 
@@ -116,9 +116,9 @@ def build_model_for(cfg: Mapping[str, Any], info: Any) -> Any:
     policy (see the module docstring)."""
     import keras
 
-    import trainer.rescued_model  # noqa: F401  (registers "keras_builtin", for rescued checkpoints)
-    from trainer.checkpoint.state import seed_generator_variables
-    from trainer.models import build_model
+    import trainer.models.keras_builtin  # noqa: F401  (registers "keras_builtin", for rescued checkpoints)
+    from checkpoints.state import seed_generator_variables
+    from trainer.models.registry import build_model
     from trainer.seeds import derive_seed
 
     seed = int(cfg["seed"])
@@ -144,7 +144,7 @@ def build_run(
     """Build the run ``cfg`` describes on the data ``info`` describes (a ``DataInfo``).
 
     ``resolved_schedule``: the schedule a checkpoint saved (see :func:`run_schedule`).
-    ``distribution``: a ``trainer.distribute.Distribution``; every variable is
+    ``distribution``: a ``trainer.training.distribute.Distribution``; every variable is
     created in its scope, and the base rate follows
     ``trainer.scale_lr_with_replicas``. None: one device.
     """
@@ -152,9 +152,9 @@ def build_run(
 
     import tensorflow as tf
 
-    from trainer.augment import build_augmentation
-    from trainer.optimizers import build_optimizer
-    from trainer.schedules import ScaledSchedule, build_schedule
+    from trainer.data.augment import build_augmentation
+    from trainer.optim.optimizers import build_optimizer
+    from trainer.optim.schedules import ScaledSchedule, build_schedule
 
     steps_per_epoch = info.steps_per_epoch
     resolved = run_schedule(cfg, steps_per_epoch, resolved_schedule)

@@ -22,9 +22,9 @@ Who draws with which purpose:
   ``derive_seed(seed, "init")`` immediately before it builds the model.
 - ``"dropout"``: the model's seed generators (its dropout layers), the i-th in
   the model's order from ``derive_seed(seed, "dropout", i)``; their states
-  then travel in every checkpoint (``trainer.checkpoint.state``).
+  then travel in every checkpoint (``checkpoints.state``).
 - ``"shuffle"``: the order of epoch ``e`` from ``derive_seed(seed, "shuffle",
-  e)`` (``trainer.data``). tf.data pairs each op seed with TensorFlow's global
+  e)`` (``trainer.data.pipeline``). tf.data pairs each op seed with TensorFlow's global
   seed, which the pipeline sets to ``tensorflow_global_seed(seed)`` when it is
   built. Its spawn key is empty: the orders of earlier versions, whose epoch
   seed was ``SeedSequence([seed, epoch])``.
@@ -60,7 +60,7 @@ def derive_seed(seed: int, purpose: str, *index: int) -> int:
     >>> derive_seed(0, "init") != derive_seed(1, "init")
     True
     """
-    import numpy as np  # here, not at the top: trainer.config (and --help) need only MAX_SEED
+    import numpy as np  # here: trainer.config.schema (and --help) need only MAX_SEED
 
     spawn_key = _spawn_key(purpose)
     if any(not isinstance(v, int | np.integer) or v < 0 for v in (seed, *index)):

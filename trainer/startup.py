@@ -100,7 +100,7 @@ def compose_config(overrides: Sequence[str]):
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from trainer.config import register_schemas
+    from trainer.config.schema import register_schemas
     from trainer.help import CONF_DIR
 
     register_schemas()
@@ -114,7 +114,7 @@ def compose_config(overrides: Sequence[str]):
 # The group choices add_resumed_group_choices put on this process' command line.
 _IMPLIED_CHOICES: list[str] = []
 
-# Config groups whose keys a resumed run may override (trainer.checkpoint.resume, rule 5):
+# Config groups whose keys a resumed run may override (trainer.runs.resume, rule 5):
 # with one option per group for the others, only these can lack the keys of the run's option.
 RESUMED_GROUPS = ("dataset",)
 
@@ -137,8 +137,8 @@ def resumed_group_choices(args: Sequence[str]) -> list[str]:
     ]
     if len(resume) != 1 or not groups:
         return []
-    from trainer.checkpoint.format import resolve_resume_path
-    from trainer.checkpoint.reading import read_checkpoint_config
+    from checkpoints.format import resolve_resume_path
+    from trainer.config.saved import read_checkpoint_config
     from trainer.help import CONF_DIR
 
     try:

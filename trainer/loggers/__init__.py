@@ -220,7 +220,7 @@ def tracked_run(
     overrides: Sequence[str] = (),
 ) -> TrackedRun:
     """What the trackers are told about the run in ``run_dir``; ``job``: this job's
-    ``hydra.sweep.subdir`` in a multirun (``trainer.sweep.current_job_subdir``), whose
+    ``hydra.sweep.subdir`` in a multirun (``trainer.runs.sweep_dir.current_job_subdir``), whose
     sweep is the directory holding the jobs' runs, and ``overrides`` its overrides
     (its hyperparameters: :func:`job_hparams`)."""
     run_dir = Path(run_dir)

@@ -4,7 +4,7 @@ One row per logged step (``trainer.log_every_n_steps``): ``step`` and the values
 loop logs (``loss``, ``accuracy``, ``lr``), appended as the run goes and by a resumed
 run, which starts after the last step the file holds (``trainer.loggers``: each step
 once). ``metrics.csv``, one row per epoch, is the run's own record that the tools read;
-every run writes it, whatever loggers are selected (``trainer.reporting``).
+every run writes it, whatever loggers are selected (``trainer.training.reporting``).
 
 No TensorFlow here.
 """
@@ -17,7 +17,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from trainer.checkpoint.layout import STEPS_CSV
+from checkpoints.layout import STEPS_CSV
 from trainer.errors import storage_errors
 from trainer.loggers.base import Logger, StepPoint, TrackedRun
 

@@ -25,7 +25,7 @@ from typing import Any
 import tensorflow as tf
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 
-from trainer.checkpoint.layout import TENSORBOARD_DIR
+from checkpoints.layout import TENSORBOARD_DIR
 from trainer.errors import storage_errors
 from trainer.loggers.base import Logger, StepPoint, TrackedRun, numeric
 

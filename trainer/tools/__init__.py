@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from trainer.checkpoint import (
+from checkpoints import (
     CHECKPOINT_PREFIX,
     MANIFEST,
     Checkpoint,
@@ -32,8 +32,9 @@ from trainer.checkpoint import (
     list_checkpoints,
     verify,
 )
-from trainer.checkpoint.remote import is_url
+from checkpoints.remote import is_url
 from trainer.errors import UserError, storage_errors
+from trainer.exits import BAD, BAD_INPUT, OK  # noqa: F401 (every command's exit statuses)
 
 # The command modules, in the order ``--help`` lists them. Each defines
 # NAME, HELP, DESCRIPTION, add_arguments(parser) and run(args) -> exit status.
@@ -48,9 +49,6 @@ COMMAND_MODULES = (
     "evaluate",
     "predict",
 )
-
-# Exit statuses of every command.
-OK, BAD, BAD_INPUT = 0, 1, 2
 
 
 class ToolParser(argparse.ArgumentParser):
@@ -67,10 +65,10 @@ def existing_path(text: str) -> Path:
     """``text`` as a Path that exists; a UserError otherwise.
 
     A URL (``s3://bucket/run``, ``.../step-N``) is copied to a local folder first
-    (``trainer.checkpoint.remote_run.remote_copy``): every tool reads it as a local run.
+    (``trainer.runs.remote_run.remote_copy``): every tool reads it as a local run.
     """
     if is_url(text):
-        from trainer.checkpoint.remote_run import remote_copy
+        from trainer.runs.remote_run import remote_copy
 
         return remote_copy(text)
     path = Path(text).expanduser()

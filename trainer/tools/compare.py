@@ -20,8 +20,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from trainer.checkpoint import list_checkpoints, read_checkpoint
-from trainer.checkpoint.reading import read_bounded, read_mapping, read_run_summary
+from checkpoints import list_checkpoints, read_checkpoint
+from checkpoints.reading import read_bounded, read_mapping, read_run_summary
 from trainer.errors import UserError
 from trainer.tools import (
     OK,
@@ -85,7 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _read_yaml(path: Path) -> dict[str, Any] | None:
-    """A run's config.yaml as plain data (``trainer.checkpoint.reading``), None if unsound."""
+    """A run's config.yaml as plain data (``checkpoints.reading``), None if unsound."""
     try:
         return read_mapping(path, MAX_FILE_BYTES)
     except ValueError:

@@ -3,9 +3,9 @@
 The model is the one ``export`` writes (``trainer.tools.export.rebuild_model``:
 built from the checkpoint's config through the registry, weights restored as
 a resume restores them). The data is the checkpoint's own dataset config,
-loaded with ``trainer.data.load_data``; only overrides that leave the
+loaded with ``trainer.data.pipeline.load_data``; only overrides that leave the
 examples unchanged are taken (:data:`DATASET_OVERRIDES`). Loss and accuracy
-come from ``trainer.evaluation.Evaluation``, the evaluation the training loop
+come from ``trainer.training.evaluation.Evaluation``, the evaluation the training loop
 runs, compiled as the run compiled it (``trainer.jit_compile``): for a
 checkpoint a run ended with, they equal the run's ``test_loss`` and
 ``test_accuracy`` (``summary.json``) and, on ``--split validation``, its last
@@ -27,8 +27,8 @@ import argparse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from trainer.checkpoint.remote_run import location
 from trainer.errors import UserError
+from trainer.runs.remote_run import location
 from trainer.tools import (
     OK,
     add_force_argument,
@@ -133,7 +133,7 @@ def dataset_with_overrides(dataset: Mapping[str, Any], overrides: Sequence[str])
     from hydra.errors import OverrideParseException
     from omegaconf import OmegaConf
 
-    from trainer.config import typed_section
+    from trainer.config.schema import typed_section
 
     allowed = [f"dataset.{key}" for key in DATASET_OVERRIDES if key in dataset]
     result = dict(dataset)
@@ -211,7 +211,7 @@ def run(args: argparse.Namespace) -> int:
         pyplot()  # fail now, not after TensorFlow's start-up, if matplotlib is missing
         out = figure_output(args.confusion_matrix, "--confusion-matrix", args.force)
 
-    from trainer.checkpoint.reading import read_checkpoint_config
+    from trainer.config.saved import read_checkpoint_config
     from trainer.startup import import_tensorflow, import_user_modules
 
     checkpoint = valid_checkpoint(args.checkpoint)
@@ -222,9 +222,9 @@ def run(args: argparse.Namespace) -> int:
     if config["trainer"].get("deterministic"):
         tf.config.experimental.enable_op_determinism()  # as the run evaluated
 
-    from trainer.data import load_data
-    from trainer.evaluation import Evaluation
+    from trainer.data.pipeline import load_data
     from trainer.tools.export import rebuild_model
+    from trainer.training.evaluation import Evaluation
 
     data = load_data(dataset, seed=int(config.get("seed", 0)))
     batches = split_batches(data, args.split)

@@ -1,9 +1,9 @@
 """``trainer export CHECKPOINT OUT``: a checkpoint's model for Keras, TF Serving, ONNX or LiteRT.
 
 The model is rebuilt from the checkpoint's config through the model registry
-(``trainer.models.build_model``) for the input shape and class count the
+(``trainer.models.registry.build_model``) for the input shape and class count the
 manifest records, and its weights are restored with
-``trainer.checkpoint.state.restore_state``, exactly as a resume does. Then:
+``checkpoints.state.restore_state``, exactly as a resume does. Then:
 
 - ``--format keras``: ``model.save(OUT.keras)``. Not compiled by default, so
   the file holds no optimizer and no schedule: plain
@@ -53,8 +53,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainer.checkpoint.remote_run import location
 from trainer.errors import UserError, storage_errors
+from trainer.runs.remote_run import location
 from trainer.tools import OK, add_import_argument, new_output_path, print_json, valid_checkpoint
 
 NAME = "export"
@@ -76,7 +76,7 @@ examples:
   python -m trainer export runs/<run> model.tflite"""
 
 EXTRA = 'pip install "keras-hydra-trainer[export]"'
-INPUT_NAME = "image"  # the input of every format (trainer.models names its input so too)
+INPUT_NAME = "image"  # the input of every format (trainer.models.registry names its input so too)
 
 
 @dataclass(frozen=True)
@@ -149,15 +149,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def rebuild_model(checkpoint, config: dict[str, Any]):
     """The checkpoint's model, built from its config through the registry, weights restored."""
-    import trainer.rescued_model  # noqa: F401  (registers "keras_builtin", rescued models)
-    from trainer.checkpoint.state import restore_state
-    from trainer.models import build_model
+    import trainer.models.keras_builtin  # noqa: F401  (registers "keras_builtin", rescued models)
+    from checkpoints.state import restore_state
+    from trainer.models.registry import build_model
 
     manifest = checkpoint.manifest
     input_shape, num_classes = manifest.get("input_shape"), manifest.get("num_classes")
     if input_shape is None or num_classes is None:
         # Checkpoints written before the manifest recorded them: ask the dataset.
-        from trainer.data import load_data
+        from trainer.data.pipeline import load_data
 
         print(
             "The manifest lacks input_shape/num_classes: reading the dataset's info",
@@ -189,14 +189,14 @@ def _checkpoint_optimizer(config: dict[str, Any]):
     import keras
 
     from trainer.build import precision_of
-    from trainer.optimizers import build_optimizer
+    from trainer.optim.optimizers import build_optimizer
 
     placeholder = keras.optimizers.schedules.ExponentialDecay(1.0, 1, 1.0)
     return build_optimizer(config["optimizer"], placeholder, precision_of(config))
 
 
 def run(args: argparse.Namespace) -> int:
-    from trainer.checkpoint.reading import read_checkpoint_config
+    from trainer.config.saved import read_checkpoint_config
     from trainer.startup import import_tensorflow, import_user_modules
 
     checkpoint = valid_checkpoint(args.checkpoint)
@@ -382,7 +382,7 @@ def _remove(path: Path) -> None:
 
 
 def _compile(keras, model, config: dict[str, Any], checkpoint) -> dict[str, Any]:
-    from trainer.optimizers import build_optimizer
+    from trainer.optim.optimizers import build_optimizer
 
     learning_rate = checkpoint.manifest.get("learning_rate")
     if not isinstance(learning_rate, int | float) or learning_rate <= 0:
@@ -407,8 +407,8 @@ def _copy_optimizer_state(checkpoint, optimizer) -> str:
     ``optimizer.h5`` holds ``[iterations, *slots]`` of an optimizer driven by a
     schedule; this one, at a constant rate, also has a ``learning_rate`` variable.
     """
-    from trainer.checkpoint.state import read_optimizer_values
-    from trainer.optimizers import step_counter
+    from checkpoints.state import read_optimizer_values
+    from trainer.optim.optimizers import step_counter
 
     saved = read_optimizer_values(checkpoint)  # checked: a bad file or step is a UserError
     step = step_counter(optimizer)

@@ -1,10 +1,10 @@
 """``trainer inspect CHECKPOINT``: what one checkpoint holds, without building anything.
 
 The manifest (step, epoch, metrics, learning rate at the saved step), every
-section of the config a resumed run trains with (``trainer.config.SAVED_SECTIONS``:
+section of the config a resumed run trains with (``trainer.config.schema.SAVED_SECTIONS``:
 dataset, model, optimizer, schedule, trainer, checkpoint, augment, ...), then the
 schedule resolved to steps, read safely from its ``config.yaml``
-(``trainer.checkpoint.reading.read_checkpoint_config``), and every variable's name and
+(``trainer.config.saved.read_checkpoint_config``), and every variable's name and
 shape read with h5py from ``model.weights.h5`` and ``optimizer.h5``, with the
 parameter count. No TensorFlow, nothing executed.
 """
@@ -15,10 +15,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from trainer.checkpoint.h5 import datasets
-from trainer.checkpoint.layout import MODEL_FILE, OPTIMIZER_FILE
-from trainer.checkpoint.remote_run import location
+from checkpoints.io.h5 import datasets
+from checkpoints.layout import MODEL_FILE, OPTIMIZER_FILE
 from trainer.errors import UserError
+from trainer.runs.remote_run import location
 from trainer.tools import (
     BAD,
     OK,
@@ -42,7 +42,7 @@ examples:
 
 Exit status 1 if the checkpoint does not verify (what can be read is still shown)."""
 
-# After the saved sections (trainer.config.SAVED_SECTIONS): the schedule as the run resolved it.
+# After the saved sections (trainer.config.schema.SAVED_SECTIONS): the schedule as resolved.
 RESOLVED_SECTIONS = ("resolved_schedule",)
 
 
@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def model_variables(path: Path) -> list[dict[str, Any]]:
     """Every weight in a Keras ``.weights.h5`` file: layer name, index, shape, h5 path.
 
-    The file is checked first (``trainer.checkpoint.h5``): a ValueError names its problem.
+    The file is checked first (``checkpoints.io.h5``): a ValueError names its problem.
     """
     found = []
     for dataset in datasets(path, MODEL_FILE):
@@ -71,7 +71,7 @@ def model_variables(path: Path) -> list[dict[str, Any]]:
 
 
 def optimizer_variables(path: Path) -> list[dict[str, Any]]:
-    """The variables of ``optimizer.h5`` (``trainer.checkpoint.state``), in index order."""
+    """The variables of ``optimizer.h5`` (``checkpoints.state``), in index order."""
     found = [d for d in datasets(path, OPTIMIZER_FILE) if "/" not in d.path]
     found.sort(key=lambda d: int(d.path) if d.path.isdigit() else -1)
     return [
@@ -90,7 +90,7 @@ def gather(checkpoint) -> dict[str, Any]:
 
     ``config``: the checkpoint's seed, then each of its config sections, in
     :func:`config_sections` order."""
-    from trainer.checkpoint.reading import read_checkpoint_config
+    from trainer.config.saved import read_checkpoint_config
 
     manifest = checkpoint.manifest or {}
     info: dict[str, Any] = {
@@ -128,9 +128,9 @@ def gather(checkpoint) -> dict[str, Any]:
 
 def config_sections() -> tuple[str, ...]:
     """The config sections ``inspect`` shows: every section a checkpoint saves, then the
-    resolved schedule. Imported here: ``trainer.config`` needs OmegaConf, which reading
+    resolved schedule. Imported here: ``trainer.config.schema`` needs OmegaConf, which reading
     the config needs anyway, and ``--help`` does not."""
-    from trainer.config import SAVED_SECTIONS
+    from trainer.config.schema import SAVED_SECTIONS
 
     return (*SAVED_SECTIONS, *RESOLVED_SECTIONS)
 

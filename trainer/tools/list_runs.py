@@ -12,8 +12,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from trainer.checkpoint import read_checkpoint, read_pointer, verify
-from trainer.checkpoint.remote_run import location
+from checkpoints import read_checkpoint, read_pointer, verify
+from trainer.runs.remote_run import location
 from trainer.tools import (
     OK,
     checkpoints_under,

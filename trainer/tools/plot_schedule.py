@@ -17,8 +17,8 @@ import argparse
 import json
 from typing import Any
 
-from trainer.checkpoint.remote_run import location
 from trainer.errors import UserError
+from trainer.runs.remote_run import location
 from trainer.tools import (
     OK,
     add_force_argument,
@@ -86,7 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _steps_per_epoch_of(cfg) -> int:
     """The dataset's steps per epoch, as training computes them (never downloads)."""
-    from trainer.data import load_data
+    from trainer.data.pipeline import load_data
 
     dataset = dict(cfg.dataset)
     dataset["download"] = False
@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     pyplot()  # fail now, not after TensorFlow's start-up, if matplotlib is missing
     out = figure_output(args.out, "--out", args.force)
 
-    from trainer.checkpoint.reading import read_checkpoint_config
+    from trainer.config.saved import read_checkpoint_config
     from trainer.startup import compose_config, import_tensorflow, import_user_modules
 
     checkpoint = valid_checkpoint(args.checkpoint) if args.checkpoint else None
@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
 
     import_tensorflow()
     from trainer.build import run_length, run_schedule
-    from trainer.schedules import build_schedule
+    from trainer.optim.schedules import build_schedule
 
     steps_per_epoch = args.steps_per_epoch or (
         int(checkpoint.manifest["steps_per_epoch"])

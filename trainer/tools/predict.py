@@ -2,7 +2,7 @@
 
 The model is the one ``evaluate`` and ``export`` use
 (``trainer.tools.export.rebuild_model``), run through the same forward pass
-as the evaluation (``trainer.evaluation.Evaluation.logits``); probabilities
+as the evaluation (``trainer.training.evaluation.Evaluation.logits``); probabilities
 are the softmax of its logits.
 
 Each file is decoded with ``tf.io.decode_image`` (PNG, JPEG, WebP, GIF: its first
@@ -32,8 +32,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from trainer.checkpoint.remote_run import location
 from trainer.errors import UserError
+from trainer.runs.remote_run import location
 from trainer.tools import OK, add_import_argument, existing_path, print_json, valid_checkpoint
 from trainer.tools.evaluate import add_top_k_argument, class_names
 
@@ -125,7 +125,7 @@ def model_input(path: Path, data: bytes, input_shape: tuple[int, ...]):
             f"(PNG, JPEG, GIF, BMP, WebP): {decoder_reason(error)}"
         ) from None
     decoded_shape = [int(d) for d in image.shape]
-    image = tf.cast(image, tf.float32) / 255.0  # as trainer.data scales a batch
+    image = tf.cast(image, tf.float32) / 255.0  # as trainer.data.pipeline scales a batch
     found = decoded_shape[-1]
     if found in (2, 4):  # gray + alpha, RGB + alpha: the colour alone
         image = image[..., : found - 1]
@@ -172,7 +172,7 @@ def predictions(logits, top_k: int, names: list[str]) -> list[list[dict[str, Any
 
 
 def run(args: argparse.Namespace) -> int:
-    from trainer.checkpoint.reading import read_checkpoint_config
+    from trainer.config.saved import read_checkpoint_config
     from trainer.startup import import_tensorflow, import_user_modules
 
     checkpoint = valid_checkpoint(args.checkpoint)
@@ -182,8 +182,8 @@ def run(args: argparse.Namespace) -> int:
     import_user_modules(args.imports)
     tf, _ = import_tensorflow()
 
-    from trainer.evaluation import Evaluation
     from trainer.tools.export import rebuild_model
+    from trainer.training.evaluation import Evaluation
 
     model, input_shape, num_classes = rebuild_model(checkpoint, config)
     if len(input_shape) != 3:

@@ -10,11 +10,11 @@ project's registry given on the command line:
 1. Read the file as data: ``config.json`` (``.keras``) or the ``model_config``
    and ``training_config`` attributes (legacy ``.h5``), and the optimizer's
    variables with h5py. Every zip member is read with a size bound and every
-   HDF5 file checked by ``trainer.checkpoint.h5`` first (no external storage
+   HDF5 file checked by ``checkpoints.io.h5`` first (no external storage
    or links, numeric datasets stored in the file); the JSON is plain data
-   (``trainer.checkpoint.reading``). The schedule's class and parameters are only shown.
+   (``checkpoints.reading``). The schedule's class and parameters are only shown.
 2. Check the model config against an allow-list of Keras built-ins
-   (``trainer.rescued_model.check_keras_config``) before Keras sees it, then
+   (``trainer.models.keras_builtin.check_keras_config``) before Keras sees it, then
    rebuild it with ``safe_mode=True`` as the ``keras_builtin`` model and load
    its weights. A final softmax is removed: this trainer trains on logits.
 3. Compose the run's config from ``conf/`` like ``train.py`` does
@@ -23,9 +23,9 @@ project's registry given on the command line:
    otherwise, resolve the schedule for the dataset's steps per epoch, and
    restore the optimizer's step counter and slots (moments) when they fit.
 4. Write a checkpoint with ``RunCheckpointer`` (as training does), and the
-   run's ``config.yaml``, exactly as ``trainer/run.py`` does, so that
+   run's ``config.yaml``, exactly as ``trainer/train.py`` does, so that
    ``python train.py +resume=OUT`` continues from the saved step. OUT is a new
-   run directory (``trainer.checkpoint.run_dir`` rule 4), created here and
+   run directory (``trainer.runs.run_dir`` rule 4), created here and
    written while its lock is held, as training holds it.
 """
 
@@ -41,9 +41,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainer.checkpoint.h5 import check_h5_file, read_datasets
-from trainer.checkpoint.layout import MAX_GLOBAL_STEP
-from trainer.checkpoint.reading import extract_zip_member, parse_json, read_zip_member
+from checkpoints.io.h5 import check_h5_file, read_datasets
+from checkpoints.layout import MAX_GLOBAL_STEP
+from checkpoints.reading import extract_zip_member, parse_json, read_zip_member
 from trainer.errors import UserError, storage_errors
 from trainer.tools import OK, add_import_argument, existing_path, print_json
 
@@ -69,7 +69,7 @@ examples:
   python -m trainer rescue old.keras out --schedule triangle --import my_schedules \\
       --set +schedule.period_epochs=2
 
-then: python train.py +resume=runs/rescued 'imports=[trainer.rescued_model]'"""
+then: python train.py +resume=runs/rescued 'imports=[trainer.models.keras_builtin]'"""
 
 MAX_CONFIG_BYTES = 16 << 20  # config.json of a .keras file
 MAX_METADATA_BYTES = 1 << 20  # metadata.json: a version and a date
@@ -351,7 +351,7 @@ def base_learning_rate(cfg, saved: KerasFile, user_keys: set[str]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from trainer.checkpoint.run_dir import refuse_new_run_in
+    from trainer.runs.run_dir import refuse_new_run_in
 
     source = existing_path(args.model_file)
     if not source.is_file():
@@ -370,7 +370,7 @@ def run(args: argparse.Namespace) -> int:
     from trainer.startup import compose_config, import_tensorflow, import_user_modules
 
     _, keras = import_tensorflow()
-    from trainer.rescued_model import check_keras_config
+    from trainer.models.keras_builtin import check_keras_config
 
     check_keras_config(saved.model_config)  # before Keras sees any of it
 
@@ -381,7 +381,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from omegaconf import OmegaConf
 
-    from trainer.config import validate
+    from trainer.config.schema import validate
 
     OmegaConf.set_struct(cfg, False)
     cfg.imports = list(cfg.get("imports") or []) + list(args.imports)
@@ -391,11 +391,11 @@ def run(args: argparse.Namespace) -> int:
     cfg.checkpoint.dir = str(out)
 
     from trainer.build import build_run, run_length
-    from trainer.data import load_data
-    from trainer.loop import LoopState
-    from trainer.rescued_model import NAME as MODEL_NAME
-    from trainer.rescued_model import plain_config, without_output_softmax
-    from trainer.schedules import schedule_value
+    from trainer.data.pipeline import load_data
+    from trainer.models.keras_builtin import NAME as MODEL_NAME
+    from trainer.models.keras_builtin import plain_config, without_output_softmax
+    from trainer.optim.schedules import schedule_value
+    from trainer.training.loop import LoopState
 
     # The architecture, as a config of built-ins, and the weights.
     if saved.kind == "keras":
@@ -501,8 +501,8 @@ def write_rescued_run(out: Path, cfg, run, info, state, source: Path) -> Path:
     """Create the run directory ``out`` and write the checkpoint and ``config.yaml`` into it,
     holding its lock as training does; return the checkpoint. On any failure ``out`` is
     removed again: it did not exist before."""
-    from trainer.checkpoint.checkpointer import RunCheckpointer
-    from trainer.checkpoint.run_dir import RunDirectory
+    from trainer.runs.run_dir import RunDirectory
+    from trainer.training.checkpointer import RunCheckpointer
 
     with storage_errors(f"create OUT {str(out)!r}"):
         try:
@@ -566,7 +566,7 @@ def _restore_optimizer(optimizer, variables: list[Any] | None, step: int) -> str
     """Put the file's moments into the rebuilt optimizer when they fit; set the step."""
     import numpy as np
 
-    from trainer.optimizers import step_counter
+    from trainer.optim.optimizers import step_counter
 
     ours = optimizer.variables
     candidates = [variables] if variables else []

@@ -1,7 +1,7 @@
 """``trainer verify PATH``: re-hash every file of one checkpoint, a run, or all runs under a root.
 
 Each checkpoint is checked as a resume would check it
-(``trainer.checkpoint.verify``: manifest readable and typed, every listed file
+(``checkpoints.verify``: manifest readable and typed, every listed file
 a regular file with its size and sha256, no symlinks, HDF5 files without
 external storage or links and with numeric datasets); for a run, the
 ``latest`` and ``best`` pointers must be small regular files naming a
@@ -16,9 +16,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from trainer.checkpoint import POINTERS, is_checkpoint_name, verify
-from trainer.checkpoint.reading import read_pointer_file
-from trainer.checkpoint.remote_run import location
+from checkpoints import POINTERS, is_checkpoint_name, verify
+from checkpoints.reading import read_pointer_file
+from trainer.runs.remote_run import location
 from trainer.tools import (
     BAD,
     OK,
