@@ -17,8 +17,9 @@ from tests.conftest import REPO, run_train
 BEFORE = Path(__file__).parent / "data" / "before_rebuild"
 
 
-def test_the_old_checkpoints_verify_and_list(tmp_path):
-    for checkpoint in (BEFORE / "run" / "step-00000014", BEFORE / "uninterrupted" / "step-00000022"):
+def test_the_old_checkpoints_verify_and_list():
+    old = (BEFORE / "run" / "step-00000014", BEFORE / "uninterrupted" / "step-00000022")
+    for checkpoint in old:
         checked = verify(checkpoint)
         assert checked.valid and checked.problems == [], checked.problems
     listed = subprocess.run(
