@@ -3,7 +3,7 @@
 The model is rebuilt from the checkpoint's config through the model registry
 (``trainer.models.registry.build_model``) for the input shape and class count the
 manifest records, and its weights are restored with
-``checkpoints.state.restore_state``, exactly as a resume does. Then:
+``checkpoints.restore.restore_state``, exactly as a resume does. Then:
 
 - ``--format keras``: ``model.save(OUT.keras)``. Not compiled by default, so
   the file holds no optimizer and no schedule: plain
@@ -150,7 +150,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def rebuild_model(checkpoint, config: dict[str, Any]):
     """The checkpoint's model, built from its config through the registry, weights restored."""
     import trainer.models.keras_builtin  # noqa: F401  (registers "keras_builtin", rescued models)
-    from checkpoints.state import restore_state
+    from checkpoints.restore import restore_state
     from trainer.models.registry import build_model
 
     manifest = checkpoint.manifest
@@ -407,7 +407,7 @@ def _copy_optimizer_state(checkpoint, optimizer) -> str:
     ``optimizer.h5`` holds ``[iterations, *slots]`` of an optimizer driven by a
     schedule; this one, at a constant rate, also has a ``learning_rate`` variable.
     """
-    from checkpoints.state import read_optimizer_values
+    from checkpoints.restore import read_optimizer_values
     from trainer.optim.optimizers import step_counter
 
     saved = read_optimizer_values(checkpoint)  # checked: a bad file or step is a UserError
