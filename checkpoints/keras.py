@@ -282,9 +282,9 @@ class ResumableCheckpoint(keras.callbacks.Callback):
             if entry["state"] is not None:
                 self._set_callback_state(callback, entry["state"])
         weights = read_best_weights(pending["checkpoint"], self.model)
-        for callback in self.tracked:
-            if weights is not None and internals.best_weights_of(callback) is None:
-                if isinstance(callback, keras.callbacks.EarlyStopping):
+        if weights is not None:  # early stopping's best weights: for its restore_best_weights
+            for callback in self.tracked:
+                if internals.best_weights_of(callback) is None:
                     internals.set_best_weights(callback, weights)
         if self._skip:
             self._epoch_metrics = loop.get("epoch_metrics", [])

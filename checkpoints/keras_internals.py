@@ -116,4 +116,6 @@ def best_weights_of(callback: Any) -> list[np.ndarray] | None:
 
 
 def set_best_weights(callback: Any, weights: list[np.ndarray]) -> None:
-    callback.best_weights = weights
+    """Give ``EarlyStopping(restore_best_weights=True)`` the best weights a checkpoint kept."""
+    if isinstance(callback, keras.callbacks.EarlyStopping) and callback.restore_best_weights:
+        callback.best_weights = weights

@@ -13,9 +13,10 @@ order, from the same per-epoch function), or nothing.
 
 Fault injection by environment: ``FIT_KILL_AT_STEP=k`` SIGKILLs the process after
 optimizer step ``k``; ``FIT_KILL_IN_SAVE=k`` SIGKILLs it inside the first save
-after step ``k`` (its files staged, not committed). RESULT.json gets the final
-weights' sha256, ``iterations``, the learning rate, the steps this process trained
-and the callbacks' counters.
+after step ``k`` (its files staged, not committed; ``BackupAndRestore``: its
+weights file truncated). ``FIT_PROGRESS=FILE`` keeps the count of steps trained in
+FILE. RESULT.json gets the final weights' sha256, ``iterations``, the learning
+rate, the steps this process trained and the callbacks' counters.
 """
 
 from __future__ import annotations
@@ -50,6 +51,45 @@ def _kill_in_save(after_step: int, model) -> None:  # type: ignore[no-untyped-de
         return commit(staging, final, manifest)
 
     checkpoints.manager.commit_checkpoint = commit_or_die
+
+
+def _kill_in_backup(after_step: int, model) -> None:  # type: ignore[no-untyped-def]
+    """SIGKILL ``BackupAndRestore`` inside its first save after ``after_step``: the weights
+    file it overwrites in place is truncated, not yet rewritten."""
+    save_weights = type(model).save_weights
+
+    def save_or_die(self, filepath, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if int(self.optimizer.iterations.numpy()) > after_step:
+            open(filepath, "wb").close()
+            _die()
+        return save_weights(self, filepath, *args, **kwargs)
+
+    type(model).save_weights = save_or_die
+
+
+def _model(width: int):  # type: ignore[no-untyped-def]
+    import keras
+
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(width, 3, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dropout(0.2),
+            keras.layers.Dense(10),
+        ]
+    )
+
+
+def _extras() -> list:
+    """Keras' callbacks whose state must continue: the rate by epoch, and two counters."""
+    import keras
+
+    return [
+        keras.callbacks.LearningRateScheduler(lambda epoch, lr: lr * 0.9),
+        keras.callbacks.EarlyStopping("val_loss", patience=5, min_delta=1e-3),
+        keras.callbacks.ReduceLROnPlateau("loss", factor=0.5, patience=0, min_delta=0.5),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,18 +127,9 @@ def main(argv: list[str] | None = None) -> int:
             .batch(BATCH, drop_remainder=True)
         )
 
-    model = keras.Sequential(
-        [
-            keras.Input((8, 8, 1)),
-            keras.layers.Conv2D(options.width, 3, activation="relu"),
-            keras.layers.Flatten(),
-            keras.layers.Dropout(0.2),
-            keras.layers.Dense(10),
-        ]
-    )
-    if options.extras:
-        learning_rate = 3e-3
-    else:
+    model = _model(options.width)
+    learning_rate = 3e-3
+    if not options.extras:
         learning_rate = keras.optimizers.schedules.CosineDecay(
             3e-3, decay_steps=2 * steps_per_epoch * options.epochs
         )
@@ -107,13 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    extras = []
-    if options.extras:
-        extras = [
-            keras.callbacks.LearningRateScheduler(lambda epoch, lr: lr * 0.9),
-            keras.callbacks.EarlyStopping("val_loss", patience=5, min_delta=1e-3),
-            keras.callbacks.ReduceLROnPlateau("loss", factor=0.5, patience=0, min_delta=0.5),
-        ]
+    extras = _extras() if options.extras else []
     save_freq = options.save_freq if options.save_freq == "epoch" else int(options.save_freq)
     keeper = []
     data = epoch_data(0)
@@ -142,12 +167,17 @@ def main(argv: list[str] | None = None) -> int:
             if step != Faults.last:
                 Faults.trained += 1
             Faults.last = step
+            if progress:  # what a killed run trained, for devtools.fit_kill_trials
+                with open(progress, "w") as handle:
+                    handle.write(str(Faults.trained))
             if step == kill_at:
                 _die()
 
     kill_at = int(os.environ.get("FIT_KILL_AT_STEP", "-1"))
+    progress = os.environ.get("FIT_PROGRESS")
     if os.environ.get("FIT_KILL_IN_SAVE"):
-        _kill_in_save(int(os.environ["FIT_KILL_IN_SAVE"]), model)
+        inject = _kill_in_backup if options.keeper == "backup" else _kill_in_save
+        inject(int(os.environ["FIT_KILL_IN_SAVE"]), model)
     try:
         model.fit(
             data,
