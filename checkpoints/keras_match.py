@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
+if TYPE_CHECKING:  # imported where used: the tools that read a record need no TensorFlow
+    import keras
 
 WRITTEN_BY = "checkpoints.keras.ResumableCheckpoint"
 
@@ -34,6 +35,8 @@ def _plain(data: Any) -> Any:
 
 def built_record(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> dict[str, Any]:
     """The record of ``model`` and ``optimizer`` that a checkpoint's config.yaml holds."""
+    import keras
+
     config = _plain(optimizer.get_config())
     config.pop("name", None)
     return {
@@ -55,7 +58,11 @@ def built_record(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> d
 
 
 def mismatch(saved: Mapping[str, Any], built: Mapping[str, Any]) -> str | None:
-    """The first difference between a checkpoint's record and the script's, or None."""
+    """The first difference between a checkpoint's record and the script's, or None.
+
+    >>> mismatch({"written_by": "me"}, {})
+    "it was not written by checkpoints.keras.ResumableCheckpoint (written_by: 'me')"
+    """
     if saved.get("written_by") != WRITTEN_BY:
         return f"it was not written by {WRITTEN_BY} (written_by: {saved.get('written_by')!r})"
     ours, theirs = built["optimizer"], saved.get("optimizer") or {}
