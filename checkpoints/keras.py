@@ -6,7 +6,7 @@
 
     checkpoint = ResumableCheckpoint("checkpoints/run1", save_freq=50, keep_last=3)
     model.fit(checkpoint.dataset(epoch_data), epochs=10,
-              validation_data=val, callbacks=[checkpoint])
+              validation_data=val, callbacks=[checkpoint])   # the checkpoint first
 
 Run the same script again and it goes on from the newest checkpoint that
 verifies (one that does not is skipped, and said so): the weights, every
@@ -176,6 +176,7 @@ class ResumableCheckpoint(keras.callbacks.Callback):
             self._stack = stack.pop_all()
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._save_epoch_end()
         if self._expected_epoch is not None:
             self._check_first_epoch(epoch)
         if self._data is not None:
@@ -212,11 +213,20 @@ class ResumableCheckpoint(keras.callbacks.Callback):
                 {"metrics": {self.policy.monitor: self.best}}
             ):
                 self.best = float(value)
-        self._save(logs or {})
+        # Saved once every callback's on_epoch_end has run (EarlyStopping's counters,
+        # ReduceLROnPlateau's cut): at the next epoch's begin (this callback first in
+        # fit's list, so before LearningRateScheduler's) or at the end of training.
+        self._epoch_end_logs = dict(logs or {})
+
+    def _save_epoch_end(self) -> None:
+        logs, self._epoch_end_logs = self._epoch_end_logs, None
+        if logs is not None:
+            self._save(logs)
 
     def on_train_end(self, logs: dict | None = None) -> None:
         try:
             if self._manager is not None:
+                self._save_epoch_end()
                 self._manager.close()
         finally:
             self._manager = None
@@ -230,6 +240,7 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         self._expected_epoch = expected_epoch
         self._pending: dict[str, Any] | None = None
         self._epoch_metrics: list[float] | None = None
+        self._epoch_end_logs: dict[str, Any] | None = None
 
     def _resume(self, checkpoint: Checkpoint) -> None:
         """Check that the script built what ``checkpoint`` holds, then load it into it."""
