@@ -111,7 +111,9 @@ def gather(checkpoint) -> dict[str, Any]:
         info["config"] = {"seed": config.get("seed")}
         info["config"].update({k: config.get(k) for k in config_sections()})
     except UserError as error:
-        info["problems"].append(f"config.yaml: {error}")
+        info["config"] = _fit_record(checkpoint)
+        if info["config"] is None:
+            info["problems"].append(f"config.yaml: {error}")
     for key, name, read in (
         ("model_variables", MODEL_FILE, model_variables),
         ("optimizer_variables", OPTIMIZER_FILE, optimizer_variables),
@@ -124,6 +126,19 @@ def gather(checkpoint) -> dict[str, Any]:
     if info["model_variables"] is not None:
         info["parameters"] = sum(v["size"] for v in info["model_variables"])
     return info
+
+
+def _fit_record(checkpoint) -> dict[str, Any] | None:
+    """The record a ``model.fit`` checkpoint (``checkpoints.keras``) keeps instead of a
+    trainer config, or None when the config is not one."""
+    from checkpoints.keras_match import WRITTEN_BY
+    from checkpoints.reading import read_plain_config
+
+    try:
+        record = read_plain_config(checkpoint)
+    except UserError:
+        return None
+    return record if record.get("written_by") == WRITTEN_BY else None
 
 
 def config_sections() -> tuple[str, ...]:
@@ -184,18 +199,8 @@ def _print_text(info: dict[str, Any]) -> None:
             f"data         input {tuple(manifest['input_shape'])}, "
             f"{manifest.get('num_classes')} classes"
         )
-    config = info["config"]
-    if config:
-        import yaml
-
-        print(f"dataset      {(config.get('dataset') or {}).get('name')}, seed {config['seed']}")
-        for section in config_sections():
-            value = config.get(section)
-            if section == "model" and isinstance(value, dict) and "keras_config" in value:
-                value = _summarise_keras_model(value)
-            print(f"\n{section}:")
-            text = yaml.safe_dump(value, sort_keys=False, default_flow_style=False).rstrip()
-            print("\n".join("  " + line for line in text.splitlines()))
+    if info["config"]:
+        _print_config(info["config"])
     variables = info["model_variables"]
     if variables is not None:
         print(f"\nmodel weights (model.weights.h5): {info['parameters']:,} parameters")
@@ -204,6 +209,24 @@ def _print_text(info: dict[str, Any]) -> None:
     if variables is not None:
         print(f"\noptimizer variables (optimizer.h5): {len(variables)}")
         _print_variables(variables)
+
+
+def _print_config(config: dict[str, Any]) -> None:
+    """The config sections, or what built a ``model.fit`` checkpoint (``checkpoints.keras``)."""
+    import yaml
+
+    if "written_by" in config:
+        print(f"\nwritten by   {config['written_by']} (keras {config.get('keras_version')})")
+        print(yaml.safe_dump(config.get("optimizer"), sort_keys=False).rstrip())
+        return
+    print(f"dataset      {(config.get('dataset') or {}).get('name')}, seed {config['seed']}")
+    for section in config_sections():
+        value = config.get(section)
+        if section == "model" and isinstance(value, dict) and "keras_config" in value:
+            value = _summarise_keras_model(value)
+        print(f"\n{section}:")
+        text = yaml.safe_dump(value, sort_keys=False, default_flow_style=False).rstrip()
+        print("\n".join("  " + line for line in text.splitlines()))
 
 
 def _print_variables(variables: list[dict[str, Any]]) -> None:
