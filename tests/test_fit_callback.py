@@ -5,7 +5,7 @@ the process "ends" by closing the callback); the slow ones SIGKILL
 ``devtools.fit_script`` mid-epoch and inside a save and compare the restarted run's
 final weights, ``iterations`` and learning rate with an uninterrupted run's, bit
 for bit. ``test_keras_internals_*`` fail when an installed Keras changes what
-``checkpoints.keras_internals`` relies on.
+``checkpoints.keras.internals`` relies on.
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ import pytest
 import tensorflow as tf
 from sklearn.datasets import load_digits
 
-from checkpoints import keras_internals, list_checkpoints, read_manifest, read_pointer
+from checkpoints import list_checkpoints, read_manifest, read_pointer
 from checkpoints.errors import UserError
 from checkpoints.keras import ResumableCheckpoint
-from checkpoints.keras_data import EpochData
-from checkpoints.keras_match import mismatch
+from checkpoints.keras import internals as keras_internals
+from checkpoints.keras.data import EpochData
+from checkpoints.keras.match import mismatch
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 7

@@ -131,7 +131,7 @@ def gather(checkpoint) -> dict[str, Any]:
 def _fit_record(checkpoint) -> dict[str, Any] | None:
     """The record a ``model.fit`` checkpoint (``checkpoints.keras``) keeps instead of a
     trainer config, or None when the config is not one."""
-    from checkpoints.keras_match import WRITTEN_BY
+    from checkpoints.keras.match import WRITTEN_BY
     from checkpoints.reading import read_plain_config
 
     try:

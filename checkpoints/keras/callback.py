@@ -25,15 +25,15 @@ in the background with ``async_=True``; one process writes a directory at a time
 
 Mid-epoch (``save_freq=N`` optimizer steps) resumes train each batch exactly
 once: the training data comes from :meth:`ResumableCheckpoint.dataset` (each
-epoch's order a function of the epoch: ``checkpoints.keras_data``), and the
+epoch's order a function of the epoch: ``checkpoints.keras.data``), and the
 resumed epoch reads the batches before the checkpoint without training on them
-(``checkpoints.keras_internals``). ``save_freq=N`` without it is refused in one
+(``checkpoints.keras.internals``). ``save_freq=N`` without it is refused in one
 line before anything trains. A checkpoint is also written at the end of every
 epoch (after validation: what ``keep_best`` ranks by).
 
 The optimizer is never deserialized: the script builds it, the checkpoint's
 variables are restored into it, after checking that it is the one the checkpoint
-was written from (``checkpoints.keras_match``); a different model or optimizer is
+was written from (``checkpoints.keras.match``); a different model or optimizer is
 one line (:class:`~checkpoints.errors.UserError`), and nothing is trained or loaded.
 """
 
@@ -53,11 +53,11 @@ import numpy as np
 import tensorflow as tf
 import yaml
 
-from checkpoints import keras_internals as internals
 from checkpoints.errors import UserError
 from checkpoints.keep import KeepPolicy
-from checkpoints.keras_data import EpochData
-from checkpoints.keras_match import built_record, mismatch
+from checkpoints.keras import internals
+from checkpoints.keras.data import EpochData
+from checkpoints.keras.match import built_record, mismatch
 from checkpoints.listing import latest_valid_checkpoint
 from checkpoints.lock import run_lock
 from checkpoints.manager import CheckpointManager
@@ -132,7 +132,7 @@ class ResumableCheckpoint(keras.callbacks.Callback):
 
     def dataset(self, make_epoch: Callable[[tf.Tensor], tf.data.Dataset]) -> tf.data.Dataset:
         """The training data for ``fit``: ``make_epoch(epoch)`` gives one epoch's batches,
-        their order a function of the epoch (see ``checkpoints.keras_data``)."""
+        their order a function of the epoch (see ``checkpoints.keras.data``)."""
         self._data = EpochData(make_epoch)
         return self._data.dataset
 
@@ -191,7 +191,7 @@ class ResumableCheckpoint(keras.callbacks.Callback):
             if self._skipper is None or self._skipper.skipped != batch + 1:
                 raise RuntimeError(
                     f"keras {keras.__version__} trained batch {batch}, which checkpoint "
-                    f"{self.resumed_from.path} had trained on: see checkpoints.keras_internals"
+                    f"{self.resumed_from.path} had trained on: see checkpoints.keras.internals"
                 )
             return
         if self._epoch_metrics is not None:

@@ -20,7 +20,7 @@ epoch's length from the start and a resumed epoch can be continued at its batch.
 
 Cost: none while training. Resuming mid-epoch reads the batches before the
 checkpoint's position through the pipeline again (not trained on: see
-``checkpoints.keras_internals.skip_batches``); a pipeline that looks examples up
+``checkpoints.keras.internals.skip_batches``); a pipeline that looks examples up
 by index after shuffling makes that read cheap.
 """
 
