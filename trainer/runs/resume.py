@@ -22,8 +22,8 @@ from checkpoints.format import (
     resolve_resume_path,
     verify,
 )
+from trainer.config import SAVED_SECTIONS, validate
 from trainer.config.saved import read_checkpoint_config
-from trainer.config.schema import SAVED_SECTIONS, validate
 from trainer.data.folder import fingerprint
 from trainer.errors import UserError
 from trainer.runs.remote_run import location
