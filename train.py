@@ -20,7 +20,7 @@ if __name__ == "__main__":  # not for a module that imports this one
 import hydra  # after the pause: importing Hydra is start-up too
 from omegaconf import DictConfig
 
-from trainer.config.schema import check_retired_keys, register_schemas
+from trainer.config import check_retired_keys, register_schemas
 from trainer.exits import exit_on_user_error
 
 register_schemas()

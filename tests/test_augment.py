@@ -13,7 +13,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from tests.conftest import REPO, tiny_args
-from trainer.config.schema import validate
+from trainer.config import validate
 from trainer.errors import UserError
 from trainer.runs.resume import plan_start
 from trainer.startup import compose_config

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import small_digits_cfg
-from trainer.config.schema import check_retired_keys, typed_section, validate_callbacks
+from trainer.config import check_retired_keys, typed_section, validate_callbacks
 from trainer.errors import UserError
 from trainer.training.callbacks import (
     build_callbacks,
@@ -154,7 +154,7 @@ def test_retired_flat_keys_of_a_saved_config_move_to_their_new_place():
 
 
 def test_a_composed_config_with_a_retired_key_added_is_refused_by_the_closed_schema():
-    from trainer.config.schema import check_known_keys
+    from trainer.config import check_known_keys
     from trainer.startup import compose_config
 
     cfg = compose_config([])
@@ -175,7 +175,7 @@ def test_a_composed_config_with_a_retired_key_added_is_refused_by_the_closed_sch
     ],
 )
 def test_bad_plateau_options_are_one_line(override, message):
-    from trainer.config.schema import validate
+    from trainer.config import validate
     from trainer.startup import compose_config
 
     with pytest.raises(UserError, match=message) as error:
@@ -630,7 +630,7 @@ def test_the_callback_modules_do_not_import_tensorflow():
 
     code = (
         "import sys, trainer.training.plateau, trainer.training.callbacks, "
-        "trainer.config.schema, trainer.train; "
+        "trainer.config, trainer.train; "
         "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'; "
         "assert 'keras' not in sys.modules, 'keras was imported'"
     )

@@ -906,10 +906,10 @@ def test_the_checkpoint_modules_do_not_import_tensorflow():
 
 
 def test_every_section_saved_after_the_first_checkpoints_has_a_default_for_older_ones():
-    # The saved sections come from trainer.config.schema.SECTIONS: a section added there is required
+    # The saved sections come from trainer.config.closed.SECTIONS: a section added there is required
     # of every checkpoint read, so it needs what a checkpoint written without it reads as.
+    from trainer.config import SAVED_SECTIONS, SECTIONS
     from trainer.config.saved import SECTIONS_ADDED_LATER
-    from trainer.config.schema import SAVED_SECTIONS, SECTIONS
 
     first = ("dataset", "model", "optimizer", "schedule", "trainer", "checkpoint")
     # All but where a command writes and where it logs, which a checkpoint never holds.

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
 from tests.conftest import REPO, SCHEDULE_NAMES
-from trainer.config.schema import register_schemas, typed_section, validate
+from trainer.config import register_schemas, typed_section, validate
 from trainer.errors import UserError
 from trainer.help import config_groups
 

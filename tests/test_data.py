@@ -401,7 +401,7 @@ def test_train_epoch_refuses_positions_outside_the_epoch(offline_digits_dir, epo
             "unknown dataset 'imagenet'; known: cifar10, digits, fashion_mnist, folder, mnist, "
             "tfds",
         ),
-        # The config's own checks (trainer.config.schema.validate_dataset), as train.py words them.
+        # The config's own checks (trainer.config.dataset.validate_dataset), as train.py words them.
         ({"batch_size": 0}, "dataset.batch_size must be an integer >= 1, got 0"),
         ({"batch_size": -8}, "dataset.batch_size must be an integer >= 1, got -8"),
         ({"batch_size": 2.5}, "dataset.batch_size must be an integer >= 1, got 2.5"),

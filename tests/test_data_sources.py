@@ -21,7 +21,7 @@ from checkpoints.manifest import MANIFEST_SCHEMA, Checkpoint
 from checkpoints.state import progress_manifest
 from devtools.image_folder import class_name, make_image_folder
 from tests.test_data import as_arrays, assert_same_batches
-from trainer.config.schema import (
+from trainer.config import (
     FolderDatasetConfig,
     TfdsDatasetConfig,
     check_known_keys,

@@ -21,7 +21,7 @@ from hydra import compose, initialize_config_dir
 
 from checkpoints import checkpoint_arrays
 from tests.conftest import REPO, run_train, tiny_args
-from trainer.config.schema import register_schemas, validate
+from trainer.config import register_schemas, validate
 from trainer.errors import UserError
 
 register_schemas()

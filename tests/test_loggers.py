@@ -37,7 +37,7 @@ def compose(*overrides: str):
 
 
 def test_the_default_is_tensorboard_and_several_trackers_compose_side_by_side():
-    from trainer.config.schema import validate
+    from trainer.config import validate
     from trainer.loggers import selected
 
     assert selected(compose()) == ["tensorboard"]
@@ -49,7 +49,7 @@ def test_the_default_is_tensorboard_and_several_trackers_compose_side_by_side():
 
 
 def test_a_bad_logger_value_is_one_line_naming_the_key():
-    from trainer.config.schema import validate
+    from trainer.config import validate
 
     with pytest.raises(UserError, match=r"^logger\.wandb\.mode must be null .* got 'sometimes'$"):
         validate(compose("logger=wandb", "logger.wandb.mode=sometimes"))
@@ -81,7 +81,7 @@ def test_selecting_a_tracker_imports_neither_tensorflow_nor_its_package():
     code = (
         "import sys\n"
         "from trainer.startup import compose_config\n"
-        "from trainer.config.schema import validate\n"
+        "from trainer.config import validate\n"
         "import trainer.loggers, trainer.loggers.mlflow_logger, trainer.loggers.wandb_logger\n"
         "validate(compose_config(['logger=[mlflow,wandb,csv]']))\n"
         "print(sorted({'tensorflow', 'mlflow', 'wandb'} & set(sys.modules)))\n"

@@ -23,7 +23,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from tests.conftest import REPO, run_train
-from trainer.config.schema import (
+from trainer.config import (
     KERAS_APPLICATIONS,
     KerasAppConfig,
     ResNetConfig,

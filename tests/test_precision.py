@@ -347,7 +347,7 @@ def test_one_accumulation_step_is_no_accumulation(digits_dir, data):
     ],
 )
 def test_bad_values_are_one_line(digits_dir, override, message):
-    from trainer.config.schema import validate
+    from trainer.config import validate
 
     with pytest.raises(UserError) as error:
         validate(small_digits_cfg(digits_dir, *override.split()))

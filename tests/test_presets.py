@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from tests.conftest import REPO, run_train
-from trainer.config.schema import register_schemas, typed_section, validate, validate_dataset
+from trainer.config import register_schemas, typed_section, validate, validate_dataset
 from trainer.errors import UserError
 from trainer.help import config_groups, help_text
 from trainer.runs.run_dir import default_run_dir, refuse_new_run_in

@@ -16,7 +16,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from tests.conftest import REPO, run_train, tiny_args
-from trainer.config.schema import register_schemas
+from trainer.config import register_schemas
 from trainer.seeds import (
     PURPOSES,
     _first_state_word,

@@ -180,7 +180,7 @@ def test_inspect_shows_manifest_config_and_variables(sweep):
 def test_inspect_shows_every_saved_section_augment_precision_and_ema_included(tmp_path, capsys):
     # A checkpoint written in-process as training writes one (tests/test_hostile_checkpoints.py).
     from trainer.build import build_run
-    from trainer.config.schema import SAVED_SECTIONS
+    from trainer.config import SAVED_SECTIONS
     from trainer.data.pipeline import DataInfo
     from trainer.startup import compose_config, import_tensorflow
     from trainer.training.checkpointer import RunCheckpointer

@@ -10,7 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from tests.conftest import REPO, SCHEDULE_NAMES, run_train, tiny_args
-from trainer.config.schema import register_schemas
+from trainer.config import register_schemas
 
 register_schemas()
 
@@ -281,7 +281,7 @@ def test_compiled_and_multi_step_execution_train_the_same_steps(
 def test_the_activations_the_config_allows_are_the_ones_keras_names():
     import keras
 
-    from trainer.config.schema import ACTIVATIONS
+    from trainer.config import ACTIVATIONS
 
     public = {
         name

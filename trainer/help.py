@@ -22,7 +22,7 @@ from trainer.errors import UserError
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 # Groups that are not the user's to choose from: Hydra's own settings and the schemas
-# (trainer.config.schema.register_schemas) every option extends.
+# (trainer.config.closed.register_schemas) every option extends.
 HIDDEN_GROUPS = ("hydra", "schema")
 
 USAGE = """\

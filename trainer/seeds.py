@@ -60,7 +60,7 @@ def derive_seed(seed: int, purpose: str, *index: int) -> int:
     >>> derive_seed(0, "init") != derive_seed(1, "init")
     True
     """
-    import numpy as np  # here: trainer.config.schema (and --help) need only MAX_SEED
+    import numpy as np  # here: trainer.config (and --help) need only MAX_SEED
 
     spawn_key = _spawn_key(purpose)
     if any(not isinstance(v, int | np.integer) or v < 0 for v in (seed, *index)):

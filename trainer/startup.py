@@ -100,7 +100,7 @@ def compose_config(overrides: Sequence[str]):
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from trainer.config.schema import register_schemas
+    from trainer.config import register_schemas
     from trainer.help import CONF_DIR
 
     register_schemas()

@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from checkpoints import verify_in_background, write_text_atomically
 from checkpoints.layout import SUMMARY
 from checkpoints.reading import to_json
-from trainer.config.schema import validate
+from trainer.config import validate
 from trainer.data.folder import fingerprint as folder_fingerprint
 from trainer.errors import StopRequested, UserError, storage_errors
 from trainer.runs.remote_run import localize, location, publish_run_files

@@ -80,7 +80,7 @@ class ResumePath:
 
         from checkpoints import verify
         from checkpoints.state import seed_generator_variables
-        from trainer.config.schema import validate
+        from trainer.config import validate
         from trainer.runs.resume import plan_start
         from trainer.train import build_planned_run, restore
         from trainer.training.checkpointer import run_config_yaml

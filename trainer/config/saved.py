@@ -21,7 +21,7 @@ def read_checkpoint_config(checkpoint: Checkpoint) -> dict[str, Any]:
     """The checkpoint's config.yaml, parsed safely and checked; a UserError if it is not sound."""
     from omegaconf import OmegaConf  # imported here: listing and verifying need neither
 
-    from trainer.config.schema import SAVED_SECTIONS, typed_section
+    from trainer.config.closed import SAVED_SECTIONS, typed_section
 
     path = checkpoint.file(CONFIG_FILE)
     raw = read_plain_config(checkpoint)

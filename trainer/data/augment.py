@@ -50,7 +50,7 @@ the CPU time per step (BENCHMARKS.md 1b, where ``mixed_bfloat16`` ResNet runs
 measured 0.90 of fit's speed). The stateless seeds make both placements exact:
 the batches are the same either way.
 
-This module imports TensorFlow and Keras; ``trainer.config.schema`` checks the section.
+This module imports TensorFlow and Keras; ``trainer.config.augment`` checks the section.
 """
 
 from __future__ import annotations

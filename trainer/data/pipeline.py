@@ -66,7 +66,7 @@ Every dataset returned has ``tf.data.Options.deterministic = True``. Images are
 cached as decoded uint8 and scaled to [0, 1] per batch: a quarter of the memory
 of float32 for one vectorised division per batch. Bad config values raise
 ``UserError`` with one line naming the key, the value and what is allowed
-(``trainer.config.schema.validate_dataset``, the checks ``train.py`` runs first); so
+(``trainer.config.dataset.validate_dataset``, the checks ``train.py`` runs first); so
 do what depends on the data itself (an unknown dataset name, a validation
 split that leaves a split empty) and a catalog dataset that is neither
 prepared nor downloadable.
@@ -91,7 +91,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from trainer.config.schema import validate_dataset, validate_seed
+from trainer.config import validate_dataset, validate_seed
 from trainer.data import digits as digits_builder
 from trainer.data.folder import FORMATS, TEST, TRAIN, VALIDATION, read_image_folder
 from trainer.errors import UserError

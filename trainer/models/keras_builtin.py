@@ -35,7 +35,7 @@ from typing import Any
 import keras
 
 from checkpoints.reading import FORBIDDEN_KEYS
-from trainer.config.schema import ACTIVATIONS as CONFIG_ACTIVATIONS
+from trainer.config import ACTIVATIONS as CONFIG_ACTIVATIONS
 from trainer.errors import UserError
 from trainer.models.registry import register_model
 

@@ -4,7 +4,7 @@ stem -> stages of residual blocks -> global average pooling -> [dropout] -> logi
 
 - Depth: ``depth`` 18/34 (basic blocks: two 3x3 convs) or 50/101/152
   (bottleneck blocks: 1x1 -> 3x3 -> 1x1 with 4x expansion), the paper's Table 1
-  (``trainer.config.schema.RESNET_DEPTHS``); or ``depth: null`` with ``block`` and
+  (``trainer.config.model.RESNET_DEPTHS``); or ``depth: null`` with ``block`` and
   ``stage_blocks`` for any other shape (e.g. CIFAR's ResNet-20 as
   ``block=basic stage_blocks=[3,3,3]``).
 - Widths: stage ``i`` has ``width * 2**i`` filters (x4 at a bottleneck's output).
@@ -29,7 +29,7 @@ from typing import Any
 
 import keras
 
-from trainer.config.schema import RESNET_DEPTHS, RESNET_SMALL_STEM_MAX_SIZE
+from trainer.config import RESNET_DEPTHS, RESNET_SMALL_STEM_MAX_SIZE
 
 BOTTLENECK_EXPANSION = 4
 

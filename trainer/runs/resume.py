@@ -18,8 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from checkpoints.listing import list_checkpoints, resolve_resume_path
 from checkpoints.manifest import Checkpoint, verify
+from trainer.config import SAVED_SECTIONS, validate
 from trainer.config.saved import read_checkpoint_config
-from trainer.config.schema import SAVED_SECTIONS, validate
 from trainer.data.folder import fingerprint
 from trainer.errors import UserError
 from trainer.runs.remote_run import location

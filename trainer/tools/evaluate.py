@@ -133,7 +133,7 @@ def dataset_with_overrides(dataset: Mapping[str, Any], overrides: Sequence[str])
     from hydra.errors import OverrideParseException
     from omegaconf import OmegaConf
 
-    from trainer.config.schema import typed_section
+    from trainer.config import typed_section
 
     allowed = [f"dataset.{key}" for key in DATASET_OVERRIDES if key in dataset]
     result = dict(dataset)

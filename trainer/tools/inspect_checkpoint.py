@@ -1,7 +1,7 @@
 """``trainer inspect CHECKPOINT``: what one checkpoint holds, without building anything.
 
 The manifest (step, epoch, metrics, learning rate at the saved step), every
-section of the config a resumed run trains with (``trainer.config.schema.SAVED_SECTIONS``:
+section of the config a resumed run trains with (``trainer.config.SAVED_SECTIONS``:
 dataset, model, optimizer, schedule, trainer, checkpoint, augment, ...), then the
 schedule resolved to steps, read safely from its ``config.yaml``
 (``trainer.config.saved.read_checkpoint_config``), and every variable's name and
@@ -42,7 +42,7 @@ examples:
 
 Exit status 1 if the checkpoint does not verify (what can be read is still shown)."""
 
-# After the saved sections (trainer.config.schema.SAVED_SECTIONS): the schedule as resolved.
+# After the saved sections (trainer.config.SAVED_SECTIONS): the schedule as resolved.
 RESOLVED_SECTIONS = ("resolved_schedule",)
 
 
@@ -143,9 +143,9 @@ def _fit_record(checkpoint) -> dict[str, Any] | None:
 
 def config_sections() -> tuple[str, ...]:
     """The config sections ``inspect`` shows: every section a checkpoint saves, then the
-    resolved schedule. Imported here: ``trainer.config.schema`` needs OmegaConf, which reading
+    resolved schedule. Imported here: ``trainer.config`` needs OmegaConf, which reading
     the config needs anyway, and ``--help`` does not."""
-    from trainer.config.schema import SAVED_SECTIONS
+    from trainer.config import SAVED_SECTIONS
 
     return (*SAVED_SECTIONS, *RESOLVED_SECTIONS)
 

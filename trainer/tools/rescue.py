@@ -381,7 +381,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from omegaconf import OmegaConf
 
-    from trainer.config.schema import validate
+    from trainer.config import validate
 
     OmegaConf.set_struct(cfg, False)
     cfg.imports = list(cfg.get("imports") or []) + list(args.imports)

@@ -52,7 +52,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from trainer.config.schema import Strategy
+from trainer.config import Strategy
 from trainer.errors import UserError
 
 STRATEGIES = tuple(Strategy)
