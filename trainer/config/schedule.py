@@ -1,6 +1,6 @@
 """``conf/schedule/``: the learning-rate schedules' schemas.
 
-Their values are checked by ``trainer.optim.schedules.resolve_schedule`` once the
+Their values are checked by ``trainer.optim.resolve.resolve_schedule`` once the
 steps per epoch are known (still before training starts).
 """
 

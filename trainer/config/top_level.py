@@ -36,7 +36,7 @@ def validate(cfg: DictConfig) -> None:
     """Check the keys (:func:`check_known_keys`) and the values a schema cannot, group by
     group; raise a one-line UserError for the first bad one.
 
-    Schedule parameters are checked by ``trainer.optim.schedules.resolve_schedule``
+    Schedule parameters are checked by ``trainer.optim.resolve.resolve_schedule``
     once the steps per epoch are known (still before training starts).
     """
     check_given(cfg)
