@@ -108,6 +108,24 @@ def test_a_finished_run_trains_nothing_again(uninterrupted):
         assert np.array_equal(ours, theirs)
 
 
+class StopAfterFirstEpoch(keras.callbacks.Callback):
+    """Ends training after epoch 0, as EarlyStopping does when it stops a run."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.stop_training = True
+
+
+def test_a_run_stopped_early_stays_stopped(tmp_path):
+    directory = tmp_path / "run"
+    fit(build(), directory, StopAfterFirstEpoch())
+    stopped = list_checkpoints(directory)
+    assert read_manifest(stopped[-1])["epoch"] == 1
+    again = build()
+    fit(again, directory)  # the same script run again: nothing left to train
+    assert int(again.optimizer.iterations.numpy()) == 4  # one epoch of 4 batches, restored
+    assert list_checkpoints(directory) == stopped
+
+
 @pytest.mark.parametrize(
     ("width", "optimizer", "expected"),
     [

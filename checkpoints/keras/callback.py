@@ -229,6 +229,9 @@ class ResumableCheckpoint(keras.callbacks.Callback):
     def on_train_end(self, logs: dict | None = None) -> None:
         try:
             if self._manager is not None:
+                # EarlyStopping (or any callback) ended the run before its last epoch: the
+                # last checkpoint says so, and running the script again trains nothing.
+                self._stopped_early = bool(getattr(self.model, "stop_training", False))
                 self._save_epoch_end()
                 self._manager.close()
         finally:
@@ -244,6 +247,7 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         self._pending: dict[str, Any] | None = None
         self._epoch_metrics: list[float] | None = None
         self._epoch_end_logs: dict[str, Any] | None = None
+        self._stopped_early = False
 
     def _resume(self, checkpoint: Checkpoint) -> None:
         """Check that the script built what ``checkpoint`` holds, then load it into it."""
@@ -260,6 +264,9 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         self.resumed_from = checkpoint
         self.best = loop.get("best")
         epoch, self._skip = int(loop["epoch"]), int(loop["batches_done"])
+        if loop.get("stopped_early"):  # the run is over: fit trains no epoch
+            epoch, self._skip = int(self.params.get("epochs") or epoch), 0
+            self.report(f"{checkpoint.path}: the run stopped early at epoch {loop['epoch']}")
         if self._skip and self._data is None:
             raise UserError(
                 f"checkpoint {checkpoint.path} was written mid-epoch: resuming it needs the "
@@ -351,6 +358,7 @@ class ResumableCheckpoint(keras.callbacks.Callback):
                 for i, c in enumerate(self.tracked)
             ],
             "epoch_metrics": metrics,
+            "stopped_early": self._stopped_early,
         }
 
     def _save(self, logs: dict[str, Any]) -> None:
