@@ -153,7 +153,7 @@ def measure_size(
     """The cases of one model size: every saver, then the restores, ``repeats`` rounds
     each; ``cases`` says which (``saves``, ``restores``): without ``saves``, each saver
     saves twice, untimed, for the restores to read."""
-    from checkpoints.format import list_checkpoints
+    from checkpoints.listing import list_checkpoints
 
     model, optimizer, train_step = checkpoint_cost.build(model_cfg)
     for _ in range(2):
@@ -255,8 +255,9 @@ def time_restores(model, optimizer, repeats: int, root: Path) -> dict[str, list[
     """reader -> seconds per round: the latest checkpoints of ours_sync and of TensorFlow."""
     import tensorflow as tf
 
-    from checkpoints.format import forget_verified, list_checkpoints, verify
-    from checkpoints.state import restore_state
+    from checkpoints.listing import list_checkpoints
+    from checkpoints.manifest import forget_verified, verify
+    from checkpoints.restore import restore_state
 
     latest = list_checkpoints(root / "sync")[-1]
     tf_latest = tf.train.latest_checkpoint(str(root / "tf"))

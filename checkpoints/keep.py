@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from checkpoints.format import Checkpoint
+    from checkpoints.manifest import Checkpoint
 
 
 @dataclass(frozen=True)

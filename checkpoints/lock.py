@@ -36,8 +36,8 @@ from pathlib import Path
 
 import filelock
 
+from checkpoints.durable import write_text_atomically
 from checkpoints.errors import UserError, storage_errors
-from checkpoints.format import write_text_atomically
 from checkpoints.layout import RUN_LOCK, RUN_LOCK_HOLDER
 from checkpoints.reading import read_mapping
 

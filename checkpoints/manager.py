@@ -29,20 +29,17 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from checkpoints.errors import StorageError, storage_errors, storage_failure
-from checkpoints.format import (
-    commit_checkpoint,
-    list_checkpoints,
+from checkpoints.durable import (
     move_aside,
-    read_checkpoint,
-    read_manifest,
-    read_pointer,
     remove_stale_staging,
     staging_dir,
     write_text_atomically,
 )
+from checkpoints.errors import StorageError, storage_errors, storage_failure
 from checkpoints.keep import KeepPolicy
 from checkpoints.layout import checkpoint_name
+from checkpoints.listing import list_checkpoints, read_pointer
+from checkpoints.manifest import commit_checkpoint, read_checkpoint, read_manifest
 
 BACKGROUND_NICENESS = 10  # added to the commit thread's nice value: training goes first
 

@@ -20,7 +20,7 @@ as the commit file.
 
 Reading downloads into a local directory, then uses the local readers: every
 file's size is checked against the manifest before it is fetched, the
-manifest's own size is bounded (``format.MAX_MANIFEST_BYTES``), and the
+manifest's own size is bounded (``manifest.MAX_MANIFEST_BYTES``), and the
 checkpoint is verified locally (sha256, HDF5 checks, ``read_mapping``'s bounds)
 before it is used: a checkpoint whose download does not verify is never used.
 
@@ -54,18 +54,18 @@ from pathlib import Path
 from typing import Any
 
 from checkpoints.errors import UserError
-from checkpoints.format import (
-    MAX_MANIFEST_BYTES,
-    Checkpoint,
-    read_manifest,
-    verify,
-)
 from checkpoints.layout import (
     MANIFEST,
     POINTERS,
     RUN_FILES,
     TENSORBOARD_DIR,
     is_checkpoint_name,
+)
+from checkpoints.manifest import (
+    MAX_MANIFEST_BYTES,
+    Checkpoint,
+    read_manifest,
+    verify,
 )
 
 # The schemes a run may be stored under, and the package that serves each.

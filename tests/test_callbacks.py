@@ -601,7 +601,7 @@ def test_restore_best_weights_ends_the_run_with_the_best_epochs_weights(data_and
 def test_best_weights_are_written_with_the_checkpoint_and_read_back_exactly(data_and_cfg, tmp_path):
     from checkpoints import verify
     from checkpoints.layout import BEST_WEIGHTS_FILE
-    from checkpoints.state import read_best_weights
+    from checkpoints.restore import read_best_weights
     from trainer.build import build_run
     from trainer.training.checkpointer import RunCheckpointer
     from trainer.training.loop import LoopState

@@ -45,7 +45,7 @@ from checkpoints import (
     verify_in_background,
     write_text_atomically,
 )
-from checkpoints.format import move_aside
+from checkpoints.durable import move_aside
 from checkpoints.manager import CheckpointError, CheckpointManager
 from trainer.errors import UserError
 
@@ -892,6 +892,8 @@ def test_a_failing_write_files_leaves_no_staging_dir(tmp_path, asynchronous):
 def test_the_checkpoint_modules_do_not_import_tensorflow():
     code = (
         "import sys, checkpoints, checkpoints.manager, checkpoints.reading, "
+        "checkpoints.schemas, checkpoints.durable, checkpoints.manifest, checkpoints.listing, "
+        "checkpoints.lock, "
         "checkpoints.io.h5, checkpoints.io.h5_layout, "
         "checkpoints.keep, trainer.runs.run_dir, trainer.runs.resume, "
         "checkpoints.remote, trainer.runs.remote_run, devtools.local_s3, "
@@ -917,7 +919,7 @@ def test_every_section_saved_after_the_first_checkpoints_has_a_default_for_older
 
 
 def test_class_names_are_recorded_only_when_each_is_a_printable_line_and_all_fit():
-    from checkpoints.format import MAX_CLASS_NAMES_CHARS, recorded_class_names
+    from checkpoints.manifest import MAX_CLASS_NAMES_CHARS, recorded_class_names
 
     assert recorded_class_names(("cat", "dog", "hot dog", "chat noir é")) == [
         "cat",

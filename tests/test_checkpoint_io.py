@@ -22,17 +22,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import checkpoints.format as format_module
-from checkpoints.format import (
-    commit_checkpoint,
-    read_manifest,
-    sha256_of,
-    staging_dir,
-    verify,
-    write_pieces_durably,
-)
+import checkpoints.durable as durable_module
+from checkpoints.durable import sha256_of, staging_dir, write_pieces_durably
 from checkpoints.io.h5 import check_h5_file
 from checkpoints.io.h5_layout import CHUNK, H5Layout, _MetadataFile
+from checkpoints.manifest import commit_checkpoint, read_manifest, verify
 
 ARRAYS = {
     "kernel": np.arange(6 * 7, dtype=np.float32).reshape(6, 7),
@@ -122,13 +116,13 @@ def test_write_pieces_durably_hashes_exactly_the_bytes_it_wrote(tmp_path):
 
 def test_each_piece_is_handed_to_the_disk_as_it_is_written(tmp_path, monkeypatch):
     started = []
-    real = format_module.start_writeback
+    real = durable_module.start_writeback
 
     def spy(fd, offset, length):
         started.append((offset, length, os.fstat(fd).st_size))
         real(fd, offset, length)
 
-    monkeypatch.setattr(format_module, "start_writeback", spy)
+    monkeypatch.setattr(durable_module, "start_writeback", spy)
     pieces = [b"head", memoryview(ARRAYS["big"]).cast("B"), bytes(3)]
     entry = write_pieces_durably(tmp_path / "f.bin", pieces)
     # One range per piece, in order, tiling the file, each once its bytes are in the file.
@@ -150,8 +144,8 @@ def test_commit_takes_the_hash_taken_while_writing_without_reading_the_file(tmp_
     entry = write_pieces_durably(staging / "weights.bin", [b"weights"])
     (staging / "config.yaml").write_text("a: 1\n")  # written otherwise: hashed at commit
     hashed = []
-    real = format_module.sha256_of
-    monkeypatch.setattr(format_module, "sha256_of", lambda p: hashed.append(p.name) or real(p))
+    real = durable_module.sha256_of
+    monkeypatch.setattr(durable_module, "sha256_of", lambda p: hashed.append(p.name) or real(p))
     commit_checkpoint(staging, tmp_path / "step-00000005", {"global_step": 5})
     files = read_manifest(tmp_path / "step-00000005")["files"]
     assert hashed == ["config.yaml"]
@@ -177,7 +171,7 @@ def test_a_write_the_disk_refuses_is_a_plain_oserror_and_no_crash(tmp_path):
     code = (
         "import resource, sys, numpy as np\n"
         "from pathlib import Path\n"
-        "from checkpoints.format import write_pieces_durably\n"
+        "from checkpoints.durable import write_pieces_durably\n"
         "from checkpoints.io.h5_layout import H5Layout\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))\n"
         "with H5Layout() as layout:\n"
@@ -224,7 +218,7 @@ def trained():
 
 
 def test_a_snapshot_writes_the_values_of_when_it_was_taken(trained, tmp_path):
-    from checkpoints.format import checkpoint_arrays
+    from checkpoints.manifest import checkpoint_arrays
     from checkpoints.state import snapshot_state, write_state
 
     model, optimizer, step = trained

@@ -194,7 +194,7 @@ def test_a_checkpoint_section_with_an_unknown_key_is_refused():
 
 
 def test_a_checkpoint_config_reads_back_as_plain_strings(tmp_path):
-    from checkpoints.format import Checkpoint
+    from checkpoints.manifest import Checkpoint
     from trainer.config.saved import read_checkpoint_config
 
     cfg = composed("model.pooling=avg", "checkpoint.mode=min", "checkpoint.monitor=loss")

@@ -17,7 +17,7 @@ import tensorflow_datasets as tfds
 from omegaconf import OmegaConf
 from PIL import Image
 
-from checkpoints.format import MANIFEST_SCHEMA, Checkpoint
+from checkpoints.manifest import MANIFEST_SCHEMA, Checkpoint
 from checkpoints.state import progress_manifest
 from devtools.image_folder import class_name, make_image_folder
 from tests.test_data import as_arrays, assert_same_batches

@@ -113,7 +113,8 @@ def test_resume_with_only_the_new_path_composes_the_runs_dataset_option(
     ):
         assert resumed_group_choices(already_fine) == [], already_fine
 
-    # The documented command, typed as the README has it: the run resumes (it had finished).
+    # The documented command, typed as docs/datasets-and-models.md has it: the run resumes
+    # (it had finished).
     process = run_train(
         f"+resume={run_copy}",
         f"dataset.path={moved}",

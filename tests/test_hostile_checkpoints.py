@@ -32,17 +32,17 @@ from checkpoints import (
     read_pointer,
     verify,
 )
-from checkpoints.format import checkpoint_arrays
 from checkpoints.io.h5 import check_h5_file
 from checkpoints.manager import CheckpointManager
+from checkpoints.manifest import checkpoint_arrays
 from checkpoints.reading import (
-    LOOP_STATE,
     check_plain,
     parse_json,
     parse_yaml,
     read_trainer_state,
     read_zip_member,
 )
+from checkpoints.schemas import LOOP_STATE
 from tests.conftest import run_train
 from tests.test_tools import assert_one_error_line, tool_in_process
 from trainer.config.saved import read_checkpoint_config
@@ -126,7 +126,7 @@ def unchecked(checkpoint: Path) -> Checkpoint:
 
 def restore(checkpoint: Path, with_optimizer: bool = True):
     """``restore_state`` into the model and optimizer built from the checkpoint's config."""
-    from checkpoints.state import restore_state
+    from checkpoints.restore import restore_state
     from trainer.build import build_run
 
     target = unchecked(checkpoint)
@@ -386,7 +386,7 @@ def test_verify_checks_the_optimizer_file_without_tensorflow(run_dir, tamper):
 
 
 def test_a_clean_checkpoint_restores_every_variable(written):
-    from checkpoints.state import restore_state
+    from checkpoints.restore import restore_state
     from trainer.build import build_run
 
     checkpoint = verify(newest(written))
@@ -400,7 +400,7 @@ def test_a_clean_checkpoint_restores_every_variable(written):
 def test_restore_loads_exactly_what_keras_load_weights_and_the_file_hold(written):
     # restore_state assigns the weights itself (views of the file's bytes); plain Keras
     # loading the same file into a twin must give the same values, bit for bit.
-    from checkpoints.state import restore_state
+    from checkpoints.restore import restore_state
     from trainer.build import build_run
 
     checkpoint = verify(newest(written))
@@ -416,7 +416,7 @@ def test_restore_loads_exactly_what_keras_load_weights_and_the_file_hold(written
 
 
 def test_restore_refuses_a_file_changed_after_it_verified(run_dir):
-    from checkpoints.state import restore_state
+    from checkpoints.restore import restore_state
     from trainer.build import build_run
 
     checkpoint = verify(newest(run_dir))
@@ -461,7 +461,7 @@ def _assert_holds_the_checkpoint(run, checkpoint: Path) -> None:
 def test_a_verified_file_is_read_into_the_variables_own_memory(run_dir):
     # verify hashed the files: restore reads their bytes straight where the variables keep
     # their values (no new memory, no copy); the values are exactly the file's.
-    from checkpoints.state import restore_state
+    from checkpoints.restore import restore_state
 
     run = _built_run(unchecked(newest(run_dir)))
     variables = [*run.model.weights, *run.optimizer.variables]
@@ -474,7 +474,7 @@ def test_a_verified_file_is_read_into_the_variables_own_memory(run_dir):
 def test_an_unverified_file_is_hashed_before_any_variable_changes(run_dir):
     # Not verified: each file is read into new memory and hashed on the way; the variables
     # take that memory only once the sha256 matched, so a damaged file changes nothing.
-    from checkpoints.state import restore_state
+    from checkpoints.restore import restore_state
 
     path = newest(run_dir) / "optimizer.h5"
     pristine = path.read_bytes()
@@ -497,7 +497,7 @@ def test_an_unverified_file_is_hashed_before_any_variable_changes(run_dir):
 def test_a_file_verify_hashed_is_not_hashed_again_by_restore(run_dir, monkeypatch):
     import types
 
-    import checkpoints.state as state_module
+    import checkpoints.restore as restore_module
     from trainer.build import build_run
 
     hashed = []
@@ -515,21 +515,21 @@ def test_a_file_verify_hashed_is_not_hashed_again_by_restore(run_dir, monkeypatc
         def hexdigest(self):
             return self.digest.hexdigest()
 
-    monkeypatch.setattr(state_module, "hashlib", types.SimpleNamespace(sha256=Spy))
+    monkeypatch.setattr(restore_module, "hashlib", types.SimpleNamespace(sha256=Spy))
     run = build_run(read_checkpoint_config(unchecked(newest(run_dir))), _info())
-    state_module.restore_state(unchecked(newest(run_dir)), run.model, run.optimizer)
+    restore_module.restore_state(unchecked(newest(run_dir)), run.model, run.optimizer)
     files = unchecked(newest(run_dir)).manifest["files"]
     sizes = [files["model.weights.h5"]["size"], files["optimizer.h5"]["size"]]
     # never verified (a fresh copy): each HDF5 file hashed as read (both at once: any order)
     assert sorted(hashed) == sorted(sizes)
     checkpoint = verify(newest(run_dir))
     hashed.clear()
-    state_module.restore_state(checkpoint, run.model, run.optimizer)
+    restore_module.restore_state(checkpoint, run.model, run.optimizer)
     assert hashed == []  # verify hashed the same unchanged files: not again
 
 
 def test_keras_load_errors_keep_their_reason_in_one_line(written, tmp_path):
-    from checkpoints.state import keras_reason
+    from checkpoints.restore import keras_reason
     from trainer.build import build_model_for
 
     path = tmp_path / "bad.weights.h5"

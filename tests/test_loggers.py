@@ -114,7 +114,7 @@ def test_a_missing_tracker_package_is_one_line_naming_the_extra(tmp_path, monkey
 
 
 def test_saved_tracker_run_ids_are_bounded_plain_ids():
-    from checkpoints.reading import TRAINER_STATE
+    from checkpoints.schemas import TRAINER_STATE
 
     loop = {"epoch": 0, "batches_done": 4, "epochs_completed": 0}
     good = {"loop": loop, "loggers": {"mlflow": {"run_id": "ba78e27ecc5b457ab130a9d481288609"}}}

@@ -68,7 +68,7 @@ def my_models(tmp_path_factory):
     return folder
 
 
-# The README's example, word for word (test_readme_example_is_this_one checks it).
+# The docs' example, word for word (test_the_docs_show_the_custom_model_example checks it).
 MY_MODELS = '''\
 # my_models.py
 import keras
@@ -221,10 +221,10 @@ def test_a_saved_model_section_reads_back_typed(option):
         typed_section("model", {**saved, "dropout": "lots"})
 
 
-def test_the_readme_shows_the_custom_model_example():
-    readme = (REPO / "README.md").read_text()
-    assert MY_MODELS in readme
-    assert "model=custom model.name=my_net" in readme
+def test_the_docs_show_the_custom_model_example():
+    page = (REPO / "docs" / "datasets-and-models.md").read_text()
+    assert MY_MODELS in page
+    assert "model=custom model.name=my_net" in page
 
 
 # --------------------------------------------------------------------------- building

@@ -71,7 +71,7 @@ def assert_bitwise_equal(ours, theirs) -> None:
 
 def checkpoint_of(tmp_path, cfg, run, data, state):
     """``run`` and ``state`` written as training writes a checkpoint; the Checkpoint read back."""
-    from checkpoints.format import verify
+    from checkpoints.manifest import verify
     from trainer.training.checkpointer import RunCheckpointer
 
     checkpointer = RunCheckpointer(tmp_path / "run", cfg, run, data.info, report=lambda _: None)
@@ -84,7 +84,7 @@ def checkpoint_of(tmp_path, cfg, run, data, state):
 
 def interrupted_and_resumed(tmp_path, data, cfg, stop_at: int):
     """Train to ``stop_at`` steps, checkpoint, rebuild from config, restore, train to the end."""
-    from checkpoints.state import restore_state
+    from checkpoints.restore import restore_state
     from trainer.training.loop import LoopState
 
     first, loop = make_loop(data, cfg, total_steps=stop_at)
@@ -185,7 +185,7 @@ def test_loss_scaling_counts_every_batch_and_restores_its_scale(tmp_path, digits
     assert int(optimizer.inner_optimizer.iterations.numpy()) < 5  # updates actually applied
     assert float(optimizer.dynamic_scale.numpy()) < 2.0**60
     checkpoint = checkpoint_of(tmp_path, cfg, run, data, loop.state)
-    from checkpoints.state import restore_state
+    from checkpoints.restore import restore_state
 
     restored = build_run(cfg, data.info)
     restore_state(checkpoint, restored.model, restored.optimizer)

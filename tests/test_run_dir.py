@@ -23,10 +23,11 @@ import pytest
 from omegaconf import OmegaConf
 
 from checkpoints import KeepPolicy, checkpoint_name, list_checkpoints, verify
-from checkpoints.format import commit_checkpoint, write_text_atomically
+from checkpoints.durable import write_text_atomically
 from checkpoints.layout import RUN_FILES, RUN_LOCK, RUN_LOCK_HOLDER
 from checkpoints.lock import Holder, read_holder, run_lock
 from checkpoints.manager import CheckpointError, CheckpointManager
+from checkpoints.manifest import commit_checkpoint
 from tests.conftest import REPO, run_train, tiny_args
 from trainer.errors import StopRequested, StorageError, UserError, storage_errors, storage_failure
 from trainer.runs.run_dir import (

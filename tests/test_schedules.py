@@ -2,7 +2,7 @@
 and the checks resolve_schedule makes on a user's ``schedule`` section.
 
 The references below are written from the formulas (Keras, PyTorch OneCycleLR)
-and never call trainer.optim.schedules, so a wrong boundary in either shows up.
+and never call trainer.optim, so a wrong boundary in either shows up.
 """
 
 from __future__ import annotations
@@ -18,19 +18,23 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import yaml
+from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from tests.conftest import SCHEDULE_NAMES
+from tests.conftest import REPO, SCHEDULE_NAMES
 from trainer.errors import UserError
 from trainer.optim import schedules
+from trainer.optim.resolve import build_schedule, resolve_schedule, schedule_section_keys
 from trainer.optim.schedules import (
     SCHEDULES,
-    LinearWarmup,
-    build_schedule,
+    Schedule,
+    constructor_params,
     register_schedule,
-    resolve_schedule,
     schedule_value,
 )
+from trainer.optim.warmup import LinearWarmup
+from trainer.startup import compose_config
 
 BUILTIN_NAMES = set(SCHEDULE_NAMES)
 STEPS_PER_EPOCH = 10
@@ -411,6 +415,80 @@ def test_warmup_refuses_an_unregistered_schedule():
 
 
 # ---------------------------------------------------------------------------
+# One declaration: a schedule's parameters are its constructor's. get_config
+# reads them from it (Schedule), resolve_schedule accepts the keys it implies,
+# and these tests hold the YAML option and its schema dataclass to the same keys.
+
+SCHEDULE_OPTIONS = REPO / "conf" / "schedule"
+
+
+@pytest.fixture(scope="module")
+def schema_store() -> ConfigStore:
+    compose_config([])  # stores the schema dataclasses in Hydra's ConfigStore, as train.py does
+    return ConfigStore.instance()
+
+
+def schema_fields(store: ConfigStore, option: dict[str, Any]) -> set[str]:
+    """The fields of the dataclass a YAML option extends, found as its defaults list names it."""
+    (schema,) = [entry for entry in option["defaults"] if entry != "_self_"]
+    path = schema.split("@")[0].lstrip("/")  # schema/schedule/<name>
+    return set(store.load(f"{path}.yaml").node)
+
+
+def test_every_schedule_option_is_a_registered_schedule():
+    options = {path.stem for path in SCHEDULE_OPTIONS.glob("*.yaml")} - {"custom"}
+    assert options == BUILTIN_NAMES
+    assert set(SCHEDULES.names()) >= options
+
+
+@pytest.mark.parametrize("name", SCHEDULES.names())
+def test_yaml_schema_constructor_and_get_config_declare_the_same_parameters(name, schema_store):
+    cls = SCHEDULES.get(name)
+    params = constructor_params(cls)
+    # A section's keys: the constructor's parameters but learning_rate, each *_steps
+    # also as *_epochs, and warmup (schedule_section_keys), plus the registry name.
+    keys = {"name"} | schedule_section_keys(cls)
+    option = yaml.safe_load((SCHEDULE_OPTIONS / f"{name}.yaml").read_text())
+    yaml_keys = set(option) - {"defaults"}
+    assert yaml_keys == keys, (
+        f"conf/schedule/{name}.yaml lacks {sorted(keys - yaml_keys)}, "
+        f"has unknown {sorted(yaml_keys - keys)}"
+    )
+    fields = schema_fields(schema_store, option)
+    assert fields == keys, (
+        f"the schema dataclass of {name!r} lacks {sorted(keys - fields)}, "
+        f"has unknown {sorted(fields - keys)}"
+    )
+    assert set(cls.run_length_params) <= set(params) - {"learning_rate"}
+
+    # The option as composed builds, and get_config returns the constructor's
+    # parameters, in its order (the keys a checkpoint's optimizer config holds).
+    section = compose_config([f"schedule={name}"]).schedule
+    assert set(section) == keys
+    resolved = resolve_schedule(section, steps_per_epoch=STEPS_PER_EPOCH, total_steps=TOTAL_STEPS)
+    schedule = build_schedule(resolved, LR)
+    assert type(schedule) is cls
+    assert list(schedule.get_config()) == list(params)
+
+
+def test_warmup_get_config_holds_its_constructor_parameters():
+    warmed = LinearWarmup(schedules.ConstantSchedule(0.1), warmup_steps=4)
+    assert list(warmed.get_config()) == list(constructor_params(LinearWarmup))
+
+
+def test_schedule_get_config_names_a_parameter_the_constructor_did_not_store():
+    class Forgetful(Schedule):
+        def __init__(self, learning_rate, period_steps):
+            self.learning_rate = learning_rate  # period_steps is not kept
+
+        def __call__(self, step):
+            return self.learning_rate
+
+    with pytest.raises(TypeError, match="Forgetful stores no attribute 'period_steps'"):
+        Forgetful(0.1, period_steps=3).get_config()
+
+
+# ---------------------------------------------------------------------------
 # resolve_schedule: conversion and defaults.
 
 
@@ -504,7 +582,9 @@ def test_resolve_uses_no_tensor_ops(monkeypatch):
         def __getattr__(self, name):
             raise AssertionError(f"resolve_schedule called keras.ops.{name}")
 
-    monkeypatch.setattr(schedules, "ops", NoOps())
+    # The modules that compute rates; resolve.py does not import keras.ops at all.
+    monkeypatch.setattr("trainer.optim.schedules.ops", NoOps())
+    monkeypatch.setattr("trainer.optim.warmup.ops", NoOps())
     for case in CASES:
         assert resolve({**case.cfg, "warmup_epochs": 1})["warmup_steps"] == 10
 

@@ -194,7 +194,7 @@ def test_the_data_order_does_not_depend_on_the_global_seed(digits_dir):
 @pytest.mark.slow
 def test_a_run_that_prepares_its_dataset_equals_one_that_finds_it_prepared(digits_dir, tmp_path):
     from checkpoints import checkpoint_arrays
-    from checkpoints.format import list_checkpoints
+    from checkpoints.listing import list_checkpoints
 
     def deterministic_run(name: str, data_dir) -> object:
         args = [

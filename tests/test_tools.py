@@ -301,7 +301,7 @@ def test_compare_sorts_runs_by_the_monitored_metric(sweep, tmp_path):
 def _checkpoint_model(checkpoint_dir: Path):
     import trainer.models.keras_builtin  # noqa: F401
     from checkpoints import verify
-    from checkpoints.state import restore_state
+    from checkpoints.restore import restore_state
     from trainer.config.saved import read_checkpoint_config
     from trainer.models.registry import build_model
 

@@ -6,7 +6,7 @@ all build through these functions, so a run is built the same way everywhere:
 1. :func:`run_length`: ``trainer.epochs`` x steps per epoch, capped by
    ``trainer.max_steps``: the optimizer steps of the whole run;
 2. :func:`run_schedule`: the ``schedule`` section resolved to that length
-   (``trainer.optim.schedules.resolve_schedule``), or the one a checkpoint saved;
+   (``trainer.optim.resolve.resolve_schedule``), or the one a checkpoint saved;
 3. :func:`build_run`: the model, the schedule (scaled by reduce-on-plateau's
    factor when that is on) and the optimizer, built and ready to restore into.
 
@@ -57,7 +57,7 @@ def run_schedule(
     schedule it started with), else ``cfg.schedule`` resolved to :func:`run_length`."""
     if saved is not None:
         return dict(saved)
-    from trainer.optim.schedules import resolve_schedule
+    from trainer.optim.resolve import resolve_schedule
 
     return resolve_schedule(
         cfg["schedule"],
@@ -161,7 +161,8 @@ def build_run(
 
     from trainer.data.augment import build_augmentation
     from trainer.optim.optimizers import build_optimizer
-    from trainer.optim.schedules import ScaledSchedule, build_schedule
+    from trainer.optim.resolve import build_schedule
+    from trainer.optim.schedules import ScaledSchedule
 
     steps_per_epoch = info.steps_per_epoch
     resolved = run_schedule(cfg, steps_per_epoch, resolved_schedule)
@@ -218,7 +219,7 @@ def build_model_from_checkpoint(checkpoint: Any, config: Mapping[str, Any]) -> C
     """The model of ``checkpoint`` (a verified ``checkpoints.Checkpoint``) whose config is
     ``config`` (``trainer.config.saved.read_checkpoint_config``), built as training builds
     it (:func:`build_model_for`) and its weights restored with
-    ``checkpoints.state.restore_state``, as a resume restores them.
+    ``checkpoints.restore.restore_state``, as a resume restores them.
 
     The input shape and class count are the manifest's; a checkpoint written before
     the manifest recorded them asks its dataset (never downloading), saying so on stderr.
@@ -229,7 +230,7 @@ def build_model_from_checkpoint(checkpoint: Any, config: Mapping[str, Any]) -> C
     optimizer is rebuilt (:func:`checkpoint_optimizer`), its variables restored by
     position, and Keras' ``finalize_variable_values`` puts the averages into the model.
     """
-    from checkpoints.state import restore_state
+    from checkpoints.restore import restore_state
 
     manifest = checkpoint.manifest
     input_shape, num_classes = manifest.get("input_shape"), manifest.get("num_classes")

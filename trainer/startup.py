@@ -137,7 +137,7 @@ def resumed_group_choices(args: Sequence[str]) -> list[str]:
     ]
     if len(resume) != 1 or not groups:
         return []
-    from checkpoints.format import resolve_resume_path
+    from checkpoints.listing import resolve_resume_path
     from trainer.config.saved import read_checkpoint_config
     from trainer.help import CONF_DIR
 

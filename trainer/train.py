@@ -237,7 +237,7 @@ def start_loggers(
 def restore(plan: StartPlan, run: Any, distribution: Any, scale_lr_with_replicas: bool) -> Any:
     """The loop state to start from: fresh, or restored with ``run``'s variables from the
     plan's checkpoint (weights only when fine-tuning)."""
-    from checkpoints.state import restore_state
+    from checkpoints.restore import restore_state
     from trainer.training.loop import LoopState
 
     if plan.checkpoint is None:
@@ -254,7 +254,7 @@ def restore(plan: StartPlan, run: Any, distribution: Any, scale_lr_with_replicas
 
 def restored_best_weights(plan: StartPlan, run: Any) -> Any:
     """Early stopping's best weights as the plan's checkpoint saved them, or None."""
-    from checkpoints.state import read_best_weights
+    from checkpoints.restore import read_best_weights
 
     if plan.checkpoint is None or plan.fine_tune:
         return None

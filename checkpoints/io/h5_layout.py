@@ -10,7 +10,7 @@ nothing but metadata into the :class:`_MetadataFile` it is handed (a sparse,
 in-memory file: a few KB per dataset). Each dataset's offset is then known
 (``get_offset``), and :meth:`H5Layout.pieces` yields the whole file in order:
 metadata bytes, each array's own buffer at its offset, zeros in between.
-``checkpoints.format.write_pieces_durably`` writes and hashes them in
+``checkpoints.durable.write_pieces_durably`` writes and hashes them in
 one pass. The result is an ordinary HDF5 file: h5py and Keras read back
 every group, dataset, attribute and byte, and ``checkpoints.io.h5`` finds
 nothing to refuse (``tests/test_checkpoint_io.py``, ``tests/test_run_dir.py``).

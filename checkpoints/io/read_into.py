@@ -5,7 +5,7 @@ A restore used to read a checkpoint file into a new ``bytes``, hash it, then han
 NumPy views of it to TensorFlow, which copied each one (twice: ``value.copy()``
 in its conversion, then the assignment): three passes over fresh memory for
 each byte. :func:`read_into` is one pass: the bytes of each dataset go from the
-page cache into the buffer the caller gives for it (``checkpoints.state``
+page cache into the buffer the caller gives for it (``checkpoints.restore``
 gives the memory of a new tensor, which the variable then adopts), the bytes
 between them (HDF5's metadata, a few KB) into scratch memory, and all of them,
 in file order, to the hash on a second thread, which hashes piece ``k`` while

@@ -1,6 +1,6 @@
 """Start the disk writing a file's bytes as soon as they are written, not at its fsync.
 
-A checkpoint file is fsynced once, when complete (``checkpoints.format
+A checkpoint file is fsynced once, when complete (``checkpoints.durable
 .write_pieces_durably``). Without a hint, the kernel holds the written bytes
 in the page cache until then, and the fsync waits for all of them; with
 ``sync_file_range(SYNC_FILE_RANGE_WRITE)`` after each piece, the disk writes

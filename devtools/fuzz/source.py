@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from checkpoints.format import list_checkpoints
 from checkpoints.layout import MANIFEST
+from checkpoints.listing import list_checkpoints
 from devtools.fault_injection import TRAIN, small_run_args
 
 

@@ -10,7 +10,7 @@ from checkpoints.reading import read_plain_config
 from trainer.errors import UserError
 
 if TYPE_CHECKING:
-    from checkpoints.format import Checkpoint
+    from checkpoints.manifest import Checkpoint
 
 # Saved sections added after checkpoints were first written: what a checkpoint written
 # without one reads back as (the option that behaves as the trainer did then).

@@ -4,7 +4,7 @@ A tracker (:class:`Logger`) is called by ``trainer.loggers.Loggers`` only, which
 batches per-step points and never sends a step twice (see its docstring). A
 tracker that continues a run on resume says where in :meth:`Logger.run_state`
 (saved in every checkpoint's ``trainer_state.json``, read back bounded and
-validated: ``checkpoints.reading.LOGGER_STATE``).
+validated: ``checkpoints.schemas.LOGGER_STATE``).
 
 No TensorFlow here, and no tracker package: each tracker's module imports its
 own package when it starts (``trainer.loggers.LOGGERS``).

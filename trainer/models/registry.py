@@ -4,7 +4,7 @@ A builder takes the model section of the config, the input shape and the
 number of classes (both from the dataset's info) and returns an unbuilt-free
 ``keras.Model`` whose variables are created, so weights can be restored into
 it at once. Register your own with ``@register_model("name")`` and select it
-with ``model=custom model.name=<name>`` (README, "Your own model").
+with ``model=custom model.name=<name>`` (docs/datasets-and-models.md, "Your own model").
 
 A builder takes images as float32 in [0, 1], NHWC, and returns logits (no
 softmax), best from a float32 layer named ``logits`` whatever the dtype policy.

@@ -55,10 +55,11 @@ from typing import Any
 
 from omegaconf import DictConfig, open_dict
 
-from checkpoints.format import read_manifest, read_pointer
 from checkpoints.layout import POINTERS
+from checkpoints.listing import read_pointer
 from checkpoints.lock import run_lock
 from checkpoints.manager import CheckpointError, CheckpointManager
+from checkpoints.manifest import read_manifest
 from checkpoints.remote import (
     RUN_TOP_FILES,
     TENSORBOARD_DIR,

@@ -16,12 +16,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from checkpoints.format import (
-    Checkpoint,
-    list_checkpoints,
-    resolve_resume_path,
-    verify,
-)
+from checkpoints.listing import list_checkpoints, resolve_resume_path
+from checkpoints.manifest import Checkpoint, verify
 from trainer.config.saved import read_checkpoint_config
 from trainer.config.schema import SAVED_SECTIONS, validate
 from trainer.data.folder import fingerprint

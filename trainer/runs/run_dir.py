@@ -52,8 +52,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from checkpoints.format import list_checkpoints
 from checkpoints.layout import MANIFEST, RUN_FILES, is_checkpoint_name
+from checkpoints.listing import list_checkpoints
 from checkpoints.lock import run_lock
 from trainer.errors import UserError, storage_errors
 from trainer.runs.cluster import slurm_run_name

@@ -3,7 +3,7 @@
 The model is rebuilt from the checkpoint's config as training builds it
 (``trainer.build.build_model_from_checkpoint``) for the input shape and class
 count the manifest records, and its weights are restored with
-``checkpoints.state.restore_state``, exactly as a resume does. Then:
+``checkpoints.restore.restore_state``, exactly as a resume does. Then:
 
 - ``--format keras``: ``model.save(OUT.keras)``. Not compiled by default, so
   the file holds no optimizer and no schedule: plain
@@ -292,7 +292,7 @@ def _copy_optimizer_state(checkpoint, optimizer) -> str:
     ``optimizer.h5`` holds ``[iterations, *slots]`` of an optimizer driven by a
     schedule; this one, at a constant rate, also has a ``learning_rate`` variable.
     """
-    from checkpoints.state import read_optimizer_values
+    from checkpoints.restore import read_optimizer_values
     from trainer.optim.optimizers import step_counter
 
     saved = read_optimizer_values(checkpoint)  # checked: a bad file or step is a UserError

@@ -116,7 +116,7 @@ def write_new_output(out: Path, suffix: str, write: Callable[[Path], None]) -> N
         raise
 
 
-# The checkpoint package's fsync helpers are private to ``checkpoints.format``, and its public
+# The checkpoint package's fsync helpers are private to ``checkpoints.durable``, and its public
 # ``write_text_atomically`` replaces its target: these are the tools' one copy, until
 # ``checkpoints`` exports an fsync of a file, a folder and a tree.
 def _fsync_tree(path: Path) -> None:

@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
 
     import_tensorflow()
     from trainer.build import run_length, run_schedule
-    from trainer.optim.schedules import build_schedule
+    from trainer.optim.resolve import build_schedule
 
     steps_per_epoch = args.steps_per_epoch or (
         int(checkpoint.manifest["steps_per_epoch"])

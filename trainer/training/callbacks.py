@@ -31,7 +31,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from checkpoints.reading import MAX_CALLBACK_STATE_BYTES
+from checkpoints.schemas import MAX_CALLBACK_STATE_BYTES
 from trainer.errors import UserError
 from trainer.registry import Registry
 

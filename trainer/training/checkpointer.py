@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from checkpoints.format import write_text_atomically
+from checkpoints.durable import write_text_atomically
 from checkpoints.keep import KeepPolicy
 from checkpoints.layout import RUN_CONFIG
 from checkpoints.state import progress_manifest, snapshot_state, write_state

@@ -1,4 +1,4 @@
-"""Checkpoint directories on disk: atomic commit, manifest, verification, keeping policy.
+"""A checkpoint directory's manifest: its schema, writing it (the commit), reading it, verifying it.
 
 A run directory holds one directory per checkpoint::
 
@@ -12,10 +12,12 @@ A run directory holds one directory per checkpoint::
                             plus the schedule resolved to steps (`resolved_schedule`)
     <run>/latest, <run>/best   one line: the name of a checkpoint directory
 
-A checkpoint is written into a hidden temporary sibling, every file and the
-directory are fsynced, then it is renamed into place: a checkpoint that is not
-complete is never visible under its final name. Pointers are replaced the same
-way (write, fsync, rename).
+A checkpoint is committed by :func:`commit_checkpoint`: every file of its
+staging directory hashed and fsynced (``checkpoints.durable``), the manifest
+written last, then the directory renamed into place. :func:`verify` re-hashes
+every file against the manifest and checks the HDF5 files; a checkpoint whose
+manifest does not verify is never used. Listing a run's checkpoints and its
+pointers is ``checkpoints.listing``.
 
 This module never imports TensorFlow and never executes anything it reads:
 files are read through ``checkpoints.reading`` (regular files only,
@@ -25,11 +27,9 @@ and HDF5 files checked by ``checkpoints.io.h5``.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import re
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from checkpoints.durable import file_entries, rename_into_place
 from checkpoints.errors import UserError
 from checkpoints.io.h5 import (
     check_h5_file,
@@ -45,7 +46,6 @@ from checkpoints.io.h5 import (
     read_datasets,
 )
 from checkpoints.io.read_into import PIECE, read_into
-from checkpoints.io.writeback import start_writeback
 from checkpoints.layout import (
     CHECKED_H5_FILES,
     CHECKPOINT_PREFIX,
@@ -54,10 +54,9 @@ from checkpoints.layout import (
     MANIFEST,
     MAX_GLOBAL_STEP,
     OPTIMIZER_FILE,
-    checkpoint_name,
-    is_checkpoint_name,
 )
-from checkpoints.reading import (
+from checkpoints.reading import open_regular, read_mapping, to_json
+from checkpoints.schemas import (
     COUNT,
     Integer,
     ListOf,
@@ -66,10 +65,6 @@ from checkpoints.reading import (
     Number,
     Record,
     Text,
-    open_regular,
-    read_mapping,
-    read_pointer_file,
-    to_json,
 )
 from checkpoints.version import __version__
 
@@ -132,138 +127,6 @@ def recorded_class_names(names: Iterable[Any] | None) -> list[str] | None:
     if sum(len(name) + 4 for name in names) > MAX_CLASS_NAMES_CHARS:  # 4: JSON's '"", '
         return None
     return names
-
-
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    """The sha256 of regular file ``path`` (ValueError if it is a symlink, FIFO, device)."""
-    with open_regular(path) as handle:
-        return _sha256(handle, chunk)
-
-
-def _sha256(handle: Any, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    while block := handle.read(chunk):
-        digest.update(block)
-    return digest.hexdigest()
-
-
-def _sha256_of_size(handle: Any, size: int) -> str | None:
-    """The sha256 of the first ``size`` bytes of ``handle`` (a regular file), read and
-    hashed side by side (``checkpoints.io.read_into``: the disk reads piece ``k + 1``
-    while piece ``k`` is hashed); None if the file ends before."""
-    digest = hashlib.sha256()
-    try:
-        read_into(handle.fileno(), size, [], digest)
-    except ValueError:
-        return None
-    return digest.hexdigest()
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` so that readers see the old or the new file, never half.
-
-    If a write fails (disk full...), the old file is untouched and the temporary removed.
-    """
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write_bytes_durably(temporary, text.encode())
-        _written_entry(temporary)  # not a checkpoint's file: nothing to remember
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            temporary.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def write_bytes_durably(path: Path, data: bytes | memoryview) -> FileEntry:
-    """Create ``path`` holding ``data``, fsynced; its size and sha256 (see
-    :func:`write_pieces_durably`)."""
-    return write_pieces_durably(path, [data])
-
-
-@dataclass(frozen=True)
-class FileEntry:
-    """A file's entry in a manifest: its size and the sha256 of its bytes."""
-
-    size: int
-    sha256: str
-
-
-def write_pieces_durably(path: Path, pieces: Iterable[bytes | memoryview]) -> FileEntry:
-    """Create ``path`` holding ``pieces`` one after the other, fsynced once at the end;
-    return its size and sha256, computed from the same buffers as they are written.
-
-    The file is hashed in the pass that writes it, never re-read: each piece is
-    written, the disk is told to start writing it (``checkpoints.io.writeback``),
-    and it is hashed while the disk does, so the fsync at the end waits for the
-    last pieces only. One thread: on a machine whose cores are busy, a hasher
-    thread beside the writer made a save slower, not faster (BENCHMARKS.md 6.).
-    The entry is also remembered for :func:`commit_checkpoint`, which then
-    neither re-reads nor re-fsyncs the file (it checks the file is still the one
-    written: same inode, size and mtime). Python's own writes: a full disk is an
-    ``OSError`` with its errno (see ``checkpoints.state`` for why HDF5
-    files come here).
-    """
-    digest = hashlib.sha256()
-    size = 0
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        for piece in pieces:
-            view = memoryview(piece).cast("B")
-            written = 0
-            while written < len(view):  # os.write may write less than asked
-                written += os.write(fd, view[written:])
-            start_writeback(fd, size, len(view))
-            digest.update(view)  # while the disk writes it
-            size += len(view)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    entry = FileEntry(size, digest.hexdigest())
-    _remember(path, entry)
-    return entry
-
-
-# Files written by write_pieces_durably, with their entry, until commit_checkpoint
-# takes them: path -> (inode, size, mtime_ns, entry). Bounded: entries of staging
-# directories that never committed (a failed save) are dropped oldest first.
-_WRITTEN: dict[str, tuple[int, int, int, FileEntry]] = {}
-_WRITTEN_LOCK = threading.Lock()
-_MAX_WRITTEN = 256
-
-
-def _remember(path: Path, entry: FileEntry) -> None:
-    status = os.stat(path)
-    with _WRITTEN_LOCK:
-        _WRITTEN[str(path)] = (status.st_ino, status.st_size, status.st_mtime_ns, entry)
-        while len(_WRITTEN) > _MAX_WRITTEN:
-            del _WRITTEN[next(iter(_WRITTEN))]
-
-
-def _written_entry(path: Path) -> FileEntry | None:
-    """The entry :func:`write_pieces_durably` gave ``path``, if the file is still that one."""
-    with _WRITTEN_LOCK:
-        remembered = _WRITTEN.pop(str(path), None)
-    if remembered is None:
-        return None
-    status = os.lstat(path)
-    if (status.st_ino, status.st_size, status.st_mtime_ns) != remembered[:3]:
-        return None
-    return remembered[3]
 
 
 # --------------------------------------------------------------------------- reading
@@ -344,6 +207,38 @@ def read_checkpoint(path: Path) -> Checkpoint:
     except (OSError, ValueError) as error:
         checkpoint.problems.append(str(error))
     return checkpoint
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def commit_checkpoint(staging: Path, final: Path, manifest: Mapping[str, Any]) -> None:
+    """Hash and fsync every file in ``staging``, write the manifest, rename to ``final``.
+
+    ``manifest`` gives everything but the file list, which is computed here: a
+    file written by ``checkpoints.durable.write_pieces_durably`` (and unchanged
+    since) was hashed and fsynced as it was written, any other is read, hashed
+    and fsynced now (``checkpoints.durable.file_entries``).
+    """
+    files = {
+        name: {"size": entry.size, "sha256": entry.sha256}
+        for name, entry in file_entries(staging, leave_out=MANIFEST).items()
+    }
+    full = {
+        "format_version": FORMAT_VERSION,
+        "project_version": __version__,
+        "written_at": time.time(),
+        **manifest,
+        "files": files,
+    }
+    with open(staging / MANIFEST, "w") as handle:
+        handle.write(to_json(full, indent=2, sort_keys=True))  # NaN metrics as null
+        handle.flush()
+        os.fsync(handle.fileno())
+    rename_into_place(staging, final)
+
+
+# --------------------------------------------------------------------------- verifying
 
 
 def verify(path: Path, *, hashes: bool = True) -> Checkpoint:
@@ -434,9 +329,23 @@ def _file_problem(file_path: Path, entry: Mapping[str, Any], hashes: bool) -> st
     return None
 
 
+def _sha256_of_size(handle: Any, size: int) -> str | None:
+    """The sha256 of the first ``size`` bytes of ``handle`` (a regular file), read and
+    hashed side by side (``checkpoints.io.read_into``: the disk reads piece ``k + 1``
+    while piece ``k`` is hashed); None if the file ends before."""
+    digest = hashlib.sha256()
+    try:
+        read_into(handle.fileno(), size, [], digest)
+    except ValueError:
+        return None
+    return digest.hexdigest()
+
+
 # Files whose sha256 verify() found to match their manifest: path -> (identity, sha256),
-# the identity being (inode, size, mtime_ns, ctime_ns). Bounded like _WRITTEN.
+# the identity being (inode, size, mtime_ns, ctime_ns). Bounded: the oldest are dropped.
 _VERIFIED: dict[str, tuple[tuple[int, int, int, int], str]] = {}
+_VERIFIED_LOCK = threading.Lock()
+_MAX_VERIFIED = 256
 
 
 def file_identity(status: os.stat_result) -> tuple[int, int, int, int]:
@@ -446,9 +355,9 @@ def file_identity(status: os.stat_result) -> tuple[int, int, int, int]:
 
 
 def _remember_verified(path: Path, status: os.stat_result, sha256: str) -> None:
-    with _WRITTEN_LOCK:
+    with _VERIFIED_LOCK:
         _VERIFIED[str(path)] = (file_identity(status), sha256)
-        while len(_VERIFIED) > _MAX_WRITTEN:
+        while len(_VERIFIED) > _MAX_VERIFIED:
             del _VERIFIED[next(iter(_VERIFIED))]
 
 
@@ -457,14 +366,14 @@ def was_verified(path: Path, status: os.stat_result, sha256: str) -> bool:
     (an ``fstat`` of it open now) shows it, is still that one: same inode, size, mtime
     and ctime. A restore then loads it without hashing it again (a resume verifies
     beside TensorFlow's import, then restores: one hash of each byte, not two)."""
-    with _WRITTEN_LOCK:
+    with _VERIFIED_LOCK:
         remembered = _VERIFIED.get(str(path))
     return remembered == (file_identity(status), sha256)
 
 
 def forget_verified() -> None:
     """Forget what :func:`verify` hashed: the next restore of any file hashes it (benchmarks)."""
-    with _WRITTEN_LOCK:
+    with _VERIFIED_LOCK:
         _VERIFIED.clear()
 
 
@@ -503,152 +412,3 @@ def checkpoint_arrays(path: Path) -> dict[str, Any]:
             for key, value in zip(paths, read_datasets(source, paths, name), strict=True)
         )
     return found
-
-
-def list_checkpoints(run_dir: Path) -> list[Path]:
-    """The checkpoint directories of a run, oldest step first (not verified)."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        return []
-    return sorted(
-        (p for p in run_dir.iterdir() if p.is_dir() and is_checkpoint_name(p.name)),
-        key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]),  # by step: 9-digit steps sort last
-    )
-
-
-def read_pointer(run_dir: Path, pointer: str) -> str | None:
-    """The checkpoint name a pointer file names, or None when absent or malformed.
-
-    A pointer is read only as a small regular file (never through a symlink,
-    never a FIFO or device): see ``checkpoints.reading.read_pointer_file``.
-    """
-    try:
-        name = read_pointer_file(Path(run_dir) / pointer)
-    except ValueError:
-        return None
-    return name if is_checkpoint_name(name) else None
-
-
-def latest_valid_checkpoint(
-    run_dir: Path, report: Callable[[str], None] = print, *, hashes: bool = True
-) -> Checkpoint | None:
-    """The newest checkpoint of ``run_dir`` that verifies; each one skipped is reported."""
-    for path in reversed(list_checkpoints(run_dir)):
-        checkpoint = verify(path, hashes=hashes)
-        if checkpoint.valid:
-            return checkpoint
-        report(f"checkpoint {path} does not verify ({'; '.join(checkpoint.problems)}); skipping it")
-    return None
-
-
-def resolve_resume_path(
-    path: str | os.PathLike, report: Callable[[str], None] = print, *, hashes: bool = True
-) -> Checkpoint:
-    """The checkpoint that ``+resume=path`` names: a checkpoint directory, or a run directory.
-
-    A run directory resumes from its newest checkpoint that verifies (falling
-    back past broken ones, and saying so); a checkpoint directory resumes from
-    exactly that checkpoint, and only if it verifies. ``hashes``: as in ``verify``.
-    """
-    target = Path(path).expanduser()
-    if not target.exists():
-        raise UserError(f"resume path {str(path)!r} does not exist")
-    if not target.is_dir():
-        raise UserError(f"resume path {str(path)!r} is not a directory (a run or a checkpoint)")
-    if (target / MANIFEST).exists() or is_checkpoint_name(target.name):
-        checkpoint = verify(target, hashes=hashes)
-        if not checkpoint.valid:
-            raise UserError(
-                f"checkpoint {target} does not verify: {'; '.join(checkpoint.problems)}"
-            )
-        return checkpoint
-    if not list_checkpoints(target):
-        raise UserError(
-            f"resume path {str(path)!r} holds no checkpoints "
-            f"(expected a run directory with {CHECKPOINT_PREFIX}* folders, or one of those)"
-        )
-    checkpoint = latest_valid_checkpoint(target, report, hashes=hashes)
-    if checkpoint is None:
-        raise UserError(f"run {target} holds no checkpoint that verifies")
-    return checkpoint
-
-
-# --------------------------------------------------------------------------- writing
-
-
-def commit_checkpoint(staging: Path, final: Path, manifest: Mapping[str, Any]) -> None:
-    """Hash and fsync every file in ``staging``, write the manifest, rename to ``final``.
-
-    ``manifest`` gives everything but the file list, which is computed here: a
-    file written by :func:`write_pieces_durably` (and unchanged since) was hashed
-    and fsynced as it was written, any other is read, hashed and fsynced now.
-    """
-    files = {}
-    for file_path in sorted(staging.iterdir()):
-        if file_path.name == MANIFEST:
-            continue
-        entry = _written_entry(file_path)
-        if entry is None:  # not written by write_pieces_durably: hashed and fsynced here
-            _fsync_file(file_path)
-            entry = FileEntry(file_path.stat().st_size, sha256_of(file_path))
-        files[file_path.name] = {"size": entry.size, "sha256": entry.sha256}
-    full = {
-        "format_version": FORMAT_VERSION,
-        "project_version": __version__,
-        "written_at": time.time(),
-        **manifest,
-        "files": files,
-    }
-    with open(staging / MANIFEST, "w") as handle:
-        handle.write(to_json(full, indent=2, sort_keys=True))  # NaN metrics as null
-        handle.flush()
-        os.fsync(handle.fileno())
-    _fsync_dir(staging)
-    replaced = None
-    if final.exists():  # a re-save of the same step: the epoch-end save after a step save
-        replaced = final.with_name(f".{final.name}.tmp-replaced-{os.getpid()}-{time.time_ns()}")
-        os.rename(final, replaced)
-    try:
-        os.rename(staging, final)
-    except BaseException:
-        if replaced is not None:  # the old one goes back: a failed save loses nothing
-            os.rename(replaced, final)
-        raise
-    _fsync_dir(final.parent)
-    if replaced is not None:
-        shutil.rmtree(replaced, ignore_errors=True)
-
-
-def staging_dir(run_dir: Path, global_step: int) -> Path:
-    """A fresh hidden directory beside the final one, on the same filesystem."""
-    path = Path(run_dir) / f".{checkpoint_name(global_step)}.tmp-{os.getpid()}-{time.time_ns()}"
-    path.mkdir(parents=True)
-    return path
-
-
-def move_aside(path: Path) -> Path:
-    """Rename checkpoint directory ``path`` to a hidden sibling, to be deleted later; return it.
-
-    One rename, however large the checkpoint: pruning takes it out of every
-    listing at once and leaves the unlinks (tens of ms per 100 MiB) to a
-    background thread (``CheckpointManager``). If the process dies first, the
-    next manager's :func:`remove_stale_staging` deletes it (a ``.tmp-`` sibling).
-    """
-    hidden = path.with_name(f".{path.name}.tmp-pruned-{os.getpid()}-{time.time_ns()}")
-    os.rename(path, hidden)
-    return hidden
-
-
-def remove_stale_staging(run_dir: Path) -> None:
-    """Delete half-written checkpoints left by a process that died while saving, and
-    pruned ones it had not finished deleting (:func:`move_aside`).
-
-    A checkpoint moved aside to be replaced (``.step-N.tmp-replaced-*``) whose
-    replacement never arrived is put back instead: it is complete.
-    """
-    for path in Path(run_dir).glob(f".{CHECKPOINT_PREFIX}*.tmp-replaced-*"):
-        final = path.with_name(path.name[1:].split(".tmp-", 1)[0])
-        if not final.exists():
-            os.rename(path, final)
-    for path in Path(run_dir).glob(f".{CHECKPOINT_PREFIX}*.tmp-*"):
-        shutil.rmtree(path, ignore_errors=True)
