@@ -71,12 +71,12 @@ def last_epoch(run_dir: Path) -> dict[str, str]:
 def checkpoint_model_and_test_data(checkpoint: Path, digits_dir: Path):
     """The checkpoint's model (as the tools rebuild it) and the digits test batches."""
     from checkpoints import verify
+    from trainer.build import build_model_from_checkpoint
     from trainer.config.saved import read_checkpoint_config
     from trainer.data.pipeline import load_data
-    from trainer.tools.export import rebuild_model
 
     verified = verify(checkpoint)
-    model, _, _ = rebuild_model(verified, read_checkpoint_config(verified))
+    model, _, _ = build_model_from_checkpoint(verified, read_checkpoint_config(verified))
     data = load_data(dict(DIGITS, data_dir=str(digits_dir)), seed=0)
     return model, data
 

@@ -633,9 +633,9 @@ def assert_exports_as_rebuilt(keras, run_dir: Path, out: Path) -> Any:
     """``python -m trainer export RUN OUT`` writes a model plain Keras loads in safe mode, and
     it predicts what the model rebuilt from the run's latest checkpoint predicts;
     ``inspect`` reads the checkpoint's model section and counts its parameters."""
+    from trainer.build import build_model_from_checkpoint
     from trainer.config.saved import read_checkpoint_config
-    from trainer.tools import valid_checkpoint
-    from trainer.tools.export import rebuild_model
+    from trainer.tools.finding import valid_checkpoint
 
     process = subprocess.run(
         [sys.executable, "-m", "trainer", "export", str(run_dir), str(out)],
@@ -647,7 +647,7 @@ def assert_exports_as_rebuilt(keras, run_dir: Path, out: Path) -> Any:
     assert process.returncode == 0, process.stderr
     loaded = keras.saving.load_model(out, safe_mode=True)
     checkpoint = valid_checkpoint(str(run_dir))
-    rebuilt, _, _ = rebuild_model(checkpoint, read_checkpoint_config(checkpoint))
+    rebuilt, _, _ = build_model_from_checkpoint(checkpoint, read_checkpoint_config(checkpoint))
     images = np.random.default_rng(0).uniform(size=(4, 8, 8, 1)).astype("float32")
     np.testing.assert_array_equal(np.asarray(loaded(images)), np.asarray(rebuilt(images)))
     inspected = subprocess.run(

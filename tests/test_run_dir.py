@@ -366,7 +366,7 @@ def test_compare_names_the_suffixes_matplotlib_writes(tmp_path, capsys):
 
 
 def test_a_plot_file_that_appears_after_the_check_is_not_replaced(tmp_path):
-    from trainer.tools import figure_output, pyplot, save_figure
+    from trainer.tools.plots import figure_output, pyplot, save_figure
 
     plt = pyplot()
     out = figure_output(str(tmp_path / "lr.png"), "--out", force=False)

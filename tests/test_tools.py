@@ -456,7 +456,7 @@ def test_export_format_refuses_a_suffix_it_does_not_write():
 
 def test_write_new_output_publishes_whole_results_and_never_replaces(tmp_path):
     from trainer.errors import UserError
-    from trainer.tools.export import write_new_output
+    from trainer.tools.output import write_new_output
 
     def write_file(path: Path) -> None:
         assert path.parent == tmp_path and path.name.startswith(".") and path.suffix == ".onnx"

@@ -10,6 +10,11 @@ all build through these functions, so a run is built the same way everywhere:
 3. :func:`build_run`: the model, the schedule (scaled by reduce-on-plateau's
    factor when that is on) and the optimizer, built and ready to restore into.
 
+The tools that use a checkpoint's model (``export``, ``evaluate``, ``predict``)
+rebuild it with :func:`build_model_from_checkpoint`: the same model build
+(:func:`build_model_for`), then the checkpoint's weights restored as a resume
+restores them.
+
 The model is a function of the config alone (``trainer.seeds``): its initial
 weights come from global generators seeded with ``derive_seed(seed, "init")``
 just before it is built, and its seed generators (dropout) start from
@@ -25,9 +30,10 @@ TensorFlow; :func:`build_run` does.
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 
 def run_length(trainer_cfg: Mapping[str, Any], steps_per_epoch: int) -> int:
@@ -110,10 +116,11 @@ def dtype_policy(precision: str) -> Iterator[None]:
         keras.config.set_dtype_policy(previous)
 
 
-def build_model_for(cfg: Mapping[str, Any], info: Any) -> Any:
-    """The model ``cfg.model`` names, for the input shape and classes of ``info`` (DataInfo),
-    its random state derived from ``cfg.seed`` alone, under ``trainer.precision``'s dtype
-    policy (see the module docstring)."""
+def build_model_for(cfg: Mapping[str, Any], info: Any, *, precision: str | None = None) -> Any:
+    """The model ``cfg.model`` names, for the input shape and classes of ``info`` (a
+    ``DataInfo``, or anything with ``input_shape`` and ``num_classes``), its random state
+    derived from ``cfg.seed`` alone, under the dtype policy ``precision`` (default:
+    ``trainer.precision``'s; see the module docstring)."""
     import keras
 
     import trainer.models.keras_builtin  # noqa: F401  (registers "keras_builtin", for rescued checkpoints)
@@ -126,7 +133,7 @@ def build_model_for(cfg: Mapping[str, Any], info: Any) -> Any:
     # created, and ops from TensorFlow's and Keras' generators: all are reset here, so
     # what ran before (dataset preparation, a tool) cannot shift the weights.
     keras.utils.set_random_seed(derive_seed(seed, "init"))
-    with dtype_policy(precision_of(cfg)):
+    with dtype_policy(precision or precision_of(cfg)):
         model = build_model(cfg["model"], tuple(info.input_shape), int(info.num_classes))
     # By position, as checkpoints save them; whatever seeds the builder gave its layers.
     for index, state in enumerate(seed_generator_variables(model)):
@@ -186,3 +193,89 @@ def build_run(
             label_smoothing=float(cfg["trainer"].get("label_smoothing", 0.0)),
         ),
     )
+
+
+# --------------------------------------------------------------------------- a checkpoint's model
+
+
+class CheckpointModel(NamedTuple):
+    """A checkpoint's model, rebuilt and restored, and what it was built for."""
+
+    model: Any  # keras.Model, float32, the checkpoint's weights (or their moving average)
+    input_shape: tuple[int, ...]
+    num_classes: int
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What a model is built for, as a manifest records it (the part of a ``DataInfo``
+    :func:`build_model_for` reads)."""
+
+    input_shape: tuple[int, ...]
+    num_classes: int
+
+
+def build_model_from_checkpoint(checkpoint: Any, config: Mapping[str, Any]) -> CheckpointModel:
+    """The model of ``checkpoint`` (a verified ``checkpoints.Checkpoint``) whose config is
+    ``config`` (``trainer.config.saved.read_checkpoint_config``), built as training builds
+    it (:func:`build_model_for`) and its weights restored with
+    ``checkpoints.restore.restore_state``, as a resume restores them.
+
+    The input shape and class count are the manifest's; a checkpoint written before
+    the manifest recorded them asks its dataset (never downloading), saying so on stderr.
+    The model is float32 whatever ``trainer.precision`` the run trained in: the weights
+    are float32 in every precision, and the tools serve and evaluate in float32. With
+    ``optimizer.ema`` and ``trainer.evaluate_with_ema`` (:func:`uses_average_weights`) the
+    weights are the moving average, as validation and test evaluated them: the run's
+    optimizer is rebuilt (:func:`checkpoint_optimizer`), its variables restored by
+    position, and Keras' ``finalize_variable_values`` puts the averages into the model.
+    """
+    from checkpoints.restore import restore_state
+
+    manifest = checkpoint.manifest
+    input_shape, num_classes = manifest.get("input_shape"), manifest.get("num_classes")
+    if input_shape is None or num_classes is None:
+        # Checkpoints written before the manifest recorded them: ask the dataset.
+        from trainer.data.pipeline import load_data
+
+        print(
+            "The manifest lacks input_shape/num_classes: reading the dataset's info",
+            file=sys.stderr,
+        )
+        dataset = dict(config["dataset"], download=False)
+        info = load_data(dataset, seed=int(config.get("seed", 0))).info
+        input_shape, num_classes = info.input_shape, info.num_classes
+    shape = ModelShape(tuple(input_shape), int(num_classes))
+    # The seed only decides the initial weights, which the restore replaces: a checkpoint
+    # whose config lacks a usable one is still rebuilt (from seed 0).
+    seed = config.get("seed")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        seed = 0
+    model = build_model_for({**config, "seed": seed}, shape, precision="float32")
+    if uses_average_weights(config):
+        optimizer = checkpoint_optimizer(config)
+        restore_state(checkpoint, model, optimizer)
+        optimizer.finalize_variable_values(model.trainable_variables)
+    else:
+        restore_state(checkpoint, model, None)
+    return CheckpointModel(model, shape.input_shape, shape.num_classes)
+
+
+def uses_average_weights(config: Mapping[str, Any]) -> bool:
+    """Whether a checkpoint's model is evaluated (and exported) with the moving average of
+    its weights: ``optimizer.ema`` with ``trainer.evaluate_with_ema``. False for a
+    checkpoint that predates ``optimizer.ema``."""
+    trainer = config.get("trainer") or {}
+    return bool(config["optimizer"].get("ema")) and bool(trainer.get("evaluate_with_ema", True))
+
+
+def checkpoint_optimizer(config: Mapping[str, Any]) -> Any:
+    """The optimizer of a checkpoint's run, built as :func:`build_run` builds it (its
+    variables in the same order), on a placeholder schedule: no step is taken with it,
+    only its variables restored."""
+    import keras
+
+    from trainer.optim.optimizers import build_optimizer
+
+    placeholder = keras.optimizers.schedules.ExponentialDecay(1.0, 1, 1.0)
+    return build_optimizer(config["optimizer"], placeholder, precision_of(config))

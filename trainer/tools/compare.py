@@ -23,17 +23,10 @@ from typing import Any
 from checkpoints import list_checkpoints, read_checkpoint
 from checkpoints.reading import read_bounded, read_mapping, read_run_summary
 from trainer.errors import UserError
-from trainer.tools import (
-    OK,
-    add_force_argument,
-    existing_path,
-    figure_output,
-    find_runs,
-    print_json,
-    print_table,
-    pyplot,
-    save_figure,
-)
+from trainer.exits import OK
+from trainer.tools.finding import existing_path, find_runs
+from trainer.tools.output import print_json, print_table
+from trainer.tools.plots import add_force_argument, figure_output, pyplot, save_figure
 
 NAME = "compare"
 HELP = "compare the final metrics and hyperparameters of runs or a sweep"

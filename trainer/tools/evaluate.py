@@ -1,7 +1,7 @@
 """``trainer evaluate CHECKPOINT [OVERRIDES]``: a checkpoint's figures on a split of its data.
 
-The model is the one ``export`` writes (``trainer.tools.export.rebuild_model``:
-built from the checkpoint's config through the registry, weights restored as
+The model is the one ``export`` writes (``trainer.build.build_model_from_checkpoint``:
+built from the checkpoint's config as training builds it, weights restored as
 a resume restores them). The data is the checkpoint's own dataset config,
 loaded with ``trainer.data.pipeline.load_data``; only overrides that leave the
 examples unchanged are taken (:data:`DATASET_OVERRIDES`). Loss and accuracy
@@ -28,18 +28,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from trainer.errors import UserError
+from trainer.exits import OK
 from trainer.runs.remote_run import location
-from trainer.tools import (
-    OK,
-    add_force_argument,
-    add_import_argument,
-    figure_output,
-    print_json,
-    print_table,
-    pyplot,
-    save_figure,
-    valid_checkpoint,
-)
+from trainer.tools.arguments import add_import_argument, add_top_k_argument
+from trainer.tools.finding import valid_checkpoint
+from trainer.tools.output import class_names, print_json, print_table
+from trainer.tools.plots import add_force_argument, figure_output, pyplot, save_figure
 
 NAME = "evaluate"
 HELP = "loss, accuracy, top-k, per-class accuracy and confusion matrix of a checkpoint"
@@ -62,7 +56,6 @@ examples:
       --confusion-matrix confusion.png --top-k 3"""
 
 SPLITS = ("test", "validation")
-DEFAULT_TOP_K = 5
 # The dataset keys an evaluation may override: where the examples are read from
 # and how they are batched and held, not which examples there are.
 DATASET_OVERRIDES = ("data_dir", "download", "batch_size", "cache", "path")
@@ -91,34 +84,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_import_argument(parser, "model or dataset")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.set_defaults(extra_overrides=True)  # __main__ passes leftover KEY=VALUE words here
-
-
-def add_top_k_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--top-k",
-        type=top_k_value,
-        default=DEFAULT_TOP_K,
-        metavar="K",
-        help=f"how many best classes count (default {DEFAULT_TOP_K}; at most the class count)",
-    )
-
-
-def top_k_value(text: str) -> int:
-    """``--top-k``'s value: an integer >= 1 (anything else is a one-line usage error)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
-    return value
-
-
-def class_names(names: Sequence[str] | None, num_classes: int) -> list[str]:
-    """The name of each class: ``names`` when there is one per class, else the indices."""
-    if names is not None and len(names) == num_classes and all(isinstance(n, str) for n in names):
-        return list(names)
-    return [str(index) for index in range(num_classes)]
 
 
 def dataset_with_overrides(dataset: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
@@ -222,13 +187,13 @@ def run(args: argparse.Namespace) -> int:
     if config["trainer"].get("deterministic"):
         tf.config.experimental.enable_op_determinism()  # as the run evaluated
 
+    from trainer.build import build_model_from_checkpoint
     from trainer.data.pipeline import load_data
-    from trainer.tools.export import rebuild_model
     from trainer.training.evaluation import Evaluation
 
     data = load_data(dataset, seed=int(config.get("seed", 0)))
     batches = split_batches(data, args.split)
-    model, input_shape, num_classes = rebuild_model(checkpoint, config)
+    model, input_shape, num_classes = build_model_from_checkpoint(checkpoint, config)
     if tuple(data.info.input_shape) != input_shape or data.info.num_classes != num_classes:
         raise UserError(
             f"dataset {data.info.name!r} has images {tuple(data.info.input_shape)} in "

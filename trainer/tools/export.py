@@ -1,8 +1,8 @@
 """``trainer export CHECKPOINT OUT``: a checkpoint's model for Keras, TF Serving, ONNX or LiteRT.
 
-The model is rebuilt from the checkpoint's config through the model registry
-(``trainer.models.registry.build_model``) for the input shape and class count the
-manifest records, and its weights are restored with
+The model is rebuilt from the checkpoint's config as training builds it
+(``trainer.build.build_model_from_checkpoint``) for the input shape and class
+count the manifest records, and its weights are restored with
 ``checkpoints.restore.restore_state``, exactly as a resume does. Then:
 
 - ``--format keras``: ``model.save(OUT.keras)``. Not compiled by default, so
@@ -42,20 +42,17 @@ Keras' ``finalize_variable_values`` puts the averages into the model.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
-import os
-import shutil
-import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from trainer.errors import UserError, storage_errors
+from trainer.exits import OK
 from trainer.runs.remote_run import location
-from trainer.tools import OK, add_import_argument, new_output_path, print_json, valid_checkpoint
+from trainer.tools.arguments import add_import_argument
+from trainer.tools.finding import valid_checkpoint
+from trainer.tools.output import new_output_path, print_json, write_new_output
 
 NAME = "export"
 HELP = "write a checkpoint's model as a .keras file, a SavedModel, ONNX or LiteRT"
@@ -147,55 +144,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
-def rebuild_model(checkpoint, config: dict[str, Any]):
-    """The checkpoint's model, built from its config through the registry, weights restored."""
-    import trainer.models.keras_builtin  # noqa: F401  (registers "keras_builtin", rescued models)
-    from checkpoints.restore import restore_state
-    from trainer.models.registry import build_model
-
-    manifest = checkpoint.manifest
-    input_shape, num_classes = manifest.get("input_shape"), manifest.get("num_classes")
-    if input_shape is None or num_classes is None:
-        # Checkpoints written before the manifest recorded them: ask the dataset.
-        from trainer.data.pipeline import load_data
-
-        print(
-            "The manifest lacks input_shape/num_classes: reading the dataset's info",
-            file=sys.stderr,
-        )
-        dataset = dict(config["dataset"], download=False)
-        info = load_data(dataset, seed=int(config.get("seed", 0))).info
-        input_shape, num_classes = info.input_shape, info.num_classes
-    model = build_model(config["model"], tuple(input_shape), int(num_classes))
-    if exports_average(config):
-        optimizer = _checkpoint_optimizer(config)
-        restore_state(checkpoint, model, optimizer)
-        optimizer.finalize_variable_values(model.trainable_variables)
-    else:
-        restore_state(checkpoint, model, None)
-    return model, tuple(input_shape), int(num_classes)
-
-
-def exports_average(config: dict[str, Any]) -> bool:
-    """Whether the checkpoint's weights to export are its moving average (see the module
-    docstring); False for a checkpoint that predates ``optimizer.ema``."""
-    trainer = config.get("trainer") or {}
-    return bool(config["optimizer"].get("ema")) and bool(trainer.get("evaluate_with_ema", True))
-
-
-def _checkpoint_optimizer(config: dict[str, Any]):
-    """The optimizer of the checkpoint's run, built as training builds it (its variables in
-    the same order), on a placeholder schedule: no step is taken, only variables restored."""
-    import keras
-
-    from trainer.build import precision_of
-    from trainer.optim.optimizers import build_optimizer
-
-    placeholder = keras.optimizers.schedules.ExponentialDecay(1.0, 1, 1.0)
-    return build_optimizer(config["optimizer"], placeholder, precision_of(config))
-
-
 def run(args: argparse.Namespace) -> int:
+    from trainer.build import build_model_from_checkpoint, uses_average_weights
     from trainer.config.saved import read_checkpoint_config
     from trainer.startup import import_tensorflow, import_user_modules
 
@@ -208,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     import_user_modules(args.imports)
     tf, keras = import_tensorflow()
     require_packages(export_format)
-    model, input_shape, num_classes = rebuild_model(checkpoint, config)
+    model, input_shape, num_classes = build_model_from_checkpoint(checkpoint, config)
     compiled = None
     if export_format.name == "keras" and args.compile:
         compiled = _compile(keras, model, config, checkpoint)
@@ -228,13 +178,13 @@ def run(args: argparse.Namespace) -> int:
         "num_classes": num_classes,
         "outputs": "logits",
         "compiled": compiled,
-        "weights": "moving average" if exports_average(config) else "trained",
+        "weights": "moving average" if uses_average_weights(config) else "trained",
     }
     if args.json:
         print_json(result)
         return OK
     print(f"Exported {location(checkpoint.path)} (step {checkpoint.global_step}) to {out}")
-    if exports_average(config):
+    if uses_average_weights(config):
         print("Weights: the moving average (optimizer.ema with trainer.evaluate_with_ema)")
     print(
         f"Model: float32 images {input_shape} scaled to [0, 1] -> {num_classes} logits "
@@ -314,71 +264,6 @@ def _write(model, path: Path, export_format: ExportFormat, signature: list) -> N
             input_signature=signature,
             verbose=False,
         )
-
-
-def write_new_output(out: Path, suffix: str, write: Callable[[Path], None]) -> None:
-    """``write(path)`` to a temporary ``path`` beside ``out``, then name the result ``out``.
-
-    ``path`` ends in ``suffix`` (Keras' writers check it). Until the rename nothing is at
-    ``out``, and a failure (of ``write`` or later) removes what was written: ``out`` is
-    absent or whole. Nothing already at ``out`` is replaced, even if it appeared after the
-    tool checked: the name is claimed first by an exclusive create (a file) or ``mkdir`` (a
-    folder), which fail if anything is there, and the result is renamed onto that empty
-    placeholder, which is all a rename can replace then. (Python exposes no
-    rename-without-replace: ``renameat2(RENAME_NOREPLACE)`` is Linux-only and not in ``os``.)
-    """
-    temporary = out.with_name(f".{out.name}.tmp-{os.getpid()}-{time.time_ns()}{suffix}")
-    placeholder = False
-    try:
-        write(temporary)
-        _fsync_tree(temporary)
-        try:
-            if temporary.is_dir():
-                out.mkdir()
-            else:
-                os.close(os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-        except FileExistsError:
-            raise UserError(f"{str(out)!r} already exists; choose a new output path") from None
-        placeholder = True
-        os.replace(temporary, out)
-        placeholder = False
-        _fsync(out.parent)
-    except BaseException:
-        _remove(temporary)
-        if placeholder:  # the rename failed: the empty placeholder goes, nothing else
-            with contextlib.suppress(OSError):
-                if out.is_dir():
-                    out.rmdir()  # refuses a folder someone has written into
-                elif out.stat().st_size == 0:
-                    out.unlink()
-        raise
-
-
-def _fsync_tree(path: Path) -> None:
-    """Flush a written file, or every file and folder of a written folder, to the disk."""
-    if not path.is_dir():
-        _fsync(path)
-        return
-    for directory, _, files in os.walk(path):
-        for name in files:
-            _fsync(Path(directory) / name)
-        _fsync(Path(directory))
-
-
-def _fsync(path: Path) -> None:
-    """fsync a file or a folder (opened read-only, which Linux allows for both)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
 
 
 def _compile(keras, model, config: dict[str, Any], checkpoint) -> dict[str, Any]:

@@ -18,14 +18,10 @@ from typing import Any
 from checkpoints.io.h5 import datasets
 from checkpoints.layout import MODEL_FILE, OPTIMIZER_FILE
 from trainer.errors import UserError
+from trainer.exits import BAD, OK
 from trainer.runs.remote_run import location
-from trainer.tools import (
-    BAD,
-    OK,
-    local_time,
-    one_checkpoint,
-    print_json,
-)
+from trainer.tools.finding import one_checkpoint
+from trainer.tools.output import local_time, print_json
 
 NAME = "inspect"
 HELP = "show a checkpoint's manifest, config and variables"

@@ -13,16 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from checkpoints import read_checkpoint, read_pointer, verify
+from trainer.exits import OK
 from trainer.runs.remote_run import location
-from trainer.tools import (
-    OK,
-    checkpoints_under,
-    directory_size,
-    human_size,
-    local_time,
-    print_json,
-    print_table,
-)
+from trainer.tools.finding import checkpoints_under, directory_size
+from trainer.tools.output import human_size, local_time, print_json, print_table
 
 NAME = "list"
 HELP = "list the runs and checkpoints under a directory"

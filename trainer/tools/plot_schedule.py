@@ -18,17 +18,12 @@ import json
 from typing import Any
 
 from trainer.errors import UserError
+from trainer.exits import OK
 from trainer.runs.remote_run import location
-from trainer.tools import (
-    OK,
-    add_force_argument,
-    add_import_argument,
-    figure_output,
-    print_json,
-    pyplot,
-    save_figure,
-    valid_checkpoint,
-)
+from trainer.tools.arguments import add_import_argument
+from trainer.tools.finding import valid_checkpoint
+from trainer.tools.output import print_json
+from trainer.tools.plots import add_force_argument, figure_output, pyplot, save_figure
 
 NAME = "plot-schedule"
 HELP = "plot the learning rate per step of schedules (PNG, PDF, SVG...)"

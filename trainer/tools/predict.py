@@ -1,7 +1,7 @@
 """``trainer predict CHECKPOINT IMAGE_OR_DIR...``: the top-k classes of image files.
 
 The model is the one ``evaluate`` and ``export`` use
-(``trainer.tools.export.rebuild_model``), run through the same forward pass
+(``trainer.build.build_model_from_checkpoint``), run through the same forward pass
 as the evaluation (``trainer.training.evaluation.Evaluation.logits``); probabilities
 are the softmax of its logits.
 
@@ -33,9 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from trainer.errors import UserError
+from trainer.exits import OK
 from trainer.runs.remote_run import location
-from trainer.tools import OK, add_import_argument, existing_path, print_json, valid_checkpoint
-from trainer.tools.evaluate import add_top_k_argument, class_names
+from trainer.tools.arguments import add_import_argument, add_top_k_argument
+from trainer.tools.finding import existing_path, valid_checkpoint
+from trainer.tools.output import class_names, print_json
 
 NAME = "predict"
 HELP = "the top-k classes and their probabilities for image files"
@@ -182,10 +184,10 @@ def run(args: argparse.Namespace) -> int:
     import_user_modules(args.imports)
     tf, _ = import_tensorflow()
 
-    from trainer.tools.export import rebuild_model
+    from trainer.build import build_model_from_checkpoint
     from trainer.training.evaluation import Evaluation
 
-    model, input_shape, num_classes = rebuild_model(checkpoint, config)
+    model, input_shape, num_classes = build_model_from_checkpoint(checkpoint, config)
     if len(input_shape) != 3:
         raise UserError(f"the checkpoint's model takes {input_shape}, not images (H, W, C)")
     inputs, sizes = [], []

@@ -7,12 +7,13 @@ is a class it does not know. ``rescue`` recovers everything but the schedule
 without running anything from the file, and attaches a schedule of this
 project's registry given on the command line:
 
-1. Read the file as data: ``config.json`` (``.keras``) or the ``model_config``
-   and ``training_config`` attributes (legacy ``.h5``), and the optimizer's
-   variables with h5py. Every zip member is read with a size bound and every
-   HDF5 file checked by ``checkpoints.io.h5`` first (no external storage
-   or links, numeric datasets stored in the file); the JSON is plain data
-   (``checkpoints.reading``). The schedule's class and parameters are only shown.
+1. Read the file as data (``trainer.tools.keras_file``): ``config.json``
+   (``.keras``) or the ``model_config`` and ``training_config`` attributes
+   (legacy ``.h5``), and the optimizer's variables with h5py. Every zip member
+   is read with a size bound and every HDF5 file checked by
+   ``checkpoints.io.h5`` first (no external storage or links, numeric datasets
+   stored in the file); the JSON is plain data (``checkpoints.reading``). The
+   schedule's class and parameters are only shown.
 2. Check the model config against an allow-list of Keras built-ins
    (``trainer.models.keras_builtin.check_keras_config``) before Keras sees it, then
    rebuild it with ``safe_mode=True`` as the ``keras_builtin`` model and load
@@ -22,7 +23,8 @@ project's registry given on the command line:
    and its hyperparameters from the file unless ``--set optimizer=...`` says
    otherwise, resolve the schedule for the dataset's steps per epoch, and
    restore the optimizer's step counter and slots (moments) when they fit.
-4. Write a checkpoint with ``RunCheckpointer`` (as training does), and the
+4. Build the run with ``trainer.build.build_run``, as training builds it. Write
+   a checkpoint with ``RunCheckpointer`` (as training does), and the
    run's ``config.yaml``, exactly as ``trainer/train.py`` does, so that
    ``python train.py +resume=OUT`` continues from the saved step. OUT is a new
    run directory (``trainer.runs.run_dir`` rule 4), created here and
@@ -35,17 +37,16 @@ import argparse
 import json
 import shutil
 import sys
-import tempfile
-import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from checkpoints.io.h5 import check_h5_file, read_datasets
 from checkpoints.layout import MAX_GLOBAL_STEP
-from checkpoints.reading import extract_zip_member, parse_json, read_zip_member
 from trainer.errors import UserError, storage_errors
-from trainer.tools import OK, add_import_argument, existing_path, print_json
+from trainer.exits import OK
+from trainer.tools.arguments import add_import_argument
+from trainer.tools.finding import existing_path
+from trainer.tools.keras_file import KerasFile, describe_file_schedule, file_step, read_keras_file
+from trainer.tools.output import print_json
 
 NAME = "rescue"
 HELP = "turn a plain Keras model file into a resumable checkpoint with a schedule"
@@ -71,9 +72,6 @@ examples:
 
 then: python train.py +resume=runs/rescued 'imports=[trainer.models.keras_builtin]'"""
 
-MAX_CONFIG_BYTES = 16 << 20  # config.json of a .keras file
-MAX_METADATA_BYTES = 1 << 20  # metadata.json: a version and a date
-MAX_WEIGHTS_BYTES = 1 << 34  # model.weights.h5 of a .keras file (16 GiB), extracted to a file
 KERAS_OPTIMIZERS = {"Adam": "adam", "AdamW": "adamw", "SGD": "sgd", "RMSprop": "rmsprop"}
 # Keys of a schedule's config that usually hold its base (initial or peak) rate.
 BASE_RATE_KEYS = (
@@ -114,167 +112,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the optimizer step the model reached (default: read from the file's optimizer)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
-
-
-# --------------------------------------------------------------------------- reading the file
-
-
-@dataclass
-class KerasFile:
-    """What a Keras model file holds, read as data."""
-
-    path: Path
-    kind: str  # "keras" (zip) or "h5" (legacy)
-    model_config: dict[str, Any]
-    keras_version: str | None = None
-    optimizer_class: str | None = None
-    optimizer_config: dict[str, Any] = field(default_factory=dict)
-    optimizer_variables: list[Any] | None = None  # numpy arrays, iteration first
-    weights_file: Path | None = None  # a .keras file's model.weights.h5, extracted and checked
-    scratch: Any = None  # the temporary directory holding weights_file (removed with self)
-
-
-def read_keras_file(path: Path) -> KerasFile:
-    """Parse a ``.keras`` zip or a legacy ``.h5`` file without deserializing anything."""
-    if zipfile.is_zipfile(path):
-        return _read_keras_zip(path)
-    problems = check_h5_file(path)
-    if problems and problems[0].startswith("not a readable HDF5 file"):
-        raise UserError(f"{str(path)!r} is neither a .keras file (zip) nor an HDF5 model file")
-    _refuse_h5_problems(path, problems)
-    import h5py
-
-    with h5py.File(path, "r") as handle:
-        if "model_config" not in handle.attrs:
-            raise UserError(
-                f"{str(path)!r} is an HDF5 file without a model config: a weights-only file, "
-                "not a saved model"
-            )
-        model_config = _json_attribute(handle, "model_config", path)
-        result = KerasFile(path, "h5", model_config, _version(handle.attrs.get("keras_version")))
-        if "training_config" in handle.attrs:
-            training = _json_attribute(handle, "training_config", path)
-            optimizer = training.get("optimizer_config") if isinstance(training, dict) else None
-            _take_optimizer(result, optimizer)
-        group = handle.get("optimizer_weights")
-        names = _attribute(group, "weight_names") if isinstance(group, h5py.Group) else None
-    if getattr(names, "ndim", None) == 1:  # a numpy array of names, as Keras 2 writes it
-        paths = [f"optimizer_weights/{_text(name)}" for name in names]
-        try:
-            result.optimizer_variables = read_datasets(path, paths, path.name) or None
-        except ValueError:  # weight names that are not its datasets: the moments start fresh
-            result.optimizer_variables = None
-    return result
-
-
-def _refuse_h5_problems(path: Path, problems: list[str], member: str = "") -> None:
-    if problems:
-        where = f"{str(path)!r}" + (f" ({member})" if member else "")
-        raise UserError(f"{where}: {problems[0]}")
-
-
-def _read_keras_zip(path: Path) -> KerasFile:
-    try:
-        archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as error:
-        raise UserError(f"{str(path)!r} is not a readable zip file ({error})") from None
-    with archive:
-        names = set(archive.namelist())
-        if "config.json" not in names:
-            raise UserError(f"{str(path)!r} is a zip file without config.json: not a .keras file")
-        try:
-            config = parse_json(
-                read_zip_member(archive, "config.json", MAX_CONFIG_BYTES), "config.json"
-            )
-            metadata = (
-                parse_json(
-                    read_zip_member(archive, "metadata.json", MAX_METADATA_BYTES), "metadata.json"
-                )
-                if "metadata.json" in names
-                else {}
-            )
-        except ValueError as error:
-            raise UserError(f"{str(path)!r}: {error}") from None
-        if not isinstance(config, dict):
-            raise UserError(f"{str(path)!r}: config.json is not a model config")
-        result = KerasFile(
-            path,
-            "keras",
-            {k: v for k, v in config.items() if k != "compile_config"},
-            _version(metadata.get("keras_version")) if isinstance(metadata, dict) else None,
-        )
-        compile_config = config.get("compile_config")
-        if isinstance(compile_config, dict):
-            _take_optimizer(result, compile_config.get("optimizer"))
-        if "model.weights.h5" in names:
-            result.scratch = tempfile.TemporaryDirectory(prefix="trainer-rescue-")
-            result.weights_file = Path(result.scratch.name) / "model.weights.h5"
-            try:
-                extract_zip_member(
-                    archive, "model.weights.h5", result.weights_file, MAX_WEIGHTS_BYTES
-                )
-            except ValueError as error:
-                raise UserError(f"{str(path)!r}: {error}") from None
-    weights = result.weights_file
-    if weights is not None:
-        _refuse_h5_problems(path, check_h5_file(weights), "model.weights.h5")
-        import h5py
-
-        with h5py.File(weights, "r") as handle:
-            group = handle.get("optimizer/vars")
-            is_group = isinstance(group, h5py.Group)
-            keys = sorted((k for k in group if k.isdigit()), key=int) if is_group else []
-        values = read_datasets(weights, [f"optimizer/vars/{k}" for k in keys], "model.weights.h5")
-        result.optimizer_variables = values or None
-    return result
-
-
-def _take_optimizer(result: KerasFile, optimizer: Any) -> None:
-    if isinstance(optimizer, dict):
-        class_name = optimizer.get("class_name")
-        if not isinstance(class_name, str | None):
-            raise UserError(
-                f"{str(result.path)!r}: the optimizer's class_name is a "
-                f"{type(class_name).__name__}, not a name"
-            )
-        result.optimizer_class = class_name
-        config = optimizer.get("config")
-        result.optimizer_config = config if isinstance(config, dict) else {}
-
-
-def _json_attribute(handle, name: str, path: Path) -> Any:
-    try:
-        return parse_json(_text(_attribute(handle, name)), f"attribute {name}")
-    except (ValueError, TypeError) as error:
-        raise UserError(f"{str(path)!r}: {error}") from None
-
-
-def _attribute(item, name: str) -> Any:
-    try:
-        return item.attrs.get(name)
-    except Exception:  # an attribute of a type h5py cannot read
-        return None
-
-
-def _text(value: Any) -> Any:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _version(value: Any) -> str | None:
-    """A Keras version string as the file states it, or None if it is not a short string."""
-    value = _text(value)
-    return value if isinstance(value, str) and len(value) <= 64 else None
-
-
-def describe_file_schedule(saved: KerasFile) -> str:
-    """What the file says its learning rate was (a schedule's class and parameters, as data)."""
-    rate = saved.optimizer_config.get("learning_rate")
-    if isinstance(rate, dict):
-        params = rate.get("config")
-        return f"schedule {rate.get('class_name')} {json.dumps(params)}"
-    if isinstance(rate, int | float):
-        return f"a fixed learning rate {rate:g}"
-    return "no optimizer"
 
 
 # --------------------------------------------------------------------------- the config
@@ -366,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--step must be in [0, {MAX_GLOBAL_STEP}], got {args.step}")
 
     saved = read_keras_file(source)
-    file_step = _iteration(saved.optimizer_variables)  # refused now if it is not a step
+    step_in_file = file_step(saved.optimizer_variables)  # refused now if it is not a step
     from trainer.startup import compose_config, import_tensorflow, import_user_modules
 
     _, keras = import_tensorflow()
@@ -412,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
     info = load_data(dict(cfg.dataset), seed=cfg.seed).info
     # The step the model reached, and a run long enough to go on from it.
     variables = saved.optimizer_variables
-    step = args.step if args.step is not None else (file_step or 0)
+    step = args.step if args.step is not None else (step_in_file or 0)
     steps_per_epoch = info.steps_per_epoch
     total_steps = run_length(cfg.trainer, steps_per_epoch)
     if step >= total_steps:
@@ -457,7 +294,7 @@ def run(args: argparse.Namespace) -> int:
         "global_step": step,
         "step_source": "--step"
         if args.step is not None
-        else ("file" if file_step is not None else "none"),
+        else ("file" if step_in_file is not None else "none"),
         "optimizer": cfg.optimizer.name,
         "optimizer_source": optimizer_source,
         "optimizer_moments": moments,
@@ -543,23 +380,6 @@ def _load_legacy(keras, source: Path):
         return keras.saving.load_model(source, compile=False, safe_mode=True)
     except Exception as error:
         raise UserError(f"cannot read the model of {str(source)!r}: {_first_line(error)}") from None
-
-
-def _iteration(variables: list[Any] | None) -> int | None:
-    """The optimizer step: the file's first optimizer variable, a scalar integer."""
-    import numpy as np
-
-    if not variables:
-        return None
-    first = np.asarray(variables[0])
-    if first.shape != () or not np.issubdtype(first.dtype, np.integer):
-        return None
-    if not 0 <= int(first) <= MAX_GLOBAL_STEP:
-        raise UserError(
-            f"the file's optimizer step is {int(first)}, outside [0, {MAX_GLOBAL_STEP}]: "
-            "not a step a model can have reached"
-        )
-    return int(first)
 
 
 def _restore_optimizer(optimizer, variables: list[Any] | None, step: int) -> str:

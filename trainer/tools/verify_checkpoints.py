@@ -18,15 +18,10 @@ from typing import Any
 
 from checkpoints import POINTERS, is_checkpoint_name, verify
 from checkpoints.reading import read_pointer_file
+from trainer.exits import BAD, OK
 from trainer.runs.remote_run import location
-from trainer.tools import (
-    BAD,
-    OK,
-    checkpoints_under,
-    existing_path,
-    is_checkpoint_dir,
-    print_json,
-)
+from trainer.tools.finding import checkpoints_under, existing_path, is_checkpoint_dir
+from trainer.tools.output import print_json
 
 NAME = "verify"
 HELP = "re-hash checkpoints and report corruption (exit 1 if any)"
