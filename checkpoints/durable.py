@@ -49,17 +49,24 @@ def _sha256(handle: Any, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file or a folder (opened read-only, which Linux allows for both)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_tree(path: Path) -> None:
+    """Flush a written file, or every file and folder of a written folder, to the disk."""
+    if not Path(path).is_dir():
+        fsync_path(path)
+        return
+    for directory, _, files in os.walk(path):
+        for name in files:
+            fsync_path(Path(directory) / name)
+        fsync_path(Path(directory))
 
 
 def write_text_atomically(path: Path, text: str) -> None:
@@ -76,7 +83,7 @@ def write_text_atomically(path: Path, text: str) -> None:
         with contextlib.suppress(OSError):
             temporary.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_path(path.parent)
 
 
 def write_bytes_durably(path: Path, data: bytes | memoryview) -> FileEntry:
@@ -169,7 +176,7 @@ def file_entries(directory: Path, *, leave_out: str) -> dict[str, FileEntry]:
             continue
         entry = _written_entry(file_path)
         if entry is None:  # not written by write_pieces_durably: hashed and fsynced here
-            _fsync_file(file_path)
+            fsync_path(file_path)
             entry = FileEntry(file_path.stat().st_size, sha256_of(file_path))
         files[file_path.name] = entry
     return files
@@ -183,7 +190,7 @@ def rename_into_place(staging: Path, final: Path) -> None:
     rename fails (a failed save loses nothing), and deleted once the new one is in
     place; a process that dies in between leaves it to :func:`remove_stale_staging`.
     """
-    _fsync_dir(staging)
+    fsync_path(staging)
     replaced = None
     if final.exists():  # a re-save of the same step: the epoch-end save after a step save
         replaced = final.with_name(f".{final.name}.tmp-replaced-{os.getpid()}-{time.time_ns()}")
@@ -194,7 +201,7 @@ def rename_into_place(staging: Path, final: Path) -> None:
         if replaced is not None:  # the old one goes back: a failed save loses nothing
             os.rename(replaced, final)
         raise
-    _fsync_dir(final.parent)
+    fsync_path(final.parent)
     if replaced is not None:
         shutil.rmtree(replaced, ignore_errors=True)
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from checkpoints.durable import fsync_path, fsync_tree
 from trainer.errors import UserError
 
 # --------------------------------------------------------------------------- printing
@@ -93,7 +94,7 @@ def write_new_output(out: Path, suffix: str, write: Callable[[Path], None]) -> N
     placeholder = False
     try:
         write(temporary)
-        _fsync_tree(temporary)
+        fsync_tree(temporary)
         try:
             if temporary.is_dir():
                 out.mkdir()
@@ -104,7 +105,7 @@ def write_new_output(out: Path, suffix: str, write: Callable[[Path], None]) -> N
         placeholder = True
         os.replace(temporary, out)
         placeholder = False
-        _fsync(out.parent)
+        fsync_path(out.parent)
     except BaseException:
         _remove(temporary)
         if placeholder:  # the rename failed: the empty placeholder goes, nothing else
@@ -114,29 +115,6 @@ def write_new_output(out: Path, suffix: str, write: Callable[[Path], None]) -> N
                 elif out.stat().st_size == 0:
                     out.unlink()
         raise
-
-
-# The checkpoint package's fsync helpers are private to ``checkpoints.durable``, and its public
-# ``write_text_atomically`` replaces its target: these are the tools' one copy, until
-# ``checkpoints`` exports an fsync of a file, a folder and a tree.
-def _fsync_tree(path: Path) -> None:
-    """Flush a written file, or every file and folder of a written folder, to the disk."""
-    if not path.is_dir():
-        _fsync(path)
-        return
-    for directory, _, files in os.walk(path):
-        for name in files:
-            _fsync(Path(directory) / name)
-        _fsync(Path(directory))
-
-
-def _fsync(path: Path) -> None:
-    """fsync a file or a folder (opened read-only, which Linux allows for both)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _remove(path: Path) -> None:
