@@ -15,7 +15,8 @@ from omegaconf import OmegaConf
 
 import trainer.data.pipeline
 from trainer.data import digits as digits_builder
-from trainer.data.pipeline import DATASETS, DataInfo, epoch_shuffle_seed, load_data
+from trainer.data.pipeline import DataInfo, epoch_shuffle_seed, load_data
+from trainer.data.sources import DATASETS
 from trainer.errors import UserError
 from trainer.seeds import derive_seed, derive_seeds
 
