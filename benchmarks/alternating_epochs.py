@@ -48,8 +48,9 @@ def main() -> None:
     import keras
     import tensorflow as tf
 
-    from trainer.training.loop import LoopSettings, LoopState, TrainingLoop
+    from trainer.training.loop import LoopSettings, TrainingLoop
     from trainer.training.reporting import RunReporter
+    from trainer.training.state import LoopState
 
     epochs = 2 * (args.rounds + 1)
     data, run = build_as_train_does(cfg, epochs)

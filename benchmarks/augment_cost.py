@@ -110,7 +110,8 @@ def measure(cfg: Any, data: Any, preset: str, placement: str, epochs: int) -> tu
 
     from trainer.build import build_run
     from trainer.startup import compose_config
-    from trainer.training.loop import LoopSettings, LoopState, TrainingLoop
+    from trainer.training.loop import LoopSettings, TrainingLoop
+    from trainer.training.state import LoopState
 
     case_cfg = copy.deepcopy(cfg)
     case_cfg.augment = compose_config([f"augment={preset}"]).augment

@@ -116,7 +116,7 @@ def make_savers(
     # from a snapshot. (The pieces, not RunCheckpointer itself: each save here names
     # its own step.)
 
-    from trainer.training.loop import LoopState
+    from trainer.training.state import LoopState
 
     def write_files(staging: Path, asynchronous: bool):
         loop_state = {"loop": LoopState().to_dict()}  # a real one: restores read it back

@@ -24,7 +24,8 @@ from typing import ClassVar
 import numpy as np
 import tensorflow_datasets as tfds
 
-from trainer.data.pipeline import DATASETS, DatasetSpec
+from trainer.data.sources import DATASETS
+from trainer.data.tfds import DatasetSpec
 
 IMAGE_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
@@ -73,7 +74,7 @@ class SyntheticMnist(tfds.core.GeneratorBasedBuilder):
 
 class SyntheticMnistTiny(SyntheticMnist):
     """The same with 1,024 / 256 examples (a separate builder, not a TFDS builder config:
-    ``trainer.data.pipeline`` names its preparation lock file after the TFDS name, which must
+    ``trainer.data.tfds`` names its preparation lock file after the TFDS name, which must
     then hold no ``/``)."""
 
     NUM_TRAIN = 1_024

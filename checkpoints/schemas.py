@@ -174,7 +174,7 @@ def _join(where: str, key: str) -> str:
 # One user callback's get_state() as JSON, at most (its saver refuses to save more).
 MAX_CALLBACK_STATE_BYTES = 1 << 20
 COUNT = Integer(0, MAX_GLOBAL_STEP)
-# trainer.training.loop.LoopState, field by field (tests check that every field is here).
+# trainer.training.state.LoopState, field by field (tests check that every field is here).
 LOOP_STATE = Record(
     {
         "epoch": COUNT,

@@ -323,7 +323,8 @@ def make_loop(data, overrides, **settings):
     import dataclasses
 
     from trainer.build import build_run
-    from trainer.training.loop import LoopSettings, LoopState, TrainingLoop
+    from trainer.training.loop import LoopSettings, TrainingLoop
+    from trainer.training.state import LoopState
 
     cfg = compose_config(["model.filters=[4]", "model.dense_units=[8]", *overrides])
     run = build_run(cfg, data.info)
@@ -338,14 +339,16 @@ def test_without_mixing_or_smoothing_the_loop_keeps_the_sparse_loss_and_accuracy
     data = colour_data()
     for overrides in ([], ["augment=basic"]):
         _, loop = make_loop(data, overrides)
-        assert loop.train_loss_fn is loop.loss_fn
-        assert isinstance(loop.loss_fn, keras.losses.SparseCategoricalCrossentropy)
+        assert loop.train_step.train_loss_fn is loop.train_step.loss_fn
+        assert isinstance(loop.train_step.loss_fn, keras.losses.SparseCategoricalCrossentropy)
         assert isinstance(loop.train_accuracy, keras.metrics.SparseCategoricalAccuracy)
     _, loop = make_loop(data, ["trainer.label_smoothing=0.1"])
-    assert isinstance(loop.train_loss_fn, keras.losses.CategoricalCrossentropy)
-    assert loop.train_loss_fn.get_config()["label_smoothing"] == 0.1
+    assert isinstance(loop.train_step.train_loss_fn, keras.losses.CategoricalCrossentropy)
+    assert loop.train_step.train_loss_fn.get_config()["label_smoothing"] == 0.1
     assert isinstance(loop.train_accuracy, keras.metrics.CategoricalAccuracy)
-    assert isinstance(loop.loss_fn, keras.losses.SparseCategoricalCrossentropy)  # evaluation
+    assert isinstance(
+        loop.train_step.loss_fn, keras.losses.SparseCategoricalCrossentropy
+    )  # evaluation
 
 
 def test_evaluation_never_augments_nor_smooths():
@@ -516,7 +519,7 @@ def test_on_one_device_the_pipeline_augments_each_batch_by_its_position_in_the_r
     # Augmented ahead of the step (BENCHMARKS.md 1b), from a mid-epoch position on and across
     # the epoch boundary: batch b of epoch e is augmented as position e * steps_per_epoch + b,
     # exactly as the step did, and the step itself no longer holds the image transforms.
-    from trainer.training.loop import LoopState
+    from trainer.training.state import LoopState
 
     data = colour_data()
     strong = ["augment=strong", "augment.mix_probability=1.0", "trainer.epochs=3"]
@@ -532,7 +535,7 @@ def test_on_one_device_the_pipeline_augments_each_batch_by_its_position_in_the_r
     for (images, labels), (want_images, want_labels) in zip(got, expected, strict=True):
         np.testing.assert_array_equal(images, want_images)
         np.testing.assert_array_equal(labels, want_labels)
-    graph = loop._train_steps.get_concrete_function(
+    graph = loop.train_step.compiled.get_concrete_function(
         iter(loop._batches_from_here()), 1, np.int64(0), np.float32(0)
     ).graph
     assert not [op for op in graph.get_operations() if "ImageProjectiveTransform" in op.type]

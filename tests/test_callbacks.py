@@ -123,7 +123,7 @@ def test_reduce_on_plateau_decides_as_keras_does_epoch_by_epoch(sequence, option
 
 
 def test_a_state_saved_before_own_monitors_continues_from_the_shared_best():
-    from trainer.training.loop import LoopState
+    from trainer.training.state import LoopState
 
     old = {"epoch": 2, "batches_done": 0, "epochs_completed": 2, "best": 2.28}
     old |= {"epochs_without_improvement": 1, "epochs_since_lr_cut": 0, "lr_scale": 0.5}
@@ -323,7 +323,8 @@ def _loop(data, cfg, callbacks, state=None, run=None, reporter=None, **settings)
 
     from tests.test_loop import Recorder
     from trainer.build import build_run
-    from trainer.training.loop import LoopSettings, LoopState, TrainingLoop
+    from trainer.training.loop import LoopSettings, TrainingLoop
+    from trainer.training.state import LoopState
 
     run = run or build_run(cfg, data.info)
     saves = []
@@ -604,7 +605,7 @@ def test_best_weights_are_written_with_the_checkpoint_and_read_back_exactly(data
     from checkpoints.restore import read_best_weights
     from trainer.build import build_run
     from trainer.training.checkpointer import RunCheckpointer
-    from trainer.training.loop import LoopState
+    from trainer.training.state import LoopState
 
     data, cfg = data_and_cfg
     run = build_run(cfg, data.info)
@@ -630,7 +631,7 @@ def test_the_callback_modules_do_not_import_tensorflow():
 
     code = (
         "import sys, trainer.training.plateau, trainer.training.callbacks, "
-        "trainer.config, trainer.train; "
+        "trainer.training.state, trainer.config, trainer.train; "
         "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'; "
         "assert 'keras' not in sys.modules, 'keras was imported'"
     )

@@ -15,7 +15,8 @@ from omegaconf import OmegaConf
 
 import trainer.data.pipeline
 from trainer.data import digits as digits_builder
-from trainer.data.pipeline import DATASETS, DataInfo, epoch_shuffle_seed, load_data
+from trainer.data.pipeline import DataInfo, epoch_shuffle_seed, load_data
+from trainer.data.sources import DATASETS
 from trainer.errors import UserError
 from trainer.seeds import derive_seed, derive_seeds
 
@@ -505,3 +506,18 @@ def test_catalog_datasets_load_through_tfds(tmp_path, name, input_shape):
         assert images.min() >= 0.0 and images.max() <= 1.0
         assert labels.dtype == np.int64 and set(labels.tolist()) <= set(range(10))
     assert_same_batches(resumed, train[1:])
+
+
+def test_one_process_prepares_a_tfds_dataset_at_a_time(tmp_path):
+    # Parallel sweep jobs sharing a data_dir: while one prepares, the others wait for its lock.
+    import filelock
+
+    from trainer.data.tfds import _prepare_lock
+
+    data_dir = tmp_path / "data"
+    with _prepare_lock(str(data_dir), "name/config"):
+        other = filelock.FileLock(data_dir / ".name__config.prepare.lock")
+        with pytest.raises(filelock.Timeout):
+            other.acquire(timeout=0.1)
+    with other.acquire(timeout=1):
+        pass

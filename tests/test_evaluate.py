@@ -356,7 +356,7 @@ def test_predict_names_the_classes_a_checkpoint_records_and_older_ones_show_indi
     from trainer.data.pipeline import DataInfo
     from trainer.startup import compose_config, import_tensorflow
     from trainer.training.checkpointer import RunCheckpointer
-    from trainer.training.loop import LoopState
+    from trainer.training.state import LoopState
 
     names = ("bird", "cat", "hot dog")
     run_dir = tmp_path / "run"

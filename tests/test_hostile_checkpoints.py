@@ -66,7 +66,7 @@ def _write_run(run_dir: Path) -> None:
     from trainer.build import build_run
     from trainer.startup import compose_config, import_tensorflow
     from trainer.training.checkpointer import RunCheckpointer
-    from trainer.training.loop import LoopState
+    from trainer.training.state import LoopState
 
     cfg = compose_config([*OVERRIDES, f"checkpoint.dir={run_dir}"])
     import_tensorflow()
@@ -842,7 +842,7 @@ def test_a_bad_trainer_state_is_one_line_on_restore(run_dir, case):
 def test_every_loop_state_field_is_typed():
     from dataclasses import fields
 
-    from trainer.training.loop import LoopState
+    from trainer.training.state import LoopState
 
     assert {f.name for f in fields(LoopState)} == set(LOOP_STATE.fields)
     assert LOOP_STATE.problem(LoopState().to_dict(), "loop") is None

@@ -59,7 +59,8 @@ def make_loop(data, cfg, state=None, recorder=None, saves=None, **settings):
 
     import keras
 
-    from trainer.training.loop import LoopSettings, LoopState, TrainingLoop
+    from trainer.training.loop import LoopSettings, TrainingLoop
+    from trainer.training.state import LoopState
 
     keras.utils.set_random_seed(cfg.seed)
     run = build_run(cfg, data.info)

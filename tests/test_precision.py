@@ -44,7 +44,8 @@ def data(digits_dir):
 
 
 def make_loop(data, cfg, state=None, run=None, saves=None, **settings):
-    from trainer.training.loop import LoopSettings, LoopState, TrainingLoop
+    from trainer.training.loop import LoopSettings, TrainingLoop
+    from trainer.training.state import LoopState
 
     run = run or build_run(cfg, data.info)
     loop_settings = dataclasses.replace(LoopSettings.from_config(cfg, run), **settings)
@@ -85,7 +86,7 @@ def checkpoint_of(tmp_path, cfg, run, data, state):
 def interrupted_and_resumed(tmp_path, data, cfg, stop_at: int):
     """Train to ``stop_at`` steps, checkpoint, rebuild from config, restore, train to the end."""
     from checkpoints.restore import restore_state
-    from trainer.training.loop import LoopState
+    from trainer.training.state import LoopState
 
     first, loop = make_loop(data, cfg, total_steps=stop_at)
     state = loop.run()
@@ -154,7 +155,7 @@ def test_logits_and_loss_are_float32_even_from_a_float16_head(digits_dir, data):
     run, loop = make_loop(data, cfg, total_steps=2)
     images, _ = next(iter(data.validation()))
     assert run.model(images).dtype == "float16"
-    assert loop._logits(images, training=False).dtype == tf.float32
+    assert loop.train_step.logits(images, training=False).dtype == tf.float32
     loop.run()
     assert run.global_step == 2
     assert loop.train_loss.result().dtype == tf.float32
@@ -196,7 +197,7 @@ def test_loss_scaling_counts_every_batch_and_restores_its_scale(tmp_path, digits
 def test_a_mixed_precision_weights_file_loads_into_a_float32_model(tmp_path, digits_dir, data):
     from checkpoints.layout import MODEL_FILE
     from trainer.models.registry import build_model
-    from trainer.training.loop import LoopState
+    from trainer.training.state import LoopState
 
     cfg = small_digits_cfg(digits_dir, "trainer.precision=mixed_bfloat16")
     run, loop = make_loop(data, cfg, total_steps=3)

@@ -292,7 +292,7 @@ def test_a_sweep_job_restarting_in_its_own_directory_continues_there(tmp_path):
     from hydra import compose, initialize_config_dir
 
     from trainer.config import register_schemas
-    from trainer.train import plan_run
+    from trainer.planning import plan_run
 
     register_schemas()
     job = tmp_path / "sweep" / "1"

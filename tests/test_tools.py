@@ -184,7 +184,7 @@ def test_inspect_shows_every_saved_section_augment_precision_and_ema_included(tm
     from trainer.data.pipeline import DataInfo
     from trainer.startup import compose_config, import_tensorflow
     from trainer.training.checkpointer import RunCheckpointer
-    from trainer.training.loop import LoopState
+    from trainer.training.state import LoopState
 
     chosen = ["augment=basic", "trainer.precision=mixed_bfloat16", "optimizer.ema=true"]
     cfg = compose_config(

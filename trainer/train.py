@@ -1,7 +1,7 @@
 """``train(cfg)``: the whole training story, top to bottom.
 
-plan (fresh or resume) -> data -> build -> restore -> loop (checkpoints) ->
-test -> summary.
+plan (fresh or resume: ``trainer.planning``) -> data -> build -> restore
+(``trainer.training.restore``) -> loop (checkpoints) -> test -> summary.
 
 Returns the best value of ``checkpoint.monitor`` so Hydra's sweepers can
 optimise it. Files of a run (``checkpoint.dir``): the checkpoints,
@@ -18,19 +18,16 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from checkpoints import verify_in_background, write_text_atomically
+from checkpoints import write_text_atomically
 from checkpoints.layout import SUMMARY
 from checkpoints.reading import to_json
-from trainer.config import validate
-from trainer.data.folder import fingerprint as folder_fingerprint
-from trainer.errors import StopRequested, UserError, storage_errors
-from trainer.runs.remote_run import localize, location, publish_run_files
-from trainer.runs.resume import StartPlan, describe_resume, plan_start
-from trainer.runs.run_dir import RunDirectory, run_directory
-from trainer.runs.sweep import plan_sweep_job
+from trainer.errors import StopRequested, storage_errors
+from trainer.planning import plan_and_import_tensorflow, plan_job
+from trainer.runs.remote_run import location, publish_run_files
+from trainer.runs.resume import StartPlan
 from trainer.runs.sweep_dir import current_job_subdir
-from trainer.startup import hydra_overrides, import_tensorflow, import_user_modules
-from trainer.training.callbacks import build_callbacks, callback_specs, check_callbacks
+from trainer.startup import hydra_overrides
+from trainer.training.callbacks import build_callbacks, callback_specs
 from trainer.training.gc_policy import startup_objects_frozen
 
 
@@ -38,20 +35,18 @@ def train(cfg: DictConfig) -> float | None:
     """Train as ``cfg`` says; see the module docstring. Raises UserError on bad input,
     StorageError when the machine refuses a write (disk full, read-only...)."""
     started = time.time()
-    validate(cfg)
-    import_user_modules(cfg.get("imports") or [])
-    cfg = localize(cfg)  # s3:// and gs:// runs train in a local working copy, uploaded
-    sweep_job = plan_sweep_job(cfg, current_job_subdir(), hydra_overrides())
-    if sweep_job.finished:  # a resumed sweep's job that already ended: its saved result
-        return sweep_job.best
-    plan, cfg, target = plan_and_import_tensorflow(sweep_job.cfg, own_dir=sweep_job.run_dir)
+    job = plan_job(cfg)  # checked, the user's modules imported, a sweep's job in its own run
+    if job.finished:  # a resumed sweep's job that already ended: its saved result
+        return job.best
+    plan, cfg, target = plan_and_import_tensorflow(job.cfg, own_dir=job.run_dir)
 
     # Imported once the run is planned: bad input is refused before TensorFlow starts.
-    from trainer.data.pipeline import load_data, show_preparation_progress
+    from trainer.data.pipeline import load_data
+    from trainer.data.tfds import show_preparation_progress
     from trainer.training.checkpointer import RunCheckpointer
     from trainer.training.distribute import start_distribution
-    from trainer.training.loop import LoopSettings, TrainingLoop
     from trainer.training.reporting import RunReporter, progress_verbosity
+    from trainer.training.restore import build_planned_run, restore
 
     distribution = start_distribution(cfg.trainer)  # before anything else starts TF's devices
     # From here on this process writes into the run: it holds the run's lock (one writer).
@@ -62,13 +57,8 @@ def train(cfg: DictConfig) -> float | None:
         data = load_data(cfg.dataset, seed=cfg.seed)
         run = build_planned_run(plan, data.info, distribution)
         state = restore(plan, run, distribution, cfg.trainer.scale_lr_with_replicas)
-        checkpointer = RunCheckpointer(
-            files_dir,
-            cfg,
-            run,
-            data.info,
-            manifest_extra={"num_replicas": distribution.num_replicas},
-        )
+        replicas = {"num_replicas": distribution.num_replicas}
+        checkpointer = RunCheckpointer(files_dir, cfg, run, data.info, manifest_extra=replicas)
         # The trackers (logger=...), ended with the block; their run ids go into every
         # checkpoint. Started before the first file is written: one refused (a tracking
         # store it cannot open) leaves the new run's directory as it was.
@@ -77,20 +67,7 @@ def train(cfg: DictConfig) -> float | None:
         if not plan.in_place:
             checkpointer.write_run_config()
         reporter = RunReporter(files_dir, run.steps_per_epoch, run.model, verbose, loggers)
-        settings = LoopSettings.from_config(cfg, run)
-        save = reporter.saving(checkpointer.save)
-        names = [name for name, _ in callback_specs(cfg.get("callbacks"))]
-        loop = TrainingLoop(
-            run,
-            data,
-            settings,
-            state,
-            reporter,
-            save,
-            distribution.strategy,
-            callbacks=list(zip(names, build_callbacks(cfg.get("callbacks")), strict=True)),
-            best_weights=restored_best_weights(plan, run),
-        )
+        loop = build_loop(cfg, plan, run, data, state, reporter, checkpointer, distribution)
         try:
             # On every way out, an error included: buffered scalars, the last commit.
             # Collections resume, skipping what start-up built (trainer.training.gc_policy).
@@ -98,34 +75,18 @@ def train(cfg: DictConfig) -> float | None:
                 state = loop.run()
         except StopRequested as stop:  # the checkpoint is committed before we say so
             stop.run_dir = run_dir
-            stop.resumes_itself = sweep_job.resumes_itself
+            stop.resumes_itself = job.resumes_itself
             raise
 
         test = loop.evaluate(data.test())
         print(f"Test: loss {test['loss']:.4f}, accuracy {test['accuracy']:.4f}")
-        best = state.best if state.best is not None else _last(state, settings.monitor)
-        summary = {
-            "test_accuracy": test["accuracy"],
-            "test_loss": test["loss"],
-            "global_step": run.global_step,
-            "epochs_completed": state.epochs_completed,
-            "stopped_early": state.stopped_early,
-            "monitor": settings.monitor,
-            "best": best,
-            "checkpoint_dir": location(run_dir),
-            "latest_checkpoint": checkpointer.latest,
-            "best_checkpoint": checkpointer.best,
-            "resumed_from": str(plan.checkpoint.path) if plan.checkpoint else None,
-            "wall_seconds": round(time.time() - started, 2),
-        }
-        with storage_errors(f"write {SUMMARY} in {files_dir}", "the checkpoints are intact"):
-            write_text_atomically(files_dir / SUMMARY, to_json(summary, indent=2) + "\n")
-            publish_run_files(files_dir)
+        summary = run_summary(test, state, loop, plan, run_dir, checkpointer, started)
+        write_summary(files_dir, summary)
         loggers.summary(summary)
     shown = location(run_dir)
     print(f"Checkpoints: {shown} (latest {checkpointer.latest}, best {checkpointer.best})")
     print(f"Resume with: python train.py +resume={shown}")
-    return best
+    return summary["best"]
 
 
 @contextlib.contextmanager
@@ -154,63 +115,6 @@ def closed_on_exit(*closers: Callable[[], None]) -> Iterator[None]:
             raise failed from ended
 
 
-def plan_and_import_tensorflow(
-    cfg: DictConfig, own_dir: Path | None = None
-) -> tuple[StartPlan, DictConfig, RunDirectory]:
-    """The start plan, the config it trains with and the run directory; TensorFlow imported
-    and (``trainer.deterministic``) deterministic. Nothing is seeded here: each random
-    stream is seeded where it is drawn (``trainer.seeds``).
-
-    The checkpoint to resume is picked on its manifest and file sizes; its sha256s
-    are checked on a thread while TensorFlow imports (hidden behind the import, not
-    added to it), and if one does not match, the start is planned again with
-    hashes, which skips or refuses the damaged checkpoint and says so.
-    """
-    plan, run_cfg, target = plan_run(cfg, hashes=False, own_dir=own_dir)
-    hash_check = None if plan.checkpoint is None else verify_in_background(plan.checkpoint.path)
-    tf, _ = import_tensorflow()
-    if run_cfg.trainer.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    if hash_check is not None and not hash_check.result().valid:
-        plan, run_cfg, target = plan_run(cfg, hashes=True, own_dir=own_dir)
-    return plan, run_cfg, target
-
-
-def plan_run(
-    cfg: DictConfig, *, hashes: bool, own_dir: Path | None = None
-) -> tuple[StartPlan, DictConfig, RunDirectory]:
-    """The start plan (``trainer.runs.resume.plan_start``), its config, the run dir.
-
-    ``own_dir``: a sweep's job restarting in its own run directory
-    (``trainer.runs.sweep.SweepJob.run_dir``), which it continues as a resume does.
-    """
-    plan = plan_start(cfg, hydra_overrides(), hashes=hashes)
-    validate(plan.cfg)
-    check_callbacks(plan.cfg.get("callbacks"))  # registered names taking those arguments
-    # An image folder's layout is checked before the run directory is created and
-    # TensorFlow starts (its images are decoded by load_data).
-    folder_fingerprint(plan.cfg.dataset)
-    chosen = plan.cfg.checkpoint.dir
-    own = own_dir is not None and chosen and Path(chosen).expanduser().absolute() == own_dir
-    in_place = plan.in_place or bool(own)
-    return plan, plan.cfg, run_directory(plan.cfg, in_place=in_place)
-
-
-def build_planned_run(plan: StartPlan, info: Any, distribution: Any = None) -> Any:
-    """``trainer.build.build_run`` for the plan's config and schedule (the saved one when
-    resuming); a value a checkpoint saved that cannot be built is one line naming it."""
-    from trainer.build import build_run
-
-    try:
-        return build_run(
-            plan.cfg, info, resolved_schedule=plan.resolved_schedule, distribution=distribution
-        )
-    except UserError as error:
-        if plan.checkpoint is None:
-            raise
-        raise UserError(f"resuming checkpoint {plan.checkpoint.path}: {error}") from None
-
-
 def start_loggers(
     cfg: DictConfig, plan: StartPlan, run: Any, files_dir: Path, distribution: Any
 ) -> Any:
@@ -234,32 +138,70 @@ def start_loggers(
     return build_loggers(cfg, tracked, chief=distribution.is_chief)
 
 
-def restore(plan: StartPlan, run: Any, distribution: Any, scale_lr_with_replicas: bool) -> Any:
-    """The loop state to start from: fresh, or restored with ``run``'s variables from the
-    plan's checkpoint (weights only when fine-tuning)."""
-    from checkpoints.restore import restore_state
-    from trainer.training.loop import LoopState
+def build_loop(
+    cfg: DictConfig,
+    plan: StartPlan,
+    run: Any,
+    data: Any,
+    state: Any,
+    reporter: Any,
+    checkpointer: Any,
+    distribution: Any,
+) -> Any:
+    """The ``trainer.training.loop.TrainingLoop`` of the run: its settings from ``cfg``,
+    the users' callbacks built by name, saving through ``checkpointer`` (reported), and
+    early stopping's best weights as the plan's checkpoint saved them."""
+    from trainer.training.loop import LoopSettings, TrainingLoop
+    from trainer.training.restore import restored_best_weights
 
-    if plan.checkpoint is None:
-        return LoopState()
-    saved = restore_state(plan.checkpoint, run.model, None if plan.fine_tune else run.optimizer)
-    state = LoopState()
-    if not plan.fine_tune:
-        state = LoopState.from_dict(saved.get("loop", {}))
-        run.lr_scale.assign(state.lr_scale)
-    describe_resume(plan, state, run.global_step)
-    distribution.describe_resume(plan.checkpoint.manifest, scale_lr_with_replicas)
-    return state
+    names = [name for name, _ in callback_specs(cfg.get("callbacks"))]
+    return TrainingLoop(
+        run,
+        data,
+        LoopSettings.from_config(cfg, run),
+        state,
+        reporter,
+        reporter.saving(checkpointer.save),
+        distribution.strategy,
+        callbacks=list(zip(names, build_callbacks(cfg.get("callbacks")), strict=True)),
+        best_weights=restored_best_weights(plan, run),
+    )
 
 
-def restored_best_weights(plan: StartPlan, run: Any) -> Any:
-    """Early stopping's best weights as the plan's checkpoint saved them, or None."""
-    from checkpoints.restore import read_best_weights
+def run_summary(
+    test: dict[str, float],
+    state: Any,
+    loop: Any,
+    plan: StartPlan,
+    run_dir: Path,
+    checkpointer: Any,
+    started: float,
+) -> dict[str, Any]:
+    """What ``summary.json`` holds (``checkpoints.reading.RUN_SUMMARY``): the test metrics,
+    how far the run went, its best monitored value, where its checkpoints are."""
+    monitor = loop.settings.monitor
+    best = state.best
+    if best is None:  # nothing monitored improved: the last epoch's value
+        best = state.history[-1].get(monitor) if state.history else None
+    return {
+        "test_accuracy": test["accuracy"],
+        "test_loss": test["loss"],
+        "global_step": loop.global_step,
+        "epochs_completed": state.epochs_completed,
+        "stopped_early": state.stopped_early,
+        "monitor": monitor,
+        "best": best,
+        "checkpoint_dir": location(run_dir),
+        "latest_checkpoint": checkpointer.latest,
+        "best_checkpoint": checkpointer.best,
+        "resumed_from": str(plan.checkpoint.path) if plan.checkpoint else None,
+        "wall_seconds": round(time.time() - started, 2),
+    }
 
-    if plan.checkpoint is None or plan.fine_tune:
-        return None
-    return read_best_weights(plan.checkpoint, run.model)
 
-
-def _last(state: Any, monitor: str) -> float | None:
-    return state.history[-1].get(monitor) if state.history else None
+def write_summary(files_dir: Path, summary: dict[str, Any]) -> None:
+    """Write ``summary.json`` into the run (atomically), then upload the run's files when
+    it is stored remotely."""
+    with storage_errors(f"write {SUMMARY} in {files_dir}", "the checkpoints are intact"):
+        write_text_atomically(files_dir / SUMMARY, to_json(summary, indent=2) + "\n")
+        publish_run_files(files_dir)

@@ -4,8 +4,9 @@
 its first training step, minus loading the data and taking the run
 directory's lock (which writes a lock file): plan the start on manifests and
 sizes, re-plan with hashes if the chosen checkpoint does not verify
-(``trainer.train.plan_and_import_tensorflow``), validate the config, build the
-run (``trainer.build.build_run``), restore into it (``trainer.train.restore``:
+(``trainer.planning.plan_and_import_tensorflow``; ``plan_start`` checks the
+resumed config), build the run (``trainer.build.build_run``), restore into it
+(``trainer.training.restore.restore``:
 ``restore_state`` and the loop state), and make the loop settings and the
 config a resumed run saves. The data's shape and size are the dataset's, not
 the checkpoint's: they are taken from the pristine source run.
@@ -41,7 +42,7 @@ class Restored:
     model: dict[str, np.ndarray]  # h5 path -> array, as the restored model saves its weights
     optimizer: list[np.ndarray]  # optimizer.variables in order
     rng: list[np.ndarray]  # the seed generators' states in order
-    loop: Any  # trainer.training.loop.LoopState
+    loop: Any  # trainer.training.state.LoopState
     config_yaml: str  # the config the resumed run saves (resolved, as its checkpointer does)
 
     def __repr__(self) -> str:  # searched for leaks: the config and the state, not the arrays
@@ -80,19 +81,17 @@ class ResumePath:
 
         from checkpoints import verify
         from checkpoints.state import seed_generator_variables
-        from trainer.config import validate
         from trainer.runs.resume import plan_start
-        from trainer.train import build_planned_run, restore
         from trainer.training.checkpointer import run_config_yaml
         from trainer.training.distribute import Distribution
         from trainer.training.loop import LoopSettings
+        from trainer.training.restore import build_planned_run, restore
 
         cfg = OmegaConf.create(OmegaConf.to_container(self.base_cfg))
         cfg.resume = str(target)
         plan = plan_start(cfg, [], hashes=False)
         if plan.checkpoint is not None and not verify(plan.checkpoint.path).valid:
             plan = plan_start(cfg, [], hashes=True)
-        validate(plan.cfg)
         run = build_planned_run(plan, self.info)
         distribution = Distribution(strategy=None)
         state = restore(plan, run, distribution, bool(plan.cfg.trainer.scale_lr_with_replicas))

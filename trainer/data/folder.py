@@ -29,7 +29,7 @@ refused (``trainer.runs.resume``), so a moved folder may be resumed with a
 new ``dataset.path`` but a changed one is not silently trained on.
 
 Every problem is a one-line ``UserError`` naming the file or folder. This
-module does not import TensorFlow (decoding is ``trainer.data.pipeline``'s): the resume
+module does not import TensorFlow (decoding is ``trainer.data.folder_images``'s): the resume
 policy checks the fingerprint before TensorFlow starts.
 """
 
@@ -220,7 +220,7 @@ def _carved(
 
 
 def _rounded(value: float) -> int:
-    """Half up, as ``trainer.data.pipeline`` rounds its validation hold-out (not banker's)."""
+    """Half up, as ``trainer.data.tfds`` rounds its validation hold-out (not banker's)."""
     return int(value + 0.5)
 
 

@@ -70,9 +70,8 @@ from checkpoints.remote import (
     split_checkpoint_url,
 )
 from trainer.errors import UserError
-from trainer.runs.sweep_dir import current_job_subdir
+from trainer.runs.sweep_dir import AUTO, current_job_subdir
 
-AUTO = "auto"  # +resume=auto (trainer.runs.sweep.AUTO)
 _HELD = contextlib.ExitStack()  # the locks of the URLs this process writes, held until it exits
 atexit.register(_HELD.close)
 _WORKING: dict[str, RemoteStore] = {}  # working copy (resolved path) -> the store it stands for

@@ -53,7 +53,7 @@ from trainer.runs.cluster import slurm_run_name
 from trainer.runs.remote_run import location
 from trainer.runs.resume import plan_start
 from trainer.runs.run_dir import refuse_new_run_in
-from trainer.runs.sweep_dir import is_sweep_dir
+from trainer.runs.sweep_dir import AUTO, is_sweep_dir
 
 
 @dataclass
@@ -65,9 +65,6 @@ class SweepJob:
     finished: bool = False
     best: float | None = None  # the finished job's saved best metric
     resumes_itself: bool = False  # +resume=auto: the same command continues the run
-
-
-AUTO = "auto"  # +resume=auto: continue checkpoint.dir's run, or start it
 
 
 def sweep_runs_dir(config: DictConfig) -> Path:

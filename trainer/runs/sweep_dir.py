@@ -2,7 +2,7 @@
 
 The ground floor of ``trainer.runs``: the run-directory rules (``run_dir``), the
 working copies of URL runs (``remote_run``) and the sweep's resume rules (``sweep``)
-all ask these two questions. Never imports TensorFlow.
+all ask these two questions, and all know :data:`AUTO`. Never imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ from pathlib import Path
 
 from checkpoints import MANIFEST, is_checkpoint_name, list_checkpoints
 from checkpoints.layout import CONFIG_FILE, SUMMARY
+
+# +resume=auto: continue checkpoint.dir's run, or start it (trainer.runs.sweep).
+AUTO = "auto"
 
 
 def current_job_subdir() -> str | None:

@@ -28,11 +28,11 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from checkpoints import write_text_atomically
+from checkpoints.layout import SUMMARY
 from checkpoints.reading import read_data
 from trainer.runs.sweep import read_job_summary, sweep_runs_dir
 
 SUMMARY_CSV = "summary.csv"
-SUMMARY_JSON = "summary.json"
 MAX_OVERRIDES_BYTES = 1 << 20
 METRIC_COLUMNS = (
     "test_accuracy",
@@ -194,7 +194,9 @@ def write_sweep_summary(
     text_csv = summary_csv(jobs, monitor, keys)
     for directory in dict.fromkeys((hydra_sweep_dir, runs_dir)):
         if directory.is_dir():
-            write_text_atomically(directory / SUMMARY_JSON, text_json)
+            write_text_atomically(
+                directory / SUMMARY, text_json
+            )  # a run's name, the sweep's results
             write_text_atomically(directory / SUMMARY_CSV, text_csv)
     return summary
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from checkpoints import list_checkpoints, read_checkpoint
+from checkpoints.layout import SUMMARY
 from checkpoints.reading import read_bounded, read_mapping, read_run_summary
 from trainer.errors import UserError
 from trainer.exits import OK
@@ -99,7 +100,7 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def describe_run(run_dir: Path) -> dict[str, Any]:
     """One run's metrics and flattened config, from its files (no checkpoint is hashed)."""
-    summary = read_run_summary(run_dir / "summary.json")
+    summary = read_run_summary(run_dir / SUMMARY)
     checkpoints = list_checkpoints(run_dir)
     scanned = (read_checkpoint(path) for path in checkpoints)
     manifests = [checkpoint.manifest for checkpoint in scanned if checkpoint.valid]
@@ -168,7 +169,7 @@ def collect(paths: list[str]) -> list[dict[str, Any]]:
     for text in paths:
         path = existing_path(text)
         found = find_runs(path) if path.is_dir() else []
-        if not found and path.is_dir() and (path / "summary.json").is_file():
+        if not found and path.is_dir() and (path / SUMMARY).is_file():
             found = [path]
         if not found:
             raise UserError(f"no runs under {text!r} (a run directory holds step-* checkpoints)")

@@ -232,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
     from trainer.models.keras_builtin import NAME as MODEL_NAME
     from trainer.models.keras_builtin import plain_config, without_output_softmax
     from trainer.optim.schedules import schedule_value
-    from trainer.training.loop import LoopState
+    from trainer.training.state import LoopState
 
     # The architecture, as a config of built-ins, and the weights.
     if saved.kind == "keras":

@@ -1,24 +1,19 @@
-"""The training loop: compiled steps, epochs, validation, checkpoints at step boundaries.
+"""The training loop: epochs, validation, callbacks, checkpoints at step boundaries.
 
 Why a loop of our own instead of ``model.fit``: a checkpoint must capture the
 exact position inside an epoch (epoch, batches done) and a resumed run must
 see the same batches from there on, checkpoints must land on step boundaries
 given in steps or epochs, and SIGTERM must save before exiting. ``fit``'s
 callbacks cannot restart an epoch mid-way on the same batches, so the loop
-follows Keras' "training loop from scratch" guide: a ``tf.function`` that runs
-``steps_per_execution`` optimizer steps per call (XLA-compiled with
-``trainer.jit_compile``), Keras metrics, Keras' progress bar.
+follows Keras' "training loop from scratch" guide: a compiled step that runs
+``steps_per_execution`` optimizer steps per call (``trainer.training.step``),
+Keras metrics, Keras' progress bar. A stop signal saves at the next step
+boundary, then stops (``trainer.training.signals``).
 
 Under a ``tf.distribute`` strategy (``trainer.strategy``, see
-``trainer.training.distribute``) the same loop runs each step with ``strategy.run`` on
-the replicas' parts of the global batch (TensorFlow's "Custom training with
-tf.distribute.Strategy" guide); without one, the single-device step is
-unchanged, so a deterministic run and its resumed copy stay bitwise equal.
-
-Under a mixed dtype policy (``trainer.precision``) the logits and the loss are
-float32 whatever the model's head computes in, and the loss is scaled with
-``optimizer.scale_loss`` (the identity unless the optimizer is a
-``LossScaleOptimizer``, whose ``apply_gradients`` unscales). With
+``trainer.training.distribute``) the same loop runs each step on the replicas'
+parts of the global batch; without one, the single-device step is unchanged,
+so a deterministic run and its resumed copy stay bitwise equal. With
 ``optimizer.ema`` and ``trainer.evaluate_with_ema``, :meth:`TrainingLoop.evaluate`
 uses the moving average of the weights (``trainer.optim.optimizers.averaged_weights``)
 and puts the trained weights back afterwards, bit for bit.
@@ -28,12 +23,11 @@ in the run, outside the XLA-compiled step: on one device in the input pipeline
 (a parallel ``map``, as a Keras user feeds ``fit``), so that the next batch is
 augmented while the model trains on this one (BENCHMARKS.md 1b: at the top of the
 step it was on the step's critical path, the one difference from ``fit``'s step
-found); under a strategy at
-the top of each replica's step, with a seed of each replica's own. Evaluation
-never augments, and its loss is never smoothed.
+found); under a strategy at the top of each replica's step, with a seed of each
+replica's own. Evaluation never augments, and its loss is never smoothed.
 
 Callback state (early stopping, reduce-on-plateau, best metric, the state of
-users' callbacks) lives in :class:`LoopState`, which is saved with every
+users' callbacks) lives in ``trainer.training.state.LoopState``, which is saved with every
 checkpoint. Early stopping and reduce-on-plateau are ours, with Keras' options
 and decisions (``trainer.training.plateau`` says why). Users' callbacks
 (``trainer.training.callbacks``) are driven through a ``keras.callbacks.CallbackList``
@@ -55,20 +49,17 @@ from __future__ import annotations
 
 import contextlib
 import math
-import signal
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import keras
 import tensorflow as tf
 
 from trainer.build import BuiltRun
-from trainer.errors import StopRequested
 from trainer.optim.optimizers import averaged_weights, step_counter
-from trainer.runs.cluster import PREEMPTION_SIGNALS
 from trainer.training.callbacks import callback_states, restore_callback_states
 from trainer.training.distribute import distribute_dataset
 from trainer.training.evaluation import Evaluation
@@ -78,46 +69,9 @@ from trainer.training.plateau import (
     early_stopping_from_config,
     reduce_on_plateau_from_config,
 )
-
-# Signals that make the loop save a checkpoint at the next step boundary, then stop.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, *PREEMPTION_SIGNALS)
-_SIGNAL_SLOTS = max(STOP_SIGNALS) + 1  # signal numbers 0 (none) .. the largest one taken
-
-
-@dataclass
-class LoopState:
-    """Everything about the loop's progress that a resumed run needs besides the variables."""
-
-    epoch: int = 0  # the epoch in progress (0-based)
-    batches_done: int = 0  # batches of that epoch already trained on
-    epochs_completed: int = 0
-    best: float | None = None  # best value of checkpoint.monitor so far
-    epochs_without_improvement: int = 0  # early stopping's counter (Keras' `wait`)
-    early_stopping_best: float | None = None  # best value of early stopping's monitor
-    early_stopping_best_epoch: int = 0
-    epochs_since_lr_cut: int = 0  # reduce-on-plateau's counter (Keras' `wait`)
-    plateau_best: float | None = None  # best value of reduce-on-plateau's monitor
-    plateau_cooldown: int = 0  # epochs of cooldown left after a cut
-    lr_scale: float = 1.0  # reduce-on-plateau's current factor on the schedule
-    stopped_early: bool = False  # by early stopping or a callback's model.stop_training
-    history: list[dict[str, float]] = field(default_factory=list)
-    callbacks: list[dict[str, Any]] = field(default_factory=list)  # users' get_state()s
-    # The variables (totals, counts) of the epoch's running loss and accuracy, so an epoch
-    # resumed mid-way reports (and its callbacks see) what the uninterrupted one does.
-    epoch_metrics: list[float] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> LoopState:
-        """The state a checkpoint saved. One written before early stopping and
-        reduce-on-plateau had monitors of their own shared ``best`` (checkpoint.monitor,
-        Keras' rule with min_delta 0): both continue from it."""
-        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
-        for own_best in ("early_stopping_best", "plateau_best"):
-            known.setdefault(own_best, data.get("best"))
-        return cls(**known)
+from trainer.training.signals import StopOnSignal
+from trainer.training.state import LoopState
+from trainer.training.step import TrainStep
 
 
 @dataclass(frozen=True)
@@ -206,164 +160,25 @@ class TrainingLoop:
             if self.callbacks
             else None
         )
-        self.loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        self.per_example_loss_fn = keras.losses.SparseCategoricalCrossentropy(
-            from_logits=True, reduction=None
-        )
         self.augmentation = run.augmentation
-        soft = self._use_soft_labels()
-        self.train_loss_fn, self.per_example_train_loss_fn = self.loss_fn, self.per_example_loss_fn
-        if soft:  # one-hot or mixed labels (trainer.data.augment); evaluation keeps the sparse loss
-            smoothing = settings.label_smoothing
-            self.train_loss_fn = keras.losses.CategoricalCrossentropy(
-                from_logits=True, label_smoothing=smoothing
-            )
-            self.per_example_train_loss_fn = keras.losses.CategoricalCrossentropy(
-                from_logits=True, label_smoothing=smoothing, reduction=None
-            )
-        with strategy.scope() if strategy is not None else contextlib.nullcontext():
-            self.train_loss = keras.metrics.Mean(name="loss")
-            # On mixed labels: the argmax of the mixed label (Keras' CategoricalAccuracy).
-            accuracy = "CategoricalAccuracy" if soft else "SparseCategoricalAccuracy"
-            self.train_accuracy = getattr(keras.metrics, accuracy)(name="accuracy")
-        self._signal: int | None = None
-        self._previous_handlers: dict[int, Any] = {}  # the signals' handlers before run()
-        self._train_steps = self._make_train_function()
+        self.train_step = TrainStep(
+            run,
+            strategy,
+            steps_per_execution=settings.steps_per_execution,
+            jit_compile=settings.jit_compile,
+            label_smoothing=settings.label_smoothing,
+            augment_in_pipeline=self.augment_in_pipeline,
+        )
+        # The running metrics of the epoch, updated by the step.
+        self.train_loss, self.train_accuracy = (
+            self.train_step.train_loss,
+            self.train_step.train_accuracy,
+        )
+        self.signals = StopOnSignal(strategy)
         # The evaluation `python -m trainer evaluate` runs too (trainer.training.evaluation).
         self.evaluation = Evaluation(
             self.model, strategy=strategy, jit_compile=settings.jit_compile
         )
-
-    def _use_soft_labels(self) -> bool:
-        """Whether the training batches carry one-hot (maybe mixed) labels."""
-        soft = self.augmentation is not None and self.augmentation.soft_labels
-        if self.settings.label_smoothing and not soft:
-            raise ValueError(
-                "label_smoothing needs one-hot labels: build the run with "
-                "trainer.build.build_run, whose augmentation makes them"
-            )
-        return soft
-
-    # ------------------------------------------------------------------ compiled steps
-
-    def _logits(self, images, training: bool):
-        # float32 even if a builder's head is not (a no-op when it is).
-        return tf.cast(self.model(images, training=training), tf.float32)
-
-    def _regularization_loss(self):
-        return tf.cast(tf.add_n(self.model.losses), tf.float32)
-
-    def _train_step(self, images, labels) -> None:
-        with tf.GradientTape() as tape:
-            logits = self._logits(images, training=True)
-            loss = self.train_loss_fn(labels, logits)
-            if self.model.losses:
-                loss = loss + self._regularization_loss()
-            scaled_loss = self.optimizer.scale_loss(loss)  # see the module docstring
-        variables = self.model.trainable_variables
-        gradients = tape.gradient(scaled_loss, variables)
-        self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
-        self.train_loss.update_state(loss)
-        self.train_accuracy.update_state(labels, logits)
-
-    def _replica_train_step(self, images, labels) -> None:
-        """One replica's part of a step on the global batch (under a strategy).
-
-        Each replica divides its examples' summed loss by the number of examples
-        in the whole global batch (``tf.nn.compute_average_loss``), so the
-        gradients the optimizer sums over the replicas are those of the global
-        batch's mean loss: the update one device makes on the whole batch. The
-        count is summed over the replicas rather than taken from
-        ``dataset.batch_size``, so the short last batch of an epoch is averaged
-        over the examples it has, as on one device. The loss metric is the mean
-        over examples (on one device: the mean of batch means).
-        """
-        global_count = tf.distribute.get_replica_context().all_reduce(
-            tf.distribute.ReduceOp.SUM, tf.shape(labels)[0]
-        )
-        with tf.GradientTape() as tape:
-            logits = self._logits(images, training=True)
-            per_example_loss = self.per_example_train_loss_fn(labels, logits)
-            loss = tf.nn.compute_average_loss(per_example_loss, global_batch_size=global_count)
-            if self.model.losses:
-                loss = loss + tf.nn.scale_regularization_loss(self._regularization_loss())
-            scaled_loss = self.optimizer.scale_loss(loss)
-        variables = self.model.trainable_variables
-        gradients = tape.gradient(scaled_loss, variables)
-        self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
-        self.train_loss.update_state(per_example_loss)
-        self.train_accuracy.update_state(labels, logits)
-
-    def _replica_augmented(self, images, labels, position):
-        """One replica's part of the global batch ``position``, augmented with a seed of its
-        own (position ``position * replicas + replica``); MixUp and CutMix mix within it."""
-        context = tf.distribute.get_replica_context()
-        replica = tf.cast(context.replica_id_in_sync_group, tf.int64)
-        return self.augmentation(images, labels, position * context.num_replicas_in_sync + replica)
-
-    def _make_train_function(self):
-        # The step itself may be XLA-compiled; the loop over the iterator may not, nor the
-        # augmentation (XLA has no kernel for the image transforms' ImageProjectiveTransformV3).
-        augment = self.augmentation  # (images, labels, position) -> (images, labels), or None
-        if self.strategy is None:
-            step = tf.function(self._train_step, jit_compile=self.settings.jit_compile)
-            if self.augment_in_pipeline:
-                augment = None  # in the input pipeline instead (_batches_from_here)
-        else:
-            step = self._on_replicas(self._replica_train_step)
-            if augment is not None:
-                augment = self._on_replicas(self._replica_augmented, jit=False)
-
-        def train_batch(iterator, position):
-            images, labels = next(iterator)
-            if augment is not None:  # trainer.data.augment: training batches only, in the step
-                images, labels = augment(images, labels, position)
-            step(images, labels)
-
-        @tf.function
-        def train_steps(iterator, count, position, stop_signal):
-            # position: the index in the run of the call's first batch (augmentation seeds)
-            if self.settings.steps_per_execution == 1:  # one step, no loop (as fit does)
-                train_batch(iterator, position)
-            else:
-                for offset in tf.range(tf.cast(count, tf.int64)):
-                    train_batch(iterator, position + offset)
-            # What the progress bar shows, computed here: one transfer per call instead
-            # of a dozen eager ops (the schedule alone is most of them); then the stop
-            # signal, agreed by every replica under a strategy (see _agreed_stop).
-            return tf.stack(
-                [
-                    tf.cast(self.train_loss.result(), tf.float32),
-                    tf.cast(self.train_accuracy.result(), tf.float32),
-                    tf.cast(self.optimizer.learning_rate, tf.float32),
-                    stop_signal if self.strategy is None else self._any_replica(stop_signal),
-                ]
-            )
-
-        return train_steps
-
-    def _any_replica(self, signum):
-        """The largest signal number ``signum`` (0: none) of all replicas, of every worker:
-        an all-reduce in the step. tf.distribute reduces by SUM or MEAN only, so each
-        replica's number becomes a one-hot vector and the numbers present are those
-        whose sum is positive."""
-        numbers = tf.range(_SIGNAL_SLOTS, dtype=tf.float32)
-        per_replica = self.strategy.run(
-            lambda: tf.one_hot(tf.cast(signum, tf.int32), _SIGNAL_SLOTS, dtype=tf.float32)
-        )
-        present = self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
-        return tf.reduce_max(tf.where(present > 0, numbers, tf.zeros_like(numbers)))
-
-    def _on_replicas(self, replica_step, jit: bool | None = None):
-        """``replica_step`` run by ``strategy.run`` on each replica's part of a batch
-        (XLA-compiled as ``trainer.jit_compile`` says, unless ``jit`` is given)."""
-        jit = self.settings.jit_compile if jit is None else jit
-        compiled = tf.function(replica_step, jit_compile=jit)
-
-        def step(*args):
-            return self.strategy.run(compiled, args=args)
-
-        return step
 
     def evaluate(self, dataset) -> dict[str, float]:
         """Loss and accuracy of the model on ``dataset``
@@ -388,9 +203,7 @@ class TrainingLoop:
     def run(self) -> LoopState:
         """Train until ``epochs`` or ``total_steps`` is reached, or early stopping says stop."""
         settings, state = self.settings, self.state
-        previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
-        self._previous_handlers = previous
-        try:
+        with self.signals:  # SIGTERM & co. save at the next step boundary, then stop
             self._begin_callbacks()
             iterator = None  # one pipeline and iterator for all the epochs of this run
             while (
@@ -404,9 +217,6 @@ class TrainingLoop:
             self._restore_best_weights()
             if self.hooks is not None:
                 self.hooks.on_train_end(dict(state.history[-1]) if state.history else None)
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
         return state
 
     def _begin_callbacks(self) -> None:
@@ -506,9 +316,8 @@ class TrainingLoop:
             position = state.epoch * settings.steps_per_epoch + state.batches_done
             if hooks is not None:
                 hooks.on_train_batch_begin(state.batches_done)
-            asked = tf.constant(float(self._signal or 0))
-            shown = self._train_steps(
-                iterator, tf.constant(count), tf.constant(position, tf.int64), asked
+            shown = self.train_step(
+                iterator, tf.constant(count), tf.constant(position, tf.int64), self.signals.asked()
             )
             loss, accuracy, lr, agreed = shown.numpy().tolist()
             state.batches_done += count
@@ -521,8 +330,9 @@ class TrainingLoop:
                 state.stopped_early = state.stopped_early or bool(self.model.stop_training)
             if settings.every_n_steps and step % settings.every_n_steps == 0:
                 self._save(values)
-            if self._agreed_stop(int(agreed)):
-                self._stop(values)
+            if self.signals.agreed_stop(int(agreed)):
+                self._save(values)
+                raise self.signals.stop_requested()
             if state.stopped_early:  # a callback set model.stop_training: end the epoch here
                 break
         self._end_epoch(time.perf_counter() - started)
@@ -593,39 +403,3 @@ class TrainingLoop:
     def _steps_to_next_step_checkpoint(self, step: int) -> int:
         every = self.settings.every_n_steps
         return every - step % every if every else sys.maxsize
-
-    # ------------------------------------------------------------------ signals
-
-    def _agreed_stop(self, agreed: int) -> bool:
-        """Whether to save and stop after this call.
-
-        On one device: when a signal came. Under a strategy: when any worker had one
-        as the call started (``agreed``, the largest signal number of all of them), so
-        every worker saves and stops after the same step; the save's collectives
-        need all of them, and a worker whose signal came during the call stops
-        after the next one, with the others.
-        """
-        if self.strategy is None:
-            return self._signal is not None
-        if agreed and self._signal is None:
-            self._signal = agreed  # another worker's: stop with it
-        return bool(agreed)
-
-    def _on_signal(self, signum: int, frame: object) -> None:
-        if self._signal is not None:  # a second signal: abort at once
-            signal.signal(signum, signal.SIG_DFL)
-            signal.raise_signal(signum)
-            return
-        self._signal = signum
-        print(
-            f"\n{signal.Signals(signum).name} received: saving a checkpoint at the next step "
-            "boundary, then stopping (send it again to abort at once)",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    def _stop(self, values: Mapping[str, float]) -> None:
-        self._save(values)
-        raise StopRequested(
-            self._signal, previous_handler=self._previous_handlers.get(self._signal)
-        )

@@ -7,7 +7,7 @@ loop's ``CallbackList``: ``ReduceLROnPlateau`` assigns a constant to
 keep their counters in attributes that ``on_train_begin`` resets and that no
 ``get_state`` exposes, so a resumed run would restart them. Here the same
 decisions are pure functions of the epoch's value and a few numbers kept in
-``trainer.training.loop.LoopState`` (saved with every checkpoint, bounded when read back
+``trainer.training.state.LoopState`` (saved with every checkpoint, bounded when read back
 by ``checkpoints.reading``); ``tests/test_callbacks.py`` checks them
 epoch by epoch against Keras' callbacks on the same logs. Reduce-on-plateau
 scales the schedule (``trainer.optim.schedules.ScaledSchedule``) instead of
