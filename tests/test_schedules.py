@@ -874,3 +874,258 @@ def test_register_schedule_refuses_what_a_config_could_not_build(monkeypatch):
     with pytest.raises(TypeError, match="must take learning_rate"):
         register_schedule("no_rate")(NoRate)
     assert "not_a_schedule" not in SCHEDULES and "no_rate" not in SCHEDULES
+
+
+# ---------------------------------------------------------------------------
+# A user's schedule written as a plain function (trainer.optim.function_schedules):
+# the seed article's cosine decay of the step, and Keras-callback functions of the epoch.
+
+SEED_INITIAL_LEARNING_RATE = 0.01
+SEED_DECAY_STEPS = 60
+SEED_ALPHA = 0.1
+
+
+def cosine_decay_schedule(step):
+    """The seed article's function, as written there: NumPy, module-level constants."""
+    step = min(step, SEED_DECAY_STEPS)
+    cosine_decay = 0.5 * (1 + np.cos(np.pi * step / SEED_DECAY_STEPS))
+    decayed = (1 - SEED_ALPHA) * cosine_decay + SEED_ALPHA
+    return SEED_INITIAL_LEARNING_RATE * decayed
+
+
+def keras_docs_scheduler(epoch, lr):
+    """The example of Keras' LearningRateScheduler documentation."""
+    if epoch < 3:
+        return lr
+    return lr * math.exp(-0.1)
+
+
+def halve_every_two_epochs(epoch):
+    return 0.1 * 0.5 ** (epoch // 2)
+
+
+@pytest.fixture
+def user_registry(monkeypatch):
+    """Register into a copy of the registry so other tests see only the built-ins."""
+    monkeypatch.setattr(SCHEDULES, "_entries", dict(SCHEDULES._entries))
+
+
+def keras_scheduler_rates(function, learning_rate: float, epochs: int) -> list[float]:
+    """What Keras' own LearningRateScheduler sets at the start of each epoch (reference)."""
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=learning_rate), loss="mse")
+    callback = keras.callbacks.LearningRateScheduler(function)
+    callback.set_model(model)
+    rates = []
+    for epoch in range(epochs):
+        callback.on_epoch_begin(epoch)
+        rates.append(float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)))
+    return rates
+
+
+def all_values(schedule, last_step: int) -> np.ndarray:
+    """``schedule(step)`` for every step 0..last_step, called on the int64 step tensor."""
+    steps = tf.range(last_step + 1, dtype=tf.int64)
+    return keras.ops.convert_to_numpy(schedule(steps))
+
+
+def test_a_function_of_the_step_is_registered_and_returned_unchanged(user_registry):
+    assert register_schedule("cosine_decay_schedule")(cosine_decay_schedule) is (
+        cosine_decay_schedule
+    )
+    cls = SCHEDULES.get("cosine_decay_schedule")
+    assert issubclass(cls, keras.optimizers.schedules.LearningRateSchedule)
+    assert list(constructor_params(cls)) == ["learning_rate", "total_steps"]
+    assert cls.run_length_params == ("total_steps",)
+
+
+@pytest.mark.parametrize("warmup", [0, 20], ids=["no-warmup", "warmup-20"])
+def test_a_function_of_the_step_gives_its_own_value_at_every_step(user_registry, warmup):
+    register_schedule("cosine_decay_schedule")(cosine_decay_schedule)
+    resolved = resolve({"name": "cosine_decay_schedule", "warmup_steps": warmup})
+    assert resolved == {
+        "name": "cosine_decay_schedule",
+        "warmup_steps": warmup,
+        "total_steps": TOTAL_STEPS - warmup,  # the rest of the run, like cosine's decay_steps
+    }
+    # optimizer.learning_rate does not scale it: the function returns the rate itself.
+    schedule = build_schedule(resolved, LR)
+    last = TOTAL_STEPS + 50  # past the end, the last step's value holds
+    reference = with_warmup(lambda s: cosine_decay_schedule(min(s, TOTAL_STEPS - warmup)), warmup)
+    expected = np.array([reference(s) for s in range(last + 1)], dtype=np.float32)
+    if warmup == 0:  # the function's own value, rounded once to float32, bit for bit
+        np.testing.assert_array_equal(all_values(schedule, last), expected)
+        assert [schedule_value(schedule, s) for s in (0, 30, 60, 100, 10**6)] == [
+            float(np.float32(cosine_decay_schedule(s))) for s in (0, 30, 60, 100, 100)
+        ]
+    else:  # warmup computes in float32 in front of it
+        np.testing.assert_allclose(all_values(schedule, last), expected, rtol=1e-6)
+
+
+def test_a_function_of_the_step_inside_an_xla_compiled_optimizer_step(user_registry):
+    register_schedule("cosine_decay_schedule")(cosine_decay_schedule)
+    schedule = build_schedule(resolve({"name": "cosine_decay_schedule"}), LR)
+    optimizer = keras.optimizers.SGD(learning_rate=schedule)
+    variable = keras.Variable(1.0)
+    optimizer.build([variable])
+
+    @tf.function(jit_compile=True)
+    def step():
+        rate = optimizer.learning_rate
+        optimizer.apply_gradients([(tf.ones(()), variable)])
+        return rate
+
+    seen = [float(step()) for _ in range(TOTAL_STEPS + 3)]
+    assert seen == [
+        float(np.float32(cosine_decay_schedule(min(s, TOTAL_STEPS))))
+        for s in range(TOTAL_STEPS + 3)
+    ]
+
+
+@pytest.mark.parametrize(
+    "function", [keras_docs_scheduler, halve_every_two_epochs], ids=["epoch-lr", "epoch"]
+)
+def test_a_function_of_the_epoch_gives_what_keras_learning_rate_scheduler_sets(
+    user_registry, function
+):
+    assert register_schedule("by_epoch", per="epoch")(function) is function
+    steps_per_epoch, epochs = 7, 9
+    resolved = resolve(
+        {"name": "by_epoch"}, steps_per_epoch=steps_per_epoch, total_steps=steps_per_epoch * epochs
+    )
+    assert resolved == {
+        "name": "by_epoch",
+        "warmup_steps": 0,
+        "total_steps": steps_per_epoch * epochs,
+        "steps_per_epoch": steps_per_epoch,  # the run's
+    }
+    schedule = build_schedule(resolved, LR)
+    per_epoch = keras_scheduler_rates(function, LR, epochs + 1)
+    expected = np.repeat(np.array(per_epoch, dtype=np.float32), steps_per_epoch)
+    last = steps_per_epoch * epochs + 30  # past the end, the last epoch's value holds
+    expected = np.concatenate([expected, np.full(last + 1 - len(expected), per_epoch[-1])])
+    np.testing.assert_array_equal(all_values(schedule, last), expected.astype(np.float32))
+
+
+def test_a_function_schedules_config_is_plain_data_and_rebuilds_through_the_registry(
+    user_registry,
+):
+    register_schedule("by_epoch", per="epoch")(keras_docs_scheduler)
+    resolved = resolve({"name": "by_epoch", "warmup_steps": 5})
+    schedule = build_schedule(resolved, LR)
+    config = schedule.get_config()
+    assert json.loads(json.dumps(config)) == config
+    assert config["after"] == {
+        "name": "by_epoch",
+        "config": {"total_steps": 95, "steps_per_epoch": 10},
+    }
+    rebuilt = LinearWarmup.from_config(config)
+    np.testing.assert_array_equal(all_values(rebuilt, 120), all_values(schedule, 120))
+
+    after = schedule.after
+    assert type(after)(**after.get_config()).get_config() == after.get_config()
+    serialized = keras.optimizers.schedules.serialize(after)
+    assert serialized["registered_name"] == "trainer_schedule>by_epoch"
+    assert json.loads(json.dumps(serialized)) == serialized  # no code in it: names and numbers
+    again = keras.optimizers.schedules.deserialize(serialized)
+    np.testing.assert_array_equal(all_values(again, 120), all_values(after, 120))
+
+
+def test_a_function_schedule_is_resolved_without_tensor_ops(user_registry, monkeypatch):
+    class NoOps:
+        def __getattr__(self, name):
+            raise AssertionError(f"resolve_schedule called keras.ops.{name}")
+
+    monkeypatch.setattr("trainer.optim.function_schedules.ops", NoOps())
+    register_schedule("cosine_decay_schedule")(cosine_decay_schedule)
+    register_schedule("by_epoch", per="epoch")(halve_every_two_epochs)
+    assert resolve({"name": "cosine_decay_schedule", "total_epochs": 3})["total_steps"] == 30
+    assert resolve({"name": "by_epoch"}, steps_per_epoch=4)["steps_per_epoch"] == 4
+
+
+def test_a_function_schedules_keys_are_checked_like_any_others(user_registry):
+    register_schedule("cosine_decay_schedule")(cosine_decay_schedule)
+    with pytest.raises(UserError) as raised:
+        resolve({"name": "cosine_decay_schedule", "decay_steps": 5})
+    assert str(raised.value) == (
+        "schedule.decay_steps is not a parameter of schedule 'cosine_decay_schedule'; "
+        "accepted: total_epochs, total_steps, warmup_epochs, warmup_steps"
+    )
+
+
+def _two_steps(step, other):
+    return 0.1
+
+
+def _no_argument():
+    return 0.1
+
+
+def _three_arguments(epoch, lr, other):
+    return lr
+
+
+@pytest.mark.parametrize(
+    ("function", "per", "message"),
+    [
+        (
+            _two_steps,
+            None,
+            "schedule 'bad': _two_steps(step, other) must take one argument, the step "
+            "(for a function of the epoch, register it with per='epoch')",
+        ),
+        (_no_argument, "step", "schedule 'bad': _no_argument() must take one argument"),
+        (
+            _three_arguments,
+            "epoch",
+            "schedule 'bad': _three_arguments(epoch, lr, other) must take (epoch) or "
+            "(epoch, lr), as Keras' LearningRateScheduler calls it",
+        ),
+        (halve_every_two_epochs, "batch", "schedule 'bad': per must be 'step' or 'epoch', got"),
+    ],
+)
+def test_a_function_that_cannot_be_called_so_is_refused_in_one_line(
+    user_registry, function, per, message
+):
+    with pytest.raises(UserError) as raised:
+        register_schedule("bad", per=per)(function)
+    assert str(raised.value).startswith(message) and "\n" not in str(raised.value)
+    assert "bad" not in SCHEDULES
+
+
+@pytest.mark.parametrize(
+    ("function", "message"),
+    [
+        (lambda step: float("nan") if step == 7 else 0.1, "<lambda>(7) returned nan; "),
+        (lambda step: np.inf, "<lambda>(0) returned inf; a learning rate must be a finite"),
+        (lambda step: -0.1, "<lambda>(0) returned -0.1; a learning rate must be a finite number"),
+        (lambda step: None, "<lambda>(0) returned None (NoneType); a learning rate is a number"),
+        (lambda step: "0.1", "<lambda>(0) returned '0.1' (str); a learning rate is a number"),
+        (lambda step: True, "<lambda>(0) returned True (bool); a learning rate is a number"),
+        (lambda step: np.ones(2), "<lambda>(0) returned array([1., 1.]) (ndarray); a learning"),
+        (lambda step: 1 / (3 - step), "<lambda>(3) raised ZeroDivisionError: division by zero"),
+    ],
+)
+def test_a_function_that_returns_no_finite_number_is_refused_in_one_line(
+    user_registry, function, message
+):
+    register_schedule("bad")(function)
+    resolved = resolve({"name": "bad"})  # checks the parameters; the function runs at build
+    with pytest.raises(UserError) as raised:
+        build_schedule(resolved, LR)
+    assert str(raised.value).startswith(f"schedule 'bad': {message}")
+    assert "\n" not in str(raised.value)
+
+
+def test_an_epoch_function_is_refused_at_the_epoch_that_fails(user_registry):
+    register_schedule("bad", per="epoch")(lambda epoch, lr: lr if epoch < 4 else float("inf"))
+    with pytest.raises(UserError, match=r"^schedule 'bad': <lambda>\(4, 0\.2\d*\) returned inf"):
+        build_schedule(resolve({"name": "bad"}), LR)
+
+
+def test_per_is_for_functions_and_an_instance_is_not_a_class(user_registry):
+    with pytest.raises(TypeError, match="per= is for functions"):
+        register_schedule("halving", per="epoch")(Halving)
+    with pytest.raises(TypeError, match="register the class, not an instance"):
+        register_schedule("instance")(schedules.ConstantSchedule(0.1))
+    assert "halving" not in SCHEDULES and "instance" not in SCHEDULES

@@ -250,6 +250,102 @@ def test_a_schedule_registered_by_the_user_trains_and_resumes(digits_dir, tmp_pa
     assert json.loads((run_dir / "summary.json").read_text())["global_step"] == 82
 
 
+# The seed article's schedule, as its readers have it, plus the one decorator this project asks.
+SEED_SCHEDULES = """
+import math
+
+import numpy as np
+
+from trainer.optim.schedules import register_schedule
+
+INITIAL_LEARNING_RATE = 0.01
+DECAY_STEPS = 82
+ALPHA = 0.1
+
+
+@register_schedule("cosine_decay_schedule")
+def cosine_decay_schedule(step):
+    step = min(step, DECAY_STEPS)
+    cosine_decay = 0.5 * (1 + np.cos(np.pi * step / DECAY_STEPS))
+    decayed = (1 - ALPHA) * cosine_decay + ALPHA
+    return INITIAL_LEARNING_RATE * decayed
+
+
+@register_schedule("keras_docs_scheduler", per="epoch")
+def scheduler(epoch, lr):
+    return lr if epoch < 1 else lr * math.exp(-0.1)
+"""
+
+
+@pytest.mark.slow
+def test_the_seed_articles_schedule_function_trains_resumes_bitwise_and_plots(digits_dir, tmp_path):
+    """SIGKILL mid-epoch, ``+resume``: the same final checkpoint as the run never
+    interrupted; the rates are the function's own; plot-schedule draws it."""
+    import random
+
+    import numpy as np
+
+    from devtools import fault_injection
+    from tests.test_tools import assert_png, tool
+
+    (tmp_path / "my_schedules.py").write_text(SEED_SCHEDULES)
+    function = ["imports=[my_schedules]", "schedule=custom", "schedule.name=cosine_decay_schedule"]
+
+    def args(name, *extra):
+        return [
+            *fault_injection.small_run_args(
+                digits_dir, tmp_path / name / "run", tmp_path / name / "hydra", epochs=2
+            ),
+            "checkpoint.every_n_steps=5",  # 41 batches per epoch: mid-epoch checkpoints
+            *extra,
+        ]
+
+    run_train(*args("reference", *function), cwd=tmp_path)
+    killed = fault_injection._start(args("killed", *function), tmp_path)
+    run_dir = tmp_path / "killed" / "run"
+    assert fault_injection.kill_while_training(killed, run_dir, random.Random(0), max_delay=0.0)
+    killed.communicate()
+    resumed = run_train(*args("killed", *function), f"+resume={run_dir}", cwd=tmp_path)
+    position = resumed.stdout.split("Resuming from", 1)[1].splitlines()[0]
+    assert "epoch 1," in position and "batch 0 of" not in position  # mid-epoch
+    reference = fault_injection.final_weights(tmp_path / "reference" / "run")
+    final = fault_injection.final_weights(run_dir)
+    assert final.keys() == reference.keys()
+    for key in reference:
+        np.testing.assert_array_equal(final[key], reference[key], err_msg=key)
+
+    # The checkpoint's config is plain data naming the function; the rates are its own.
+    saved = (run_dir / "config.yaml").read_text()
+    assert "name: cosine_decay_schedule" in saved and "total_steps: 82" in saved
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+
+    def seed_rate(step):  # the module's function, restated
+        return 0.01 * (0.9 * 0.5 * (1 + np.cos(np.pi * min(step, 82) / 82)) + 0.1)
+
+    # The rate logged at the end of each epoch: the one of the step the next epoch starts at.
+    assert [float(r["lr"]) for r in rows] == [
+        pytest.approx(float(np.float32(seed_rate(s))), rel=1e-6) for s in (41, 82)
+    ]
+
+    png = tmp_path / "lr.png"
+    plotted = tool(
+        "plot-schedule",
+        *function,
+        "trainer.epochs=2",
+        "--steps-per-epoch",
+        "41",
+        "--compare",
+        "schedule.name=cosine_decay_schedule",
+        "schedule.name=keras_docs_scheduler",
+        "--out",
+        str(png),
+        cwd=tmp_path,
+    )
+    assert plotted.returncode == 0, plotted.stderr
+    assert "max 0.01 at step 0" in plotted.stdout
+    assert_png(png, 1000, 500)
+
+
 @pytest.mark.parametrize(("jit_compile", "steps_per_execution"), [(True, 1), (False, 4), (True, 3)])
 def test_compiled_and_multi_step_execution_train_the_same_steps(
     digits_dir, tmp_path, jit_compile, steps_per_execution

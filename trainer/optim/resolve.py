@@ -21,6 +21,7 @@ from typing import Any
 
 from trainer.errors import UserError
 from trainer.optim.checks import ScheduleParamError, is_int, is_number
+from trainer.optim.function_schedules import FunctionSchedule
 from trainer.optim.schedules import SCHEDULES, LearningRateSchedule, constructor_params
 from trainer.optim.warmup import LinearWarmup
 
@@ -53,7 +54,8 @@ def resolve_schedule(
       least 1 for a positive duration.
     - Keys set to null are dropped, so the schedule's defaults apply (a typed
       schema may therefore carry every schedule's keys); a null run-length
-      parameter (``cls.run_length_params``) becomes ``total_steps - warmup_steps``.
+      parameter (``cls.run_length_params``) becomes ``total_steps - warmup_steps``,
+      and a null ``steps_per_epoch`` parameter the run's ``steps_per_epoch``.
     - Parameters are checked against the schedule's constructor (its
       signature and its own checks), so a user's schedule gets the same
       checks as the built-ins. Pure Python: nothing is built on a device.
@@ -107,8 +109,8 @@ def resolve_schedule(
             value = _take_duration(given, param, steps_per_epoch)
         else:
             value = given.pop(param, None)
-        if value is None and param in run_length:
-            value = total_steps - warmup_steps
+        if value is None:
+            value = _from_the_run(param, run_length, total_steps - warmup_steps, steps_per_epoch)
         if value is None:
             if default is inspect.Parameter.empty:
                 also = f" (or {_epochs_key(param)})" if param in durations else ""
@@ -130,7 +132,8 @@ def build_schedule(resolved: Mapping[str, Any], learning_rate: float) -> Learnin
     """The schedule that ``resolved`` (from ``resolve_schedule``) names, at ``learning_rate``.
 
     Looked up by name in ``SCHEDULES`` (never by import path) and wrapped in
-    ``LinearWarmup`` when ``warmup_steps > 0``.
+    ``LinearWarmup`` when ``warmup_steps > 0``. A schedule written as a
+    function is evaluated here, for every step of its table.
     """
     if not (is_number(learning_rate) and learning_rate > 0):
         raise UserError(f"learning_rate must be a positive number, got {learning_rate!r}")
@@ -141,6 +144,8 @@ def build_schedule(resolved: Mapping[str, Any], learning_rate: float) -> Learnin
         raise UserError(f"schedule.warmup_steps must be an integer >= 0, got {warmup_steps!r}")
     cls = SCHEDULES.get(name)
     schedule = _construct(cls, name, float(learning_rate), params)
+    if isinstance(schedule, FunctionSchedule):
+        schedule.rates()  # the user's function runs now, not while a train step is traced
     if warmup_steps > 0:
         schedule = LinearWarmup(schedule, warmup_steps, float(learning_rate))
     return schedule
@@ -149,6 +154,19 @@ def build_schedule(resolved: Mapping[str, Any], learning_rate: float) -> Learnin
 def _section_params(cls: type) -> dict[str, Any]:
     """The constructor's parameters a section sets (all but learning_rate), with defaults."""
     return {p: d for p, d in constructor_params(cls).items() if p != "learning_rate"}
+
+
+def _from_the_run(
+    param: str, run_length: set[str], rest_of_run: int, steps_per_epoch: int
+) -> int | None:
+    """What the run gives a parameter left unset: the rest of the run (after warmup) to a
+    run-length duration, the run's steps per epoch to ``steps_per_epoch`` (a schedule
+    written as a function of the epoch takes it); None to any other."""
+    if param in run_length:
+        return rest_of_run
+    if param == "steps_per_epoch":
+        return steps_per_epoch
+    return None
 
 
 def _durations(params: Mapping[str, Any]) -> set[str]:

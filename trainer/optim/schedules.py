@@ -14,13 +14,11 @@ reads ``get_config()`` from it, ``trainer.optim.resolve`` reads the keys a
 user may set from it, and ``tests/test_schedules.py`` checks that
 ``conf/schedule/<name>.yaml`` and its schema dataclass list the same keys.
 
-This module holds the formulas and the registry. Warmup is not a parameter of
-each schedule but the ``LinearWarmup`` wrapper around any of them
-(``trainer.optim.warmup``); turning the user's ``schedule`` section into a
-schedule is ``trainer.optim.resolve`` (``resolve_schedule``, ``build_schedule``).
-
-A user adds a schedule from their own module with ``register_schedule`` and
-selects it with ``schedule.name=...``; it gets the same checks as the built-ins.
+This module holds the formulas and the registry; a user's module adds to it
+with ``register_schedule`` (a class, or a plain function of the step or the
+epoch: ``trainer.optim.function_schedules``). Warmup is the ``LinearWarmup``
+wrapper around any schedule (``trainer.optim.warmup``); the user's ``schedule``
+section becomes a schedule in ``trainer.optim.resolve``.
 """
 
 from __future__ import annotations
@@ -43,6 +41,7 @@ from trainer.optim.checks import (
     positive,
     positive_int,
 )
+from trainer.optim.function_schedules import schedule_class_of_function
 from trainer.registry import Registry
 
 LearningRateSchedule = keras.optimizers.schedules.LearningRateSchedule
@@ -50,51 +49,56 @@ LearningRateSchedule = keras.optimizers.schedules.LearningRateSchedule
 SCHEDULES: Registry[type[LearningRateSchedule]] = Registry("schedule")
 
 
-def register_schedule(
-    name: str,
-) -> Callable[[type[LearningRateSchedule]], type[LearningRateSchedule]]:
-    """Class decorator that makes a schedule selectable as ``schedule.name=<name>``.
+def register_schedule(name: str, per: str | None = None) -> Callable[[Any], Any]:
+    """Decorator that makes a schedule selectable as ``schedule.name=<name>``.
 
-    The class must subclass ``keras.optimizers.schedules.LearningRateSchedule``,
-    take ``learning_rate`` plus keyword parameters (durations named ``*_steps``,
-    which users may also give as ``*_epochs``) and return them all from
-    ``get_config()``: subclassing :class:`Schedule` derives ``get_config()``
-    from the constructor. Name duration parameters that should default to the
-    rest of the run in a ``run_length_params`` class attribute. Raise
-    ``ValueError`` from the constructor for bad values: the message reaches
-    the user.
+    On a class: a ``keras.optimizers.schedules.LearningRateSchedule`` that takes
+    ``learning_rate`` plus keyword parameters (durations named ``*_steps``,
+    which users may also give as ``*_epochs``) and returns them all from
+    ``get_config()`` (subclass :class:`Schedule` to derive it from the
+    constructor). Durations that default to the rest of the run are named in a
+    ``run_length_params`` class attribute; a ``ValueError`` from the
+    constructor reaches the user.
 
-    The class is also registered with Keras serialization (as
-    ``trainer_schedule>NAME``) so a saved optimizer that uses it can be loaded.
+    On a plain function, returned unchanged: ``fn(step)`` returning the rate
+    (``per="step"``, the default), or ``fn(epoch)`` / ``fn(epoch, lr)`` as
+    Keras' ``LearningRateScheduler`` calls it (``per="epoch"``); its rates are
+    tabulated for the run (``trainer.optim.function_schedules``). A function
+    that cannot be called so is refused in one line (``UserError``).
 
-    Example, in the user's own module (imported before training starts)::
+    The schedule class is also registered with Keras serialization (as
+    ``trainer_schedule>NAME``). A class example is in ``docs/schedules.md``;
+    a function, in the user's own module::
 
-        from trainer.optim.schedules import Schedule, register_schedule
+        @register_schedule("decay_after_ten", per="epoch")
+        def decay_after_ten(epoch, lr):
+            return lr if epoch < 10 else lr * math.exp(-0.1)
 
-        @register_schedule("halving")
-        class Halving(Schedule):
-            def __init__(self, learning_rate, every_steps):
-                self.learning_rate = learning_rate
-                self.every_steps = every_steps
-
-            def __call__(self, step):
-                halvings = ops.floor(ops.cast(step, "float32") / self.every_steps)
-                return self.learning_rate * ops.power(0.5, halvings)
-
-    then ``schedule.name=halving schedule.every_epochs=2``.
+    then ``schedule.name=decay_after_ten`` (with ``imports=[their_module]``).
     """
     add_to_registry = SCHEDULES.register(name)
 
-    def decorator(cls: type[LearningRateSchedule]) -> type[LearningRateSchedule]:
-        if not (isinstance(cls, type) and issubclass(cls, LearningRateSchedule)):
+    def decorator(target: Any) -> Any:
+        if isinstance(target, LearningRateSchedule):
+            raise TypeError(f"schedule {name!r}: register the class, not an instance of it")
+        if callable(target) and not isinstance(target, type):
+            cls = schedule_class_of_function(name, target, per or "step")
+            keras.saving.register_keras_serializable(package="trainer_schedule", name=name)(cls)
+            add_to_registry(cls)
+            return target
+        if not (isinstance(target, type) and issubclass(target, LearningRateSchedule)):
             raise TypeError(
                 f"schedule {name!r} must be a subclass of "
-                f"keras.optimizers.schedules.LearningRateSchedule, got {cls!r}"
+                f"keras.optimizers.schedules.LearningRateSchedule or a function, got {target!r}"
             )
-        if "learning_rate" not in inspect.signature(cls).parameters:
-            raise TypeError(f"schedule {name!r}: {cls.__name__}.__init__ must take learning_rate")
-        keras.saving.register_keras_serializable(package="trainer_schedule", name=name)(cls)
-        return add_to_registry(cls)
+        if per is not None:
+            raise TypeError(f"schedule {name!r}: per= is for functions; a class takes the step")
+        if "learning_rate" not in inspect.signature(target).parameters:
+            raise TypeError(
+                f"schedule {name!r}: {target.__name__}.__init__ must take learning_rate"
+            )
+        keras.saving.register_keras_serializable(package="trainer_schedule", name=name)(target)
+        return add_to_registry(target)
 
     return decorator
 
