@@ -123,7 +123,7 @@ def step_timer(keras):
     return StepTimer()
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> common.Report:
     parser = common.argument_parser(__doc__.splitlines()[0], repeats=5)
     parser.add_argument("--params", type=float, default=8e6, help="model parameters")
     options = parser.parse_args(argv)
@@ -210,8 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         ]
     )
     report.save(options.json)
-    return 0
+    return report
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

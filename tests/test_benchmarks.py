@@ -284,3 +284,21 @@ def test_whole_run_ratios_against_fit_with_and_without_checkpoints(tmp_path, mon
     assert case["whole_run_cpu_ratio_vs_checkpoints"]["median"] == 1.5
     without = throughput.measure_case("digits", 2, 1, False, 1, tmp_path / "two", tmp_path)
     assert "whole_run_ratio_vs_checkpoints" not in without
+
+
+@pytest.mark.slow  # no train.py, but a few fits of a small MLP
+def test_fit_callback_compares_ours_with_keras_callbacks_against_the_disk(tmp_path):
+    from benchmarks import fit_callback
+
+    report = fit_callback.main(["--quick", "--workdir", str(tmp_path)]).to_dict()
+    cases = {case["case"]: case for case in report["cases"]}
+    assert set(cases) == {
+        "ours_idle",
+        "ours_sync",
+        "ours_async",
+        "model_checkpoint",
+        "backup_and_restore",
+    }
+    for case in cases.values():
+        assert case["steps_ratio_to_plain"]["median"] > 0
+        assert math.isfinite(case["save_ratio_to_disk_limit"]["median"])
