@@ -1,1 +1,0 @@
-"""checkpoints/io"""
