@@ -110,7 +110,8 @@ class Tally:
     notes: list[str] = field(default_factory=list)
 
 
-def _start(args: list[str], cwd: Path) -> subprocess.Popen:
+def start_train(args: list[str], cwd: Path) -> subprocess.Popen:
+    """``python train.py ARGS`` started in ``cwd``, its output piped."""
     return subprocess.Popen(
         [sys.executable, str(TRAIN), *args],
         cwd=cwd,
@@ -163,7 +164,7 @@ def run_trial(
         had_checkpoints = bool(checkpoint_names(run_dir))
         if had_checkpoints:
             args.append(f"+resume={run_dir}")
-        process = _start(args, work)
+        process = start_train(args, work)
         if attempt < kills and kill_while_training(process, run_dir, rng, max_delay):
             tally.kills += 1
         out, err = process.communicate()
@@ -232,7 +233,7 @@ def _trials(options: argparse.Namespace, remote_root: str | None) -> int:
         reference_args = run_args(
             data_dir, reference_dir / "run", reference_dir / "hydra", options.overrides
         )
-        process = _start(reference_args, work)
+        process = start_train(reference_args, work)
         _, err = process.communicate()
         if process.returncode != 0:
             print(f"the reference run failed:\n{err}", file=sys.stderr)

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+import random
+import re
+import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -137,3 +142,35 @@ def small_digits_cfg(digits_dir, *overrides: str):
             *overrides,
         ]
     )
+
+
+def sigkill_while_training(args: Sequence[str], run_dir: Path, cwd: Path) -> None:
+    """Start ``train.py ARGS`` and SIGKILL it right after it writes its first new checkpoint
+    of ``run_dir`` (inside training: no handler runs, nothing is saved on the way out)."""
+    from devtools import fault_injection
+
+    process = fault_injection.start_train(list(args), cwd)
+    killed = fault_injection.kill_while_training(process, run_dir, random.Random(0), 0.0)
+    process.communicate()
+    assert killed, "the run ended before it could be killed"
+    assert process.returncode == -signal.SIGKILL
+
+
+def resumed_mid_epoch(resumed: subprocess.CompletedProcess) -> tuple[int, int]:
+    """The (step, batch) a resumed train.py says it continued from; the batch is inside an
+    epoch (> 0), so the resume skipped part of one and trained the rest."""
+    found = re.search(r"Resuming from \S+: step (\d+), epoch \d+, batch (\d+)", resumed.stdout)
+    assert found, resumed.stdout[-2000:]
+    step, batch = int(found[1]), int(found[2])
+    assert batch > 0, found[0]
+    return step, batch
+
+
+def assert_same_final_weights(run_dir: Path | str, reference: Path | str) -> None:
+    """The newest checkpoints of two runs hold the same arrays, bit for bit."""
+    from devtools import fault_injection
+
+    ours = fault_injection.final_weights(run_dir)
+    theirs = fault_injection.final_weights(reference)
+    assert ours.keys() == theirs.keys()
+    assert [key for key in ours if not np.array_equal(ours[key], theirs[key])] == []

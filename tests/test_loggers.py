@@ -7,7 +7,6 @@ two runs grouped by the sweep, with HParams events in their TensorBoard director
 from __future__ import annotations
 
 import json
-import random
 import struct
 import subprocess
 import sys
@@ -15,7 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, run_train, tiny_args
+from tests.conftest import (
+    REPO,
+    resumed_mid_epoch,
+    run_train,
+    sigkill_while_training,
+    tiny_args,
+)
 from trainer.errors import UserError
 from trainer.loggers import Loggers, tracked_run
 from trainer.loggers.base import FINISHED, KILLED, TrackedRun
@@ -470,7 +475,6 @@ def test_a_run_killed_and_resumed_logs_each_step_once_into_one_mlflow_run(digits
     from mlflow import MlflowClient
 
     from checkpoints import checkpoint_arrays
-    from devtools import fault_injection
 
     # An uninterrupted run, logging into a store of its own: what each step's values are.
     alone = tmp_path / "uninterrupted"
@@ -481,19 +485,8 @@ def test_a_run_killed_and_resumed_logs_each_step_once_into_one_mlflow_run(digits
 
     uri = f"logger.mlflow.tracking_uri={mlflow_uri(tmp_path)}"
     run = tmp_path / "run"
-    killed = subprocess.Popen(
-        [sys.executable, str(REPO / "train.py"), *tiny_args(digits_dir, run, *LOGGED, uri)],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert fault_injection.kill_while_training(killed, run, random.Random(0), max_delay=0.0)
-    killed.communicate()
-    assert killed.returncode == -9
-    resumed = run_train(f"+resume={run}", *LOGGED, uri, cwd=tmp_path)
-    where = resumed.stdout.split("Resuming from ", 1)[1].splitlines()[0]
-    assert int(where.rsplit("batch ", 1)[1].split()[0]) > 0, where  # inside an epoch
+    sigkill_while_training(tiny_args(digits_dir, run, *LOGGED, uri), run, tmp_path)
+    resumed_mid_epoch(run_train(f"+resume={run}", *LOGGED, uri, cwd=tmp_path))
 
     client = MlflowClient(mlflow_uri(tmp_path))
     experiment = client.get_experiment_by_name("keras-hydra-trainer").experiment_id

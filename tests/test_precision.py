@@ -15,7 +15,12 @@ import dataclasses
 import numpy as np
 import pytest
 
-from tests.conftest import small_digits_cfg
+from tests.conftest import (
+    assert_same_final_weights,
+    resumed_mid_epoch,
+    sigkill_while_training,
+    small_digits_cfg,
+)
 from trainer.build import build_run
 from trainer.errors import UserError
 
@@ -427,7 +432,6 @@ def test_a_mixed_precision_ema_run_killed_mid_epoch_resumes_bitwise_equal(
 ):
     """SIGKILL mid-epoch (and mid-accumulation), ``+resume``: the same final checkpoint
     (weights, averages, accumulators, loss scale, step) as the run never interrupted."""
-    import random
 
     from devtools import fault_injection
     from tests.conftest import run_train
@@ -444,18 +448,12 @@ def test_a_mixed_precision_ema_run_killed_mid_epoch_resumes_bitwise_equal(
         ]
 
     run_train(*args("reference"), cwd=tmp_path)
-    killed = fault_injection._start(args("killed"), tmp_path)
     run_dir = tmp_path / "killed" / "run"
-    assert fault_injection.kill_while_training(killed, run_dir, random.Random(0), max_delay=0.0)
-    killed.communicate()
+    sigkill_while_training(args("killed"), run_dir, tmp_path)
     resumed = run_train(*args("killed"), f"+resume={run_dir}", cwd=tmp_path)
-    position = resumed.stdout.split("Resuming from", 1)[1].splitlines()[0]
-    assert "epoch 1," in position and "batch 0 of" not in position  # mid-epoch
-    reference = fault_injection.final_weights(tmp_path / "reference" / "run")
-    final = fault_injection.final_weights(run_dir)
-    assert final.keys() == reference.keys()
-    for key in reference:
-        np.testing.assert_array_equal(final[key], reference[key], err_msg=key)
+    resumed_mid_epoch(resumed)
+    assert "epoch 1," in resumed.stdout.split("Resuming from", 1)[1].splitlines()[0]
+    assert_same_final_weights(run_dir, tmp_path / "reference" / "run")
     assert _summary(run_dir)["global_step"] == 2 * 41
 
 

@@ -9,7 +9,15 @@ import textwrap
 import pytest
 from hydra import compose, initialize_config_dir
 
-from tests.conftest import REPO, SCHEDULE_NAMES, run_train, tiny_args
+from tests.conftest import (
+    REPO,
+    SCHEDULE_NAMES,
+    assert_same_final_weights,
+    resumed_mid_epoch,
+    run_train,
+    sigkill_while_training,
+    tiny_args,
+)
 from trainer.config import register_schemas
 
 register_schemas()
@@ -281,7 +289,6 @@ def scheduler(epoch, lr):
 def test_the_seed_articles_schedule_function_trains_resumes_bitwise_and_plots(digits_dir, tmp_path):
     """SIGKILL mid-epoch, ``+resume``: the same final checkpoint as the run never
     interrupted; the rates are the function's own; plot-schedule draws it."""
-    import random
 
     import numpy as np
 
@@ -301,18 +308,12 @@ def test_the_seed_articles_schedule_function_trains_resumes_bitwise_and_plots(di
         ]
 
     run_train(*args("reference", *function), cwd=tmp_path)
-    killed = fault_injection._start(args("killed", *function), tmp_path)
     run_dir = tmp_path / "killed" / "run"
-    assert fault_injection.kill_while_training(killed, run_dir, random.Random(0), max_delay=0.0)
-    killed.communicate()
+    sigkill_while_training(args("killed", *function), run_dir, tmp_path)
     resumed = run_train(*args("killed", *function), f"+resume={run_dir}", cwd=tmp_path)
-    position = resumed.stdout.split("Resuming from", 1)[1].splitlines()[0]
-    assert "epoch 1," in position and "batch 0 of" not in position  # mid-epoch
-    reference = fault_injection.final_weights(tmp_path / "reference" / "run")
-    final = fault_injection.final_weights(run_dir)
-    assert final.keys() == reference.keys()
-    for key in reference:
-        np.testing.assert_array_equal(final[key], reference[key], err_msg=key)
+    resumed_mid_epoch(resumed)
+    assert "epoch 1," in resumed.stdout.split("Resuming from", 1)[1].splitlines()[0]
+    assert_same_final_weights(run_dir, tmp_path / "reference" / "run")
 
     # The checkpoint's config is plain data naming the function; the rates are its own.
     saved = (run_dir / "config.yaml").read_text()
