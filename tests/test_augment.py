@@ -356,6 +356,7 @@ def test_without_mixing_or_smoothing_the_loop_keeps_the_sparse_loss_and_accuracy
     )  # evaluation
 
 
+@pytest.mark.slow  # in-process, but seconds of training: kept out of the fast loop
 def test_evaluation_never_augments_nor_smooths():
     import keras
 
@@ -374,6 +375,7 @@ def test_evaluation_never_augments_nor_smooths():
     assert got["accuracy"] == pytest.approx(correct / count)
 
 
+@pytest.mark.slow  # in-process, but seconds of training: kept out of the fast loop
 def test_a_loop_continued_mid_epoch_with_strong_augmentation_on_colour_ends_bitwise_equal():
     """In one process (digits has one channel; this is RandAugment's colour path): the
     second loop gets a freshly built Augmentation, so nothing carried over but the run."""
@@ -434,6 +436,7 @@ def test_a_strong_run_killed_mid_epoch_and_resumed_ends_bitwise_equal(digits_dir
     assert saved["augment"]["name"] == "strong" and saved["trainer"]["label_smoothing"] == 0.1
 
 
+@pytest.mark.slow  # in-process, but seconds of training: kept out of the fast loop
 def test_augmentation_runs_outside_the_xla_compiled_step():
     # XLA has no kernel for the image transforms (ImageProjectiveTransformV3): with the
     # augmentation inside the jit-compiled step, this run failed on its first step.
@@ -488,6 +491,7 @@ def test_images_and_mixed_labels_stay_float32_under_a_mixed_precision_policy():
     assert images.dtype == np.float32 and labels.dtype == np.float32
 
 
+@pytest.mark.slow  # in-process, but seconds of training: kept out of the fast loop
 def test_several_steps_per_execution_augment_each_batch_by_its_own_position():
     # Batch k gets position k whether it runs alone or third in a call of three steps: the
     # runs train on the same augmented batches (the same updates, up to the loop's rounding).
@@ -502,6 +506,7 @@ def test_several_steps_per_execution_augment_each_batch_by_its_own_position():
         np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow  # in-process, but seconds of training: kept out of the fast loop
 def test_on_one_device_the_pipeline_augments_each_batch_by_its_position_in_the_run():
     # Augmented ahead of the step (BENCHMARKS.md 1b), from a mid-epoch position on and across
     # the epoch boundary: batch b of epoch e is augmented as position e * steps_per_epoch + b,

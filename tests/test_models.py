@@ -541,6 +541,7 @@ def _test_accuracy(keras, model, steps: int) -> float:
     return model.evaluate(test_images, test_labels, verbose=0, return_dict=True)["accuracy"]
 
 
+@pytest.mark.slow  # in-process, but seconds of training: kept out of the fast loop
 def test_a_resnet_learns_which_channel_is_brightest(keras):
     from trainer.models.registry import build_model
 

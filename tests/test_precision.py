@@ -219,6 +219,7 @@ def test_a_mixed_precision_weights_file_loads_into_a_float32_model(tmp_path, dig
 # ----------------------------------------------------------------- EMA
 
 
+@pytest.mark.slow  # in-process, but seconds of training: kept out of the fast loop
 def test_ema_is_restored_and_evaluating_with_it_changes_no_training(tmp_path, digits_dir, data):
     cfg = small_digits_cfg(digits_dir, "optimizer.ema=true", "optimizer.ema_momentum=0.9")
     with_ema, loop = make_loop(data, cfg)
@@ -321,6 +322,7 @@ def test_accumulating_n_batches_updates_as_one_batch_n_times_larger():
     assert not np.allclose(plain_steps[0], big_batch[0])
 
 
+@pytest.mark.slow  # in-process, but seconds of training: kept out of the fast loop
 def test_accumulation_steps_count_batches_and_resume_mid_accumulation(tmp_path, digits_dir, data):
     cfg = small_digits_cfg(
         digits_dir, "optimizer.gradient_accumulation_steps=4", "optimizer.ema=true"
@@ -383,6 +385,7 @@ def test_precision_is_fixed_on_resume_unless_fine_tuning(tmp_path):
 # ----------------------------------------------------------------- all together
 
 
+@pytest.mark.slow  # in-process, but seconds of training: kept out of the fast loop
 @pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
 def test_precision_ema_and_accumulation_combine_and_resume(tmp_path, digits_dir, data, precision):
     cfg = small_digits_cfg(
@@ -398,6 +401,7 @@ def test_precision_ema_and_accumulation_combine_and_resume(tmp_path, digits_dir,
     assert_bitwise_equal(values(resumed), values(uninterrupted))
 
 
+@pytest.mark.slow  # in-process, but seconds of training: kept out of the fast loop
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_xla_compiled_steps_train_in_each_precision(digits_dir, data, precision):
     cfg = small_digits_cfg(

@@ -120,6 +120,7 @@ def test_a_fresh_run_never_writes_into_a_run_with_checkpoints(default_run, digit
     assert sorted(p.name for p in run_dir.iterdir()) == before
 
 
+@pytest.mark.slow  # in-process, but seconds of training: kept out of the fast loop
 @pytest.mark.parametrize("schedule", SCHEDULE_NAMES)
 def test_every_schedule_trains_by_name(schedule, digits_dir, tmp_path):
     from trainer.train import train
@@ -347,6 +348,7 @@ def test_the_seed_articles_schedule_function_trains_resumes_bitwise_and_plots(di
     assert_png(png, 1000, 500)
 
 
+@pytest.mark.slow  # in-process, but seconds of training: kept out of the fast loop
 @pytest.mark.parametrize(("jit_compile", "steps_per_execution"), [(True, 1), (False, 4), (True, 3)])
 def test_compiled_and_multi_step_execution_train_the_same_steps(
     digits_dir, tmp_path, jit_compile, steps_per_execution
