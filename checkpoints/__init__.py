@@ -6,6 +6,8 @@ contract in ``pyproject.toml``, checked by ``lint-imports``):
 =================  ==========================================================  ==========
 module             what it holds                                               TensorFlow
 =================  ==========================================================  ==========
+``keras``          ``ResumableCheckpoint``: the manager as a ``model.fit``      on use
+                   callback (TensorFlow imported with it)
 ``manager``        ``CheckpointManager``: save, commit (maybe in the           no
                    background), pointers, pruning
 ``remote``         checkpoints on object storage (fsspec): commit by manifest  no
