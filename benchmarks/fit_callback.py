@@ -33,13 +33,13 @@ import time
 from pathlib import Path
 
 from benchmarks import common
+from benchmarks.checkpoint_io import CHUNK, disk_limit
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 STEPS = 4
 BATCH = 32
 FEATURES = 256
-WRITE = 8 << 20
 
 
 def build_model(keras, params: float):
@@ -59,24 +59,6 @@ def build_model(keras, params: float):
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     return model
-
-
-def disk_limit(directory: Path, size: int) -> float:
-    """Seconds to write and fsync ``size`` bytes into ``directory`` (8 MiB writes)."""
-    buffer = memoryview(os.urandom(WRITE))
-    path = directory / "disk-limit.bin"
-    started = time.perf_counter()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        left = size
-        while left > 0:
-            left -= os.write(fd, buffer[: min(WRITE, left)])
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    elapsed = time.perf_counter() - started
-    path.unlink()
-    return elapsed
 
 
 def checkpoint_bytes(run: Path) -> int:
@@ -166,12 +148,12 @@ def main(argv: list[str] | None = None) -> common.Report:
         ]
         found: dict[str, list[float]] = {s: [] for s in [*sides, "disk_limit"]}
         found_steps: dict[str, list[float]] = {s: [] for s in sides}
-        size = 0
+        size, buffer = 0, memoryview(os.urandom(CHUNK))
         for index in range(options.repeats):
             for side in common.alternate(index, *sides):
                 found[side].append(timed_fit(side, index))
             size = checkpoint_bytes(root / f"ours_sync-{index}")
-            found["disk_limit"].append(disk_limit(root, size))
+            found["disk_limit"].append(disk_limit(root, size, buffer))
             for side in sides:
                 shutil.rmtree(root / f"{side}-{index}", ignore_errors=True)
 
