@@ -167,6 +167,7 @@ def test_logits_and_loss_are_float32_even_from_a_float16_head(digits_dir, data):
     assert np.isfinite(loop.evaluate(data.validation())["loss"])
 
 
+@pytest.mark.slow  # in-process, but seconds of training: kept out of the fast loop
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_a_resumed_loop_ends_bitwise_equal_for_each_precision(
     tmp_path, digits_dir, data, precision
