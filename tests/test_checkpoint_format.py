@@ -893,7 +893,7 @@ def test_the_checkpoint_modules_do_not_import_tensorflow():
     code = (
         "import sys, checkpoints, checkpoints.manager, checkpoints.reading, "
         "checkpoints.schemas, checkpoints.durable, checkpoints.manifest, checkpoints.listing, "
-        "checkpoints.lock, "
+        "checkpoints.lock, checkpoints.callback_state, checkpoints.keras.match, "
         "checkpoints.io.h5, checkpoints.io.h5_layout, "
         "checkpoints.keep, trainer.runs.run_dir, trainer.runs.resume, "
         "checkpoints.remote, trainer.runs.remote_run, devtools.local_s3, "

@@ -40,7 +40,6 @@ one line (:class:`~checkpoints.errors.UserError`), and nothing is trained or loa
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -53,6 +52,7 @@ import numpy as np
 import tensorflow as tf
 import yaml
 
+from checkpoints.callback_state import check_callback_state, has_state
 from checkpoints.errors import UserError
 from checkpoints.keep import KeepPolicy
 from checkpoints.keras import internals
@@ -64,7 +64,6 @@ from checkpoints.manager import CheckpointManager
 from checkpoints.manifest import Checkpoint
 from checkpoints.reading import read_plain_config
 from checkpoints.restore import read_best_weights, restore_state
-from checkpoints.schemas import MAX_CALLBACK_STATE_BYTES
 from checkpoints.state import progress_manifest, snapshot_state
 
 
@@ -401,19 +400,10 @@ class ResumableCheckpoint(keras.callbacks.Callback):
     def _callback_state(self, index: int, callback: Any) -> Any:
         if internals.is_keras_stateful(callback):
             return internals.keras_callback_state(callback)
-        if not (callable(getattr(callback, "get_state", None)) and hasattr(callback, "set_state")):
+        if not has_state(callback):
             return None
         state = callback.get_state()
-        where = f"callbacks[{index}] ({type(callback).__name__})"
-        try:
-            text = json.dumps(state, allow_nan=False)
-        except (TypeError, ValueError) as error:
-            raise UserError(f"{where}: get_state() must return JSON data: {error}") from None
-        if json.loads(text) != state or len(text.encode()) > MAX_CALLBACK_STATE_BYTES:
-            raise UserError(
-                f"{where}: get_state() must return JSON data (lists, string keys) that survives "
-                f"a round trip, at most {MAX_CALLBACK_STATE_BYTES} bytes"
-            )
+        check_callback_state(f"callbacks[{index}] ({type(callback).__name__})", state)
         return state
 
     def _set_callback_state(self, callback: Any, state: Any) -> None:

@@ -19,7 +19,7 @@ A callback with ``get_state()`` / ``set_state(state)`` has its state saved in
 every checkpoint (``trainer_state.json``, ``loop.callbacks``) and given back
 before a resumed run trains on: the state must be JSON data that survives a
 round trip unchanged (dicts with string keys, lists, strings, integers, finite
-floats, booleans, None), at most :data:`MAX_CALLBACK_STATE_BYTES` as JSON.
+floats, booleans, None), at most ``checkpoints.schemas.MAX_CALLBACK_STATE_BYTES`` as JSON.
 
 This module never imports TensorFlow; :func:`build_callbacks` runs the factories.
 """
@@ -27,11 +27,10 @@ This module never imports TensorFlow; :func:`build_callbacks` runs the factories
 from __future__ import annotations
 
 import inspect
-import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from checkpoints.schemas import MAX_CALLBACK_STATE_BYTES
+from checkpoints.callback_state import check_callback_state, has_state
 from trainer.errors import UserError
 from trainer.registry import Registry
 
@@ -102,43 +101,20 @@ def build_callbacks(callbacks: Sequence[Any] | None) -> list[Any]:
     return built
 
 
-def has_state(callback: Any) -> bool:
-    return callable(getattr(callback, "get_state", None)) and callable(
-        getattr(callback, "set_state", None)
-    )
-
-
 def callback_states(names: Sequence[str], callbacks: Sequence[Any]) -> list[dict[str, Any]]:
     """What the checkpoint saves of ``callbacks`` (named ``names``): one
     ``{"name", "state"}`` per callback, state None for one without ``get_state``.
 
-    A state that is not JSON data, changes in a JSON round trip or is larger than
-    :data:`MAX_CALLBACK_STATE_BYTES` is refused in one line naming the callback.
+    A state a checkpoint cannot keep is refused in one line naming the callback
+    (``checkpoints.callback_state.check_callback_state``).
     """
     saved = []
     for index, (name, callback) in enumerate(zip(names, callbacks, strict=True)):
         state = callback.get_state() if has_state(callback) else None
         if state is not None:
-            _check_state(f"callbacks[{index}] ({name})", state)
+            check_callback_state(f"callbacks[{index}] ({name})", state)
         saved.append({"name": name, "state": state})
     return saved
-
-
-def _check_state(where: str, state: Any) -> None:
-    try:
-        text = json.dumps(state, allow_nan=False)
-    except (TypeError, ValueError) as error:
-        raise UserError(f"{where}: get_state() must return JSON data: {error}") from None
-    if json.loads(text) != state:  # tuples, non-string keys: set_state would get other values
-        raise UserError(
-            f"{where}: get_state() must return JSON data that survives a round trip "
-            "unchanged (lists, not tuples; string keys)"
-        )
-    if len(text.encode()) > MAX_CALLBACK_STATE_BYTES:
-        raise UserError(
-            f"{where}: get_state() is {len(text.encode())} bytes as JSON, at most "
-            f"{MAX_CALLBACK_STATE_BYTES} are saved"
-        )
 
 
 def restore_callback_states(
