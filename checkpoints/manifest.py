@@ -132,6 +132,15 @@ def recorded_class_names(names: Iterable[Any] | None) -> list[str] | None:
 # --------------------------------------------------------------------------- reading
 
 
+@dataclass(frozen=True)
+class ModelShape:
+    """What a manifest records of the data a model is built for (the part of a dataset's
+    info that ``checkpoints.state.progress_manifest`` and a model's rebuild read)."""
+
+    input_shape: tuple[int, ...]
+    num_classes: int
+
+
 @dataclass
 class Checkpoint:
     """One checkpoint directory and its parsed manifest (``None`` when unreadable)."""

@@ -35,6 +35,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from checkpoints.manifest import ModelShape
+
 
 def run_length(trainer_cfg: Mapping[str, Any], steps_per_epoch: int) -> int:
     """The optimizer steps of the whole run.
@@ -202,15 +204,6 @@ class CheckpointModel(NamedTuple):
     """A checkpoint's model, rebuilt and restored, and what it was built for."""
 
     model: Any  # keras.Model, float32, the checkpoint's weights (or their moving average)
-    input_shape: tuple[int, ...]
-    num_classes: int
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    """What a model is built for, as a manifest records it (the part of a ``DataInfo``
-    :func:`build_model_for` reads)."""
-
     input_shape: tuple[int, ...]
     num_classes: int
 

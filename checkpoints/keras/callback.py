@@ -43,7 +43,6 @@ import contextlib
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,18 +60,10 @@ from checkpoints.keras.match import built_record, mismatch
 from checkpoints.listing import latest_valid_checkpoint
 from checkpoints.lock import run_lock
 from checkpoints.manager import CheckpointManager
-from checkpoints.manifest import Checkpoint
+from checkpoints.manifest import Checkpoint, ModelShape
 from checkpoints.reading import read_plain_config
 from checkpoints.restore import read_best_weights, restore_state
 from checkpoints.state import progress_manifest, snapshot_state
-
-
-@dataclass(frozen=True)
-class _ModelShape:
-    """What the manifest records of the data (``progress_manifest``'s ``info``)."""
-
-    input_shape: tuple[int, ...]
-    num_classes: int
 
 
 class ResumableCheckpoint(keras.callbacks.Callback):
@@ -168,6 +159,10 @@ class ResumableCheckpoint(keras.callbacks.Callback):
             self.directory.mkdir(parents=True, exist_ok=True)
             stack.enter_context(run_lock(self.directory, self.report))
             self._record = built_record(model, model.optimizer)
+            self._shape = ModelShape(
+                tuple(int(n) for n in model.inputs[0].shape[1:]) if model.inputs else (),
+                int(model.outputs[0].shape[-1]) if model.outputs else 0,
+            )
             self._config_yaml = yaml.safe_dump(self._record, sort_keys=False)
             self._manager = CheckpointManager(
                 self.directory, self.policy, asynchronous=self.asynchronous, report=self.report
@@ -380,10 +375,6 @@ class ResumableCheckpoint(keras.callbacks.Callback):
             write(staging)
             return None
 
-        shape = _ModelShape(
-            tuple(int(n) for n in model.inputs[0].shape[1:]) if model.inputs else (),
-            int(model.outputs[0].shape[-1]) if model.outputs else 0,
-        )
         manifest = progress_manifest(
             self._global_step(),
             loop,
@@ -391,7 +382,7 @@ class ResumableCheckpoint(keras.callbacks.Callback):
             metrics,
             float(np.asarray(optimizer.learning_rate)),
             self.policy.monitor,
-            shape,
+            self._shape,
         )
         self._manager.save(self._global_step(), write_files, manifest)
 
