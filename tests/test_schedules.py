@@ -25,14 +25,9 @@ from omegaconf import OmegaConf
 from tests.conftest import REPO, SCHEDULE_NAMES
 from trainer.errors import UserError
 from trainer.optim import schedules
+from trainer.optim.base import Schedule, constructor_params
 from trainer.optim.resolve import build_schedule, resolve_schedule, schedule_section_keys
-from trainer.optim.schedules import (
-    SCHEDULES,
-    Schedule,
-    constructor_params,
-    register_schedule,
-    schedule_value,
-)
+from trainer.optim.schedules import SCHEDULES, register_schedule, schedule_value
 from trainer.optim.warmup import LinearWarmup
 from trainer.startup import compose_config
 

@@ -29,9 +29,10 @@ function per step when the run starts (about a second per million steps) and
 
 The function stays the user's code: it is imported with their module
 (``imports``) and found again by its registry name on resume. A schedule's
-``get_config()`` holds plain numbers (``learning_rate``, ``total_steps``,
-``steps_per_epoch``), and a checkpoint holds the resolved ``schedule`` section
-(the registry name and those numbers), never the function.
+``get_config()`` (derived from its constructor, as for every ``Schedule``)
+holds plain numbers (``learning_rate``, ``total_steps``, ``steps_per_epoch``),
+and a checkpoint holds the resolved ``schedule`` section (the registry name and
+those numbers), never the function.
 """
 
 from __future__ import annotations
@@ -41,17 +42,17 @@ import numbers
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
-import keras
 import numpy as np
 from keras import ops
 
 from trainer.errors import UserError
+from trainer.optim.base import Schedule
 from trainer.optim.checks import positive, positive_int
 
 PER = ("step", "epoch")
 
 
-class FunctionSchedule(keras.optimizers.schedules.LearningRateSchedule):
+class FunctionSchedule(Schedule):
     """A registered function's rates, one per step (or epoch) of the run, looked up by step.
 
     ``total_steps``: the last step the table covers (default: the rest of the
@@ -136,9 +137,6 @@ class StepFunctionSchedule(FunctionSchedule):
     def _tabulate(self) -> list[float]:
         return [self._rate(step) for step in range(self.total_steps + 1)]
 
-    def get_config(self) -> dict[str, Any]:
-        return {"learning_rate": self.learning_rate, "total_steps": self.total_steps}
-
 
 class EpochFunctionSchedule(FunctionSchedule):
     """``lr(s) = rate of epoch min(s, total_steps) // steps_per_epoch``: a registered
@@ -168,13 +166,6 @@ class EpochFunctionSchedule(FunctionSchedule):
             previous = float(np.float32(rate))
             rates.append(rate)
         return rates
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "learning_rate": self.learning_rate,
-            "total_steps": self.total_steps,
-            "steps_per_epoch": self.steps_per_epoch,
-        }
 
 
 def schedule_class_of_function(

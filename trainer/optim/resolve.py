@@ -20,9 +20,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from trainer.errors import UserError
+from trainer.optim.base import LearningRateSchedule, constructor_params
 from trainer.optim.checks import ScheduleParamError, is_int, is_number
 from trainer.optim.function_schedules import FunctionSchedule
-from trainer.optim.schedules import SCHEDULES, LearningRateSchedule, constructor_params
+from trainer.optim.schedules import SCHEDULES
 from trainer.optim.warmup import LinearWarmup
 
 

@@ -26,11 +26,12 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import keras
 from keras import ops
 
+from trainer.optim.base import LearningRateSchedule, Schedule
 from trainer.optim.checks import (
     boolean,
     fraction,
@@ -43,8 +44,6 @@ from trainer.optim.checks import (
 )
 from trainer.optim.function_schedules import schedule_class_of_function
 from trainer.registry import Registry
-
-LearningRateSchedule = keras.optimizers.schedules.LearningRateSchedule
 
 SCHEDULES: Registry[type[LearningRateSchedule]] = Registry("schedule")
 
@@ -101,53 +100,6 @@ def register_schedule(name: str, per: str | None = None) -> Callable[[Any], Any]
         return add_to_registry(target)
 
     return decorator
-
-
-def constructor_params(cls: type) -> dict[str, Any]:
-    """The parameters ``cls(...)`` takes by name, ``learning_rate`` included, in order.
-
-    Each maps to its default, or ``inspect.Parameter.empty`` when it is
-    required; ``*args`` and ``**kwargs`` are not named parameters and are left
-    out. This is the one declaration of a schedule's parameters.
-
-    >>> constructor_params(StepSchedule)["factor"]
-    0.1
-    >>> list(constructor_params(StepSchedule))
-    ['learning_rate', 'every_steps', 'factor']
-    """
-    return {
-        param.name: param.default
-        for param in inspect.signature(cls).parameters.values()
-        if param.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-    }
-
-
-class Schedule(LearningRateSchedule):
-    """A schedule whose parameters are declared once, by its constructor.
-
-    ``get_config()`` returns every parameter of ``__init__`` (``learning_rate``
-    first, in the signature's order), read from the attribute of the same
-    name, so the constructor must store each parameter under its own name
-    (a list as a list). ``cls(**schedule.get_config())`` then rebuilds it.
-
-    ``run_length_params``: the duration parameters that default to the rest
-    of the run after warmup when the user leaves them unset.
-    """
-
-    run_length_params: ClassVar[tuple[str, ...]] = ()
-
-    def get_config(self) -> dict[str, Any]:
-        config = {}
-        for param in constructor_params(type(self)):
-            try:
-                value = getattr(self, param)
-            except AttributeError:
-                raise TypeError(
-                    f"{type(self).__name__} stores no attribute {param!r}: a Schedule keeps "
-                    "each constructor parameter under its own name for get_config()"
-                ) from None
-            config[param] = list(value) if isinstance(value, list) else value
-        return config
 
 
 def _float_step(step: Any) -> Any:

@@ -16,8 +16,9 @@ from typing import Any
 import keras
 from keras import ops
 
+from trainer.optim.base import LearningRateSchedule
 from trainer.optim.checks import positive, positive_int
-from trainer.optim.schedules import SCHEDULES, LearningRateSchedule
+from trainer.optim.schedules import SCHEDULES
 
 
 @keras.saving.register_keras_serializable(package="trainer_schedule")
