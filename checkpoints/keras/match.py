@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # imported where used: the tools that read a record need no T
 WRITTEN_BY = "checkpoints.keras.ResumableCheckpoint"
 
 
-def _plain(data: Any) -> Any:
+def _as_json_gives_it(data: Any) -> Any:
     """``data`` as JSON would give it back (NumPy numbers as Python's, tuples as lists)."""
     return json.loads(json.dumps(data, default=lambda value: value.item()))
 
@@ -37,7 +37,7 @@ def built_record(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> d
     """The record of ``model`` and ``optimizer`` that a checkpoint's config.yaml holds."""
     import keras
 
-    config = _plain(optimizer.get_config())
+    config = _as_json_gives_it(optimizer.get_config())
     config.pop("name", None)
     return {
         "written_by": WRITTEN_BY,
